@@ -1,0 +1,31 @@
+"""Errors a user can cause. Each carries one sentence naming the file, row or field at fault."""
+
+from __future__ import annotations
+
+
+class MtfleetError(Exception):
+    """Base of every error mtfleet reports to a user without a traceback."""
+
+
+class DatasetError(MtfleetError):
+    """The input dataset is missing, unreadable or malformed."""
+
+
+class FieldPathError(MtfleetError):
+    """A field path is malformed or matches nothing in the dataset."""
+
+
+class ModelError(MtfleetError):
+    """The model is missing, broken, or cannot take the requested languages."""
+
+
+class OutputError(MtfleetError):
+    """The output cannot be written."""
+
+
+class JobError(MtfleetError):
+    """A job cannot be started, resumed or finished as asked."""
+
+
+class StoreError(MtfleetError):
+    """The job store cannot be reached or holds something unexpected."""

@@ -1,0 +1,609 @@
+"""The job store: jobs and their shards, each move written to the database before it takes effect.
+
+One JobStore per process; every method is one transaction. SQLite (a file, WAL) serves one machine,
+PostgreSQL a cluster; several processes may open the same store at once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mtfleet.errors import JobError, StoreError
+from mtfleet.store.schema import ensure_schema, job_counters, jobs, shards
+from mtfleet.store.states import JobState, ShardState
+
+# any constant works: it only keeps two processes from creating the PostgreSQL tables at once
+_SCHEMA_LOCK_KEY = 0x6D74666C
+_SQLITE_BUSY_TIMEOUT_MS = 30_000
+_POSTGRES_CONNECT_TIMEOUT_S = 10
+_URL_FORMS = "sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """One contiguous row range [row_start, row_end) as the planner cut it."""
+
+    row_start: int
+    row_end: int
+    units: int
+    est_tokens: int
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    spec: dict[str, Any]
+    state: JobState
+    created_at: float
+    updated_at: float
+    error: str | None
+    manifest: dict[str, Any] | None
+    counters: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    job_id: str
+    index: int
+    row_start: int
+    row_end: int
+    units: int
+    est_tokens: int
+    state: ShardState
+    lease_id: str | None
+    lease_owner: str | None
+    lease_expires_at: float | None
+    attempts: int
+    part_path: str | None
+    stats: dict[str, Any]
+    error: str | None
+
+
+class JobStore:
+    """Jobs, their shards and the leases on them, in SQLite or PostgreSQL.
+
+    `clock` returns UTC epoch seconds; tests pass a fake one to move leases past their expiry.
+    """
+
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
+        parsed = _parse_url(url)
+        # the URL as the user wrote it, to name the store in messages
+        self.url = parsed.render_as_string(hide_password=True)
+        self._engine = _create_engine(parsed)
+        self._clock = clock
+        with self._transaction(write=True) as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+            ensure_schema(conn, self.url)
+
+    @classmethod
+    def for_state_dir(
+        cls, state_dir: str | Path, *, clock: Callable[[], float] = time.time
+    ) -> JobStore:
+        """The default store: the SQLite file `jobs.db` in `state_dir`, created if missing."""
+        state_dir = Path(state_dir)
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot create the state directory {state_dir}: {exc.strerror}."
+            ) from None
+        return cls(f"sqlite:///{state_dir / 'jobs.db'}", clock=clock)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> JobStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # jobs
+
+    def create_job(
+        self, job_id: str, spec: Mapping[str, Any], shards_plan: Sequence[ShardPlan]
+    ) -> JobRecord:
+        """Create a queued job with its pending shards, or return the job already stored under
+        `job_id` when its spec is equal (a resume; the stored shards are kept as they are)."""
+        _check_plan(job_id, shards_plan)
+        # compare the spec as it will read back: tuples become lists, keys become strings
+        spec = json.loads(json.dumps(spec))
+        now = self._clock()
+        with self._transaction(write=True) as conn:
+            inserted = conn.execute(
+                _upsert_base(conn, jobs)
+                .values(
+                    id=job_id,
+                    spec=spec,
+                    state=JobState.QUEUED,
+                    created_at=now,
+                    updated_at=now,
+                    error=None,
+                    manifest=None,
+                )
+                .on_conflict_do_nothing(index_elements=[jobs.c.id])
+                .returning(jobs.c.id)
+            ).first()
+            if inserted is not None:
+                if shards_plan:
+                    conn.execute(
+                        sa.insert(shards),
+                        [_new_shard(job_id, index, plan) for index, plan in enumerate(shards_plan)],
+                    )
+                return self._read_job(conn, job_id)
+            existing = self._read_job(conn, job_id)
+        if existing.spec != spec:
+            differing = sorted(
+                key
+                for key in existing.spec.keys() | spec.keys()
+                if existing.spec.get(key) != spec.get(key)
+            )
+            raise JobError(
+                f"Job {job_id!r} already exists with a different spec "
+                f"(differs in {', '.join(differing)}); rerun it with the same settings "
+                "or choose another job id."
+            )
+        return existing
+
+    def get_job(self, job_id: str) -> JobRecord:
+        with self._transaction() as conn:
+            return self._read_job(conn, job_id)
+
+    def find_job(self, job_id: str) -> JobRecord | None:
+        """The job, or None when the store has none of that id."""
+        try:
+            return self.get_job(job_id)
+        except JobError:
+            return None
+
+    def list_jobs(self, state: JobState | None = None) -> list[JobRecord]:
+        """Jobs oldest first, all of them or those in `state`."""
+        query = sa.select(jobs).order_by(jobs.c.created_at, jobs.c.id)
+        if state is not None:
+            query = query.where(jobs.c.state == state)
+        with self._transaction() as conn:
+            rows = conn.execute(query).all()
+            counters: dict[str, dict[str, int]] = {}
+            for counter in conn.execute(sa.select(job_counters)):
+                counters.setdefault(counter.job_id, {})[counter.name] = counter.value
+        return [_job_record(row, counters.get(row.id, {})) for row in rows]
+
+    def set_job_state(self, job_id: str, state: JobState, error: str | None = None) -> JobRecord:
+        """The one place a job moves: refuses a move its state does not allow, then writes it."""
+        with self._transaction(write=True) as conn:
+            current = JobState(self._job_row(conn, job_id, lock="update").state)
+            if not current.can_move_to(state):
+                raise JobError(f"Job {job_id!r} is {current} and cannot become {state}.")
+            conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(state=state, error=error, updated_at=self._clock())
+            )
+            return self._read_job(conn, job_id)
+
+    def set_manifest(self, job_id: str, manifest: Mapping[str, Any]) -> None:
+        with self._transaction(write=True) as conn:
+            updated = conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(manifest=dict(manifest), updated_at=self._clock())
+            ).rowcount
+            if not updated:
+                raise self._unknown_job(job_id)
+
+    def incr_counter(self, job_id: str, name: str, n: int = 1) -> int:
+        """Add `n` to the job's counter `name` (0 when new); returns the new value."""
+        with self._transaction(write=True) as conn:
+            self._job_row(conn, job_id)
+            return self._add_to_counter(conn, job_id, name, n)
+
+    # shards
+
+    def shards(self, job_id: str) -> list[ShardRecord]:
+        """The job's shards in row order, the order their parts are assembled in."""
+        with self._transaction() as conn:
+            self._job_row(conn, job_id)
+            rows = conn.execute(
+                sa.select(shards).where(shards.c.job_id == job_id).order_by(shards.c.row_start)
+            ).all()
+        return [_shard_record(row) for row in rows]
+
+    def shard(self, job_id: str, index: int) -> ShardRecord:
+        with self._transaction() as conn:
+            row = self._select_shard(conn, job_id, index)
+        if row is None:
+            raise JobError(f"Job {job_id!r} has no shard {index}.")
+        return _shard_record(row)
+
+    def lease_shard(self, job_id: str, owner: str, ttl_s: float) -> ShardRecord | None:
+        """Lease the pending shard with the lowest row_start to `owner` for `ttl_s` seconds.
+
+        None when the job is not running (queued, paused, finished) or no shard is pending.
+        """
+        with self._transaction(write=True) as conn:
+            # the share lock makes a pause wait for leases being handed out, and the reverse
+            if self._job_row(conn, job_id, lock="share").state != JobState.RUNNING:
+                return None
+            row = conn.execute(
+                sa.select(shards)
+                .where(shards.c.job_id == job_id, shards.c.state == ShardState.PENDING)
+                .order_by(shards.c.row_start)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if row is None:
+                return None
+            self._move_shard(
+                conn,
+                row,
+                ShardState.LEASED,
+                lease_id=uuid.uuid4().hex,
+                lease_owner=owner,
+                lease_expires_at=self._clock() + ttl_s,
+                attempts=row.attempts + 1,
+            )
+            return _shard_record(self._select_shard(conn, job_id, row.shard_index))
+
+    def renew_lease(self, job_id: str, index: int, lease_id: str, ttl_s: float) -> bool:
+        """Push the lease's expiry to now + `ttl_s`; False when the lease is no longer current."""
+        with self._transaction(write=True) as conn:
+            renewed = conn.execute(
+                sa.update(shards)
+                .where(
+                    shards.c.job_id == job_id,
+                    shards.c.shard_index == index,
+                    shards.c.state == ShardState.LEASED,
+                    shards.c.lease_id == lease_id,
+                )
+                .values(lease_expires_at=self._clock() + ttl_s)
+            ).rowcount
+        return renewed == 1
+
+    def complete_shard(
+        self,
+        job_id: str,
+        index: int,
+        lease_id: str,
+        part_path: str | Path,
+        stats: Mapping[str, Any],
+    ) -> bool:
+        """Mark the shard done with its part file; False, changing nothing, when the lease is stale
+        (expired and handed on, released, or already completed), so a shard counts once."""
+        with self._transaction(write=True) as conn:
+            row = self._select_leased_shard(conn, job_id, index, lease_id)
+            if row is None:
+                return False
+            self._move_shard(
+                conn,
+                row,
+                ShardState.DONE,
+                part_path=str(part_path),
+                stats=dict(stats),
+                lease_expires_at=None,
+                error=None,
+            )
+        return True
+
+    def release_shard(self, job_id: str, index: int, lease_id: str, error: str | None) -> bool:
+        """Give a leased shard back to pending, keeping `error` for the record; False when the
+        lease is stale."""
+        with self._transaction(write=True) as conn:
+            row = self._select_leased_shard(conn, job_id, index, lease_id)
+            if row is None:
+                return False
+            self._move_shard(conn, row, ShardState.PENDING, **_NO_LEASE, error=error or row.error)
+        return True
+
+    def release_owner(self, job_id: str, owner: str) -> list[int]:
+        """Put every shard leased to `owner` (a translator that died) back to pending."""
+        with self._transaction(write=True) as conn:
+            return self._release_leases(conn, job_id, shards.c.lease_owner == owner)
+
+    def expire_leases(self, job_id: str) -> list[int]:
+        """Put every shard whose lease is past its expiry back to pending, counting each in the
+        job's counter `lease_expiries`."""
+        with self._transaction(write=True) as conn:
+            expired = self._release_leases(conn, job_id, shards.c.lease_expires_at <= self._clock())
+            if expired:
+                self._add_to_counter(conn, job_id, "lease_expiries", len(expired))
+            return expired
+
+    def split_shard(self, job_id: str, index: int) -> list[int]:
+        """Replace a pending shard by its two halves by row range: new indices, no attempts yet.
+
+        The caller decides when a shard has failed often enough to split. Units and estimated
+        tokens are shared out in proportion to rows. Returns the new indices in row order.
+        """
+        with self._transaction(write=True) as conn:
+            # the exclusive job lock keeps two splits from taking the same new indices
+            self._job_row(conn, job_id, lock="update")
+            row = self._select_shard(conn, job_id, index, lock=True)
+            if row is None:
+                raise JobError(f"Job {job_id!r} has no shard {index}.")
+            if row.state != ShardState.PENDING:
+                raise JobError(
+                    f"Shard {index} of job {job_id!r} is {row.state}; only a pending shard "
+                    "can be split."
+                )
+            if row.row_end - row.row_start < 2:
+                raise JobError(
+                    f"Shard {index} of job {job_id!r} holds only row {row.row_start} "
+                    "and cannot be split."
+                )
+            first_index = conn.execute(
+                sa.select(sa.func.max(shards.c.shard_index) + 1).where(shards.c.job_id == job_id)
+            ).scalar_one()
+            rows = row.row_end - row.row_start
+            middle = row.row_start + rows // 2
+            low_units = row.units * (middle - row.row_start) // rows
+            low_tokens = row.est_tokens * (middle - row.row_start) // rows
+            halves = [
+                ShardPlan(row.row_start, middle, low_units, low_tokens),
+                ShardPlan(middle, row.row_end, row.units - low_units, row.est_tokens - low_tokens),
+            ]
+            conn.execute(
+                sa.delete(shards).where(shards.c.job_id == job_id, shards.c.shard_index == index)
+            )
+            conn.execute(
+                sa.insert(shards),
+                [_new_shard(job_id, first_index + n, half) for n, half in enumerate(halves)],
+            )
+        return [first_index, first_index + 1]
+
+    def fail_shard(self, job_id: str, index: int, lease_id: str | None, error: str) -> bool:
+        """Mark the shard failed for good, keeping `error`. With a lease: False when it is stale.
+        Without one: the coordinator's own decision, for a pending (or leased) shard."""
+        with self._transaction(write=True) as conn:
+            if lease_id is not None:
+                row = self._select_leased_shard(conn, job_id, index, lease_id)
+                if row is None:
+                    return False
+            else:
+                row = self._select_shard(conn, job_id, index, lock=True)
+                if row is None:
+                    raise JobError(f"Job {job_id!r} has no shard {index}.")
+            self._move_shard(conn, row, ShardState.FAILED, lease_expires_at=None, error=error)
+        return True
+
+    def progress(self, job_id: str) -> dict[str, Any]:
+        """Shard counts per state and the rows, units and segments of the done shards.
+
+        Segments are the sum of the `segments` entries of the done shards' stats.
+        """
+        with self._transaction() as conn:
+            self._job_row(conn, job_id)
+            rows = conn.execute(
+                sa.select(
+                    shards.c.state,
+                    shards.c.row_start,
+                    shards.c.row_end,
+                    shards.c.units,
+                    shards.c.stats,
+                ).where(shards.c.job_id == job_id)
+            ).all()
+        counts = {state.value: 0 for state in ShardState}
+        done = [row for row in rows if row.state == ShardState.DONE]
+        for row in rows:
+            counts[row.state] += 1
+        return {
+            "shards": counts,
+            "rows_total": sum(row.row_end - row.row_start for row in rows),
+            "rows_done": sum(row.row_end - row.row_start for row in done),
+            "units_total": sum(row.units for row in rows),
+            "units_done": sum(row.units for row in done),
+            "segments_done": sum(int(row.stats.get("segments", 0)) for row in done),
+        }
+
+    # private
+
+    @contextmanager
+    def _transaction(self, *, write: bool = False) -> Iterator[sa.Connection]:
+        """One transaction; on SQLite a writing one takes the write lock at BEGIN (IMMEDIATE)
+        so two writers queue instead of failing when one upgrades its read lock."""
+        try:
+            with self._engine.connect() as conn:
+                conn.execution_options(mtfleet_write=write)
+                with conn.begin():
+                    yield conn
+        except sa.exc.DBAPIError as exc:
+            raise StoreError(
+                f"The job store at {self.url} cannot be used: {_reason(exc)}."
+            ) from exc
+
+    def _job_row(
+        self, conn: sa.Connection, job_id: str, lock: Literal["share", "update"] | None = None
+    ) -> sa.Row:
+        """The job's id and state, row-locked on PostgreSQL when asked (SQLite locks the whole
+        file at BEGIN IMMEDIATE)."""
+        query = sa.select(jobs.c.id, jobs.c.state).where(jobs.c.id == job_id)
+        if lock is not None:
+            query = query.with_for_update(read=lock == "share")
+        row = conn.execute(query).first()
+        if row is None:
+            raise self._unknown_job(job_id)
+        return row
+
+    def _unknown_job(self, job_id: str) -> JobError:
+        return JobError(f"No job {job_id!r} in the job store at {self.url}.")
+
+    def _read_job(self, conn: sa.Connection, job_id: str) -> JobRecord:
+        row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+        if row is None:
+            raise self._unknown_job(job_id)
+        counters = conn.execute(
+            sa.select(job_counters.c.name, job_counters.c.value).where(
+                job_counters.c.job_id == job_id
+            )
+        ).all()
+        return _job_record(row, {name: value for name, value in counters})
+
+    def _add_to_counter(self, conn: sa.Connection, job_id: str, name: str, n: int) -> int:
+        upsert = _upsert_base(conn, job_counters).values(job_id=job_id, name=name, value=n)
+        conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[job_counters.c.job_id, job_counters.c.name],
+                set_={"value": job_counters.c.value + upsert.excluded.value},
+            )
+        )
+        return conn.execute(
+            sa.select(job_counters.c.value).where(
+                job_counters.c.job_id == job_id, job_counters.c.name == name
+            )
+        ).scalar_one()
+
+    def _select_shard(
+        self, conn: sa.Connection, job_id: str, index: int, *, lock: bool = False
+    ) -> sa.Row | None:
+        query = sa.select(shards).where(shards.c.job_id == job_id, shards.c.shard_index == index)
+        if lock:
+            query = query.with_for_update()
+        return conn.execute(query).first()
+
+    def _select_leased_shard(
+        self, conn: sa.Connection, job_id: str, index: int, lease_id: str
+    ) -> sa.Row | None:
+        """The shard, locked, if `lease_id` is its current lease; None when that lease is stale."""
+        row = self._select_shard(conn, job_id, index, lock=True)
+        if row is None or row.state != ShardState.LEASED or row.lease_id != lease_id:
+            return None
+        return row
+
+    def _release_leases(
+        self, conn: sa.Connection, job_id: str, condition: sa.ColumnElement[bool]
+    ) -> list[int]:
+        rows = conn.execute(
+            sa.select(shards)
+            .where(shards.c.job_id == job_id, shards.c.state == ShardState.LEASED, condition)
+            .order_by(shards.c.shard_index)
+            .with_for_update()
+        ).all()
+        for row in rows:
+            self._move_shard(conn, row, ShardState.PENDING, **_NO_LEASE)
+        return [row.shard_index for row in rows]
+
+    def _move_shard(self, conn: sa.Connection, row: sa.Row, to: ShardState, **values: Any) -> None:
+        """The one place a shard moves: refuses a move its state does not allow, then writes it."""
+        current = ShardState(row.state)
+        if not current.can_move_to(to):
+            raise JobError(
+                f"Shard {row.shard_index} of job {row.job_id!r} is {current} "
+                f"and cannot become {to}."
+            )
+        conn.execute(
+            sa.update(shards)
+            .where(shards.c.job_id == row.job_id, shards.c.shard_index == row.shard_index)
+            .values(state=to, **values)
+        )
+
+
+_NO_LEASE: dict[str, Any] = {"lease_id": None, "lease_owner": None, "lease_expires_at": None}
+
+
+def _upsert_base(conn: sa.Connection, table: sa.Table) -> Any:
+    """An INSERT that can take ON CONFLICT, in the connection's dialect."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def _parse_url(url: str) -> sa.URL:
+    try:
+        return sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise StoreError(f"The job store URL {url!r} is not a URL; use {_URL_FORMS}.") from None
+
+
+def _create_engine(parsed: sa.URL) -> sa.Engine:
+    url = parsed.render_as_string(hide_password=True)
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        connect_args = {}
+        if "connect_timeout" not in parsed.query:
+            connect_args["connect_timeout"] = _POSTGRES_CONNECT_TIMEOUT_S
+        return sa.create_engine(
+            parsed.set(drivername="postgresql+psycopg"),
+            connect_args=connect_args,
+            pool_pre_ping=True,
+        )
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise StoreError(
+                f"The job store URL {url!r} names no file; other processes must be able to "
+                "open the store, so use sqlite:///PATH."
+            )
+        engine = sa.create_engine(parsed.set(drivername="sqlite+pysqlite"))
+        sa.event.listen(engine, "connect", _prepare_sqlite_connection)
+        sa.event.listen(engine, "begin", _begin_sqlite_transaction)
+        return engine
+    raise StoreError(
+        f"The job store URL {url!r} names an unsupported database {backend!r}; use {_URL_FORMS}."
+    )
+
+
+def _prepare_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    # sqlite3 must not emit BEGIN itself: _begin_sqlite_transaction does, in the mode it needs
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _begin_sqlite_transaction(conn: sa.Connection) -> None:
+    write = conn.get_execution_options().get("mtfleet_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _reason(exc: sa.exc.DBAPIError) -> str:
+    lines = str(exc.orig).strip().splitlines()
+    return lines[0].rstrip(".") if lines else type(exc.orig).__name__
+
+
+def _check_plan(job_id: str, shards_plan: Sequence[ShardPlan]) -> None:
+    previous_end = None
+    for plan in sorted(shards_plan, key=lambda plan: plan.row_start):
+        if plan.row_end <= plan.row_start or (
+            previous_end is not None and plan.row_start < previous_end
+        ):
+            raise JobError(
+                f"The shard plan of job {job_id!r} has an empty or overlapping row range "
+                f"[{plan.row_start}, {plan.row_end})."
+            )
+        previous_end = plan.row_end
+
+
+def _new_shard(job_id: str, index: int, plan: ShardPlan) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "shard_index": index,
+        "row_start": plan.row_start,
+        "row_end": plan.row_end,
+        "units": plan.units,
+        "est_tokens": plan.est_tokens,
+        "state": ShardState.PENDING,
+        "attempts": 0,
+        "stats": {},
+        **_NO_LEASE,
+        "part_path": None,
+        "error": None,
+    }
+
+
+def _job_record(row: sa.Row, counters: dict[str, int]) -> JobRecord:
+    return JobRecord(**{**row._mapping, "state": JobState(row.state)}, counters=counters)
+
+
+def _shard_record(row: sa.Row) -> ShardRecord:
+    columns = {**row._mapping, "state": ShardState(row.state)}
+    return ShardRecord(index=columns.pop("shard_index"), **columns)

@@ -1,0 +1,87 @@
+"""Tables of the job store, and the version stamp that keeps an older mtfleet off a newer store."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from mtfleet.errors import StoreError
+from mtfleet.store.states import JobState, ShardState
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "mtfleet_schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+jobs = sa.Table(
+    "mtfleet_jobs",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("manifest", sa.JSON(none_as_null=True)),
+    sa.CheckConstraint(
+        sa.column("state").in_([state.value for state in JobState]), name="mtfleet_job_state"
+    ),
+)
+
+job_counters = sa.Table(
+    "mtfleet_job_counters",
+    metadata,
+    sa.Column(
+        "job_id", sa.ForeignKey(jobs.c.id, ondelete="CASCADE"), primary_key=True, nullable=False
+    ),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+shards = sa.Table(
+    "mtfleet_shards",
+    metadata,
+    sa.Column(
+        "job_id", sa.ForeignKey(jobs.c.id, ondelete="CASCADE"), primary_key=True, nullable=False
+    ),
+    sa.Column("shard_index", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("row_start", sa.Integer, nullable=False),
+    sa.Column("row_end", sa.Integer, nullable=False),
+    sa.Column("units", sa.Integer, nullable=False),
+    sa.Column("est_tokens", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("lease_id", sa.String(64)),
+    sa.Column("lease_owner", sa.String(200)),
+    sa.Column("lease_expires_at", sa.Double),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("part_path", sa.Text),
+    sa.Column("stats", sa.JSON, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.CheckConstraint("row_start < row_end", name="mtfleet_shard_rows"),
+    sa.CheckConstraint(
+        sa.column("state").in_([state.value for state in ShardState]), name="mtfleet_shard_state"
+    ),
+    # leasing picks the lowest pending row_start of a job
+    sa.Index("mtfleet_shards_by_state", "job_id", "state", "row_start"),
+)
+
+
+def ensure_schema(conn: sa.Connection, where: str) -> None:
+    """Create the tables on first use; refuse a store stamped with another schema version."""
+    found = None
+    if sa.inspect(conn).has_table(schema_version.name):
+        found = conn.execute(sa.select(schema_version.c.version)).scalar()
+    if found is not None and found != SCHEMA_VERSION:
+        age = "a newer" if found > SCHEMA_VERSION else "an older"
+        raise StoreError(
+            f"The job store at {where} has schema version {found}, written by {age} "
+            f"mtfleet than this one (schema version {SCHEMA_VERSION}); use a matching mtfleet "
+            "or a new store."
+        )
+    metadata.create_all(conn)
+    if found is None:
+        conn.execute(sa.insert(schema_version).values(version=SCHEMA_VERSION))

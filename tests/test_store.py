@@ -1,0 +1,420 @@
+"""Specifications of the job store, each run on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from mtfleet.errors import JobError, StoreError
+from mtfleet.store import SCHEMA_VERSION, JobState, JobStore, ShardPlan, ShardState
+from mtfleet.store.schema import schema_version
+
+SPEC = {"input": "data.json", "output": "out.json", "model": "opus-mt", "fields": ["instruction"]}
+TTL_S = 30.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    return request.getfixturevalue("postgres_store_url")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def open_store(store_url: str, clock: FakeClock) -> Iterator[Callable[[], JobStore]]:
+    """Opens another JobStore on the same database, as another process would."""
+    opened: list[JobStore] = []
+
+    def open_one() -> JobStore:
+        store = JobStore(store_url, clock=clock)
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_store: Callable[[], JobStore]) -> JobStore:
+    return open_store()
+
+
+def plan(*bounds: int) -> list[ShardPlan]:
+    """Shards cut at the given row bounds: plan(0, 10, 20) is rows 0-9 and rows 10-19."""
+    return [
+        ShardPlan(start, end, units=2 * (end - start), est_tokens=50 * (end - start))
+        for start, end in itertools.pairwise(bounds)
+    ]
+
+
+def running_job(store: JobStore, bounds: tuple[int, ...] = (0, 10, 20, 30)) -> str:
+    store.create_job("job", SPEC, plan(*bounds))
+    store.set_job_state("job", JobState.RUNNING)
+    return "job"
+
+
+def test_a_new_job_is_queued_and_its_shards_are_leased_in_row_order(store: JobStore) -> None:
+    job = store.create_job("job", SPEC, list(reversed(plan(0, 10, 20))))
+
+    assert (job.id, job.spec, job.state, job.counters) == ("job", SPEC, JobState.QUEUED, {})
+    assert [(s.index, s.row_start, s.state) for s in store.shards("job")] == [
+        (1, 0, ShardState.PENDING),
+        (0, 10, ShardState.PENDING),
+    ]
+    assert store.lease_shard("job", "t1", TTL_S) is None, "a queued job hands out no leases"
+    store.set_job_state("job", JobState.RUNNING)
+    assert store.lease_shard("job", "t1", TTL_S).row_start == 0
+
+
+def test_resume_returns_the_same_job_and_keeps_its_done_shards(
+    open_store: Callable[[], JobStore], clock: FakeClock
+) -> None:
+    first = open_store()
+    created = first.create_job("job", SPEC, plan(0, 10, 20))
+    first.set_job_state("job", JobState.RUNNING)
+    lease = first.lease_shard("job", "t1", TTL_S)
+    first.complete_shard("job", lease.index, lease.lease_id, "parts/0.json", {"segments": 4})
+    first.close()
+
+    clock.now += 60
+    resumed = open_store().create_job("job", dict(reversed(SPEC.items())), plan(0, 5, 20))
+
+    assert (resumed.id, resumed.created_at, resumed.state) == (
+        "job",
+        created.created_at,
+        JobState.RUNNING,
+    )
+    assert [(s.row_start, s.state) for s in open_store().shards("job")] == [
+        (0, ShardState.DONE),
+        (10, ShardState.PENDING),
+    ]
+
+
+def test_a_different_spec_under_an_existing_job_id_is_refused(store: JobStore) -> None:
+    store.create_job("job", SPEC, plan(0, 10))
+
+    with pytest.raises(JobError, match=r"'job' already exists .*differs in model"):
+        store.create_job("job", {**SPEC, "model": "nllb"}, plan(0, 10))
+
+
+def test_stale_completion_is_ignored_so_a_shard_done_twice_counts_once(
+    store: JobStore, clock: FakeClock
+) -> None:
+    job_id = running_job(store, bounds=(0, 10))
+    slow = store.lease_shard(job_id, "slow", TTL_S)
+    clock.now += TTL_S + 1
+    assert store.expire_leases(job_id) == [slow.index]
+    fast = store.lease_shard(job_id, "fast", TTL_S)
+
+    assert store.complete_shard(job_id, fast.index, fast.lease_id, "fast.json", {"segments": 7})
+    assert not store.complete_shard(job_id, slow.index, slow.lease_id, "slow.json", {"segments": 7})
+    assert not store.complete_shard(
+        job_id, fast.index, fast.lease_id, "again.json", {"segments": 7}
+    )
+
+    done = store.shard(job_id, fast.index)
+    assert (done.state, done.part_path, done.lease_owner) == (ShardState.DONE, "fast.json", "fast")
+    progress = store.progress(job_id)
+    assert progress["shards"] == {"pending": 0, "leased": 0, "done": 1, "failed": 0}
+    assert (progress["rows_done"], progress["units_done"], progress["segments_done"]) == (10, 20, 7)
+
+
+def test_expired_lease_puts_the_shard_back(store: JobStore, clock: FakeClock) -> None:
+    job_id = running_job(store)
+    lease = store.lease_shard(job_id, "t1", TTL_S)
+
+    clock.now += TTL_S - 1
+    assert store.expire_leases(job_id) == []
+    clock.now += 2
+    assert store.expire_leases(job_id) == [lease.index]
+
+    shard = store.shard(job_id, lease.index)
+    assert (shard.state, shard.lease_id, shard.lease_owner, shard.attempts) == (
+        ShardState.PENDING,
+        None,
+        None,
+        1,
+    )
+    assert store.get_job(job_id).counters == {"lease_expiries": 1}
+    again = store.lease_shard(job_id, "t2", TTL_S)
+    assert (again.index, again.attempts) == (lease.index, 2)
+    assert not store.renew_lease(job_id, lease.index, lease.lease_id, TTL_S)
+
+
+def test_a_renewed_lease_outlives_its_first_expiry(store: JobStore, clock: FakeClock) -> None:
+    job_id = running_job(store)
+    lease = store.lease_shard(job_id, "t1", TTL_S)
+
+    clock.now += TTL_S - 1
+    assert store.renew_lease(job_id, lease.index, lease.lease_id, TTL_S)
+    clock.now += TTL_S - 1
+
+    assert store.expire_leases(job_id) == []
+    assert store.shard(job_id, lease.index).lease_expires_at == clock.now + 1
+
+
+def test_concurrent_leasing_from_threads_never_hands_one_shard_to_two_owners(
+    open_store: Callable[[], JobStore],
+) -> None:
+    shard_count, translator_count = 40, 6
+    running_job(open_store(), bounds=tuple(range(0, 10 * shard_count + 1, 10)))
+    stores = [open_store() for _ in range(translator_count)]
+    start = threading.Barrier(translator_count)
+    leased: list[tuple[int, str]] = []
+    errors: list[BaseException] = []
+
+    def translate(store: JobStore, owner: str) -> None:
+        try:
+            start.wait()
+            while (lease := store.lease_shard("job", owner, TTL_S)) is not None:
+                leased.append((lease.index, owner))
+                assert store.complete_shard("job", lease.index, lease.lease_id, owner, {})
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=translate, args=(store, f"t{n}")) for n, store in enumerate(stores)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert Counter(index for index, _ in leased) == Counter(range(shard_count))
+    shards = stores[0].shards("job")
+    assert {(s.state, s.attempts) for s in shards} == {(ShardState.DONE, 1)}
+    assert {s.index: s.lease_owner for s in shards} == dict(leased)
+
+
+def test_a_paused_job_hands_out_no_leases_and_its_leased_shards_still_finish(
+    store: JobStore,
+) -> None:
+    job_id = running_job(store)
+    lease = store.lease_shard(job_id, "t1", TTL_S)
+
+    store.set_job_state(job_id, JobState.PAUSED)
+    assert store.lease_shard(job_id, "t2", TTL_S) is None
+    assert store.complete_shard(job_id, lease.index, lease.lease_id, "0.json", {})
+    store.set_job_state(job_id, JobState.RUNNING)
+    assert store.lease_shard(job_id, "t2", TTL_S).row_start == 10
+
+
+def test_a_released_shard_goes_back_to_pending_and_keeps_its_error(store: JobStore) -> None:
+    job_id = running_job(store)
+    lease = store.lease_shard(job_id, "t1", TTL_S)
+
+    assert store.release_shard(job_id, lease.index, lease.lease_id, "CUDA out of memory")
+    assert not store.release_shard(job_id, lease.index, lease.lease_id, "again")
+
+    shard = store.shard(job_id, lease.index)
+    assert (shard.state, shard.error, shard.attempts, shard.lease_id) == (
+        ShardState.PENDING,
+        "CUDA out of memory",
+        1,
+        None,
+    )
+
+
+def test_release_owner_frees_only_the_dead_translators_leases(store: JobStore) -> None:
+    job_id = running_job(store, bounds=(0, 10, 20, 30, 40))
+    dead = [store.lease_shard(job_id, "dead", TTL_S) for _ in range(2)]
+    alive = store.lease_shard(job_id, "alive", TTL_S)
+
+    assert store.release_owner(job_id, "dead") == sorted(lease.index for lease in dead)
+    assert store.shard(job_id, alive.index).state == ShardState.LEASED
+    assert store.progress(job_id)["shards"] == {"pending": 3, "leased": 1, "done": 0, "failed": 0}
+    assert store.release_owner(job_id, "dead") == []
+
+
+def test_transitions_that_are_not_allowed_raise(store: JobStore) -> None:
+    job_id = running_job(store, bounds=(0, 10, 20))
+    lease = store.lease_shard(job_id, "t1", TTL_S)
+    store.complete_shard(job_id, lease.index, lease.lease_id, "0.json", {})
+    second = store.lease_shard(job_id, "t1", TTL_S)
+
+    with pytest.raises(JobError, match="'job' is running and cannot become queued"):
+        store.set_job_state(job_id, JobState.QUEUED)
+    with pytest.raises(JobError, match=f"Shard {lease.index} of job 'job' is done"):
+        store.fail_shard(job_id, lease.index, None, "too late")
+    with pytest.raises(JobError, match="only a pending shard can be split"):
+        store.split_shard(job_id, second.index)
+    store.set_job_state(job_id, JobState.SUCCEEDED)
+    with pytest.raises(JobError, match="'job' is succeeded and cannot become running"):
+        store.set_job_state(job_id, JobState.RUNNING)
+
+    assert store.get_job(job_id).state == JobState.SUCCEEDED
+    assert store.shard(job_id, lease.index).state == ShardState.DONE
+
+
+def test_a_failed_job_can_be_queued_again_with_its_error_cleared(store: JobStore) -> None:
+    job_id = running_job(store)
+    failed = store.set_job_state(job_id, JobState.FAILED, error="row 17 failed")
+
+    assert (failed.state, failed.error) == (JobState.FAILED, "row 17 failed")
+    requeued = store.set_job_state(job_id, JobState.QUEUED)
+    assert (requeued.state, requeued.error) == (JobState.QUEUED, None)
+
+
+def test_a_store_with_a_newer_schema_version_is_refused(store_url: str, store: JobStore) -> None:
+    store.close()
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.update(schema_version).values(version=SCHEMA_VERSION + 1))
+    engine.dispose()
+
+    with pytest.raises(
+        StoreError, match=f"schema version {SCHEMA_VERSION + 1}, written by a newer"
+    ):
+        JobStore(store_url)
+
+
+def test_split_covers_the_same_rows_with_new_indices_and_no_attempts(store: JobStore) -> None:
+    job_id = running_job(store, bounds=(0, 10, 21))
+    first = store.lease_shard(job_id, "t1", TTL_S)
+    store.complete_shard(job_id, first.index, first.lease_id, "0.json", {})
+    broken = store.lease_shard(job_id, "t1", TTL_S)
+    store.release_shard(job_id, broken.index, broken.lease_id, "ValueError")
+
+    halves = store.split_shard(job_id, broken.index)
+    quarters = store.split_shard(job_id, halves[1])
+
+    assert halves == [2, 3] and quarters == [4, 5]
+    shards = store.shards(job_id)
+    assert [(s.index, s.row_start, s.row_end) for s in shards] == [
+        (0, 0, 10),
+        (2, 10, 15),
+        (4, 15, 18),
+        (5, 18, 21),
+    ]
+    assert all(s.row_end == after.row_start for s, after in itertools.pairwise(shards))
+    assert [(s.state, s.attempts) for s in shards[1:]] == [(ShardState.PENDING, 0)] * 3
+    assert sum(s.units for s in shards[1:]) == broken.units
+    assert sum(s.est_tokens for s in shards[1:]) == broken.est_tokens
+    with pytest.raises(JobError, match=f"has no shard {broken.index}"):
+        store.shard(job_id, broken.index)
+
+
+def test_a_one_row_shard_cannot_split_and_fails_with_its_error(store: JobStore) -> None:
+    job_id = running_job(store, bounds=(0, 1, 2))
+    lease = store.lease_shard(job_id, "t1", TTL_S)
+    store.release_shard(job_id, lease.index, lease.lease_id, "IndexError")
+
+    with pytest.raises(JobError, match="holds only row 0 and cannot be split"):
+        store.split_shard(job_id, lease.index)
+    assert store.fail_shard(job_id, lease.index, None, "IndexError: row 0")
+
+    shard = store.shard(job_id, lease.index)
+    assert (shard.state, shard.error) == (ShardState.FAILED, "IndexError: row 0")
+    assert store.progress(job_id)["shards"]["failed"] == 1
+
+
+def test_a_stale_lease_cannot_fail_a_shard(store: JobStore, clock: FakeClock) -> None:
+    job_id = running_job(store)
+    stale = store.lease_shard(job_id, "t1", TTL_S)
+    clock.now += TTL_S
+    store.expire_leases(job_id)
+    current = store.lease_shard(job_id, "t2", TTL_S)
+
+    assert not store.fail_shard(job_id, stale.index, stale.lease_id, "late")
+    assert store.fail_shard(job_id, current.index, current.lease_id, "RuntimeError")
+    assert store.shard(job_id, current.index).state == ShardState.FAILED
+
+
+def test_counters_manifest_and_job_list_are_kept_per_job(store: JobStore, clock: FakeClock) -> None:
+    store.create_job("first", SPEC, plan(0, 10))
+    clock.now += 1
+    running_job(store)
+
+    assert store.incr_counter("job", "translator_deaths") == 1
+    assert store.incr_counter("job", "translator_deaths", 2) == 3
+    store.set_manifest("job", {"shards": 3, "failures": []})
+
+    job = store.get_job("job")
+    assert job.counters == {"translator_deaths": 3}
+    assert job.manifest == {"shards": 3, "failures": []}
+    assert job.updated_at == clock.now
+    assert [j.id for j in store.list_jobs()] == ["first", "job"]
+    assert [j.id for j in store.list_jobs(JobState.RUNNING)] == ["job"]
+    assert store.list_jobs(JobState.RUNNING)[0].counters == {"translator_deaths": 3}
+
+
+def test_an_unknown_job_is_a_job_error_naming_it(store: JobStore) -> None:
+    with pytest.raises(JobError, match="No job 'ghost' in the job store"):
+        store.get_job("ghost")
+    with pytest.raises(JobError, match="No job 'ghost'"):
+        store.lease_shard("ghost", "t1", TTL_S)
+    with pytest.raises(JobError, match="No job 'ghost'"):
+        store.incr_counter("ghost", "lease_expiries")
+
+
+def test_an_overlapping_shard_plan_is_refused(store: JobStore) -> None:
+    overlapping = [ShardPlan(0, 10, 1, 1), ShardPlan(5, 15, 1, 1)]
+
+    with pytest.raises(JobError, match=r"overlapping row range \[5, 15\)"):
+        store.create_job("job", SPEC, overlapping)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("jobs.db", "is not a URL"),
+        ("mysql://root@localhost/jobs", "unsupported database 'mysql'"),
+        ("sqlite://", "names no file"),
+        ("sqlite:////nonexistent/dir/jobs.db", "cannot be used: unable to open database file"),
+        ("postgresql://postgres@127.0.0.1:1/test", "cannot be used: .*127.0.0.1"),
+    ],
+)
+def test_a_bad_or_unreachable_store_is_one_sentence_store_error(url: str, reason: str) -> None:
+    with pytest.raises(StoreError, match=reason) as raised:
+        JobStore(url)
+
+    assert "\n" not in str(raised.value) and str(raised.value).endswith(".")
+
+
+def test_the_state_dir_store_is_a_wal_file_another_process_reads(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    with JobStore.for_state_dir(state_dir) as store:
+        running_job(store)
+        lease = store.lease_shard("job", "t1", TTL_S)
+        store.complete_shard("job", lease.index, lease.lease_id, "0.json", {"segments": 5})
+
+        reader = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from mtfleet.store import JobStore; "
+                "print(JobStore.for_state_dir(sys.argv[1]).progress('job')['segments_done'])",
+                str(state_dir),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+
+    assert reader.stdout.strip() == "5"
+    with sqlite3.connect(state_dir / "jobs.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
