@@ -1,0 +1,5 @@
+"""Test and demo helpers: tiny models, test engines, local clusters."""
+
+from mtfleet.testing.engines import ReverseEngine
+
+__all__ = ["ReverseEngine"]

@@ -1,0 +1,48 @@
+"""Engines for tests: deterministic, instant, and an oracle for segmentation and reassembly."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+# Tests of a cluster under disturbance set this so a job lasts long enough to be disturbed.
+DELAY_VARIABLE = "MTFLEET_REVERSE_DELAY_S"
+
+
+class ReverseEngine:
+    """Reverses each segment's characters as its translation; records every segment it is sent.
+
+    Tokens are whitespace-separated words plus one (an end-of-sentence token). `calls` holds the
+    segments of each `translate` call, one list per call. A translate call sleeps `delay_s`
+    (default: the MTFLEET_REVERSE_DELAY_S environment variable, else 0).
+    """
+
+    name = "reverse"
+
+    def __init__(
+        self, max_input_tokens: int = 128, delay_s: float | None = None, **settings: Any
+    ) -> None:
+        self.max_input_tokens = max_input_tokens
+        self.delay_s = float(os.environ.get(DELAY_VARIABLE, 0)) if delay_s is None else delay_s
+        # What a real engine would be given (languages, beam...), echoed by describe().
+        self.settings = settings
+        self.calls: list[list[str]] = []
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(text.split()) + 1 for text in texts]
+
+    def translate(self, segments: Sequence[str]) -> list[str]:
+        self.calls.append(list(segments))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return [segment[::-1] for segment in segments]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "engine": self.name,
+            "model": "reverse",
+            "max_input_tokens": self.max_input_tokens,
+            "settings": self.settings,
+        }
