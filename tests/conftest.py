@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,20 @@ def postgres_store_url() -> Iterator[str]:
 def slow_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     """The reverse engine takes 50 ms a shard, so a job lasts long enough to be disturbed."""
     monkeypatch.setenv("MTFLEET_REVERSE_DELAY_S", "0.05")
+
+
+# engines: tiny random-weight models in the real Hugging Face layout, built once per session
+@pytest.fixture(scope="session")
+def tiny_marian_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Marian model directory (random weights, SentencePiece vocabulary)."""
+    from mtfleet.testing.tiny_model import build_tiny_marian
+
+    return build_tiny_marian(tmp_path_factory.mktemp("tiny-marian"))
+
+
+@pytest.fixture(scope="session")
+def tiny_m2m100_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny M2M100 model directory whose tokenizer knows M2M100's language codes."""
+    from mtfleet.testing.tiny_model import build_tiny_m2m100
+
+    return build_tiny_m2m100(tmp_path_factory.mktemp("tiny-m2m100"))

@@ -1,0 +1,254 @@
+"""HFEngine: a Hugging Face sequence-to-sequence model (Marian, M2M100, NLLB, mBART-50...).
+
+Segments are sorted by token length and cut into batches of at most `max_batch_tokens` padded
+source tokens. Each segment's output is capped at `ceil(max_length_factor * source tokens +
+max_length_offset)` new tokens, enforced row by row inside a batch, so a segment's output is the
+same whether it is generated in a batch or alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import transformers
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from mtfleet.engines.tokens import (
+    DECODER_PROMPT_LENGTH,
+    ModelTokenizer,
+    load_failure,
+    local_dir,
+    token_id_set,
+    weights_sha256,
+)
+from mtfleet.errors import ModelError
+
+# "auto" is float16 on a CUDA device and float32 on the CPU; the int8 types are ct2's
+COMPUTE_TYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16}
+
+
+def _rows_new_tokens_and_caps(
+    caps: torch.Tensor, input_ids: torch.Tensor
+) -> tuple[int, torch.Tensor]:
+    # beam search hands over num_beams (or 2 * num_beams) rows per segment, segment-major
+    rows_per_segment = input_ids.shape[0] // caps.shape[0]
+    row_caps = caps.to(input_ids.device).repeat_interleave(rows_per_segment)
+    return input_ids.shape[1] - DECODER_PROMPT_LENGTH, row_caps
+
+
+class SegmentLengthCap(StoppingCriteria):
+    """Finishes row i of a batch at `caps[i]` new tokens, as `max_new_tokens` would alone."""
+
+    def __init__(self, caps: Sequence[int]) -> None:
+        self.caps = torch.tensor(caps)
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
+    ) -> torch.BoolTensor:
+        new_tokens, row_caps = _rows_new_tokens_and_caps(self.caps, input_ids)
+        return new_tokens >= row_caps
+
+
+class SegmentForcedEos(LogitsProcessor):
+    """Forces EOS as row i's `caps[i]`-th new token, as `forced_eos_token_id` does alone."""
+
+    def __init__(self, caps: Sequence[int], eos_token_ids: Sequence[int]) -> None:
+        self.caps = torch.tensor(caps)
+        self.eos_token_ids = list(eos_token_ids)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        new_tokens, row_caps = _rows_new_tokens_and_caps(self.caps, input_ids)
+        last = row_caps == new_tokens + 1
+        if not last.any():
+            return scores
+        forced = scores.clone()
+        forced[last] = -math.inf
+        for token in self.eos_token_ids:
+            forced[last, token] = 0
+        return forced
+
+
+class HFEngine:
+    """Translates segments with a local or hub Hugging Face seq2seq model.
+
+    Tokenizing, languages, batches and output caps are `ModelTokenizer`'s (shared with ct2):
+    Marian takes no language codes, except a multi-target model's `>>tgt<<` before each segment;
+    M2M100, NLLB and mBART-50 need `src_lang` and `tgt_lang`, and the target language's token is
+    forced as the first generated token.
+    """
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        src_lang: str | None = None,
+        tgt_lang: str | None = None,
+        beam: int = 1,
+        max_batch_tokens: int = 8192,
+        max_length_factor: float = 2.0,
+        max_length_offset: int = 10,
+        device: str = "auto",
+        threads: int | None = None,
+        compute_type: str = "auto",
+    ) -> None:
+        if beam < 1:
+            raise ModelError(f"Beam size must be at least 1, not {beam}.")
+        if compute_type not in COMPUTE_TYPES:
+            raise ModelError(
+                f"Compute type {compute_type!r} is not available to the hf engine; "
+                f"it takes {', '.join(COMPUTE_TYPES)}."
+            )
+        self.tokens = ModelTokenizer(
+            model,
+            src_lang=src_lang,
+            tgt_lang=tgt_lang,
+            max_batch_tokens=max_batch_tokens,
+            max_length_factor=max_length_factor,
+            max_length_offset=max_length_offset,
+        )
+        self.tokenizer = self.tokens.tokenizer
+        self.src_lang, self.tgt_lang = src_lang, tgt_lang
+        self.max_input_tokens = self.tokens.max_input_tokens
+        self.beam = beam
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.device = _pick_device(device)
+        self.dtype = COMPUTE_TYPES[compute_type] or (
+            torch.float16 if self.device.type == "cuda" else torch.float32
+        )
+        self.model = _load_model(self.tokens.source, self.dtype).to(self.device)
+        self.model_dir = local_dir(self.tokens.source)
+        self._eos_token_ids = token_id_set(self.model.generation_config.eos_token_id)
+        self._forced_eos_token_ids = self._take_over_length_settings()
+        self._weights_sha256: dict[str, str] | None = None
+
+    # --- the Engine protocol
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.tokens.count_tokens(texts)
+
+    def translate(self, segments: Sequence[str]) -> list[str]:
+        if not segments:
+            return []
+        return self.tokens.decode(self.generate_token_ids(segments))
+
+    def describe(self) -> dict[str, Any]:
+        if self._weights_sha256 is None:
+            self._weights_sha256 = weights_sha256(self.model_dir)
+        return {
+            "engine": self.name,
+            "model": self.tokens.model_name,
+            "model_dir": str(self.model_dir),
+            "model_class": type(self.model).__name__,
+            "tokenizer_class": type(self.tokenizer).__name__,
+            "weights_sha256": self._weights_sha256,
+            "max_input_tokens": self.max_input_tokens,
+            "settings": {
+                "src_lang": self.src_lang,
+                "tgt_lang": self.tgt_lang,
+                "beam": self.beam,
+                "max_batch_tokens": self.tokens.max_batch_tokens,
+                "max_length_factor": self.tokens.max_length_factor,
+                "max_length_offset": self.tokens.max_length_offset,
+                "device": str(self.device),
+                "dtype": str(self.dtype).removeprefix("torch."),
+                "threads": torch.get_num_threads(),
+            },
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        }
+
+    # --- generation
+
+    def generate_token_ids(self, segments: Sequence[str]) -> list[list[int]]:
+        """Generated token ids per segment, in order: up to and including EOS, no padding.
+
+        The same as the model's `generate` on each segment alone with `max_new_tokens` at its
+        `output_cap`, because sorting, padding and batching change nothing per segment.
+        """
+        encoded = self.tokens.encode_segments(segments)
+        outputs: list[list[int]] = [[] for _ in encoded]
+        for batch in self.tokens.batches(encoded):
+            generated = self._generate([encoded[i] for i in batch])
+            for i, ids in zip(batch, generated, strict=True):
+                outputs[i] = ids
+        return outputs
+
+    def _generate(self, rows: list[list[int]]) -> list[list[int]]:
+        caps = [self.tokens.output_cap(len(ids)) for ids in rows]
+        inputs = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.device)
+        logits_processor = LogitsProcessorList()
+        if self._forced_eos_token_ids:
+            logits_processor.append(SegmentForcedEos(caps, sorted(self._forced_eos_token_ids)))
+        forced_bos = self.tokens.forced_bos_token_id
+        languages = {} if forced_bos is None else {"forced_bos_token_id": forced_bos}
+        with torch.inference_mode():
+            sequences = self.model.generate(
+                **inputs,
+                **languages,
+                num_beams=self.beam,
+                do_sample=False,
+                num_return_sequences=1,
+                max_new_tokens=max(caps),
+                stopping_criteria=StoppingCriteriaList([SegmentLengthCap(caps)]),
+                logits_processor=logits_processor,
+            )
+        return [
+            self._trim(row[DECODER_PROMPT_LENGTH:].tolist(), cap)
+            for row, cap in zip(sequences, caps, strict=True)
+        ]
+
+    def _trim(self, ids: list[int], cap: int) -> list[int]:
+        # a row that finished early is padded to the batch's longest; it ended at EOS or its cap
+        ids = ids[:cap]
+        for position, token in enumerate(ids):
+            if token in self._eos_token_ids:
+                return ids[: position + 1]
+        return ids
+
+    def _take_over_length_settings(self) -> set[int]:
+        """Hand the model's own length settings to the per-segment cap; return its forced EOS."""
+        generation = self.model.generation_config
+        forced_eos = token_id_set(generation.forced_eos_token_id)
+        # the model would force EOS at the batch's longest cap; SegmentForcedEos does it per row
+        generation.forced_eos_token_id = None
+        # max_new_tokens replaces it; left set, generate warns on every call
+        generation.max_length = None
+        return forced_eos
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+    try:
+        picked = torch.device(device)
+    except RuntimeError as error:
+        raise ModelError(
+            f"Device {device!r} is not a device name such as cpu, cuda or cuda:0."
+        ) from error
+    if picked.type == "cuda" and (picked.index or 0) >= torch.cuda.device_count():
+        raise ModelError(
+            f"Device {device!r} is not on this machine, which has "
+            f"{torch.cuda.device_count()} CUDA devices."
+        )
+    return picked
+
+
+def _load_model(source: str, dtype: torch.dtype) -> PreTrainedModel:
+    try:
+        return AutoModelForSeq2SeqLM.from_pretrained(source, dtype=dtype).eval()
+    except Exception as error:  # missing, truncated or mismatched weights fail in many ways
+        raise ModelError(load_failure(source, "its weights", error)) from error

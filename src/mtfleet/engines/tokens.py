@@ -1,0 +1,320 @@
+"""The tokenizer half of a translation model, shared by every engine so they agree token for token.
+
+`ModelTokenizer` locates and checks a model directory (or hub id), loads its config and tokenizer,
+sets up its languages (M2M100, NLLB and mBART-50 codes with a forced first target token; a
+multi-target Marian model's `>>tgt<<`), and knows the input limit, each segment's output cap and
+the length-sorted token-budget batches. It loads no weights: checking a model costs seconds.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import hashlib
+import math
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
+
+from mtfleet.errors import ModelError
+
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
+# Language codes that are tokens themselves: NLLB's eng_Latn, mBART-50's en_XX
+LANGUAGE_TOKEN = re.compile(r"[a-z]{2,3}_[A-Za-z]{2,4}")
+# Encoder-decoder generation starts the decoder with one token, decoder_start_token_id
+DECODER_PROMPT_LENGTH = 1
+# Models with relative positions (T5) have no hard limit; this is the length they trained on
+DEFAULT_POSITIONS = 512
+# A tokenizer without a configured limit reports a huge model_max_length
+UNSET_MODEL_MAX_LENGTH = 1_000_000
+
+
+class ModelTokenizer:
+    """A translation model's tokenizer, languages, input limit, output caps and batches.
+
+    Marian models take no language codes, except multi-target OPUS-MT models, whose `>>tgt<<`
+    token is put before each segment. M2M100, NLLB and mBART-50 need `src_lang` and `tgt_lang`;
+    the target language's token (`forced_bos_token_id`) must be the first generated token.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        src_lang: str | None = None,
+        tgt_lang: str | None = None,
+        max_batch_tokens: int = 8192,
+        max_length_factor: float = 2.0,
+        max_length_offset: int = 10,
+    ) -> None:
+        if max_batch_tokens < 1:
+            raise ModelError(f"max_batch_tokens must be at least 1, not {max_batch_tokens}.")
+        self.model_name = model
+        self.max_batch_tokens = max_batch_tokens
+        self.max_length_factor = max_length_factor
+        self.max_length_offset = max_length_offset
+        self.source = locate_model(model)
+        self.config = _load_config(self.source)
+        self.tokenizer = _load_tokenizer(self.source)
+        self.source_prefix = ""
+        self.forced_bos_token_id: int | None = None
+        self._set_languages(src_lang, tgt_lang)
+        positions = _model_positions(self.config)
+        self.max_input_tokens = min(positions, _tokenizer_limit(self.tokenizer, positions))
+        # the decoder's start token and the output share the model's positions
+        self.max_output_tokens = positions - DECODER_PROMPT_LENGTH
+
+    # --- source side
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Source token ids of each text, special tokens and language marks included."""
+        if not texts:
+            return []
+        sources = [self.source_prefix + text for text in texts]
+        return self.tokenizer(sources, add_special_tokens=True)["input_ids"]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.encode(texts)]
+
+    def encode_segments(self, segments: Sequence[str]) -> list[list[int]]:
+        """`encode`, refusing a segment over the input limit rather than truncating it."""
+        encoded = self.encode(segments)
+        for text, ids in zip(segments, encoded, strict=True):
+            if len(ids) > self.max_input_tokens:
+                raise ValueError(
+                    f"a segment of {len(ids)} tokens exceeds the model's {self.max_input_tokens}"
+                    f" (segment them first): {text[:60]!r}"
+                )
+        return encoded
+
+    def batches(self, encoded: Sequence[Sequence[int]]) -> Iterator[list[int]]:
+        """Indices of `encoded`, longest first, in batches whose padded size fits the budget."""
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
+        batch: list[int] = []
+        for i in order:
+            # the batch's first segment is its longest, so it sets the padded width
+            width = len(encoded[batch[0]]) if batch else len(encoded[i])
+            if batch and (len(batch) + 1) * width > self.max_batch_tokens:
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    # --- target side
+
+    def output_cap(self, source_tokens: int) -> int:
+        """The most new tokens a segment of `source_tokens` tokens may generate."""
+        cap = math.ceil(self.max_length_factor * source_tokens + self.max_length_offset)
+        return max(1, min(cap, self.max_output_tokens))
+
+    def decode(self, outputs: Sequence[Sequence[int]]) -> list[str]:
+        """Text of generated token ids, without special tokens or the forced language token."""
+        if self.forced_bos_token_id is not None:
+            # the target language's token is not text, whether or not the tokenizer calls it special
+            outputs = [
+                ids[1:] if ids[:1] == [self.forced_bos_token_id] else ids
+                for ids in map(list, outputs)
+            ]
+        return self.tokenizer.batch_decode(outputs, skip_special_tokens=True)
+
+    # --- languages
+
+    def _set_languages(self, src_lang: str | None, tgt_lang: str | None) -> None:
+        if hasattr(self.tokenizer, "src_lang"):
+            self._set_language_codes(src_lang, tgt_lang)
+        else:
+            self._set_marian_target(src_lang, tgt_lang)
+
+    def _set_language_codes(self, src_lang: str | None, tgt_lang: str | None) -> None:
+        """M2M100, NLLB, mBART-50: the tokenizer marks the source; the target is the forced BOS."""
+        codes = _language_codes(self.tokenizer)
+        if src_lang is None or tgt_lang is None:
+            raise ModelError(
+                f"Model {self.model_name} needs a source and a target language "
+                f"(--src-lang, --tgt-lang), such as {_some(codes)}."
+            )
+        for code in (src_lang, tgt_lang):
+            if code not in codes:
+                raise ModelError(
+                    f"Model {self.model_name} has no language code {code!r}; "
+                    f"{_nearest(code, codes)} ({len(codes)} in all)."
+                )
+        self.tokenizer.src_lang = src_lang
+        self.forced_bos_token_id = codes[tgt_lang]
+
+    def _set_marian_target(self, src_lang: str | None, tgt_lang: str | None) -> None:
+        """Marian: one language pair, or a multi-target model's `>>tgt<<` before each source."""
+        targets = sorted(
+            token[2:-2]
+            for token in self.tokenizer.get_vocab()
+            if token.startswith(">>") and token.endswith("<<")
+        )
+        if targets:
+            if tgt_lang not in targets:
+                given = (
+                    "no target language" if tgt_lang is None else f"target language {tgt_lang!r}"
+                )
+                raise ModelError(
+                    f"Model {self.model_name} is multi-target and got {given}; "
+                    f"it takes {_some(targets)} ({len(targets)} in all)."
+                )
+            self.source_prefix = f">>{tgt_lang}<< "
+            return
+        declared = {
+            "source": (src_lang, getattr(self.tokenizer, "source_lang", None)),
+            "target": (tgt_lang, getattr(self.tokenizer, "target_lang", None)),
+        }
+        for side, (asked, own) in declared.items():
+            if asked is not None and own is not None and asked != own:
+                raise ModelError(
+                    f"Model {self.model_name} translates {declared['source'][1]} to "
+                    f"{declared['target'][1]}, so it cannot take {asked!r} as its {side} language."
+                )
+
+
+# --- the model directory
+
+
+def locate_model(model: str) -> str:
+    """What from_pretrained is given: a checked local directory, or else a hub id."""
+    path = Path(model).expanduser()
+    if not path.exists() and not _looks_like_a_path(model):
+        return model
+    if not path.is_dir():
+        what = "is a file, not a model directory" if path.exists() else "does not exist"
+        raise ModelError(f"Model directory {model} {what}.")
+    if not (path / "config.json").is_file():
+        raise ModelError(
+            f"Model directory {model} has no config.json: it holds no Hugging Face model."
+        )
+    return str(path.resolve())
+
+
+def local_dir(source: str, *, fetch: bool = False) -> Path:
+    """The directory holding `source`'s files: itself, or a hub model's snapshot.
+
+    Without `fetch` the snapshot must already be in the hub cache (from_pretrained put it there).
+    """
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, local_files_only=not fetch))
+    except Exception as error:  # offline, unknown repository, interrupted download
+        raise ModelError(load_failure(source, "its files", error)) from error
+
+
+def load_failure(source: str, part: str, error: Exception) -> str:
+    """The one sentence for a model whose `part` cannot be loaded."""
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if Path(source).is_dir():
+        return f"Model directory {source} is broken: {part} cannot be loaded ({reason})."
+    return (
+        f"Model {source!r} is neither a local directory nor a Hugging Face Hub model that can be "
+        f"fetched ({reason})."
+    )
+
+
+def files_sha256(model_dir: Path, patterns: Sequence[str] = ("*",)) -> dict[str, str]:
+    """sha256 of each file in `model_dir` whose name matches one of `patterns`, by name."""
+    digests = {}
+    for path in sorted(model_dir.iterdir()):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        if not any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns):
+            continue
+        digest = hashlib.sha256()
+        with path.open("rb") as stream:
+            for block in iter(lambda stream=stream: stream.read(1 << 20), b""):
+                digest.update(block)
+        digests[path.name] = digest.hexdigest()
+    return digests
+
+
+def weights_sha256(model_dir: Path) -> dict[str, str]:
+    """sha256 of each weight file, so a manifest names the exact weights it was made with."""
+    return files_sha256(model_dir, WEIGHT_FILES)
+
+
+def token_id_set(token_ids: int | list[int] | None) -> set[int]:
+    """A generation setting that is one token id, a list of them, or unset, as a set."""
+    if token_ids is None:
+        return set()
+    return {token_ids} if isinstance(token_ids, int) else set(token_ids)
+
+
+def _load_config(source: str) -> PretrainedConfig:
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except Exception as error:  # transformers raises OSError, ValueError, KeyError, JSON errors
+        raise ModelError(load_failure(source, "its config.json", error)) from error
+    if config.model_type not in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
+        raise ModelError(
+            f"Model {source} is a {config.model_type} model, not a sequence-to-sequence "
+            f"translation model such as marian, m2m_100 or nllb."
+        )
+    return config
+
+
+def _load_tokenizer(source: str) -> Any:
+    try:
+        with warnings.catch_warnings():
+            # MarianTokenizer recommends sacremoses for a normalizer that tokenizing never calls
+            warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
+            return AutoTokenizer.from_pretrained(source)
+    except Exception as error:  # a missing or corrupt vocabulary fails in many ways
+        raise ModelError(load_failure(source, "its tokenizer", error)) from error
+
+
+def _looks_like_a_path(model: str) -> bool:
+    # a hub id is "name" or "owner/name"; anything else can only be meant as a directory
+    return model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
+
+
+def _model_positions(config: PretrainedConfig) -> int:
+    for attribute in ("max_position_embeddings", "n_positions"):
+        positions = getattr(config, attribute, None)
+        if isinstance(positions, int) and positions > 0:
+            return positions
+    return DEFAULT_POSITIONS
+
+
+def _tokenizer_limit(tokenizer: Any, default: int) -> int:
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < UNSET_MODEL_MAX_LENGTH:
+        return limit
+    return default
+
+
+# --- language codes
+
+
+def _some(codes: Sequence[str] | dict[str, int], count: int = 8) -> str:
+    names = list(codes)
+    return ", ".join(names[:count]) + (", ..." if len(names) > count else "")
+
+
+def _nearest(code: str, codes: dict[str, int]) -> str:
+    close = difflib.get_close_matches(code, codes, n=6, cutoff=0.3)
+    if close:
+        return f"the nearest it has are {', '.join(close)}"
+    return f"it has {_some(codes)}"
+
+
+def _language_codes(tokenizer: Any) -> dict[str, int]:
+    """Language code -> token id: M2M100's `en` -> `__en__`, or NLLB's `eng_Latn` itself."""
+    mapping = getattr(tokenizer, "lang_code_to_id", None)
+    if mapping:
+        return dict(mapping)
+    return {
+        token: tokenizer.convert_tokens_to_ids(token)
+        for token in tokenizer.all_special_tokens
+        if LANGUAGE_TOKEN.fullmatch(token)
+    }
