@@ -38,8 +38,8 @@ def postgres_store_url() -> Iterator[str]:
 # cluster: Ray workers inherit the environment of the process that starts the test cluster
 @pytest.fixture
 def slow_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The reverse engine takes 50 ms a shard, so a job lasts long enough to be disturbed."""
-    monkeypatch.setenv("MTFLEET_REVERSE_DELAY_S", "0.05")
+    """The reverse engine takes 0.2 s a shard, so a job lasts long enough to be disturbed."""
+    monkeypatch.setenv("MTFLEET_REVERSE_DELAY_S", "0.2")
 
 
 # engines: tiny random-weight models in the real Hugging Face layout, built once per session

@@ -1,0 +1,182 @@
+"""The `mtfleet` command: a thin shell over the library."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from mtfleet.errors import MtfleetError
+
+app = typer.Typer(
+    name="mtfleet",
+    help="Translate whole datasets with neural MT models on every GPU (or CPU) of a Ray cluster.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """Translate whole datasets with neural MT models on every GPU (or CPU) of a Ray cluster."""
+    if version:
+        from mtfleet.manifest import versions
+
+        out.print(versions()["mtfleet"])
+        raise typer.Exit()
+
+
+def fail(error: MtfleetError | str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def translate(
+    input: Annotated[
+        Path, typer.Argument(help="Dataset: .json, .jsonl, .csv or .parquet.", show_default=False)
+    ],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model directory or Hugging Face id.")
+    ],
+    fields: Annotated[
+        str, typer.Option("--fields", "-f", help="Comma-separated field paths: a, a.b, a[].b")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output path; its extension picks the format.")
+    ],
+    src_lang: Annotated[
+        str | None, typer.Option(help="Source language code (M2M100, NLLB, mBART).")
+    ] = None,
+    tgt_lang: Annotated[
+        str | None, typer.Option(help="Target language code (M2M100, NLLB, mBART).")
+    ] = None,
+    engine: Annotated[str, typer.Option(help="hf (transformers) or ct2 (CTranslate2).")] = "hf",
+    beam: Annotated[int, typer.Option(help="Beam size; 1 is greedy.")] = 1,
+    max_batch_tokens: Annotated[int, typer.Option(help="Padded source tokens per batch.")] = 4096,
+    max_length_factor: Annotated[
+        float, typer.Option(help="Decode cap: factor x source tokens + offset.")
+    ] = 2.0,
+    max_length_offset: Annotated[int, typer.Option(help="Decode cap offset, in tokens.")] = 10,
+    compute_type: Annotated[
+        str, typer.Option(help="ct2: auto, int8, int8_float16, float16, float32.")
+    ] = "auto",
+    shard_tokens: Annotated[int, typer.Option(help="Estimated source tokens per shard.")] = 4000,
+    on_error: Annotated[
+        str, typer.Option(help="keep-source or fail, for a row that cannot be translated.")
+    ] = "keep-source",
+    cpu_translators_per_node: Annotated[
+        int, typer.Option(help="Translators on a node without GPUs.")
+    ] = 1,
+    threads: Annotated[int | None, typer.Option(help="Torch threads per CPU translator.")] = None,
+    lease_ttl: Annotated[
+        float, typer.Option(help="Seconds a shard lease lives without a heartbeat.")
+    ] = 60.0,
+    job_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Job id; default: derived from the settings and input, so a rerun resumes."
+        ),
+    ] = None,
+    state_dir: Annotated[Path, typer.Option(help="Job store (SQLite) and work files.")] = Path(
+        ".mtfleet"
+    ),
+    store: Annotated[
+        str | None, typer.Option(help="Job store URL, e.g. postgresql://user@host/db.")
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster: auto or ray://host:10001; default: a local one."),
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option(help="Start the job on --address and return its id.")
+    ] = False,
+) -> None:
+    """Translate FIELDS of INPUT with MODEL and write the same dataset to OUTPUT, with a manifest."""
+    from pydantic import ValidationError
+
+    from mtfleet.cli.progress import JobProgress
+    from mtfleet.cluster.job import run_job
+    from mtfleet.spec import JobSpec
+
+    try:
+        spec = JobSpec(
+            input=str(input),
+            output=str(output),
+            model=model,
+            fields=[fields],
+            src_lang=src_lang,
+            tgt_lang=tgt_lang,
+            engine=engine,
+            beam=beam,
+            max_batch_tokens=max_batch_tokens,
+            max_length_factor=max_length_factor,
+            max_length_offset=max_length_offset,
+            compute_type=compute_type,
+            shard_tokens=shard_tokens,
+            on_error=on_error,
+            cpu_translators_per_node=cpu_translators_per_node,
+            threads=threads,
+            lease_ttl_s=lease_ttl,
+        )
+    except ValidationError as error:
+        raise fail(_first_validation_error(error)) from None
+    try:
+        with JobProgress(console) as progress:
+            result = run_job(
+                spec,
+                state_dir=state_dir,
+                store_url=store,
+                job_id=job_id,
+                address=address,
+                detach=detach,
+                on_progress=progress.update,
+            )
+    except MtfleetError as error:
+        raise fail(error) from None
+    if detach:
+        out.print(result.job_id)
+        return
+    if result.state != "succeeded":
+        raise fail(f"Job {result.job_id} {result.state}: {result.error}")
+    _print_summary(result.manifest or {})
+
+
+def _print_summary(manifest: dict[str, Any]) -> None:
+    from mtfleet.manifest import manifest_path
+
+    out.print(
+        f"[green]done[/] {manifest['rows']} rows, {manifest['units_translated']} fields translated, "
+        f"{manifest['units_skipped_empty']} empty kept, {len(manifest['failures'])} failures, "
+        f"{manifest['segments']} segments ({manifest['segments_unique']} unique) in {manifest['elapsed_s']:.1f} s",
+        highlight=False,
+    )
+    out.print(f"output:   {manifest['output']}", highlight=False, soft_wrap=True)
+    out.print(f"manifest: {manifest_path(manifest['output'])}", highlight=False, soft_wrap=True)
+
+
+def _first_validation_error(error: Any) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "spec"
+    return f"Option {where.replace('_', '-')}: {first['msg']}."
+
+
+from mtfleet.cli import console as admin_console  # noqa: E402 - registers on the app defined above
+
+admin_console.register(app)
+
+
+def main() -> None:
+    app(prog_name="mtfleet")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The planner: reads a dataset once, lists its units, and cuts contiguous row ranges into shards."""
+
+from __future__ import annotations
+
+import json
+import os
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtfleet.data import (
+    Dataset,
+    Unit,
+    UnitKind,
+    check_paths_exist,
+    extract_units,
+    parse_field_paths,
+    read_dataset,
+)
+from mtfleet.spec import JobSpec
+
+# A rough source-token estimate for shard sizing; the engine counts real tokens later.
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True)
+class ShardRange:
+    row_start: int
+    row_end: int
+    units: int
+    est_tokens: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    rows: int
+    units_total: int
+    units_text: int
+    units_skipped_empty: int
+    units_skipped_non_text: int
+    shards: list[ShardRange]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "rows": self.rows,
+            "units_total": self.units_total,
+            "units_text": self.units_text,
+            "units_skipped_empty": self.units_skipped_empty,
+            "units_skipped_non_text": self.units_skipped_non_text,
+        }
+
+
+def load_units(spec: JobSpec) -> tuple[Dataset, list[Unit]]:
+    """The dataset and its units, checked against the spec's field paths."""
+    dataset = read_dataset(spec.input)
+    paths = parse_field_paths(spec.fields)
+    check_paths_exist(dataset.rows, paths, source=str(spec.input))
+    return dataset, extract_units(dataset.rows, paths)
+
+
+def plan_job(spec: JobSpec, work_dir: Path) -> Plan:
+    """Writes the job's text units under `work_dir` and returns its shards and unit counts."""
+    dataset, units = load_units(spec)
+    text_units = [unit for unit in units if unit.kind is UnitKind.TEXT]
+    write_unit_file(work_dir, len(dataset.rows), text_units)
+    return Plan(
+        rows=len(dataset.rows),
+        units_total=len(units),
+        units_text=len(text_units),
+        units_skipped_empty=sum(unit.kind is UnitKind.EMPTY for unit in units),
+        units_skipped_non_text=sum(unit.kind is UnitKind.NON_TEXT for unit in units),
+        shards=cut_shards(len(dataset.rows), text_units, spec.shard_tokens),
+    )
+
+
+def cut_shards(rows: int, text_units: Sequence[Unit], shard_tokens: int) -> list[ShardRange]:
+    """Contiguous row ranges of about `shard_tokens` estimated tokens; every row belongs to one shard."""
+    tokens_per_row = [0] * rows
+    units_per_row = [0] * rows
+    for unit in text_units:
+        tokens_per_row[unit.row] += 1 + len(unit.text or "") // CHARS_PER_TOKEN
+        units_per_row[unit.row] += 1
+    shards: list[ShardRange] = []
+    start = tokens = units = 0
+    for row in range(rows):
+        tokens += tokens_per_row[row]
+        units += units_per_row[row]
+        if tokens >= shard_tokens or row == rows - 1:
+            shards.append(ShardRange(start, row + 1, units, tokens))
+            start, tokens, units = row + 1, 0, 0
+    return shards
+
+
+# --- the unit file: one JSON line per text unit, with a row -> byte offset index beside it
+
+
+def write_unit_file(work_dir: Path, rows: int, text_units: Sequence[Unit]) -> None:
+    """units.jsonl holds each text unit as {"unit", "row", "text"}; units.idx the offset of each row's first line."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    offsets = array("q", [0] * (rows + 1))
+    tmp = work_dir / "units.jsonl.tmp"
+    position = 0
+    next_row = 0
+    with open(tmp, "wb") as stream:
+        for index, unit in enumerate(text_units):
+            while next_row <= unit.row:
+                offsets[next_row] = position
+                next_row += 1
+            line = json.dumps(
+                {"unit": index, "row": unit.row, "text": unit.text}, ensure_ascii=False
+            )
+            encoded = line.encode() + b"\n"
+            stream.write(encoded)
+            position += len(encoded)
+        while next_row <= rows:
+            offsets[next_row] = position
+            next_row += 1
+    idx_tmp = work_dir / "units.idx.tmp"
+    with open(idx_tmp, "wb") as stream:
+        offsets.tofile(stream)
+    os.replace(tmp, work_dir / "units.jsonl")
+    os.replace(idx_tmp, work_dir / "units.idx")
+
+
+class UnitReader:
+    """Reads the text units of any row range of a planned job (shards may be split after planning)."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.path = work_dir / "units.jsonl"
+        self.offsets = array("q")
+        with open(work_dir / "units.idx", "rb") as stream:
+            self.offsets.frombytes(stream.read())
+
+    def read(self, row_start: int, row_end: int) -> list[tuple[int, str]]:
+        """(unit index, text) for every text unit of rows [row_start, row_end)."""
+        begin, end = self.offsets[row_start], self.offsets[row_end]
+        with open(self.path, "rb") as stream:
+            stream.seek(begin)
+            chunk = stream.read(end - begin)
+        units = []
+        for line in chunk.splitlines():
+            record = json.loads(line)
+            units.append((record["unit"], record["text"]))
+        return units

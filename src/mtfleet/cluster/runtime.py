@@ -1,0 +1,47 @@
+"""Connecting to Ray: a private local cluster by default, or a running one by address."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from mtfleet.errors import JobError
+
+NAMESPACE = "mtfleet"
+
+
+def connect(address: str | None = None) -> bool:
+    """Connects this process to Ray; returns True when it started a local cluster of its own.
+
+    A local cluster takes random free ports (never Ray's default 6379, which Redis may hold).
+    """
+    if ray.is_initialized():
+        return False
+    if address:
+        try:
+            ray.init(
+                address=address,
+                namespace=NAMESPACE,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise JobError(f"Cannot connect to the Ray cluster at {address}: {error}") from error
+        return False
+    ray.init(
+        num_cpus=os.cpu_count() or 1,
+        namespace=NAMESPACE,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+    )
+    return True
+
+
+def head_node_id() -> str | None:
+    for node in ray.nodes():
+        if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
+            return node["NodeID"]
+    return None

@@ -1,0 +1,265 @@
+"""The elastic cluster: nodes join and leave, the coordinator and the driver die, nothing is lost.
+
+Every job here runs the deterministic reverse engine (each segment reversed), so a run with crashes
+must give the same bytes as a clean run, and the manifest must account for every unit once.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from mtfleet.cluster import prepare_job, run_job, start_coordinator
+from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
+from mtfleet.spec import JobSpec
+from mtfleet.store import JobStore
+from mtfleet.testing.cluster import local_cluster, wait_for
+
+pytestmark = pytest.mark.cluster
+
+ALPACA = Path(__file__).parents[1] / "examples" / "alpaca_sample.json"
+FIELDS = ["instruction", "input", "output"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The alpaca sample four times over, as JSONL: 408 rows, 216 empty inputs."""
+    rows = json.loads(ALPACA.read_text()) * 4
+    path = tmp_path_factory.mktemp("data") / "alpaca4.jsonl"
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    return path
+
+
+def make_spec(dataset: Path, output: Path, **settings: Any) -> JobSpec:
+    defaults: dict[str, Any] = {"shard_tokens": 250, "lease_ttl_s": 5.0, "max_attempts": 50}
+    return JobSpec(
+        input=str(dataset),
+        output=str(output),
+        model="reverse",
+        engine="reverse",
+        fields=FIELDS,
+        **(defaults | settings),
+    )
+
+
+@pytest.fixture(scope="module")
+def clean_output(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The output of a clean run on a one-node local cluster: what every chaotic run must equal."""
+    work = tmp_path_factory.mktemp("clean")
+    result = run_job(make_spec(dataset, work / "out.jsonl"), state_dir=work / "state")
+    assert result.state == "succeeded", result.error
+    return (work / "out.jsonl").read_bytes()
+
+
+def assert_accounted(manifest: dict[str, Any]) -> None:
+    assert manifest["rows"] == 408
+    assert manifest["units_total"] == 408 * 3
+    assert manifest["units_skipped_empty"] == 216
+    assert manifest["units_translated"] + manifest["units_skipped_empty"] == manifest["units_total"]
+    assert manifest["failures"] == []
+
+
+class Driver(threading.Thread):
+    """Runs a job to its end in the background while the test changes the cluster under it."""
+
+    def __init__(self, spec: JobSpec, state_dir: Path, store_url: str | None = None) -> None:
+        super().__init__(daemon=True)
+        self.spec, self.state_dir, self.store_url = spec, state_dir, store_url
+        self.reports: list[dict[str, Any]] = []
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = run_job(
+                self.spec,
+                state_dir=self.state_dir,
+                store_url=self.store_url,
+                on_progress=self.reports.append,
+            )
+        except BaseException as error:
+            self.error = error
+
+    def shards_done(self) -> int:
+        return self.reports[-1]["shards"]["done"] if self.reports else 0
+
+    def finish(self, timeout_s: float = 180) -> dict[str, Any]:
+        self.join(timeout_s)
+        assert not self.is_alive(), "job did not finish"
+        assert self.error is None, self.error
+        assert self.result.state == "succeeded", self.result.error
+        return self.result.manifest
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_store_url")
+
+
+def test_each_gpu_gets_one_translator_and_a_cpu_node_the_configured_count(
+    dataset: Path, tmp_path: Path
+) -> None:
+    with local_cluster(head_cpus=2) as cluster:
+        gpu_node = cluster.add_node(num_cpus=1, num_gpus=2)
+        cluster.wait_for_nodes()
+        spec = make_spec(dataset, tmp_path / "out.jsonl", cpu_translators_per_node=2)
+        handle = prepare_job(spec, state_dir=tmp_path / "state")
+        coordinator = start_coordinator(handle)
+        ray.get(coordinator.pause.remote())
+
+        def translators() -> list[dict[str, Any]]:
+            return [t for t in ray.get(coordinator.translators.remote()) if "gpu_ids" in t]
+
+        wait_for(lambda: len(translators()) == 4)
+        on_gpu_node = [t for t in translators() if t["node_id"] == gpu_node.node_id]
+        on_head = [t for t in translators() if t["node_id"] != gpu_node.node_id]
+        assert sorted(t["gpu_ids"][0] for t in on_gpu_node) == [0, 1]
+        assert len(on_head) == 2 and all(t["gpu_ids"] == [] for t in on_head)
+        ray.kill(coordinator)
+
+
+def test_a_node_that_joins_mid_run_gets_translators_and_completes_shards(
+    dataset: Path, tmp_path: Path, clean_output: bytes, slow_engine: None
+) -> None:
+    with local_cluster(head_cpus=1) as cluster:
+        driver = Driver(make_spec(dataset, tmp_path / "out.jsonl"), tmp_path / "state")
+        driver.start()
+        wait_for(lambda: driver.shards_done() >= 2)
+        joined = cluster.add_node(num_cpus=1)
+        manifest = driver.finish()
+    assert manifest["segments_per_node"].get(joined.node_id, 0) > 0
+    assert_accounted(manifest)
+    assert (tmp_path / "out.jsonl").read_bytes() == clean_output
+
+
+def test_a_node_that_leaves_mid_run_has_its_shards_redone_elsewhere(
+    dataset: Path, tmp_path: Path, clean_output: bytes, slow_engine: None
+) -> None:
+    with local_cluster(head_cpus=1) as cluster:
+        leaving = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        driver = Driver(make_spec(dataset, tmp_path / "out.jsonl"), tmp_path / "state")
+        driver.start()
+        wait_for(
+            lambda: (
+                any(
+                    t["node_id"] == leaving.node_id
+                    for r in driver.reports[-1:]
+                    for t in r["translators"]
+                )
+                and driver.shards_done() >= 2
+            )
+        )
+        cluster.remove_node(leaving)
+        manifest = driver.finish()
+    # Its lease comes back when the coordinator sees the node gone, or at the latest when it expires.
+    assert manifest["translator_deaths"] + manifest["lease_expiries"] >= 1
+    assert_accounted(manifest)
+    assert (tmp_path / "out.jsonl").read_bytes() == clean_output
+
+
+def test_a_killed_coordinator_is_restarted_and_the_job_resumes(
+    dataset: Path, tmp_path: Path, clean_output: bytes, store_url: str | None, slow_engine: None
+) -> None:
+    with local_cluster(head_cpus=2):
+        driver = Driver(make_spec(dataset, tmp_path / "out.jsonl"), tmp_path / "state", store_url)
+        driver.start()
+        wait_for(lambda: driver.shards_done() >= 3)
+        job_id = driver.reports[-1]["job_id"]
+        ray.kill(ray.get_actor(coordinator_name(job_id), namespace=NAMESPACE), no_restart=True)
+        manifest = driver.finish()
+    assert manifest["shards_reused"] > 0
+    assert manifest["coordinator_restarts"] >= 1
+    assert_accounted(manifest)
+    assert (tmp_path / "out.jsonl").read_bytes() == clean_output
+
+
+def test_a_storm_of_joins_and_leaves_loses_and_duplicates_nothing(
+    dataset: Path, tmp_path: Path, clean_output: bytes, store_url: str | None, slow_engine: None
+) -> None:
+    storm = random.Random(7)
+    with local_cluster(head_cpus=1) as cluster:
+        driver = Driver(make_spec(dataset, tmp_path / "out.jsonl"), tmp_path / "state", store_url)
+        driver.start()
+        wait_for(lambda: driver.shards_done() >= 1)
+        workers: list[Any] = []
+        changes = 0
+        while changes < 12 and driver.is_alive():
+            if workers and (len(workers) >= 3 or storm.random() < 0.5):
+                cluster.remove_node(workers.pop(storm.randrange(len(workers))))
+            else:
+                workers.append(cluster.add_node(num_cpus=1, num_gpus=storm.choice([0, 1])))
+            changes += 1
+            time.sleep(storm.uniform(0.3, 1.0))
+        manifest = driver.finish()
+    assert changes >= 10
+    assert_accounted(manifest)
+    assert (tmp_path / "out.jsonl").read_bytes() == clean_output
+    store = JobStore(store_url) if store_url else JobStore.for_state_dir(tmp_path / "state")
+    assert all(s.state.value == "done" for s in store.shards(manifest["job_id"]))
+
+
+def test_a_driver_killed_mid_run_and_rerun_resumes_with_shards_reused(
+    dataset: Path, tmp_path: Path, clean_output: bytes
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    output = tmp_path / "out.jsonl"
+    command = [
+        sys.executable,
+        "-m",
+        "mtfleet.cli.main",
+        "translate",
+        str(dataset),
+        "--model",
+        "reverse",
+        "--engine",
+        "reverse",
+        "--fields",
+        ",".join(FIELDS),
+        "--output",
+        str(output),
+        "--shard-tokens",
+        "250",
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
+    env = os.environ | {"MTFLEET_REVERSE_DELAY_S": "0.05"}
+    first = subprocess.Popen(
+        command,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    store = JobStore.for_state_dir(tmp_path / "state")
+
+    def some_shards_done() -> bool:
+        jobs = store.list_jobs()
+        return bool(jobs) and store.progress(jobs[0].id)["shards"]["done"] >= 3
+
+    try:
+        wait_for(some_shards_done, timeout_s=120, poll_s=0.2)
+    finally:
+        # The whole session goes, the driver's local Ray with it: as when its machine dies.
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert not output.exists()
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    manifest = json.loads(output.with_name("out.jsonl.manifest.json").read_text())
+    assert manifest["shards_reused"] >= 3
+    assert_accounted(manifest)
+    assert output.read_bytes() == clean_output
