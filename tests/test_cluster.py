@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import ray
+from ray._private.ray_constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
+from ray.experimental.internal_kv import _internal_kv_get
 
 from mtfleet.cluster import prepare_job, run_job, start_coordinator
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
@@ -111,7 +113,7 @@ def test_each_gpu_gets_one_translator_and_a_cpu_node_the_configured_count(
     with local_cluster(head_cpus=2) as cluster:
         gpu_node = cluster.add_node(num_cpus=1, num_gpus=2)
         cluster.wait_for_nodes()
-        spec = make_spec(dataset, tmp_path / "out.jsonl", cpu_translators_per_node=2)
+        spec = make_spec(dataset, tmp_path / "out.jsonl", cpu_translators_per_node=2, gpus=3)
         handle = prepare_job(spec, state_dir=tmp_path / "state")
         coordinator = start_coordinator(handle)
         ray.get(coordinator.pause.remote())
@@ -124,6 +126,8 @@ def test_each_gpu_gets_one_translator_and_a_cpu_node_the_configured_count(
         on_head = [t for t in translators() if t["node_id"] != gpu_node.node_id]
         assert sorted(t["gpu_ids"][0] for t in on_gpu_node) == [0, 1]
         assert len(on_head) == 2 and all(t["gpu_ids"] == [] for t in on_head)
+        # --gpus 3: the autoscaler is asked for three one-GPU bundles while work is left.
+        assert json.loads(_internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)) == [{"GPU": 1}] * 3
         ray.kill(coordinator)
 
 

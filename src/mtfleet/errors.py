@@ -29,3 +29,14 @@ class JobError(MtfleetError):
 
 class StoreError(MtfleetError):
     """The job store cannot be reached or holds something unexpected."""
+
+
+class ApiError(MtfleetError):
+    """The mtfleet API refused a request, or cannot be reached or started as configured.
+
+    `status` is the HTTP status the API answered with; None when no answer came.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

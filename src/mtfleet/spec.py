@@ -34,6 +34,7 @@ class JobSpec(BaseModel):
     shard_tokens: int = Field(4000, ge=16, description="Estimated source tokens per shard.")
     on_error: OnError = "keep-source"
     cpu_translators_per_node: int = Field(1, ge=0, le=64)
+    gpus: int = Field(0, ge=0, description="GPUs to ask Ray's autoscaler for while work is left.")
     threads: int | None = Field(None, ge=1, description="Torch threads per CPU translator.")
     lease_ttl_s: float = Field(60.0, gt=0)
     max_attempts: int = Field(3, ge=1, description="Failed attempts before a shard is bisected.")

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from mtfleet.cli import console as admin_console
+from mtfleet.cli.output import console, fail, out
 from mtfleet.errors import MtfleetError
 
 app = typer.Typer(
@@ -18,8 +19,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
-out = Console()
 
 
 @app.callback()
@@ -32,11 +31,6 @@ def root(
 
         out.print(versions()["mtfleet"])
         raise typer.Exit()
-
-
-def fail(error: MtfleetError | str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
 
 
 @app.command()
@@ -76,6 +70,9 @@ def translate(
     cpu_translators_per_node: Annotated[
         int, typer.Option(help="Translators on a node without GPUs.")
     ] = 1,
+    gpus: Annotated[
+        int, typer.Option(help="GPUs to ask Ray's autoscaler for while work is left (KubeRay).")
+    ] = 0,
     threads: Annotated[int | None, typer.Option(help="Torch threads per CPU translator.")] = None,
     lease_ttl: Annotated[
         float, typer.Option(help="Seconds a shard lease lives without a heartbeat.")
@@ -124,6 +121,7 @@ def translate(
             shard_tokens=shard_tokens,
             on_error=on_error,
             cpu_translators_per_node=cpu_translators_per_node,
+            gpus=gpus,
             threads=threads,
             lease_ttl_s=lease_ttl,
         )
@@ -168,8 +166,6 @@ def _first_validation_error(error: Any) -> str:
     where = ".".join(str(part) for part in first["loc"]) or "spec"
     return f"Option {where.replace('_', '-')}: {first['msg']}."
 
-
-from mtfleet.cli import console as admin_console  # noqa: E402 - registers on the app defined above
 
 admin_console.register(app)
 

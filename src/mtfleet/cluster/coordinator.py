@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.autoscaler.sdk import request_resources
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -65,6 +66,7 @@ class JobCoordinator:
         self.stopping = threading.Event()
         self.fleet_thread: threading.Thread | None = None
         self.placed = 0
+        self.gpus_requested = 0
         self.started_at = time.time()
 
     # --- lifecycle
@@ -216,9 +218,19 @@ class JobCoordinator:
         if all(s.state in (ShardState.DONE, ShardState.FAILED) for s in shards):
             self._finish(shards)
             return True
+        self._ask_autoscaler(
+            sum(s.state in (ShardState.PENDING, ShardState.LEASED) for s in shards)
+        )
         # Translators are placed while paused too, so they load their models before work resumes.
         self._place()
         return False
+
+    def _ask_autoscaler(self, shards_left: int) -> None:
+        """With --gpus N, asks for up to N one-GPU bundles while shards are left; pending nodes then join."""
+        wanted = min(self.spec.gpus, shards_left)
+        if wanted != self.gpus_requested:
+            request_resources(bundles=[{"GPU": 1}] * wanted)
+            self.gpus_requested = wanted
 
     def _place(self) -> None:
         """One translator per GPU of each live node; `cpu_translators_per_node` on a CPU-only node."""
@@ -302,6 +314,8 @@ class JobCoordinator:
                 self._count_failure(index, f"translator {slot.worker_id} died")
 
     def _stop_translators(self) -> None:
+        if self.gpus_requested:
+            self._ask_autoscaler(0)
         with self.lock:
             for slot in list(self.slots.values()):
                 ray.kill(slot.handle, no_restart=True)

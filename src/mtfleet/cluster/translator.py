@@ -52,12 +52,12 @@ class Translator:
         }
 
     def _device(self) -> str:
+        if not self.gpu_ids:
+            return "cpu"
         import torch
 
         # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU, so it is always cuda:0 here.
-        if self.gpu_ids and torch.cuda.is_available():
-            return "cuda:0"
-        return "cpu"
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
 
     def run(self) -> dict[str, Any]:
         """Leases, translates and completes shards until the coordinator says stop."""

@@ -1,0 +1,107 @@
+"""What the API answers with: jobs, their progress and fleets, the cluster's nodes, errors."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mtfleet.spec import JobSpec
+
+# A job id names a directory and a Ray actor: no separators, no leading dot.
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class JobRequest(JobSpec):
+    """A job spec as POSTed, and optionally the job's id (default: derived from spec and input)."""
+
+    job_id: str | None = Field(None, pattern=JOB_ID_PATTERN, description="Letters, digits, . _ -")
+
+    def spec(self) -> JobSpec:
+        return JobSpec(**self.model_dump(exclude={"job_id"}))
+
+
+class Failure(BaseModel):
+    row_start: int
+    row_end: int
+    error: str | None
+
+
+class Translator(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    worker_id: str
+    node_id: str
+    device: str
+    gpu_ids: list[int] = []
+    job_id: str | None = None
+
+
+class JobNode(BaseModel):
+    """One node's share of a job: its translators now, and what its translators have done."""
+
+    node_id: str
+    translators: list[str]
+    shards_done: int
+    segments_done: int
+    segments_per_s: float | None = Field(
+        description="Sum over its translators of segments per busy second."
+    )
+
+
+class JobSummary(BaseModel):
+    id: str
+    state: Literal["queued", "running", "paused", "succeeded", "failed", "cancelled"]
+    error: str | None
+    created_at: float
+    updated_at: float
+    input: str
+    output: str
+    model: str
+    rows_total: int
+    rows_done: int
+    segments_done: int
+
+
+class JobView(JobSummary):
+    spec: dict[str, Any]
+    units_total: int
+    units_done: int
+    shards: dict[str, int] = Field(description="Shards per state: pending, leased, done, failed.")
+    segments_per_s: float | None = Field(
+        description="Recent rate while active; the average once finished."
+    )
+    rows_per_s: float | None
+    eta_s: float | None = Field(
+        description="Seconds to the end at the recent rate; null when unknown."
+    )
+    failures: list[Failure]
+    counters: dict[str, int] = Field(
+        description="lease_expiries, translator_deaths, shards_reused, ..."
+    )
+    translators: list[Translator]
+    nodes: list[JobNode]
+
+
+class Node(BaseModel):
+    node_id: str
+    address: str
+    state: Literal["alive", "dead"]
+    head: bool
+    cpus: float
+    gpus: float
+    memory_bytes: int
+    translators: list[Translator]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    jobs_running: int
+    nodes_alive: int
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="One sentence saying what is wrong.")
+    detail: list[dict[str, Any]] | None = Field(
+        None, description="Every validation error, for a 422."
+    )

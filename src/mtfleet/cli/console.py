@@ -1,0 +1,311 @@
+"""The admin console: `mtfleet serve`, and the commands that submit, watch and steer jobs over it.
+
+Every command but `serve` talks to the API at --api (or MTFLEET_API) with the token in
+MTFLEET_API_TOKEN; `register(app)` adds them to the `mtfleet` command.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from mtfleet.api.client import ENDED, Client, Job
+from mtfleet.cli.output import console, fail, out
+from mtfleet.errors import MtfleetError
+
+Api = Annotated[
+    str,
+    typer.Option("--api", envvar="MTFLEET_API", help="The mtfleet API; token: MTFLEET_API_TOKEN."),
+]
+JobId = Annotated[str, typer.Argument(help="The job's id.", show_default=False)]
+Poll = Annotated[float, typer.Option(help="Seconds between two looks at the job.")]
+DEFAULT_API = "http://127.0.0.1:8000"
+STATE_STYLES = {
+    "queued": "cyan",
+    "running": "blue",
+    "paused": "yellow",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+
+
+def register(app: typer.Typer) -> None:
+    for command in (serve, submit, jobs, status, pause, resume, cancel, nodes):
+        app.command()(command)
+
+
+def serve(
+    data_root: Annotated[
+        Path, typer.Option(help="Every dataset, model and output a job names must lie under it.")
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    state_dir: Annotated[Path, typer.Option(help="Job store (SQLite) and work files.")] = Path(
+        ".mtfleet"
+    ),
+    store: Annotated[
+        str | None, typer.Option(help="Job store URL, e.g. postgresql://user@host/db.")
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster: auto or ray://host:10001; default: a local one."),
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth", help="Serve without a token, on 127.0.0.1 only.")
+    ] = False,
+) -> None:
+    """Serve the REST API (token: MTFLEET_API_TOKEN) for the jobs of a Ray cluster."""
+    from mtfleet.api.server import LOOPBACK, ServerSettings
+    from mtfleet.api.server import serve as serve_api
+
+    settings = ServerSettings(
+        data_root=data_root,
+        token=os.environ.get("MTFLEET_API_TOKEN") or None,
+        state_dir=state_dir,
+        store_url=store,
+        address=address,
+        insecure_no_auth=insecure_no_auth,
+    )
+    if insecure_no_auth and host != LOOPBACK:
+        console.print(f"note: without a token the API listens on {LOOPBACK} only, not {host}.")
+    try:
+        serve_api(settings, host=host, port=port)
+    except MtfleetError as error:
+        raise fail(error) from None
+
+
+def submit(
+    input: Annotated[str, typer.Argument(help="Dataset, under the server's data root.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model directory (under the data root) or hub id.")
+    ],
+    fields: Annotated[
+        str, typer.Option("--fields", "-f", help="Comma-separated field paths: a, a.b, a[].b")
+    ],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", "-o", help="Output, under the data root; its extension picks the format."
+        ),
+    ],
+    src_lang: Annotated[str | None, typer.Option(help="Source language code.")] = None,
+    tgt_lang: Annotated[str | None, typer.Option(help="Target language code.")] = None,
+    engine: Annotated[str | None, typer.Option(help="hf (default) or ct2.")] = None,
+    beam: Annotated[int | None, typer.Option(help="Beam size; 1, greedy, by default.")] = None,
+    max_batch_tokens: Annotated[
+        int | None, typer.Option(help="Padded source tokens per batch.")
+    ] = None,
+    max_length_factor: Annotated[
+        float | None, typer.Option(help="Decode cap: factor x source tokens + offset.")
+    ] = None,
+    max_length_offset: Annotated[
+        int | None, typer.Option(help="Decode cap offset, in tokens.")
+    ] = None,
+    compute_type: Annotated[
+        str | None, typer.Option(help="ct2: auto, int8, int8_float16, float16, float32.")
+    ] = None,
+    shard_tokens: Annotated[
+        int | None, typer.Option(help="Estimated source tokens per shard.")
+    ] = None,
+    on_error: Annotated[
+        str | None, typer.Option(help="keep-source or fail, for a row that cannot be translated.")
+    ] = None,
+    cpu_translators_per_node: Annotated[
+        int | None, typer.Option(help="Translators on a node without GPUs.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads per CPU translator.")] = None,
+    lease_ttl: Annotated[
+        float | None, typer.Option(help="Seconds a shard lease lives without a heartbeat.")
+    ] = None,
+    job_id: Annotated[
+        str | None, typer.Option(help="Job id; default: derived from the settings and input.")
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Follow the job live until it ends.")
+    ] = False,
+    poll: Poll = 1.0,
+    api: Api = DEFAULT_API,
+) -> None:
+    """Submit a job to translate FIELDS of INPUT with MODEL into OUTPUT; prints its id.
+
+    Settings left out take the server's defaults, those of `mtfleet translate`.
+    """
+    settings = {
+        "input": input, "model": model, "fields": fields, "output": output, "src_lang": src_lang,
+        "tgt_lang": tgt_lang, "engine": engine, "beam": beam, "max_batch_tokens": max_batch_tokens,
+        "max_length_factor": max_length_factor, "max_length_offset": max_length_offset,
+        "compute_type": compute_type, "shard_tokens": shard_tokens, "on_error": on_error,
+        "cpu_translators_per_node": cpu_translators_per_node, "threads": threads,
+        "lease_ttl_s": lease_ttl, "job_id": job_id,
+    }  # fmt: skip
+    with _api(api) as client:
+        job = client.submit(**{key: value for key, value in settings.items() if value is not None})
+        out.print(job.id, highlight=False)
+        if watch:
+            _watch_to_end(job, poll)
+
+
+def jobs(api: Api = DEFAULT_API) -> None:
+    """List the jobs, oldest first."""
+    with _api(api) as client:
+        found = client.jobs()
+    table = Table("job", "state", "rows", "segments", "input", "output", "updated", box=None)
+    for job in found:
+        view = job.last
+        table.add_row(
+            view["id"],
+            _state(view["state"]),
+            f"{view['rows_done']}/{view['rows_total']}",
+            str(view["segments_done"]),
+            view["input"],
+            view["output"],
+            f"{_duration(time.time() - view['updated_at'])} ago",
+        )
+    out.print(table if found else "no jobs")
+
+
+def status(
+    job_id: JobId,
+    watch: Annotated[bool, typer.Option("--watch", help="A live view until the job ends.")] = False,
+    poll: Poll = 1.0,
+    api: Api = DEFAULT_API,
+) -> None:
+    """Show a job: progress, rate, ETA, translators and throughput per node, failures."""
+    with _api(api) as client:
+        job = client.job(job_id)
+        if watch:
+            _watch_to_end(job, poll)
+        else:
+            out.print(render_job(job.last))
+
+
+def pause(job_id: JobId, api: Api = DEFAULT_API) -> None:
+    """Pause a job: no new leases; leased shards finish."""
+    _steer(api, job_id, Job.pause)
+
+
+def resume(job_id: JobId, api: Api = DEFAULT_API) -> None:
+    """Resume a paused job."""
+    _steer(api, job_id, Job.resume)
+
+
+def cancel(job_id: JobId, api: Api = DEFAULT_API) -> None:
+    """Cancel a job; its finished parts are kept, so submitting it again goes on from them."""
+    _steer(api, job_id, Job.cancel)
+
+
+def nodes(api: Api = DEFAULT_API) -> None:
+    """List the cluster's nodes: state, devices, and the translators on each."""
+    with _api(api) as client:
+        found = client.nodes()
+    table = Table("node", "address", "state", "cpus", "gpus", "translators", box=None)
+    for node in found:
+        table.add_row(
+            node["node_id"][:12] + (" (head)" if node["head"] else ""),
+            node["address"],
+            _state(node["state"]),
+            f"{node['cpus']:g}",
+            f"{node['gpus']:g}",
+            ", ".join(f"{t['device']} ({t['job_id']})" for t in node["translators"]) or "-",
+        )
+    out.print(table)
+
+
+def render_job(view: dict[str, Any]) -> RenderableType:
+    """One job as the console shows it, once or live."""
+    title = Text.assemble((view["id"], "bold"), "  ", _state(view["state"]))
+    title.append(f"  {view['model']}  {view['input']} -> {view['output']}")
+    rate, eta = view["segments_per_s"], view["eta_s"]
+    bar = Table.grid(padding=(0, 2))
+    bar.add_row(
+        ProgressBar(total=max(view["rows_total"], 1), completed=view["rows_done"], width=40),
+        f"{view['rows_done']}/{view['rows_total']} rows",
+        f"{view['segments_done']} segments",
+        f"{rate:.1f} seg/s" if rate is not None else "- seg/s",
+        f"ETA {_duration(eta)}" if eta is not None else "ETA -",
+    )
+    shards = ", ".join(f"{count} {state}" for state, count in view["shards"].items())
+    counters = "".join(f"   {name} {value}" for name, value in sorted(view["counters"].items()))
+    parts: list[RenderableType] = [title, bar, Text(f"shards: {shards}{counters}", style="dim")]
+    if view["nodes"]:
+        parts.append(_node_table(view))
+    if view["failures"]:
+        failures = Table("failed rows", "error", box=None, style="red")
+        for failure in view["failures"]:
+            first, last = failure["row_start"], failure["row_end"] - 1
+            failures.add_row(
+                str(first) if first == last else f"{first}-{last}", failure["error"] or ""
+            )
+        parts.append(failures)
+    if view["error"]:
+        parts.append(Text(f"error: {view['error']}", style="bold red"))
+    return Group(*parts)
+
+
+def _node_table(view: dict[str, Any]) -> Table:
+    """Per node: its translators' devices now, and the shards, segments and rate they delivered."""
+    devices: dict[str, list[str]] = {}
+    for translator in view["translators"]:
+        devices.setdefault(translator["node_id"], []).append(translator["device"])
+    table = Table("node", "translators", "shards done", "segments", "seg/s", box=None)
+    for node in view["nodes"]:
+        throughput = node["segments_per_s"]
+        table.add_row(
+            node["node_id"][:12],
+            ", ".join(devices.get(node["node_id"], [])) or "-",
+            str(node["shards_done"]),
+            str(node["segments_done"]),
+            f"{throughput:.1f}" if throughput is not None else "-",
+        )
+    return table
+
+
+@contextmanager
+def _api(url: str) -> Iterator[Client]:
+    """A client of the API; any error it raises ends the command with its one sentence."""
+    try:
+        with Client(url) as client:
+            yield client
+    except MtfleetError as error:
+        raise fail(error) from None
+
+
+def _steer(api: str, job_id: str, action: Any) -> None:
+    with _api(api) as client:
+        view = action(client.job(job_id))
+    out.print(Text.assemble(view["id"], " ", _state(view["state"])))
+
+
+def _watch_to_end(job: Job, poll_s: float) -> None:
+    """A live view of the job until it ends; a job that did not succeed ends the command with 2."""
+    view = job.last
+    with Live(render_job(view), console=out, refresh_per_second=4) as live:
+        while view["state"] not in ENDED:
+            time.sleep(poll_s)
+            view = job.status()
+            live.update(render_job(view))
+    if view["state"] != "succeeded":
+        raise fail(
+            f"Job {view['id']} {view['state']}" + (f": {view['error']}" if view["error"] else ".")
+        )
+
+
+def _state(state: str) -> Text:
+    return Text(state, style=STATE_STYLES.get(state, "white"))
+
+
+def _duration(seconds: float) -> str:
+    return str(timedelta(seconds=round(max(seconds, 0))))

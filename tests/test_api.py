@@ -1,0 +1,690 @@
+"""The REST API, its Python client and the admin console, over real HTTP on loopback.
+
+One server and one local Ray cluster serve the whole module. Jobs run the reverse engine (each
+segment's characters reversed, no model), slowed by MTFLEET_REVERSE_DELAY_S so that pause and
+cancel find them running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import ray
+import typer
+import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
+
+import mtfleet
+from mtfleet.api.server import ServerSettings, create_app
+from mtfleet.cli import console
+from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
+from mtfleet.errors import ApiError
+from mtfleet.testing.cluster import wait_for
+
+TOKEN = "api-test-token-6b1f0c9e2d"
+DELAY_S = "0.1"
+SMALL_ROWS = [{"id": i, "text": f"Row number {i} says hello", "note": ""} for i in range(6)]
+# 40 rows of 18 estimated tokens (1 + 68 characters / 4) each: one shard per row at shard_tokens=16
+BIG_ROWS = [
+    {"id": i, "text": f"Sentence number {i:02d} is a plain line of words for the whole fleet here"}
+    for i in range(40)
+]
+REVERSE = {"model": "reverse", "engine": "reverse"}
+
+
+def reversed_rows(rows: list[dict[str, Any]], fields: list[str]) -> list[dict[str, Any]]:
+    """What the reverse engine makes of one-sentence texts: each reversed, empty ones kept."""
+    return [
+        {key: value[::-1] if key in fields else value for key, value in row.items()} for row in rows
+    ]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data_root")
+    (root / "small.jsonl").write_text("".join(json.dumps(row) + "\n" for row in SMALL_ROWS))
+    (root / "big.jsonl").write_text("".join(json.dumps(row) + "\n" for row in BIG_ROWS))
+    (root / "out").mkdir()
+    outside = root.parent / f"{root.name}-outside"
+    outside.mkdir()
+    (outside / "secret.jsonl").write_text(json.dumps({"text": "not yours"}) + "\n")
+    (root / "link.jsonl").symlink_to(outside / "secret.jsonl")
+    (root / "models").symlink_to(outside)
+    return root
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture(scope="module")
+def api(data_root: Path, state_dir: Path) -> Iterator[str]:
+    """The API on a free loopback port; it starts a local Ray cluster and stops it at the end."""
+    with pytest.MonkeyPatch.context() as env:
+        # Ray's workers inherit the environment of the process that starts the cluster.
+        env.setenv("MTFLEET_REVERSE_DELAY_S", DELAY_S)
+        env.setenv("OMP_NUM_THREADS", "1")
+        app = create_app(ServerSettings(data_root=data_root, token=TOKEN, state_dir=state_dir))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: server.started or not thread.is_alive(), timeout_s=120)
+            assert server.started, "the API did not start"
+            yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=60)
+            listener.close()
+    assert not ray.is_initialized(), "the API left its Ray cluster running"
+
+
+@pytest.fixture(scope="module")
+def http(api: str) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=api, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def client(api: str) -> Iterator[mtfleet.Client]:
+    with mtfleet.Client(api, TOKEN) as client:
+        yield client
+
+
+def poll_until_ended(http: httpx.Client, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        view = http.get(f"/v1/jobs/{job_id}").json()
+        if view["state"] in ("succeeded", "failed", "cancelled"):
+            return view
+        time.sleep(0.2)
+    raise TimeoutError(f"job {job_id} did not end in {timeout_s} s")
+
+
+def big_job(**settings: Any) -> dict[str, Any]:
+    return {"input": "big.jsonl", "fields": ["text"], "shard_tokens": 16, **REVERSE, **settings}
+
+
+# --- jobs over HTTP
+
+
+SMALL_JOB = {
+    "input": "small.jsonl",
+    "output": "out/small.jsonl",
+    "fields": ["text", "note"],
+    **REVERSE,
+}
+
+
+@pytest.fixture(scope="module")
+def small_job(http: httpx.Client) -> tuple[httpx.Response, dict[str, Any]]:
+    """SMALL_JOB POSTed once, and its status once it ended."""
+    response = http.post("/v1/jobs", json=SMALL_JOB)
+    return response, poll_until_ended(http, response.json()["id"])
+
+
+def test_a_job_submitted_over_http_runs_to_the_end_and_writes_the_translated_dataset(
+    http: httpx.Client, data_root: Path, small_job: tuple[httpx.Response, dict[str, Any]]
+) -> None:
+    response, final = small_job
+
+    assert response.status_code == 201, response.text
+    submitted = response.json()
+    assert submitted["id"].startswith("job-") and submitted["id"] == final["id"]
+    assert submitted["state"] in ("queued", "running", "succeeded")
+    assert submitted["input"] == str(data_root / "small.jsonl")
+    assert final["state"] == "succeeded", final["error"]
+    assert (final["rows_done"], final["rows_total"], final["eta_s"]) == (6, 6, 0.0)
+    assert final["segments_done"] == 6
+    assert read_jsonl(data_root / "out" / "small.jsonl") == reversed_rows(SMALL_ROWS, ["text"])
+    manifest = http.get(f"/v1/jobs/{final['id']}/manifest").json()
+    assert manifest["rows"] == manifest["units_translated"] == manifest["units_skipped_empty"] == 6
+    assert final["id"] in [job["id"] for job in http.get("/v1/jobs").json()]
+
+
+def test_submitting_a_finished_job_again_returns_it_without_running_it_again(
+    http: httpx.Client, small_job: tuple[httpx.Response, dict[str, Any]]
+) -> None:
+    _, first = small_job
+
+    again = http.post("/v1/jobs", json=SMALL_JOB)
+
+    assert again.status_code == 201
+    assert {key: again.json()[key] for key in ("id", "state", "updated_at")} == {
+        key: first[key] for key in ("id", "state", "updated_at")
+    }
+
+
+def test_a_job_reports_its_translators_and_throughput_per_node_while_it_runs(
+    http: httpx.Client,
+) -> None:
+    job_id = http.post(
+        "/v1/jobs", json=big_job(output="out/watched.jsonl", job_id="watched")
+    ).json()["id"]
+    wait_for(lambda: http.get(f"/v1/jobs/{job_id}").json()["rows_done"] >= 5, timeout_s=60)
+    wait_for(lambda: http.get(f"/v1/jobs/{job_id}").json()["segments_per_s"], timeout_s=30)
+
+    running = http.get(f"/v1/jobs/{job_id}").json()
+
+    (node_id,) = [node["node_id"] for node in http.get("/v1/nodes").json()]
+    assert [t["node_id"] for t in running["translators"]] == [node_id]
+    (node,) = running["nodes"]
+    assert node["node_id"] == node_id and node["shards_done"] >= 5 and node["segments_per_s"] > 0
+    assert node["translators"] == [t["worker_id"] for t in running["translators"]]
+    assert running["segments_per_s"] > 0 and running["eta_s"] > 0
+    assert sum(running["shards"].values()) == 40
+    http.post(f"/v1/jobs/{job_id}/cancel")
+
+
+def test_pause_stops_new_leases_and_resume_finishes_with_the_same_output(
+    http: httpx.Client, data_root: Path
+) -> None:
+    job_id = http.post("/v1/jobs", json=big_job(output="out/paused.jsonl", job_id="paused")).json()[
+        "id"
+    ]
+    wait_for(lambda: http.get(f"/v1/jobs/{job_id}").json()["rows_done"] >= 3, timeout_s=60)
+
+    paused = http.post(f"/v1/jobs/{job_id}/pause")
+
+    assert paused.status_code == 200 and paused.json()["state"] == "paused"
+    # shards leased before the pause finish; none is leased after it
+    wait_for(lambda: http.get(f"/v1/jobs/{job_id}").json()["shards"]["leased"] == 0, timeout_s=10)
+    done = http.get(f"/v1/jobs/{job_id}").json()["shards"]["done"]
+    time.sleep(1.0)
+    still = http.get(f"/v1/jobs/{job_id}").json()
+    assert (still["state"], still["shards"]["done"], still["shards"]["leased"]) == (
+        "paused",
+        done,
+        0,
+    )
+    assert done < 40
+
+    assert http.post(f"/v1/jobs/{job_id}/resume").json()["state"] == "running"
+    assert poll_until_ended(http, job_id)["state"] == "succeeded"
+    assert read_jsonl(data_root / "out" / "paused.jsonl") == reversed_rows(BIG_ROWS, ["text"])
+
+
+def test_cancel_keeps_finished_parts_and_submitting_again_goes_on_from_them(
+    http: httpx.Client, data_root: Path, state_dir: Path
+) -> None:
+    spec = big_job(output="out/cancelled.jsonl", job_id="cancelled")
+    http.post("/v1/jobs", json=spec)
+    wait_for(lambda: http.get("/v1/jobs/cancelled").json()["rows_done"] >= 3, timeout_s=60)
+
+    cancelled = http.post("/v1/jobs/cancelled/cancel").json()
+
+    assert cancelled["state"] == "cancelled"
+    time.sleep(1.5)  # the coordinator stops its translators; a shard in flight may still land
+    kept = http.get("/v1/jobs/cancelled").json()
+    time.sleep(1.0)
+    assert http.get("/v1/jobs/cancelled").json()["shards"] == kept["shards"]
+    assert 3 <= kept["shards"]["done"] < 40
+    parts = list((state_dir / "jobs" / "cancelled" / "parts").glob("*.jsonl"))
+    assert len(parts) >= kept["shards"]["done"]
+    assert not (data_root / "out" / "cancelled.jsonl").exists()
+
+    again = http.post("/v1/jobs", json=spec).json()
+
+    assert again["state"] in ("queued", "running")
+    final = poll_until_ended(http, "cancelled")
+    assert final["state"] == "succeeded"
+    assert final["counters"]["shards_reused"] >= kept["shards"]["done"]
+    assert read_jsonl(data_root / "out" / "cancelled.jsonl") == reversed_rows(BIG_ROWS, ["text"])
+
+
+def test_the_api_starts_a_coordinator_again_when_one_dies(
+    http: httpx.Client, data_root: Path
+) -> None:
+    http.post("/v1/jobs", json=big_job(output="out/orphaned.jsonl", job_id="orphaned"))
+    wait_for(lambda: http.get("/v1/jobs/orphaned").json()["rows_done"] >= 3, timeout_s=60)
+
+    ray.kill(ray.get_actor(coordinator_name("orphaned"), namespace=NAMESPACE), no_restart=True)
+
+    final = poll_until_ended(http, "orphaned")
+    assert final["state"] == "succeeded"
+    assert final["counters"]["coordinator_restarts"] >= 1
+    assert read_jsonl(data_root / "out" / "orphaned.jsonl") == reversed_rows(BIG_ROWS, ["text"])
+
+
+def test_steering_a_finished_job_is_a_conflict_and_an_unknown_job_is_not_found(
+    http: httpx.Client, small_job: tuple[httpx.Response, dict[str, Any]]
+) -> None:
+    job_id = small_job[1]["id"]
+
+    conflict = http.post(f"/v1/jobs/{job_id}/pause")
+    missing = http.get("/v1/jobs/ghost")
+
+    assert conflict.status_code == 409
+    assert conflict.json()["error"] == (
+        f"Job {job_id} is succeeded; only a queued, running or paused job can pause."
+    )
+    assert (missing.status_code, missing.json()["error"]) == (404, "There is no job ghost.")
+    assert http.get("/v1/jobs/ghost/manifest").status_code == 404
+
+
+# --- security
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", f"Basic {TOKEN}"])
+def test_every_v1_call_without_the_right_bearer_token_is_refused_with_401(
+    api: str, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    with httpx.Client(base_url=api, headers=headers) as anonymous:
+        for method, path in [
+            ("GET", "/v1/jobs"),
+            ("POST", "/v1/jobs"),
+            ("GET", "/v1/nodes"),
+            ("POST", "/v1/jobs/x/cancel"),
+            ("GET", "/v1/jobs/x/manifest"),
+        ]:
+            response = anonymous.request(method, path, json={})
+            assert response.status_code == 401, (method, path)
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+            assert response.json()["error"] in (
+                "This call needs the header 'Authorization: Bearer <MTFLEET_API_TOKEN>'.",
+                "The API token is wrong.",
+            )
+
+
+def test_health_metrics_and_the_openapi_document_need_no_token(api: str) -> None:
+    with httpx.Client(base_url=api) as anonymous:
+        health = anonymous.get("/healthz").json()
+        openapi = anonymous.get("/openapi.json").json()
+        assert anonymous.get("/metrics").status_code == 200
+    assert health["status"] == "ok" and health["nodes_alive"] == 1
+    assert {
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/pause",
+        "/v1/jobs/{job_id}/resume",
+        "/v1/jobs/{job_id}/cancel",
+        "/v1/jobs/{job_id}/manifest",
+        "/v1/nodes",
+    } <= set(openapi["paths"])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("input", "../{outside}/secret.jsonl", "lies outside the data root"),
+        ("input", "{root}/../{outside}/secret.jsonl", "lies outside the data root"),
+        ("input", "/etc/hostname", "lies outside the data root"),
+        ("input", "link.jsonl", "leads through a symlink"),
+        ("output", "../escaped.jsonl", "lies outside the data root"),
+        ("output", "models/written.jsonl", "leads through a symlink"),
+        ("model", "../{outside}", "lies outside the data root"),
+        ("model", "models", "leads through a symlink"),
+    ],
+)
+def test_a_path_outside_the_data_root_is_refused_with_400_naming_the_field(
+    http: httpx.Client, data_root: Path, field: str, value: str, says: str
+) -> None:
+    value = value.format(root=data_root, outside=f"{data_root.name}-outside")
+    spec = {
+        "input": "small.jsonl",
+        "output": "out/x.jsonl",
+        "fields": ["text"],
+        **REVERSE,
+        field: value,
+    }
+
+    response = http.post("/v1/jobs", json=spec)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error.startswith(f"Field {field}: {value} ") and says in error
+    assert not (data_root.parent / "escaped.jsonl").exists()
+
+
+def test_a_model_that_is_no_path_is_taken_as_a_hub_id(http: httpx.Client) -> None:
+    spec = {
+        "input": "small.jsonl",
+        "output": "out/hub.jsonl",
+        "fields": ["text"],
+        "engine": "reverse",
+        "model": "Helsinki-NLP/opus-mt-en-de",
+        "job_id": "hub-id",
+    }
+
+    response = http.post("/v1/jobs", json=spec)
+
+    assert response.status_code == 201, response.text
+    assert response.json()["model"] == "Helsinki-NLP/opus-mt-en-de"
+    assert poll_until_ended(http, "hub-id")["state"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"beam": 0}, "Field beam: Input should be greater than or equal to 1."),
+        ({"model": None}, "Field model is required."),
+        ({"modle": "x"}, "Field modle is not a job setting."),
+        ({"engine": "gpt"}, "Field engine: Input should be 'hf', 'ct2' or 'reverse'."),
+        ({"job_id": "../up"}, "Field job_id: String should match pattern"),
+        ({"fields": []}, "Field fields: List should have at least 1 item after validation"),
+    ],
+)
+def test_a_bad_spec_is_refused_with_422_naming_the_field(
+    http: httpx.Client, change: dict[str, Any], message: str
+) -> None:
+    spec = {
+        "input": "small.jsonl",
+        "output": "out/x.jsonl",
+        "fields": ["text"],
+        **REVERSE,
+        **change,
+    }
+    spec = {key: value for key, value in spec.items() if value is not None}
+
+    response = http.post("/v1/jobs", json=spec)
+
+    assert response.status_code == 422
+    assert response.json()["error"].startswith(message)
+
+
+def test_a_spec_the_planner_refuses_is_a_400_with_its_sentence(http: httpx.Client) -> None:
+    spec = {"input": "small.jsonl", "output": "out/x.jsonl", "fields": ["title"], **REVERSE}
+
+    response = http.post("/v1/jobs", json=spec)
+
+    assert response.status_code == 400
+    assert "title" in response.json()["error"]
+
+
+# --- metrics
+
+
+def segments_counted(api: str) -> float:
+    text = httpx.get(f"{api}/metrics").text
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert families["mtfleet_segments_translated"].type == "counter"
+    (sample,) = families["mtfleet_segments_translated"].samples
+    assert sample.name == "mtfleet_segments_translated_total"
+    return sample.value
+
+
+def test_metrics_parse_as_prometheus_text_and_count_the_segments_translated(
+    api: str, http: httpx.Client
+) -> None:
+    before = segments_counted(api)
+    spec = {"input": "small.jsonl", "output": "out/metrics.jsonl", "fields": ["text"], **REVERSE}
+    job = poll_until_ended(http, http.post("/v1/jobs", json=spec).json()["id"])
+
+    after = segments_counted(api)
+
+    assert after - before == job["segments_done"] == 6
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{api}/metrics").text)}
+    assert all(name.startswith("mtfleet_") for name in families)
+    jobs = {sample.labels["state"]: sample.value for sample in families["mtfleet_jobs"].samples}
+    assert jobs["succeeded"] >= 1
+    assert families["mtfleet_nodes"].samples[0].value == 1
+    requests = families["mtfleet_api_requests"].samples
+    assert any(
+        s.labels == {"method": "POST", "route": "/v1/jobs", "status": "201"} for s in requests
+    )
+
+
+# --- the Python client
+
+
+def test_the_client_submits_waits_and_reads_the_manifest(
+    client: mtfleet.Client, data_root: Path
+) -> None:
+    job = client.submit(
+        input="small.jsonl",
+        output="out/client.jsonl",
+        fields="text,note",
+        job_id="client",
+        **REVERSE,
+    )
+
+    final = job.wait(progress=True, poll_s=0.2, timeout_s=60)
+
+    assert final["state"] == "succeeded" and job.state == "succeeded"
+    assert job.manifest()["units_translated"] == 6
+    assert read_jsonl(data_root / "out" / "client.jsonl") == reversed_rows(SMALL_ROWS, ["text"])
+    assert "client" in [listed.id for listed in client.jobs()]
+    assert client.job("client").status()["rows_done"] == 6
+    (node,) = client.nodes()
+    assert node["state"] == "alive" and node["head"]
+
+
+def test_the_client_pauses_resumes_and_cancels(client: mtfleet.Client) -> None:
+    job = client.submit(**big_job(output="out/client-steer.jsonl", job_id="client-steer"))
+    assert job.state == "running"
+
+    assert job.pause()["state"] == "paused"
+    assert job.resume()["state"] == "running"
+    assert job.cancel()["state"] == "cancelled"
+    assert job.wait(poll_s=0.2, timeout_s=10)["state"] == "cancelled"
+
+
+def test_the_client_raises_the_servers_sentence_as_an_api_error(
+    api: str, client: mtfleet.Client
+) -> None:
+    with pytest.raises(ApiError, match=r"^There is no job ghost\.$") as missing:
+        client.job("ghost")
+    with mtfleet.Client(api, "wrong-token") as intruder, pytest.raises(ApiError) as refused:
+        intruder.jobs()
+    with pytest.raises(ApiError, match=r"^Field beam: ") as invalid:
+        client.submit(input="small.jsonl", output="out/x.jsonl", fields="text", beam=99, **REVERSE)
+    with (
+        mtfleet.Client("http://127.0.0.1:9", TOKEN) as nowhere,
+        pytest.raises(ApiError) as unreachable,
+    ):
+        nowhere.jobs()
+
+    assert (missing.value.status, refused.value.status, invalid.value.status) == (404, 401, 422)
+    assert str(refused.value) == "The API token is wrong."
+    assert unreachable.value.status is None
+    assert str(unreachable.value).startswith("Cannot reach the mtfleet API at http://127.0.0.1:9")
+
+
+# --- the admin console
+
+
+@pytest.fixture(scope="module")
+def mtfleet_cli(api: str) -> Any:
+    app = typer.Typer(pretty_exceptions_enable=False)
+    console.register(app)
+    runner = CliRunner()
+
+    def run(*args: str, token: str = TOKEN) -> Any:
+        env = {"MTFLEET_API": api, "MTFLEET_API_TOKEN": token, "COLUMNS": "200"}
+        return runner.invoke(app, list(args), env=env)
+
+    return run
+
+
+def test_console_submit_watch_jobs_and_status(mtfleet_cli: Any, data_root: Path) -> None:
+    submitted = mtfleet_cli(
+        "submit",
+        "small.jsonl",
+        "-m",
+        "reverse",
+        "-f",
+        "text,note",
+        "-o",
+        "out/cli.jsonl",
+        "--engine",
+        "reverse",
+        "--job-id",
+        "cli",
+        "--watch",
+        "--poll",
+        "0.2",
+    )
+
+    assert submitted.exit_code == 0, submitted.output
+    assert submitted.stdout.startswith("cli\n")
+    assert read_jsonl(data_root / "out" / "cli.jsonl") == reversed_rows(SMALL_ROWS, ["text"])
+    listed = mtfleet_cli("jobs")
+    assert listed.exit_code == 0 and "cli" in listed.stdout and "succeeded" in listed.stdout
+    shown = mtfleet_cli("status", "cli")
+    assert shown.exit_code == 0
+    assert (
+        "6/6 rows" in shown.stdout
+        and "6 segments" in shown.stdout
+        and "ETA 0:00:00" in shown.stdout
+    )
+    assert mtfleet_cli("status", "cli", "--watch").exit_code == 0
+
+
+def test_console_pause_resume_and_cancel_a_running_job(
+    mtfleet_cli: Any, client: mtfleet.Client
+) -> None:
+    assert (
+        client.submit(**big_job(output="out/cli-steer.jsonl", job_id="cli-steer")).state
+        == "running"
+    )
+
+    paused = mtfleet_cli("pause", "cli-steer")
+    resumed = mtfleet_cli("resume", "cli-steer")
+    cancelled = mtfleet_cli("cancel", "cli-steer")
+
+    assert (paused.exit_code, paused.stdout) == (0, "cli-steer paused\n")
+    assert (resumed.exit_code, resumed.stdout) == (0, "cli-steer running\n")
+    assert (cancelled.exit_code, cancelled.stdout) == (0, "cli-steer cancelled\n")
+
+
+def test_console_status_watch_follows_a_running_job_to_its_end(
+    mtfleet_cli: Any, client: mtfleet.Client
+) -> None:
+    job = client.submit(**big_job(output="out/cli-watch.jsonl", job_id="cli-watch"))
+    wait_for(lambda: job.status()["rows_done"] >= 1, timeout_s=60)
+    canceller = threading.Timer(2.0, job.cancel)
+    canceller.start()
+
+    watched = mtfleet_cli("status", "cli-watch", "--watch", "--poll", "0.2")
+
+    canceller.join()
+    # a job that ends other than succeeded ends the command with 2, after the live view
+    assert watched.exit_code == 2
+    assert "/40 rows" in watched.stdout and "seg/s" in watched.stdout
+    assert "translators" in watched.stdout and "shards done" in watched.stdout
+    assert watched.stderr == "error: Job cli-watch cancelled.\n"
+
+
+def test_console_nodes_lists_the_head_node(mtfleet_cli: Any) -> None:
+    nodes = mtfleet_cli("nodes")
+
+    assert nodes.exit_code == 0
+    assert "(head)" in nodes.stdout and "alive" in nodes.stdout
+
+
+def test_console_errors_are_one_sentence_with_exit_code_2(mtfleet_cli: Any) -> None:
+    missing = mtfleet_cli("status", "ghost")
+    refused = mtfleet_cli("jobs", token="wrong-token")
+    invalid = mtfleet_cli(
+        "submit",
+        "small.jsonl",
+        "-m",
+        "reverse",
+        "-f",
+        "text",
+        "-o",
+        "out/x.jsonl",
+        "--engine",
+        "reverse",
+        "--beam",
+        "99",
+    )
+
+    assert (missing.exit_code, missing.output) == (2, "error: There is no job ghost.\n")
+    assert (refused.exit_code, refused.output) == (2, "error: The API token is wrong.\n")
+    assert invalid.exit_code == 2
+    assert invalid.output.startswith("error: Field beam: Input should be less than or equal to 16")
+    assert "Traceback" not in missing.output + refused.output + invalid.output
+
+
+def test_console_serve_refuses_to_start_without_a_token(data_root: Path) -> None:
+    app = typer.Typer(pretty_exceptions_enable=False)
+    console.register(app)
+
+    refused = CliRunner().invoke(
+        app, ["serve", "--data-root", str(data_root)], env={"MTFLEET_API_TOKEN": ""}
+    )
+
+    assert refused.exit_code == 2
+    assert refused.output.startswith(
+        "error: MTFLEET_API_TOKEN is not set; set it, or pass --insecure-no-auth"
+    )
+
+
+def test_console_serve_without_a_token_listens_on_loopback_only(
+    ray_address: str, data_root: Path, tmp_path: Path
+) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    command = [
+        sys.executable,
+        "-c",
+        "import typer; from mtfleet.cli import console; "
+        "app = typer.Typer(); console.register(app); app()",
+        "serve",
+        "--data-root",
+        str(data_root),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--address",
+        ray_address,
+        "--insecure-no-auth",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(port),
+    ]
+    env = {key: value for key, value in os.environ.items() if key != "MTFLEET_API_TOKEN"}
+    server = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        wait_for(
+            lambda: server.poll() is not None or answers(f"http://127.0.0.1:{port}/healthz"),
+            timeout_s=120,
+        )
+        assert server.poll() is None, server.stdout.read() if server.stdout else ""
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/jobs").status_code == 200
+    finally:
+        server.send_signal(signal.SIGINT)
+        output, _ = server.communicate(timeout=60)
+    assert "without a token the API listens on 127.0.0.1 only, not 0.0.0.0" in output
+    assert f"Uvicorn running on http://127.0.0.1:{port}" in output
+
+
+@pytest.fixture
+def ray_address(api: str) -> str:
+    """The address of the module's Ray cluster, started by the API in this process."""
+    return ray.get_runtime_context().gcs_address
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.HTTPError:
+        return False
