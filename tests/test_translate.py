@@ -119,6 +119,22 @@ def jsonl(tmp_path: Path) -> Path:
     return path
 
 
+def translate_into(
+    output: Path,
+    dataset: Path,
+    *,
+    model: str = "reverse",
+    fields: str = "text",
+    extra: tuple[str, ...] = (),
+) -> Any:
+    """`mtfleet translate` of `dataset` into `output`, with the reverse engine unless `model` is a directory."""
+    engine = ("--engine", "reverse") if model == "reverse" else ()
+    return translate(
+        str(dataset), "--model", model, *engine, "--fields", fields, "--output", str(output),
+        "--state-dir", str(output.parent / "state"), *extra,
+    )  # fmt: skip
+
+
 def assert_refused(result: Any, output: Path, *words: str) -> None:
     assert result.exit_code == 2, result.output
     message = " ".join(result.output.split())
@@ -133,90 +149,28 @@ def test_a_malformed_line_5_of_a_jsonl_file_is_named(jsonl: Path, tmp_path: Path
     lines[4] = '{"text": "broken'
     jsonl.write_text("\n".join(lines) + "\n")
     output = tmp_path / "out.jsonl"
-    result = translate(
-        str(jsonl),
-        "--model",
-        "reverse",
-        "--engine",
-        "reverse",
-        "--fields",
-        "text",
-        "--output",
-        str(output),
-        "--state-dir",
-        str(tmp_path / "s"),
-    )
-    assert_refused(result, output, "rows.jsonl", "line 5")
+    assert_refused(translate_into(output, jsonl), output, "rows.jsonl", "line 5")
 
 
 def test_invalid_utf8_is_named(jsonl: Path, tmp_path: Path) -> None:
     jsonl.write_bytes(jsonl.read_bytes() + b'{"text": "caf\xe9"}\n')
     output = tmp_path / "out.jsonl"
-    result = translate(
-        str(jsonl),
-        "--model",
-        "reverse",
-        "--engine",
-        "reverse",
-        "--fields",
-        "text",
-        "--output",
-        str(output),
-        "--state-dir",
-        str(tmp_path / "s"),
-    )
-    assert_refused(result, output, "rows.jsonl", "UTF-8", "line 9")
+    assert_refused(translate_into(output, jsonl), output, "rows.jsonl", "UTF-8", "line 9")
 
 
 def test_a_missing_input_file_is_named(tmp_path: Path) -> None:
     output = tmp_path / "out.jsonl"
-    result = translate(
-        str(tmp_path / "nope.jsonl"),
-        "--model",
-        "reverse",
-        "--engine",
-        "reverse",
-        "--fields",
-        "text",
-        "--output",
-        str(output),
-        "--state-dir",
-        str(tmp_path / "s"),
-    )
-    assert_refused(result, output, "nope.jsonl")
+    assert_refused(translate_into(output, tmp_path / "nope.jsonl"), output, "nope.jsonl")
 
 
 def test_an_unknown_field_lists_the_fields_the_rows_have(jsonl: Path, tmp_path: Path) -> None:
     output = tmp_path / "out.jsonl"
-    result = translate(
-        str(jsonl),
-        "--model",
-        "reverse",
-        "--engine",
-        "reverse",
-        "--fields",
-        "txt",
-        "--output",
-        str(output),
-        "--state-dir",
-        str(tmp_path / "s"),
-    )
-    assert_refused(result, output, "txt", "text")
+    assert_refused(translate_into(output, jsonl, fields="txt"), output, "txt", "text")
 
 
 def test_a_missing_model_directory_is_named(jsonl: Path, tmp_path: Path) -> None:
     output = tmp_path / "out.jsonl"
-    result = translate(
-        str(jsonl),
-        "--model",
-        str(tmp_path / "no-model"),
-        "--fields",
-        "text",
-        "--output",
-        str(output),
-        "--state-dir",
-        str(tmp_path / "s"),
-    )
+    result = translate_into(output, jsonl, model=str(tmp_path / "no-model"))
     assert_refused(result, output, "no-model")
 
 
@@ -225,95 +179,39 @@ def test_a_broken_model_directory_is_named(jsonl: Path, tmp_path: Path) -> None:
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
     output = tmp_path / "out.jsonl"
-    result = translate(
-        str(jsonl),
-        "--model",
-        str(broken),
-        "--fields",
-        "text",
-        "--output",
-        str(output),
-        "--state-dir",
-        str(tmp_path / "s"),
-    )
-    assert_refused(result, output, "broken-model")
+    assert_refused(translate_into(output, jsonl, model=str(broken)), output, "broken-model")
 
 
 def test_an_unknown_target_language_is_named(
     jsonl: Path, tmp_path: Path, tiny_m2m100_dir: Path
 ) -> None:
     output = tmp_path / "out.jsonl"
-    result = translate(
-        str(jsonl),
-        "--model",
-        str(tiny_m2m100_dir),
-        "--src-lang",
-        "en",
-        "--tgt-lang",
-        "xx",
-        "--fields",
-        "text",
-        "--output",
-        str(output),
-        "--state-dir",
-        str(tmp_path / "s"),
+    result = translate_into(
+        output, jsonl, model=str(tiny_m2m100_dir), extra=("--src-lang", "en", "--tgt-lang", "xx")
     )
     assert_refused(result, output, "xx")
 
 
+def test_an_invalid_setting_is_named(jsonl: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out.jsonl"
+    assert_refused(translate_into(output, jsonl, extra=("--beam", "0")), output, "beam")
+
+
 def test_an_output_in_a_missing_folder_is_named(jsonl: Path, tmp_path: Path) -> None:
     output = tmp_path / "missing-dir" / "out.jsonl"
-    result = translate(
-        str(jsonl),
-        "--model",
-        "reverse",
-        "--engine",
-        "reverse",
-        "--fields",
-        "text",
-        "--output",
-        str(output),
-        "--state-dir",
-        str(tmp_path / "s"),
-    )
-    assert_refused(result, output, "missing-dir")
+    assert_refused(translate_into(output, jsonl), output, "missing-dir")
 
 
 def test_gzip_is_not_a_dataset_format_and_says_so(tmp_path: Path) -> None:
     path = tmp_path / "rows.jsonl.gz"
     path.write_bytes(gzip.compress(b'{"text": "a"}\n'))
     output = tmp_path / "out.jsonl"
-    result = translate(
-        str(path),
-        "--model",
-        "reverse",
-        "--engine",
-        "reverse",
-        "--fields",
-        "text",
-        "--output",
-        str(output),
-        "--state-dir",
-        str(tmp_path / "s"),
-    )
-    assert_refused(result, output, "rows.jsonl.gz")
+    assert_refused(translate_into(output, path), output, "rows.jsonl.gz")
 
 
 def test_a_refused_job_leaves_an_existing_output_as_it_was(jsonl: Path, tmp_path: Path) -> None:
     output = tmp_path / "out.jsonl"
     output.write_text("earlier work\n")
-    result = translate(
-        str(jsonl),
-        "--model",
-        "reverse",
-        "--engine",
-        "reverse",
-        "--fields",
-        "nope",
-        "--output",
-        str(output),
-        "--state-dir",
-        str(tmp_path / "s"),
-    )
+    result = translate_into(output, jsonl, fields="nope")
     assert result.exit_code == 2
     assert output.read_text() == "earlier work\n"

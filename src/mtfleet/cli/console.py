@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mtfleet.api.client import ENDED, Client, Job
+from mtfleet.cli import options
 from mtfleet.cli.output import console, fail, out
 from mtfleet.errors import MtfleetError
 
@@ -53,16 +54,9 @@ def serve(
     ],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    state_dir: Annotated[Path, typer.Option(help="Job store (SQLite) and work files.")] = Path(
-        ".mtfleet"
-    ),
-    store: Annotated[
-        str | None, typer.Option(help="Job store URL, e.g. postgresql://user@host/db.")
-    ] = None,
-    address: Annotated[
-        str | None,
-        typer.Option(help="Ray cluster: auto or ray://host:10001; default: a local one."),
-    ] = None,
+    state_dir: options.StateDir = Path(".mtfleet"),
+    store: options.Store = None,
+    address: options.Address = None,
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="Serve without a token, on 127.0.0.1 only.")
     ] = False,
@@ -89,50 +83,29 @@ def serve(
 
 def submit(
     input: Annotated[str, typer.Argument(help="Dataset, under the server's data root.")],
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Model directory (under the data root) or hub id.")
-    ],
-    fields: Annotated[
-        str, typer.Option("--fields", "-f", help="Comma-separated field paths: a, a.b, a[].b")
-    ],
+    model: options.Model,
+    fields: options.Fields,
     output: Annotated[
         str,
         typer.Option(
             "--output", "-o", help="Output, under the data root; its extension picks the format."
         ),
     ],
-    src_lang: Annotated[str | None, typer.Option(help="Source language code.")] = None,
-    tgt_lang: Annotated[str | None, typer.Option(help="Target language code.")] = None,
-    engine: Annotated[str | None, typer.Option(help="hf (default) or ct2.")] = None,
-    beam: Annotated[int | None, typer.Option(help="Beam size; 1, greedy, by default.")] = None,
-    max_batch_tokens: Annotated[
-        int | None, typer.Option(help="Padded source tokens per batch.")
-    ] = None,
-    max_length_factor: Annotated[
-        float | None, typer.Option(help="Decode cap: factor x source tokens + offset.")
-    ] = None,
-    max_length_offset: Annotated[
-        int | None, typer.Option(help="Decode cap offset, in tokens.")
-    ] = None,
-    compute_type: Annotated[
-        str | None, typer.Option(help="ct2: auto, int8, int8_float16, float16, float32.")
-    ] = None,
-    shard_tokens: Annotated[
-        int | None, typer.Option(help="Estimated source tokens per shard.")
-    ] = None,
-    on_error: Annotated[
-        str | None, typer.Option(help="keep-source or fail, for a row that cannot be translated.")
-    ] = None,
-    cpu_translators_per_node: Annotated[
-        int | None, typer.Option(help="Translators on a node without GPUs.")
-    ] = None,
-    threads: Annotated[int | None, typer.Option(help="Torch threads per CPU translator.")] = None,
-    lease_ttl: Annotated[
-        float | None, typer.Option(help="Seconds a shard lease lives without a heartbeat.")
-    ] = None,
-    job_id: Annotated[
-        str | None, typer.Option(help="Job id; default: derived from the settings and input.")
-    ] = None,
+    src_lang: options.SrcLang = None,
+    tgt_lang: options.TgtLang = None,
+    engine: options.Engine = None,
+    beam: options.Beam = None,
+    max_batch_tokens: options.MaxBatchTokens = None,
+    max_length_factor: options.MaxLengthFactor = None,
+    max_length_offset: options.MaxLengthOffset = None,
+    compute_type: options.ComputeType = None,
+    shard_tokens: options.ShardTokens = None,
+    on_error: options.OnError = None,
+    cpu_translators_per_node: options.CpuTranslators = None,
+    gpus: options.Gpus = None,
+    threads: options.Threads = None,
+    lease_ttl: options.LeaseTtl = None,
+    job_id: options.JobId = None,
     watch: Annotated[
         bool, typer.Option("--watch", help="Follow the job live until it ends.")
     ] = False,
@@ -143,16 +116,16 @@ def submit(
 
     Settings left out take the server's defaults, those of `mtfleet translate`.
     """
-    settings = {
-        "input": input, "model": model, "fields": fields, "output": output, "src_lang": src_lang,
-        "tgt_lang": tgt_lang, "engine": engine, "beam": beam, "max_batch_tokens": max_batch_tokens,
-        "max_length_factor": max_length_factor, "max_length_offset": max_length_offset,
-        "compute_type": compute_type, "shard_tokens": shard_tokens, "on_error": on_error,
-        "cpu_translators_per_node": cpu_translators_per_node, "threads": threads,
-        "lease_ttl_s": lease_ttl, "job_id": job_id,
-    }  # fmt: skip
+    settings = options.job_settings(
+        input=input, model=model, fields=fields, output=output, src_lang=src_lang,
+        tgt_lang=tgt_lang, engine=engine, beam=beam, max_batch_tokens=max_batch_tokens,
+        max_length_factor=max_length_factor, max_length_offset=max_length_offset,
+        compute_type=compute_type, shard_tokens=shard_tokens, on_error=on_error,
+        cpu_translators_per_node=cpu_translators_per_node, gpus=gpus, threads=threads,
+        lease_ttl_s=lease_ttl, job_id=job_id,
+    )  # fmt: skip
     with _api(api) as client:
-        job = client.submit(**{key: value for key, value in settings.items() if value is not None})
+        job = client.submit(**settings)
         out.print(job.id, highlight=False)
         if watch:
             _watch_to_end(job, poll)

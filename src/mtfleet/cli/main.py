@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from mtfleet.cli import console as admin_console
+from mtfleet.cli import options
 from mtfleet.cli.output import console, fail, out
 from mtfleet.errors import MtfleetError
 
@@ -38,61 +39,29 @@ def translate(
     input: Annotated[
         Path, typer.Argument(help="Dataset: .json, .jsonl, .csv or .parquet.", show_default=False)
     ],
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Model directory or Hugging Face id.")
-    ],
-    fields: Annotated[
-        str, typer.Option("--fields", "-f", help="Comma-separated field paths: a, a.b, a[].b")
-    ],
+    model: options.Model,
+    fields: options.Fields,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Output path; its extension picks the format.")
     ],
-    src_lang: Annotated[
-        str | None, typer.Option(help="Source language code (M2M100, NLLB, mBART).")
-    ] = None,
-    tgt_lang: Annotated[
-        str | None, typer.Option(help="Target language code (M2M100, NLLB, mBART).")
-    ] = None,
-    engine: Annotated[str, typer.Option(help="hf (transformers) or ct2 (CTranslate2).")] = "hf",
-    beam: Annotated[int, typer.Option(help="Beam size; 1 is greedy.")] = 1,
-    max_batch_tokens: Annotated[int, typer.Option(help="Padded source tokens per batch.")] = 4096,
-    max_length_factor: Annotated[
-        float, typer.Option(help="Decode cap: factor x source tokens + offset.")
-    ] = 2.0,
-    max_length_offset: Annotated[int, typer.Option(help="Decode cap offset, in tokens.")] = 10,
-    compute_type: Annotated[
-        str, typer.Option(help="ct2: auto, int8, int8_float16, float16, float32.")
-    ] = "auto",
-    shard_tokens: Annotated[int, typer.Option(help="Estimated source tokens per shard.")] = 4000,
-    on_error: Annotated[
-        str, typer.Option(help="keep-source or fail, for a row that cannot be translated.")
-    ] = "keep-source",
-    cpu_translators_per_node: Annotated[
-        int, typer.Option(help="Translators on a node without GPUs.")
-    ] = 1,
-    gpus: Annotated[
-        int, typer.Option(help="GPUs to ask Ray's autoscaler for while work is left (KubeRay).")
-    ] = 0,
-    threads: Annotated[int | None, typer.Option(help="Torch threads per CPU translator.")] = None,
-    lease_ttl: Annotated[
-        float, typer.Option(help="Seconds a shard lease lives without a heartbeat.")
-    ] = 60.0,
-    job_id: Annotated[
-        str | None,
-        typer.Option(
-            help="Job id; default: derived from the settings and input, so a rerun resumes."
-        ),
-    ] = None,
-    state_dir: Annotated[Path, typer.Option(help="Job store (SQLite) and work files.")] = Path(
-        ".mtfleet"
-    ),
-    store: Annotated[
-        str | None, typer.Option(help="Job store URL, e.g. postgresql://user@host/db.")
-    ] = None,
-    address: Annotated[
-        str | None,
-        typer.Option(help="Ray cluster: auto or ray://host:10001; default: a local one."),
-    ] = None,
+    src_lang: options.SrcLang = None,
+    tgt_lang: options.TgtLang = None,
+    engine: options.Engine = None,
+    beam: options.Beam = None,
+    max_batch_tokens: options.MaxBatchTokens = None,
+    max_length_factor: options.MaxLengthFactor = None,
+    max_length_offset: options.MaxLengthOffset = None,
+    compute_type: options.ComputeType = None,
+    shard_tokens: options.ShardTokens = None,
+    on_error: options.OnError = None,
+    cpu_translators_per_node: options.CpuTranslators = None,
+    gpus: options.Gpus = None,
+    threads: options.Threads = None,
+    lease_ttl: options.LeaseTtl = None,
+    job_id: options.JobId = None,
+    state_dir: options.StateDir = Path(".mtfleet"),
+    store: options.Store = None,
+    address: options.Address = None,
     detach: Annotated[
         bool, typer.Option(help="Start the job on --address and return its id.")
     ] = False,
@@ -110,21 +79,15 @@ def translate(
             output=str(output),
             model=model,
             fields=[fields],
-            src_lang=src_lang,
-            tgt_lang=tgt_lang,
-            engine=engine,
-            beam=beam,
-            max_batch_tokens=max_batch_tokens,
-            max_length_factor=max_length_factor,
-            max_length_offset=max_length_offset,
-            compute_type=compute_type,
-            shard_tokens=shard_tokens,
-            on_error=on_error,
-            cpu_translators_per_node=cpu_translators_per_node,
-            gpus=gpus,
-            threads=threads,
-            lease_ttl_s=lease_ttl,
-        )
+            **options.job_settings(
+                src_lang=src_lang, tgt_lang=tgt_lang, engine=engine, beam=beam,
+                max_batch_tokens=max_batch_tokens, max_length_factor=max_length_factor,
+                max_length_offset=max_length_offset, compute_type=compute_type,
+                shard_tokens=shard_tokens, on_error=on_error,
+                cpu_translators_per_node=cpu_translators_per_node, gpus=gpus, threads=threads,
+                lease_ttl_s=lease_ttl,
+            ),
+        )  # fmt: skip
     except ValidationError as error:
         raise fail(_first_validation_error(error)) from None
     try:

@@ -1,0 +1,99 @@
+"""Options shared by the commands that describe a job (`translate`, `submit`) or reach a cluster.
+
+A job setting left out is None here, so its default lives in one place: `JobSpec`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mtfleet.spec import JobSpec
+
+
+def _default(name: str) -> str:
+    return f"(default: {JobSpec.model_fields[name].default})"
+
+
+Model = Annotated[
+    str, typer.Option("--model", "-m", help="Model directory or Hugging Face hub id.")
+]
+Fields = Annotated[
+    str, typer.Option("--fields", "-f", help="Comma-separated field paths: a, a.b, a[].b")
+]
+SrcLang = Annotated[str | None, typer.Option(help="Source language code (M2M100, NLLB, mBART).")]
+TgtLang = Annotated[str | None, typer.Option(help="Target language code (M2M100, NLLB, mBART).")]
+Engine = Annotated[
+    str | None,
+    typer.Option(
+        help=f"hf (transformers), ct2 (CTranslate2) or reverse (a model-free dry run). {_default('engine')}"
+    ),
+]
+Beam = Annotated[int | None, typer.Option(help=f"Beam size; 1 is greedy. {_default('beam')}")]
+MaxBatchTokens = Annotated[
+    int | None, typer.Option(help=f"Padded source tokens per batch. {_default('max_batch_tokens')}")
+]
+MaxLengthFactor = Annotated[
+    float | None,
+    typer.Option(
+        help=f"Decode cap: factor x source tokens + offset. {_default('max_length_factor')}"
+    ),
+]
+MaxLengthOffset = Annotated[
+    int | None, typer.Option(help=f"Decode cap offset, in tokens. {_default('max_length_offset')}")
+]
+ComputeType = Annotated[
+    str | None,
+    typer.Option(
+        help=f"ct2: auto, int8, int8_float16, float16, float32. {_default('compute_type')}"
+    ),
+]
+ShardTokens = Annotated[
+    int | None, typer.Option(help=f"Estimated source tokens per shard. {_default('shard_tokens')}")
+]
+OnError = Annotated[
+    str | None,
+    typer.Option(
+        help=f"keep-source or fail, for a row that cannot be translated. {_default('on_error')}"
+    ),
+]
+CpuTranslators = Annotated[
+    int | None,
+    typer.Option(
+        help=f"Translators on a node without GPUs. {_default('cpu_translators_per_node')}"
+    ),
+]
+Gpus = Annotated[
+    int | None,
+    typer.Option(
+        help=f"GPUs to ask Ray's autoscaler for while work is left (KubeRay). {_default('gpus')}"
+    ),
+]
+Threads = Annotated[
+    int | None,
+    typer.Option(help="Torch threads per CPU translator. (default: its share of the node's cores)"),
+]
+LeaseTtl = Annotated[
+    float | None,
+    typer.Option(
+        help=f"Seconds a shard lease lives without a heartbeat. {_default('lease_ttl_s')}"
+    ),
+]
+JobId = Annotated[
+    str | None,
+    typer.Option(
+        help="Job id. (default: derived from the settings and the input, so a rerun resumes)"
+    ),
+]
+StateDir = Annotated[Path, typer.Option(help="Job store (SQLite) and work files.")]
+Store = Annotated[str | None, typer.Option(help="Job store URL, e.g. postgresql://user@host/db.")]
+Address = Annotated[
+    str | None, typer.Option(help="Ray cluster: auto or ray://host:10001. (default: a local one)")
+]
+
+
+def job_settings(**values: Any) -> dict[str, Any]:
+    """The settings the user gave; the rest keep JobSpec's defaults."""
+    return {name: value for name, value in values.items() if value is not None}
