@@ -210,7 +210,8 @@ class JobCoordinator:
         if job.state in TERMINAL:
             self._stop_translators()
             return True
-        self._reap()
+        nodes = ray.nodes()
+        self._reap(nodes)
         expired = self.store.expire_leases(self.job_id)
         if expired:
             log.info("leases expired on shards %s", expired)
@@ -222,7 +223,7 @@ class JobCoordinator:
             sum(s.state in (ShardState.PENDING, ShardState.LEASED) for s in shards)
         )
         # Translators are placed while paused too, so they load their models before work resumes.
-        self._place()
+        self._place(nodes)
         return False
 
     def _ask_autoscaler(self, shards_left: int) -> None:
@@ -232,10 +233,10 @@ class JobCoordinator:
             request_resources(bundles=[{"GPU": 1}] * wanted)
             self.gpus_requested = wanted
 
-    def _place(self) -> None:
+    def _place(self, nodes: list[dict[str, Any]]) -> None:
         """One translator per GPU of each live node; `cpu_translators_per_node` on a CPU-only node."""
         with self.lock:
-            for node in ray.nodes():
+            for node in nodes:
                 if not node.get("Alive"):
                     continue
                 node_id = node["NodeID"]
@@ -272,10 +273,10 @@ class JobCoordinator:
         slot.run_ref = handle.run.remote()
         log.info("placed translator %s on node %s", worker_id, node_id)
 
-    def _reap(self) -> None:
+    def _reap(self, nodes: list[dict[str, Any]]) -> None:
         """Forgets translators that died or whose node left, and puts their shards back at once."""
         with self.lock:
-            alive_nodes = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+            alive_nodes = {n["NodeID"] for n in nodes if n.get("Alive")}
             for slot in list(self.slots.values()):
                 if slot.info_ref is not None and _ready(slot.info_ref):
                     with contextlib.suppress(RayActorError):
