@@ -22,7 +22,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from mtfleet.api.views import Failure, JobNode, JobSummary, JobView, Node, Translator
 from mtfleet.cluster import JobHandle, prepare_job, start_coordinator
 from mtfleet.cluster.coordinator import NAMESPACE, TERMINAL, coordinator_name
-from mtfleet.cluster.job import finished_result, store_url_for
+from mtfleet.cluster.job import finished_result, handle_for, store_url_for
 from mtfleet.errors import ApiError, JobError, MtfleetError
 from mtfleet.spec import JobSpec
 from mtfleet.store import JobRecord, JobState, JobStore, ShardRecord, ShardState
@@ -253,8 +253,7 @@ class JobService:
             time.sleep(0.05)
 
     def _handle(self, job_id: str) -> JobHandle:
-        # the work directory prepare_job planned the job in
-        return JobHandle(job_id, self.store_url, self.state_dir / "jobs" / job_id)
+        return handle_for(job_id, self.state_dir, self.store_url)
 
     def _call(self, job_id: str, method: Any) -> Any:
         try:

@@ -60,6 +60,11 @@ def store_url_for(state_dir: Path, store_url: str | None) -> str:
     return f"sqlite:///{(state_dir / 'jobs.db').resolve()}"
 
 
+def handle_for(job_id: str, state_dir: Path, store_url: str) -> JobHandle:
+    """Where a job's work files are: one folder per job under the state dir."""
+    return JobHandle(job_id, store_url, Path(state_dir).expanduser().resolve() / "jobs" / job_id)
+
+
 def prepare_job(
     spec: JobSpec,
     *,
@@ -77,7 +82,8 @@ def prepare_job(
     job_id = job_id or spec.default_job_id(input_sha256)
     state_dir = Path(state_dir).expanduser().resolve()
     url = store_url_for(state_dir, store_url)
-    work_dir = state_dir / "jobs" / job_id
+    handle = handle_for(job_id, state_dir, url)
+    work_dir = handle.work_dir
     store = JobStore(url)
     existing = store.find_job(job_id)
     if existing is not None:
@@ -91,14 +97,14 @@ def prepare_job(
         if existing.state in (JobState.FAILED, JobState.CANCELLED):
             # Rerunning a failed or cancelled job goes on from its finished shards.
             store.set_job_state(job_id, JobState.QUEUED)
-        return JobHandle(job_id, url, work_dir)
+        return handle
     plan = plan_job(spec, work_dir)
     store.create_job(
         job_id,
         stored_spec(spec, input_sha256),
         [ShardPlan(s.row_start, s.row_end, s.units, s.est_tokens) for s in plan.shards],
     )
-    return JobHandle(job_id, url, work_dir)
+    return handle
 
 
 def start_coordinator(handle: JobHandle) -> Any:
