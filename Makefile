@@ -22,6 +22,15 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
+bench: install
+	$(BIN)/python bench/run.py
+
+bench-quick: install
+	$(BIN)/python bench/run.py --quick
+
+quality: install
+	$(BIN)/python bench/quality.py
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -30,7 +30,9 @@ def connect(address: str | None = None) -> bool:
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise JobError(f"Cannot connect to the Ray cluster at {address}: {error}") from error
         return False
+    # "local": always a new cluster of our own, never one another process started on this machine.
     ray.init(
+        address="local",
         num_cpus=os.cpu_count() or 1,
         namespace=NAMESPACE,
         include_dashboard=False,

@@ -1,0 +1,159 @@
+"""What a benchmark run leaves behind: the printed table, the ratios, latest.json, a chart, the README."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+# ratio name -> (numerator system, denominator system, workload, target)
+RATIOS = {
+    "best_vs_seed": ("best mtfleet job", "seed-baseline", "alpaca", 10.0),
+    "hf_job_vs_seed_same_decoding": ("mtfleet-job-hf beam5", "seed-baseline", "alpaca", 1.5),
+    "ct2_job_vs_ct2_direct": ("mtfleet-job-ct2", "ct2-direct", "short", 0.9),
+    "job_vs_engine": ("mtfleet-job-hf", "mtfleet-engine-hf", "alpaca", 0.85),
+    "two_translators_vs_one": ("mtfleet-job-ct2 x2", "mtfleet-job-ct2", "alpaca", 1.7),
+}
+TABLE_START, TABLE_END = "<!-- latest table -->", "<!-- /latest table -->"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One system on one workload."""
+
+    workload: str
+    system: str
+    seconds: float
+    rows: int
+    source_tokens: int
+    peak_rss_mb: float
+    detail: dict[str, Any]
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds
+
+    @property
+    def source_tokens_per_s(self) -> float:
+        return self.source_tokens / self.seconds
+
+
+def ratios(rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
+    """Each ratio of rows/s taken side by side, with its target and whether it was met."""
+    speed = {(row.workload, row.system): row.rows_per_s for row in rows}
+    found = {}
+    for name, (numerator, denominator, workload, target) in RATIOS.items():
+        if numerator == "best mtfleet job":
+            jobs = {s: v for (w, s), v in speed.items() if w == workload and "-job-" in s}
+            numerator = max(jobs, key=jobs.__getitem__, default=numerator)
+        top, bottom = speed.get((workload, numerator)), speed.get((workload, denominator))
+        value = round(top / bottom, 3) if top and bottom else None
+        found[name] = {
+            "value": value,
+            "target": target,
+            "met": None if value is None else value >= target,
+            "of": f"{numerator} / {denominator} rows/s, {workload} workload",
+        }
+    return found
+
+
+def table(rows: Sequence[Row]) -> str:
+    """A Markdown table per workload: each system's speed, memory and speed against the seed."""
+    lines = []
+    for workload in dict.fromkeys(row.workload for row in rows):
+        mine = [row for row in rows if row.workload == workload]
+        seed = next((row for row in mine if row.system == "seed-baseline"), None)
+        lines += [
+            f"**{workload}**",
+            "",
+            "| system | rows | seconds | rows/s | source tokens/s | peak RSS MB | x seed |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in mine:
+            versus = f"{row.rows_per_s / seed.rows_per_s:.1f}" if seed else "-"
+            lines.append(
+                f"| {row.system} | {row.rows} | {row.seconds:.1f} | {row.rows_per_s:.2f} | "
+                f"{row.source_tokens_per_s:.0f} | {row.peak_rss_mb:.0f} | {versus} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def ratio_lines(found: dict[str, dict[str, Any]]) -> str:
+    lines = ["| ratio | value | target | met | of |", "| --- | ---: | ---: | --- | --- |"]
+    for name, ratio in found.items():
+        value = "-" if ratio["value"] is None else f"{ratio['value']:.2f}"
+        met = {True: "yes", False: "NO", None: "-"}[ratio["met"]]
+        lines.append(f"| {name} | {value} | {ratio['target']} | {met} | {ratio['of']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path: Path, header: dict[str, Any], rows: Sequence[Row]) -> dict[str, Any]:
+    results = {
+        **header,
+        "results": [
+            {
+                **asdict(row),
+                "rows_per_s": round(row.rows_per_s, 3),
+                "source_tokens_per_s": round(row.source_tokens_per_s, 1),
+            }
+            for row in rows
+        ],
+        "ratios": ratios(rows),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_suffix(".json.tmp")
+    scratch.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    scratch.replace(path)
+    return results
+
+
+def write_chart(path: Path, rows: Sequence[Row], title: str) -> None:
+    """One panel per workload: rows/s of each system on a log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+    from matplotlib.ticker import NullFormatter
+
+    workloads = list(dict.fromkeys(row.workload for row in rows))
+    figure, axes = pyplot.subplots(
+        1, len(workloads), figsize=(5 * len(workloads), 4.5), squeeze=False
+    )
+    for axis, workload in zip(axes[0], workloads, strict=True):
+        mine = [row for row in rows if row.workload == workload]
+        colors = [_color(row.system) for row in mine]
+        axis.barh([row.system for row in mine], [row.rows_per_s for row in mine], color=colors)
+        axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.invert_yaxis()
+        axis.set_xlabel("rows/s (log)")
+        axis.set_title(workload)
+        for index, row in enumerate(mine):
+            speed = row.rows_per_s
+            label = f" {speed:,.0f}" if speed >= 10 else f" {speed:.2g}"
+            axis.annotate(label, (speed, index), va="center", fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
+
+
+def update_readme(readme: Path, text: str) -> None:
+    """Puts `text` between the README's latest-table markers."""
+    content = readme.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), re.DOTALL)
+    replacement = f"{TABLE_START}\n{text}\n{TABLE_END}"
+    readme.write_text(pattern.sub(lambda _: replacement, content), encoding="utf-8")
+
+
+def _color(system: str) -> str:
+    if system.startswith("mtfleet-job"):
+        return "tab:green"
+    if system.startswith("mtfleet-engine"):
+        return "tab:olive"
+    return "tab:gray"

@@ -1,0 +1,234 @@
+"""The systems the benchmark compares: the paper's pipeline, CTranslate2 alone, mtfleet's engines, jobs.
+
+A system turns a workload into a prepared run: everything before the clock starts (loading a
+model, segmenting for ct2-direct) happens in `prepare`; the returned callable is what is timed.
+Every system caps each output at `ceil(max_length_factor * source tokens + max_length_offset)`
+new tokens (the seed pipeline, which has one cap per batch, at its batch's longest source).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workloads import Workload
+
+Run = Callable[[], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every row shares; recorded with the results."""
+
+    model_dir: Path
+    work_dir: Path
+    max_length_factor: float
+    max_length_offset: int
+    max_batch_tokens: int = 4096
+    shard_tokens: int = 4000
+    threads: int = 1
+    seed_batch: int = 64
+    max_positions: int = 512
+
+    def cap(self, source_tokens: int) -> int:
+        cap = math.ceil(self.max_length_factor * source_tokens + self.max_length_offset)
+        # the decoder's start token takes one of the model's positions
+        return max(1, min(cap, self.max_positions - 1))
+
+    def engine_settings(self, beam: int = 1) -> dict[str, Any]:
+        return {
+            "beam": beam,
+            "max_batch_tokens": self.max_batch_tokens,
+            "max_length_factor": self.max_length_factor,
+            "max_length_offset": self.max_length_offset,
+            "compute_type": "auto",
+            "device": "cpu",
+            "threads": self.threads,
+        }
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    prepare: Callable[[Workload, Settings], Run]
+    workloads: tuple[str, ...] | None = None
+    """The workloads it runs on; None is all of them."""
+    head_only: bool = False
+    """Runs on the workload's first rows only: the pipelines too slow for all of them."""
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_pipeline(beam: int) -> Callable[[Workload, Settings], Run]:
+    """transformers `generate` the way the paper's script used it: file order, fixed batches.
+
+    Each field's column is cut into batches of `seed_batch` rows as they come, empty values
+    included; inputs past the model's positions are truncated; torch uses its default threads.
+    """
+
+    def prepare(workload: Workload, settings: Settings) -> Run:
+        import torch
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        tokenizer = AutoTokenizer.from_pretrained(settings.model_dir)
+        model = AutoModelForSeq2SeqLM.from_pretrained(settings.model_dir).eval()
+        columns = workload.texts_by_field()
+
+        def run() -> dict[str, Any]:
+            batches = 0
+            for texts in columns.values():
+                for start in range(0, len(texts), settings.seed_batch):
+                    inputs = tokenizer(
+                        texts[start : start + settings.seed_batch],
+                        return_tensors="pt",
+                        padding=True,
+                        truncation=True,
+                        max_length=settings.max_positions,
+                    )
+                    with torch.inference_mode():
+                        model.generate(
+                            **inputs,
+                            num_beams=beam,
+                            do_sample=False,
+                            max_new_tokens=settings.cap(inputs["input_ids"].shape[1]),
+                        )
+                    batches += 1
+            return {"batches": batches, "torch_threads": torch.get_num_threads()}
+
+        return run
+
+    return prepare
+
+
+def ct2_direct(workload: Workload, settings: Settings) -> Run:
+    """CTranslate2 by hand on the unique non-empty segments: one call per decode cap.
+
+    Segmenting and deduplicating happen before the clock starts; the call sorts each cap's
+    segments by length into token batches. int8, the fastest compute type on a CPU.
+    """
+    import ctranslate2
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from mtfleet.data import segment_texts
+    from mtfleet.engines.ct2 import converted_model
+    from mtfleet.engines.tokens import files_sha256
+
+    tokenizer = AutoTokenizer.from_pretrained(settings.model_dir)
+    generation = GenerationConfig.from_pretrained(settings.model_dir)
+    converted = converted_model(settings.model_dir, files_sha256(settings.model_dir), "int8")
+    translator = ctranslate2.Translator(
+        str(converted), device="cpu", compute_type="int8", intra_threads=settings.threads
+    )
+
+    def count_tokens(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer(list(texts))["input_ids"]]
+
+    pieces = segment_texts(workload.texts(), settings.max_positions, count_tokens)
+    segments = list(dict.fromkeys(p.text for ps in pieces for p in ps if p.translate))
+
+    forced_eos = generation.forced_eos_token_id is not None
+
+    def run() -> dict[str, Any]:
+        by_cap: dict[int, list[list[str]]] = {}
+        for ids in tokenizer(segments)["input_ids"]:
+            tokens = tokenizer.convert_ids_to_tokens(ids)
+            by_cap.setdefault(settings.cap(len(ids)), []).append(tokens)
+        for cap, sources in by_cap.items():
+            results = translator.translate_batch(
+                sources,
+                max_batch_size=settings.max_batch_tokens,
+                batch_type="tokens",
+                beam_size=1,
+                # the model's forced EOS takes the cap's last place
+                max_decoding_length=max(1, cap - forced_eos),
+                max_input_length=0,
+                repetition_penalty=generation.repetition_penalty or 1.0,
+            )
+            tokenizer.batch_decode(
+                [tokenizer.convert_tokens_to_ids(r.hypotheses[0]) for r in results],
+                skip_special_tokens=True,
+            )
+        return {"segments_unique": len(segments), "calls": len(by_cap)}
+
+    return run
+
+
+def mtfleet_engine(engine_name: str) -> Callable[[Workload, Settings], Run]:
+    """An mtfleet engine through the pipeline (segment, deduplicate, translate), no Ray."""
+
+    def prepare(workload: Workload, settings: Settings) -> Run:
+        from mtfleet.engines import load_engine
+        from mtfleet.pipeline import translate_texts
+
+        engine = load_engine(engine_name, str(settings.model_dir), **settings.engine_settings())
+        texts = workload.texts()
+
+        def run() -> dict[str, Any]:
+            outcome = translate_texts(texts, engine)
+            return {"segments": outcome.segments, "segments_unique": outcome.segments_unique}
+
+        return run
+
+    return prepare
+
+
+def mtfleet_job(
+    engine_name: str, *, translators: int = 1, beam: int = 1
+) -> Callable[[Workload, Settings], Run]:
+    """A whole `mtfleet translate` job: local Ray cluster started, job planned, run, assembled."""
+
+    def prepare(workload: Workload, settings: Settings) -> Run:
+        from mtfleet.cluster import run_job
+        from mtfleet.spec import JobSpec
+
+        if engine_name == "ct2":
+            # converting is a one-off, like downloading the model: done before the clock starts
+            from mtfleet.engines.ct2 import converted_model
+            from mtfleet.engines.tokens import files_sha256
+
+            converted_model(settings.model_dir, files_sha256(settings.model_dir), "int8")
+        state_dir = Path(tempfile.mkdtemp(prefix="job-", dir=settings.work_dir))
+        engine = settings.engine_settings(beam)
+        del engine["device"]  # the cluster places translators
+        spec = JobSpec(
+            input=str(workload.path),
+            output=str(state_dir / workload.path.name),
+            model=str(settings.model_dir),
+            fields=workload.fields,
+            engine=engine_name,
+            shard_tokens=settings.shard_tokens,
+            cpu_translators_per_node=translators,
+            **engine,
+        )
+
+        def run() -> dict[str, Any]:
+            result = run_job(spec, state_dir=state_dir)
+            if result.state != "succeeded" or result.manifest is None:
+                raise RuntimeError(f"{engine_name} job ended {result.state}: {result.error}")
+            manifest = result.manifest
+            return {
+                key: manifest[key]
+                for key in ("shards", "segments", "segments_unique", "units_failed")
+            }
+
+        return run
+
+    return prepare
+
+
+SYSTEMS = (
+    System("seed-baseline", seed_pipeline(5), head_only=True, notes={"beam": 5, "batch": 64}),
+    System("hf-file-order", seed_pipeline(1), head_only=True, notes={"beam": 1, "batch": 64}),
+    System("ct2-direct", ct2_direct, notes={"compute_type": "int8"}),
+    System("mtfleet-engine-hf", mtfleet_engine("hf")),
+    System("mtfleet-engine-ct2", mtfleet_engine("ct2")),
+    System("mtfleet-job-hf", mtfleet_job("hf")),
+    System("mtfleet-job-hf beam5", mtfleet_job("hf", beam=5), ("alpaca",), True, {"beam": 5}),
+    System("mtfleet-job-ct2", mtfleet_job("ct2")),
+    System("mtfleet-job-ct2 x2", mtfleet_job("ct2", translators=2), notes={"translators": 2}),
+)
