@@ -10,6 +10,7 @@ import typer
 
 from mtfleet.cli import console as admin_console
 from mtfleet.cli import options
+from mtfleet.cli import train as trainer
 from mtfleet.cli.output import console, fail, out
 from mtfleet.errors import MtfleetError
 
@@ -131,6 +132,7 @@ def _first_validation_error(error: Any) -> str:
 
 
 admin_console.register(app)
+trainer.register(app)
 
 
 def main() -> None:
