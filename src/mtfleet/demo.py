@@ -10,11 +10,13 @@ import json
 import sys
 from pathlib import Path
 
+import ray
 from rich.console import Console
 from rich.table import Table
 
 from mtfleet.cli.progress import JobProgress
 from mtfleet.cluster import run_job
+from mtfleet.cluster.runtime import connect
 from mtfleet.errors import MtfleetError
 from mtfleet.manifest import manifest_path
 from mtfleet.spec import JobSpec
@@ -22,6 +24,7 @@ from mtfleet.spec import JobSpec
 ROOT = Path(__file__).resolve().parents[2]
 TRAINED_MODEL = ROOT / "models" / "multi30k-en-de"
 INPUT = ROOT / "examples" / "alpaca_sample.json"
+CAPTIONS = ROOT / "examples" / "multi30k_captions.jsonl"
 STATE_DIR = ROOT / ".mtfleet"
 OUTPUT_DIR = ROOT / "out"
 
@@ -39,33 +42,70 @@ def demo_model(console: Console) -> Path:
     return tiny
 
 
-def main() -> int:
-    console = Console()
-    model = demo_model(console)
-    output = OUTPUT_DIR / "alpaca_sample.de.json"
-    OUTPUT_DIR.mkdir(exist_ok=True)
-    spec = JobSpec(
-        input=str(INPUT),
-        output=str(output),
-        model=str(model),
-        fields=["instruction", "input", "output"],
-    )
+def translate(console: Console, spec: JobSpec) -> dict | None:
     try:
         with JobProgress(console) as progress:
             result = run_job(spec, state_dir=STATE_DIR, on_progress=progress.update)
     except MtfleetError as error:
         console.print(f"[bold red]error:[/] {error}")
-        return 2
+        return None
     if result.state != "succeeded":
         console.print(f"[bold red]job {result.job_id} {result.state}:[/] {result.error}")
-        return 1
-    manifest = result.manifest or {}
-    table = Table("source", "translation", title="First rows, instruction field", show_lines=True)
-    sources = json.loads(INPUT.read_text(encoding="utf-8"))
-    translations = json.loads(output.read_text(encoding="utf-8"))
-    for source, translation in list(zip(sources, translations, strict=True))[:6]:
-        table.add_row(source["instruction"], translation["instruction"])
-    console.print(table)
+        return None
+    return result.manifest
+
+
+def side_by_side(title: str, source: Path, output: Path, field: str, rows: int) -> Table:
+    table = Table("source", "translation", title=title, show_lines=True)
+    for before, after in list(zip(read_rows(source), read_rows(output), strict=True))[:rows]:
+        table.add_row(before[field], after[field])
+    return table
+
+
+def read_rows(path: Path) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    return (
+        json.loads(text)
+        if path.suffix == ".json"
+        else [json.loads(line) for line in text.splitlines()]
+    )
+
+
+def main() -> int:
+    console = Console()
+    model = demo_model(console)
+    OUTPUT_DIR.mkdir(exist_ok=True)
+    output = OUTPUT_DIR / "alpaca_sample.de.json"
+    captions_output = OUTPUT_DIR / "multi30k_captions.de.jsonl"
+    # One local Ray cluster for both jobs.
+    started_here = connect()
+    try:
+        fields = ["instruction", "input", "output"]
+        manifest = translate(
+            console, JobSpec(input=str(INPUT), output=str(output), model=str(model), fields=fields)
+        )
+        captions = translate(
+            console,
+            JobSpec(
+                input=str(CAPTIONS),
+                output=str(captions_output),
+                model=str(model),
+                fields=["caption"],
+            ),
+        )
+    finally:
+        if started_here:
+            ray.shutdown()
+    if manifest is None or captions is None:
+        return 2
+    console.print(
+        side_by_side("alpaca_sample.json, instruction field", INPUT, output, "instruction", 6)
+    )
+    console.print(
+        side_by_side(
+            "Multi30k captions: the model's own domain", CAPTIONS, captions_output, "caption", 6
+        )
+    )
     console.print(
         f"{manifest['rows']} rows, {manifest['units_translated']} fields translated, "
         f"{manifest['units_skipped_empty']} empty fields kept as they were, in {manifest['elapsed_s']:.1f} s"
