@@ -34,7 +34,7 @@ from transformers import GenerationConfig
 
 from mtfleet.engines.tokens import (
     WEIGHT_FILES,
-    ModelTokenizer,
+    engine_tokens,
     files_sha256,
     load_failure,
     local_dir,
@@ -84,15 +84,12 @@ class CT2Engine:
         device: str = "auto",
         threads: int | None = None,
     ) -> None:
-        if beam < 1:
-            raise ModelError(f"Beam size must be at least 1, not {beam}.")
-        if compute_type not in COMPUTE_TYPES:
-            raise ModelError(
-                f"Compute type {compute_type!r} is not one the ct2 engine knows; "
-                f"it takes {', '.join(COMPUTE_TYPES)}."
-            )
-        self.tokens = ModelTokenizer(
+        self.tokens = engine_tokens(
+            "ct2",
             model,
+            beam=beam,
+            compute_type=compute_type,
+            compute_types=tuple(COMPUTE_TYPES),
             src_lang=src_lang,
             tgt_lang=tgt_lang,
             max_batch_tokens=max_batch_tokens,

@@ -25,7 +25,7 @@ from transformers import (
 
 from mtfleet.engines.tokens import (
     DECODER_PROMPT_LENGTH,
-    ModelTokenizer,
+    engine_tokens,
     load_failure,
     local_dir,
     token_id_set,
@@ -103,15 +103,12 @@ class HFEngine:
         threads: int | None = None,
         compute_type: str = "auto",
     ) -> None:
-        if beam < 1:
-            raise ModelError(f"Beam size must be at least 1, not {beam}.")
-        if compute_type not in COMPUTE_TYPES:
-            raise ModelError(
-                f"Compute type {compute_type!r} is not available to the hf engine; "
-                f"it takes {', '.join(COMPUTE_TYPES)}."
-            )
-        self.tokens = ModelTokenizer(
+        self.tokens = engine_tokens(
+            "hf",
             model,
+            beam=beam,
+            compute_type=compute_type,
+            compute_types=tuple(COMPUTE_TYPES),
             src_lang=src_lang,
             tgt_lang=tgt_lang,
             max_batch_tokens=max_batch_tokens,

@@ -328,3 +328,34 @@ def _language_codes(tokenizer: Any) -> dict[str, int]:
         for token in tokenizer.all_special_tokens
         if LANGUAGE_TOKEN.fullmatch(token)
     }
+
+
+def engine_tokens(
+    engine: str,
+    model: str,
+    *,
+    beam: int,
+    compute_type: str,
+    compute_types: Sequence[str],
+    src_lang: str | None,
+    tgt_lang: str | None,
+    max_batch_tokens: int,
+    max_length_factor: float,
+    max_length_offset: int,
+) -> ModelTokenizer:
+    """An engine's settings checked, and its model's tokenizer side: what every engine starts with."""
+    if beam < 1:
+        raise ModelError(f"Beam size must be at least 1, not {beam}.")
+    if compute_type not in compute_types:
+        raise ModelError(
+            f"Compute type {compute_type!r} is not available to the {engine} engine; "
+            f"it takes {', '.join(compute_types)}."
+        )
+    return ModelTokenizer(
+        model,
+        src_lang=src_lang,
+        tgt_lang=tgt_lang,
+        max_batch_tokens=max_batch_tokens,
+        max_length_factor=max_length_factor,
+        max_length_offset=max_length_offset,
+    )
