@@ -56,6 +56,8 @@ AUTO_PREFERENCE = {
     "cpu": ("int8", "float32"),
 }
 CACHE_ENV = "MTFLEET_CACHE"
+# Bumped whenever the conversion changes (2: Marian models kept whole decode from <pad>'s embedding).
+CONVERSION_RECIPE = 2
 # The converter's loaders are module-wide: one conversion at a time may swap one in.
 _CONVERSION_LOCK = threading.Lock()
 VOCABULARY_FILES = ("shared_vocabulary.json", "target_vocabulary.json")
@@ -291,7 +293,9 @@ def cache_root() -> Path:
 
 def converted_model(model_dir: Path, digests: dict[str, str], compute_type: str) -> Path:
     """The CTranslate2 model of `model_dir` at `compute_type`, converted now unless cached."""
-    key = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+    # The converter's version and our recipe are part of the key: a fixed conversion is made anew.
+    recipe = {"files": digests, "ctranslate2": ctranslate2.__version__, "recipe": CONVERSION_RECIPE}
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
     target = cache_root() / f"{key}-{compute_type}"
     if (target / "model.bin").is_file():
         return target
