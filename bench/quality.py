@@ -154,9 +154,18 @@ def measure(
             }
             if row.name == REFERENCE_ROW:
                 reference_output = hypotheses
-            elif row.unit == "sentence" and reference_output is not None:
+                # The sentence-by-sentence output joined like the paragraphs: what a paragraph row
+                # is compared with (BLEU over 5-sentence texts is not sentence-level BLEU).
+                joined = paragraphs(hypotheses)
+                entry["bleu_joined"] = round(
+                    bleu_metric.corpus_score(joined, [paragraphs(targets)]).score, 2
+                )
+            elif reference_output is not None:
+                compared = (
+                    reference_output if row.unit == "sentence" else paragraphs(reference_output)
+                )
                 entry["identical_to_generate"] = sum(
-                    a == b for a, b in zip(hypotheses, reference_output, strict=True)
+                    a == b for a, b in zip(hypotheses, compared, strict=True)
                 )
             results.append(entry)
             print(f"  {test_set:18} {row.name:32} BLEU {entry['bleu']:6.2f}", file=sys.stderr)
@@ -182,6 +191,11 @@ def print_table(report: dict) -> None:
             f"{entry['row']:34} {entry['test_set']:18} {entry['unit']:9} "
             f"{entry['bleu']:6.2f} {entry['chrf']:6.2f} {same!s:>5} {entry['seconds']:6.1f}"
         )
+        if "bleu_joined" in entry:
+            print(
+                f"{'  ... joined into paragraphs':34} {entry['test_set']:18} {'paragraph':9} "
+                f"{entry['bleu_joined']:6.2f}"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
