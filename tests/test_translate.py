@@ -21,25 +21,21 @@ def translate(*args: str) -> Any:
     return runner.invoke(app, ["translate", *args])
 
 
+def translate_alpaca(model_dir: Path, output: Path) -> Any:
+    """The alpaca sample through `model_dir`, its job state kept beside the output."""
+    return translate(
+        str(ALPACA), "--model", str(model_dir), "--fields", FIELDS, "--output", str(output),
+        "--state-dir", str(output.parent / "state"), "--shard-tokens", "2000",
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def alpaca_job(
     tiny_marian_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, dict[str, Any]]:
     work = tmp_path_factory.mktemp("alpaca")
     output = work / "alpaca.out.json"
-    result = translate(
-        str(ALPACA),
-        "--model",
-        str(tiny_marian_dir),
-        "--fields",
-        FIELDS,
-        "--output",
-        str(output),
-        "--state-dir",
-        str(work / "state"),
-        "--shard-tokens",
-        "2000",
-    )
+    result = translate_alpaca(tiny_marian_dir, output)
     assert result.exit_code == 0, result.output
     manifest = json.loads(output.with_name("alpaca.out.json.manifest.json").read_text())
     return output, manifest
@@ -89,19 +85,7 @@ def test_a_rerun_of_the_same_command_returns_the_finished_job(
     alpaca_job: tuple[Path, dict[str, Any]], tiny_marian_dir: Path
 ) -> None:
     output, manifest = alpaca_job
-    result = translate(
-        str(ALPACA),
-        "--model",
-        str(tiny_marian_dir),
-        "--fields",
-        FIELDS,
-        "--output",
-        str(output),
-        "--state-dir",
-        str(output.parent / "state"),
-        "--shard-tokens",
-        "2000",
-    )
+    result = translate_alpaca(tiny_marian_dir, output)
     assert result.exit_code == 0, result.output
     assert (
         json.loads(output.with_name("alpaca.out.json.manifest.json").read_text())["job_id"]
