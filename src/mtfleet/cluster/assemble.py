@@ -49,7 +49,7 @@ def assemble(store: JobStore, job_id: str) -> dict[str, Any]:
         write_dataset(dataset, dataset.rows, spec.output)
     except OSError as error:
         raise OutputError(f"Cannot write {spec.output}: {error.strerror or error}.") from error
-    counters = store.get_job(job_id).counters
+    counters = job.counters
     manifest = {
         "job_id": job_id,
         "input": str(spec.input),

@@ -79,14 +79,11 @@ class JobCoordinator:
             job = self.store.get_job(self.job_id)
             if job.state in TERMINAL:
                 return job.state.value
+            shards = self.store.shards(self.job_id)
             # No translator of an earlier coordinator survives it: its leases go back at once.
-            for owner in {
-                s.lease_owner
-                for s in self.store.shards(self.job_id)
-                if s.state is ShardState.LEASED
-            }:
+            for owner in {s.lease_owner for s in shards if s.state is ShardState.LEASED}:
                 self.store.release_owner(self.job_id, owner)
-            done = sum(s.state is ShardState.DONE for s in self.store.shards(self.job_id))
+            done = sum(s.state is ShardState.DONE for s in shards)
             if done > job.counters.get("shards_reused", 0):
                 self.store.incr_counter(
                     self.job_id, "shards_reused", done - job.counters.get("shards_reused", 0)
@@ -172,23 +169,21 @@ class JobCoordinator:
 
     def progress(self) -> dict[str, Any]:
         job = self.store.get_job(self.job_id)
-        report = self.store.progress(self.job_id)
-        with self.lock:
-            translators = [
-                {"worker_id": s.worker_id, "node_id": s.node_id, "device": s.device, **s.info}
-                for s in self.slots.values()
-            ]
         return {
             "job_id": self.job_id,
             "state": job.state.value,
             "error": job.error,
             "counters": job.counters,
-            "translators": translators,
-            **report,
+            "translators": self.translators(),
+            **self.store.progress(self.job_id),
         }
 
     def translators(self) -> list[dict[str, Any]]:
-        return self.progress()["translators"]
+        with self.lock:
+            return [
+                {"worker_id": s.worker_id, "node_id": s.node_id, "device": s.device, **s.info}
+                for s in self.slots.values()
+            ]
 
     # --- the fleet loop: placement, deaths, lease expiry, the end of the job
 

@@ -20,7 +20,7 @@ from mtfleet.data import check_output_writable
 from mtfleet.engines import check_model
 from mtfleet.errors import DatasetError, JobError
 from mtfleet.spec import JobSpec, fingerprint, stored_spec
-from mtfleet.store import JobState, JobStore, ShardPlan
+from mtfleet.store import JobState, JobStore
 
 POLL_S = 0.5
 Progress = Callable[[dict[str, Any]], None]
@@ -98,12 +98,7 @@ def prepare_job(
             # Rerunning a failed or cancelled job goes on from its finished shards.
             store.set_job_state(job_id, JobState.QUEUED)
         return handle
-    plan = plan_job(spec, work_dir)
-    store.create_job(
-        job_id,
-        stored_spec(spec, input_sha256),
-        [ShardPlan(s.row_start, s.row_end, s.units, s.est_tokens) for s in plan.shards],
-    )
+    store.create_job(job_id, stored_spec(spec, input_sha256), plan_job(spec, work_dir))
     return handle
 
 

@@ -6,7 +6,6 @@ import json
 import os
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from mtfleet.data import (
@@ -19,36 +18,10 @@ from mtfleet.data import (
     read_dataset,
 )
 from mtfleet.spec import JobSpec
+from mtfleet.store import ShardPlan
 
 # A rough source-token estimate for shard sizing; the engine counts real tokens later.
 CHARS_PER_TOKEN = 4
-
-
-@dataclass(frozen=True)
-class ShardRange:
-    row_start: int
-    row_end: int
-    units: int
-    est_tokens: int
-
-
-@dataclass(frozen=True)
-class Plan:
-    rows: int
-    units_total: int
-    units_text: int
-    units_skipped_empty: int
-    units_skipped_non_text: int
-    shards: list[ShardRange]
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "rows": self.rows,
-            "units_total": self.units_total,
-            "units_text": self.units_text,
-            "units_skipped_empty": self.units_skipped_empty,
-            "units_skipped_non_text": self.units_skipped_non_text,
-        }
 
 
 def load_units(spec: JobSpec) -> tuple[Dataset, list[Unit]]:
@@ -59,35 +32,28 @@ def load_units(spec: JobSpec) -> tuple[Dataset, list[Unit]]:
     return dataset, extract_units(dataset.rows, paths)
 
 
-def plan_job(spec: JobSpec, work_dir: Path) -> Plan:
-    """Writes the job's text units under `work_dir` and returns its shards and unit counts."""
+def plan_job(spec: JobSpec, work_dir: Path) -> list[ShardPlan]:
+    """Writes the job's text units under `work_dir` and returns its shards."""
     dataset, units = load_units(spec)
     text_units = [unit for unit in units if unit.kind is UnitKind.TEXT]
     write_unit_file(work_dir, len(dataset.rows), text_units)
-    return Plan(
-        rows=len(dataset.rows),
-        units_total=len(units),
-        units_text=len(text_units),
-        units_skipped_empty=sum(unit.kind is UnitKind.EMPTY for unit in units),
-        units_skipped_non_text=sum(unit.kind is UnitKind.NON_TEXT for unit in units),
-        shards=cut_shards(len(dataset.rows), text_units, spec.shard_tokens),
-    )
+    return cut_shards(len(dataset.rows), text_units, spec.shard_tokens)
 
 
-def cut_shards(rows: int, text_units: Sequence[Unit], shard_tokens: int) -> list[ShardRange]:
+def cut_shards(rows: int, text_units: Sequence[Unit], shard_tokens: int) -> list[ShardPlan]:
     """Contiguous row ranges of about `shard_tokens` estimated tokens; every row belongs to one shard."""
     tokens_per_row = [0] * rows
     units_per_row = [0] * rows
     for unit in text_units:
         tokens_per_row[unit.row] += 1 + len(unit.text or "") // CHARS_PER_TOKEN
         units_per_row[unit.row] += 1
-    shards: list[ShardRange] = []
+    shards: list[ShardPlan] = []
     start = tokens = units = 0
     for row in range(rows):
         tokens += tokens_per_row[row]
         units += units_per_row[row]
         if tokens >= shard_tokens or row == rows - 1:
-            shards.append(ShardRange(start, row + 1, units, tokens))
+            shards.append(ShardPlan(start, row + 1, units, tokens))
             start, tokens, units = row + 1, 0, 0
     return shards
 
