@@ -25,7 +25,7 @@ from typing import Any
 
 from memory import PeakMemory
 from report import Row, ratio_lines, table, update_readme, write_chart, write_json
-from systems import SYSTEMS, Settings, System
+from systems import CLUSTER_STARTS, SYSTEMS, Settings, System, stop_cluster
 from workloads import Workload, alpaca, long_fields, multi30k_sentences, short_unique
 
 BENCH = Path(__file__).resolve().parent
@@ -49,7 +49,6 @@ class Profile:
     short_rows: int
     head_rows: dict[str, int]
     """Rows the slow pipelines (seed-baseline, hf-file-order, the beam-5 job) run on."""
-    shard_tokens: int
     job_rows: dict[str, tuple[str, ...]] | None = None
     """The job systems each workload runs (a job costs ~10 s of startup); None is all of them."""
 
@@ -64,11 +63,11 @@ PROFILES = {
         alpaca_rows=2040,
         long_rows=12,
         long_words=2500,
-        # enough that a job's ~10 s of startup weighs under a tenth of its time
-        short_rows=20000,
+        # every distinct training caption (28,991): a job's few seconds of startup (check, plan,
+        # coordinator and translator start, engine load, assembly) weigh a few percent of its time
+        short_rows=29000,
         # one whole copy of the alpaca sample: the scaled rows are copies of it
         head_rows={"alpaca": 102, "long": 12, "short": 1000},
-        shard_tokens=4000,
     ),
     "quick": Profile(
         "quick",
@@ -81,7 +80,6 @@ PROFILES = {
         long_words=400,
         short_rows=600,
         head_rows={"alpaca": 4, "long": 1, "short": 32},
-        shard_tokens=1500,
         job_rows={
             "alpaca": (
                 "mtfleet-job-hf",
@@ -103,9 +101,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workloads", help="comma-separated workload names (default: all)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
-    # OpenMP threads that spin while they wait make multi-threaded torch many times slower when
-    # anything else runs on the machine; set before torch is first imported
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     profile = PROFILES["quick" if args.quick else "full"]
     wanted_systems = _names(args.systems, [system.name for system in SYSTEMS])
     wanted_workloads = _names(args.workloads, ["alpaca", "long", "short"])
@@ -122,7 +117,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             work_dir=work_dir,
             max_length_factor=MAX_LENGTH_FACTOR,
             max_length_offset=MAX_LENGTH_OFFSET,
-            shard_tokens=profile.shard_tokens,
         )
         model = model_card(model_dir)
         workloads = build_workloads(profile, work_dir / "data", wanted_workloads)
@@ -140,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "settings": {
             **{k: v for k, v in asdict(settings).items() if not k.endswith("_dir")},
             "head_rows": profile.head_rows,
+            # the local Ray cluster the jobs ran on: started before the first job of a workload
+            "ray_cluster_start_s": CLUSTER_STARTS,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(library default)"),
             "systems": {system.name: system.notes for system in SYSTEMS},
         },
         "workloads": {
@@ -231,6 +228,8 @@ def run_all(
                 )
             )
             print(f"{seconds:8.1f} s  {rows[-1].rows_per_s:8.2f} rows/s", flush=True)
+        # the job rows come last in each workload: the next workload's pipelines run without Ray
+        stop_cluster()
     return rows, errors
 
 
