@@ -102,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     profile = PROFILES["quick" if args.quick else "full"]
+    # a run of some systems or workloads never replaces the whole table
+    whole = args.systems is None and args.workloads is None
     wanted_systems = _names(args.systems, [system.name for system in SYSTEMS])
     wanted_workloads = _names(args.workloads, ["alpaca", "long", "short"])
 
@@ -125,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not args.keep:
             shutil.rmtree(work_dir, ignore_errors=True)
     header = {
-        "mode": profile.name,
+        "mode": profile.name if whole else f"{profile.name}, partial",
         "started": started.isoformat(timespec="seconds"),
         "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
         "machine": machine(load_before),
@@ -144,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         },
         "errors": errors,
     }
-    stem = "latest" if profile.name == "full" else "quick"
+    stem = "quick" if profile.name == "quick" else "latest" if whole else "partial"
     results = write_json(BENCH / "results" / f"{stem}.json", header, rows)
     write_chart(
         BENCH / "results" / f"{stem}.png",
@@ -153,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     printed = table(rows) + "\n" + ratio_lines(results["ratios"])
     print("\n" + printed)
-    if profile.name == "full":
+    if stem == "latest":
         update_readme(
             BENCH / "README.md", f"{header['started']}, {header['seconds']} s\n\n{printed}"
         )

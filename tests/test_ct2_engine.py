@@ -276,7 +276,9 @@ def test_a_compute_type_the_device_lacks_is_refused(tiny_marian_dir: Path) -> No
 
 
 def test_an_unknown_compute_type_lists_the_known_ones(tiny_marian_dir: Path) -> None:
-    with pytest.raises(ModelError, match="'int4' is not available to the ct2 engine; it takes auto"):
+    with pytest.raises(
+        ModelError, match="'int4' is not available to the ct2 engine; it takes auto"
+    ):
         CT2Engine(str(tiny_marian_dir), compute_type="int4")
 
 

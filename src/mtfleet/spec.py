@@ -34,7 +34,9 @@ class JobSpec(BaseModel):
     # A shard is the unit of leasing, retry and resume, and the pool its translator sorts into
     # batches: HF generate on a CPU ran the bench's alpaca shards 1.9x slower than one call at
     # 4,000 tokens and 1.18x at 32,000 (ct2, which drops finished rows, barely cares).
-    shard_tokens: int = Field(32000, ge=16, description="Estimated source tokens per shard.")
+    shard_tokens: int = Field(
+        32000, ge=16, description="Most estimated source tokens per shard; the last are smaller."
+    )
     on_error: OnError = "keep-source"
     cpu_translators_per_node: int = Field(1, ge=0, le=64)
     gpus: int = Field(0, ge=0, description="GPUs to ask Ray's autoscaler for while work is left.")

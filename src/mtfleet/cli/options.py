@@ -51,7 +51,11 @@ ComputeType = Annotated[
     ),
 ]
 ShardTokens = Annotated[
-    int | None, typer.Option(help=f"Estimated source tokens per shard. {_default('shard_tokens')}")
+    int | None,
+    typer.Option(
+        help="Most estimated source tokens per shard (the unit of leasing, retry and resume); "
+        f"shards shrink toward the end of a job. {_default('shard_tokens')}"
+    ),
 ]
 OnError = Annotated[
     str | None,

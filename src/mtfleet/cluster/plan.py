@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from array import array
 from collections.abc import Sequence
@@ -22,6 +23,9 @@ from mtfleet.store import ShardPlan
 
 # A rough source-token estimate for shard sizing; the engine counts real tokens later.
 CHARS_PER_TOKEN = 4
+# A shard takes at most a quarter of the tokens left to cut, and no less than 1/16 of shard_tokens.
+TAIL_SHARE = 4
+SMALLEST_SHARE = 16
 
 
 def load_units(spec: JobSpec) -> tuple[Dataset, list[Unit]]:
@@ -41,20 +45,35 @@ def plan_job(spec: JobSpec, work_dir: Path) -> list[ShardPlan]:
 
 
 def cut_shards(rows: int, text_units: Sequence[Unit], shard_tokens: int) -> list[ShardPlan]:
-    """Contiguous row ranges of about `shard_tokens` estimated tokens; every row belongs to one shard."""
+    """Contiguous row ranges of at most about `shard_tokens` estimated tokens, smaller toward the end.
+
+    No shard takes more than 1/TAIL_SHARE of the tokens still to cut, nor (row permitting) less
+    than 1/SMALLEST_SHARE of `shard_tokens`: the last shards, which the fleet finishes side by side,
+    are small, so no translator waits long on another's last shard (guided self-scheduling). Every
+    row belongs to one shard.
+    """
     tokens_per_row = [0] * rows
     units_per_row = [0] * rows
     for unit in text_units:
         tokens_per_row[unit.row] += 1 + len(unit.text or "") // CHARS_PER_TOKEN
         units_per_row[unit.row] += 1
+    smallest = max(1, shard_tokens // SMALLEST_SHARE)
+    left = sum(tokens_per_row)
+
+    def goal() -> int:
+        return min(shard_tokens, max(smallest, math.ceil(left / TAIL_SHARE)))
+
     shards: list[ShardPlan] = []
     start = tokens = units = 0
+    wanted = goal()
     for row in range(rows):
         tokens += tokens_per_row[row]
         units += units_per_row[row]
-        if tokens >= shard_tokens or row == rows - 1:
+        if tokens >= wanted or row == rows - 1:
             shards.append(ShardPlan(start, row + 1, units, tokens))
+            left -= tokens
             start, tokens, units = row + 1, 0, 0
+            wanted = goal()
     return shards
 
 
