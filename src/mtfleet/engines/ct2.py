@@ -34,7 +34,7 @@ from transformers import GenerationConfig
 
 from mtfleet.engines.tokens import (
     WEIGHT_FILES,
-    engine_tokens,
+    TokenizedEngine,
     files_sha256,
     load_failure,
     local_dir,
@@ -67,10 +67,11 @@ CPU_CALL_SEGMENTS = 16
 _LIVE_ENGINES: weakref.WeakSet[CT2Engine] = weakref.WeakSet()
 
 
-class CT2Engine:
+class CT2Engine(TokenizedEngine):
     """Translates segments with a CTranslate2 conversion of a Hugging Face seq2seq model."""
 
     name = "ct2"
+    compute_types = tuple(COMPUTE_TYPES)
 
     def __init__(
         self,
@@ -86,22 +87,16 @@ class CT2Engine:
         device: str = "auto",
         threads: int | None = None,
     ) -> None:
-        self.tokens = engine_tokens(
-            "ct2",
+        super().__init__(
             model,
             beam=beam,
             compute_type=compute_type,
-            compute_types=tuple(COMPUTE_TYPES),
             src_lang=src_lang,
             tgt_lang=tgt_lang,
             max_batch_tokens=max_batch_tokens,
             max_length_factor=max_length_factor,
             max_length_offset=max_length_offset,
         )
-        self.tokenizer = self.tokens.tokenizer
-        self.src_lang, self.tgt_lang = src_lang, tgt_lang
-        self.max_input_tokens = self.tokens.max_input_tokens
-        self.beam = beam
         self.threads = threads
         self.device, self.device_index = _pick_device(device)
         self.compute_type = _pick_compute_type(compute_type, self.device, self.device_index)
@@ -122,15 +117,7 @@ class CT2Engine:
             None if forced_bos is None else [self.tokenizer.convert_ids_to_tokens(forced_bos)]
         )
 
-    # --- the Engine protocol
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self.tokens.count_tokens(texts)
-
-    def translate(self, segments: Sequence[str]) -> list[str]:
-        if not segments:
-            return []
-        return self.tokens.decode(self.generate_token_ids(segments))
+    # --- the Engine protocol (count_tokens and translate are TokenizedEngine's)
 
     def describe(self) -> dict[str, Any]:
         config = self.tokens.config

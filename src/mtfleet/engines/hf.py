@@ -25,7 +25,7 @@ from transformers import (
 
 from mtfleet.engines.tokens import (
     DECODER_PROMPT_LENGTH,
-    engine_tokens,
+    TokenizedEngine,
     load_failure,
     local_dir,
     token_id_set,
@@ -78,7 +78,7 @@ class SegmentForcedEos(LogitsProcessor):
         return forced
 
 
-class HFEngine:
+class HFEngine(TokenizedEngine):
     """Translates segments with a local or hub Hugging Face seq2seq model.
 
     Tokenizing, languages, batches and output caps are `ModelTokenizer`'s (shared with ct2):
@@ -88,6 +88,7 @@ class HFEngine:
     """
 
     name = "hf"
+    compute_types = tuple(COMPUTE_TYPES)
 
     def __init__(
         self,
@@ -103,22 +104,16 @@ class HFEngine:
         threads: int | None = None,
         compute_type: str = "auto",
     ) -> None:
-        self.tokens = engine_tokens(
-            "hf",
+        super().__init__(
             model,
             beam=beam,
             compute_type=compute_type,
-            compute_types=tuple(COMPUTE_TYPES),
             src_lang=src_lang,
             tgt_lang=tgt_lang,
             max_batch_tokens=max_batch_tokens,
             max_length_factor=max_length_factor,
             max_length_offset=max_length_offset,
         )
-        self.tokenizer = self.tokens.tokenizer
-        self.src_lang, self.tgt_lang = src_lang, tgt_lang
-        self.max_input_tokens = self.tokens.max_input_tokens
-        self.beam = beam
         if threads is not None:
             torch.set_num_threads(threads)
         self.device = _pick_device(device)
@@ -131,15 +126,7 @@ class HFEngine:
         self._forced_eos_token_ids = self._take_over_length_settings()
         self._weights_sha256: dict[str, str] | None = None
 
-    # --- the Engine protocol
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self.tokens.count_tokens(texts)
-
-    def translate(self, segments: Sequence[str]) -> list[str]:
-        if not segments:
-            return []
-        return self.tokens.decode(self.generate_token_ids(segments))
+    # --- the Engine protocol (count_tokens and translate are TokenizedEngine's)
 
     def describe(self) -> dict[str, Any]:
         if self._weights_sha256 is None:

@@ -330,32 +330,55 @@ def _language_codes(tokenizer: Any) -> dict[str, int]:
     }
 
 
-def engine_tokens(
-    engine: str,
-    model: str,
-    *,
-    beam: int,
-    compute_type: str,
-    compute_types: Sequence[str],
-    src_lang: str | None,
-    tgt_lang: str | None,
-    max_batch_tokens: int,
-    max_length_factor: float,
-    max_length_offset: int,
-) -> ModelTokenizer:
-    """An engine's settings checked, and its model's tokenizer side: what every engine starts with."""
-    if beam < 1:
-        raise ModelError(f"Beam size must be at least 1, not {beam}.")
-    if compute_type not in compute_types:
-        raise ModelError(
-            f"Compute type {compute_type!r} is not available to the {engine} engine; "
-            f"it takes {', '.join(compute_types)}."
+class TokenizedEngine:
+    """What every engine starts with: its settings checked and its model's tokenizer side, and the
+    Engine protocol's counting and translating around the engine's own `generate_token_ids`."""
+
+    name: str
+    compute_types: tuple[str, ...]
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        beam: int,
+        compute_type: str,
+        src_lang: str | None,
+        tgt_lang: str | None,
+        max_batch_tokens: int,
+        max_length_factor: float,
+        max_length_offset: int,
+    ) -> None:
+        if beam < 1:
+            raise ModelError(f"Beam size must be at least 1, not {beam}.")
+        if compute_type not in self.compute_types:
+            raise ModelError(
+                f"Compute type {compute_type!r} is not available to the {self.name} engine; "
+                f"it takes {', '.join(self.compute_types)}."
+            )
+        self.tokens = ModelTokenizer(
+            model,
+            src_lang=src_lang,
+            tgt_lang=tgt_lang,
+            max_batch_tokens=max_batch_tokens,
+            max_length_factor=max_length_factor,
+            max_length_offset=max_length_offset,
         )
-    return ModelTokenizer(
-        model,
-        src_lang=src_lang,
-        tgt_lang=tgt_lang,
-        max_batch_tokens=max_batch_tokens,
-        max_length_factor=max_length_factor,
-        max_length_offset=max_length_offset,
-    )
+        self.tokenizer = self.tokens.tokenizer
+        self.src_lang, self.tgt_lang = src_lang, tgt_lang
+        self.max_input_tokens = self.tokens.max_input_tokens
+        self.beam = beam
+
+    # --- the Engine protocol
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.tokens.count_tokens(texts)
+
+    def translate(self, segments: Sequence[str]) -> list[str]:
+        if not segments:
+            return []
+        return self.tokens.decode(self.generate_token_ids(segments))
+
+    def generate_token_ids(self, segments: Sequence[str]) -> list[list[int]]:
+        """Generated token ids per segment, in order: up to and including EOS, no padding."""
+        raise NotImplementedError
