@@ -187,15 +187,11 @@ def start_cluster() -> None:
     Jobs find it as `mtfleet translate --address` finds a running cluster: starting and stopping
     Ray belongs to the cluster's life, not to a job's, and is recorded apart (`CLUSTER_STARTS`).
     """
-    import ray
-
     from mtfleet.cluster.runtime import connect
 
-    if ray.is_initialized():
-        return
     clock = time.perf_counter()
-    connect()
-    CLUSTER_STARTS.append(round(time.perf_counter() - clock, 2))
+    if connect():  # False when the cluster is already up
+        CLUSTER_STARTS.append(round(time.perf_counter() - clock, 2))
 
 
 def stop_cluster() -> None:
