@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 EngineName = Literal["hf", "ct2", "reverse"]
 OnError = Literal["keep-source", "fail"]
 ComputeType = Literal["auto", "int8", "int8_float16", "int8_float32", "float16", "float32"]
+# Settings that decide how a job runs, not what it writes: a job resumes with other values of them.
+RUN_SETTINGS = frozenset(
+    {"cpu_translators_per_node", "gpus", "threads", "lease_ttl_s", "overwrite"}
+)
 
 
 class JobSpec(BaseModel):
@@ -43,6 +48,9 @@ class JobSpec(BaseModel):
     threads: int | None = Field(None, ge=1, description="Torch threads per CPU translator.")
     lease_ttl_s: float = Field(60.0, gt=0)
     max_attempts: int = Field(3, ge=1, description="Failed attempts before a shard is bisected.")
+    overwrite: bool = Field(
+        False, description="Replace an existing output that is not this job's own earlier output."
+    )
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -57,10 +65,26 @@ class JobSpec(BaseModel):
         """The decoding and scheduling settings, for the manifest."""
         return self.model_dump(exclude={"input", "output", "model", "fields"})
 
-    def default_job_id(self, input_fingerprint: str) -> str:
-        """A job id derived from the spec and the input's content, so rerunning a command resumes it."""
-        canonical = json.dumps(self.model_dump(), sort_keys=True) + input_fingerprint
+    def identity(self) -> dict[str, object]:
+        """What makes a job the job it is: every setting that changes its output."""
+        return self.model_dump(exclude=set(RUN_SETTINGS))
+
+    def default_job_id(self, input_key: str) -> str:
+        """A job id derived from the spec's identity and the input, so rerunning a command resumes it."""
+        canonical = json.dumps(self.identity(), sort_keys=True) + input_key
         return "job-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def input_key(paths: list[Path]) -> str:
+    """Names the input's content without reading it: each file's path, size and modification time.
+
+    The bytes themselves are hashed once, in the planning pass, and checked again by assembly.
+    """
+    digest = hashlib.sha256()
+    for path in paths:
+        status = path.stat()
+        digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def fingerprint(path: str | Path) -> str:
@@ -72,12 +96,17 @@ def fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def stored_spec(spec: JobSpec, input_sha256: str) -> dict[str, object]:
-    """The spec as the job store keeps it: with the input's fingerprint, so a resume checks it."""
-    return {**spec.model_dump(), "input_sha256": input_sha256}
+def stored_spec(spec: JobSpec, input_key: str) -> dict[str, object]:
+    """The spec as the job store keeps it: with the input's key, so a resume checks it."""
+    return {**spec.model_dump(), "input_key": input_key}
 
 
-def spec_from_store(stored: dict[str, object]) -> tuple[JobSpec, str]:
+def stored_identity(stored: Mapping[str, object]) -> dict[str, object]:
+    """The identity of a stored spec: two submissions are one job when theirs are equal."""
+    return {key: value for key, value in stored.items() if key not in RUN_SETTINGS}
+
+
+def spec_from_store(stored: Mapping[str, object]) -> tuple[JobSpec, str]:
     fields = dict(stored)
-    input_sha256 = str(fields.pop("input_sha256", ""))
-    return JobSpec(**fields), input_sha256
+    key = str(fields.pop("input_key", ""))
+    return JobSpec(**fields), key

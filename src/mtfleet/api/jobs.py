@@ -20,16 +20,15 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from mtfleet.api.views import Failure, JobNode, JobSummary, JobView, Node, Translator
-from mtfleet.cluster import JobHandle, prepare_job, start_coordinator
-from mtfleet.cluster.coordinator import NAMESPACE, TERMINAL, coordinator_name
+from mtfleet.cluster import JobHandle, start_coordinator, submit_job
+from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
 from mtfleet.cluster.job import finished_result, handle_for, store_url_for
 from mtfleet.errors import ApiError, JobError, MtfleetError
 from mtfleet.spec import JobSpec
-from mtfleet.store import JobRecord, JobState, JobStore, ShardRecord, ShardState
+from mtfleet.store import ACTIVE, TERMINAL, JobRecord, JobState, JobStore
 
 log = logging.getLogger(__name__)
 
-ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.PAUSED)
 FOLLOW_TICK_S = 1.0
 CALL_TIMEOUT_S = 10.0
 RATE_WINDOW_S = 30.0
@@ -72,10 +71,10 @@ class JobService:
 
     # --- one method per user action
 
-    def submit(self, spec: JobSpec, job_id: str | None = None) -> JobView:
-        """Plans the job, or finds it to resume it (queued again if it failed or was cancelled),
-        and starts its coordinator."""
-        handle = prepare_job(
+    def submit(self, spec: JobSpec, job_id: str | None = None) -> tuple[JobView, bool]:
+        """Creates the job (its coordinator plans it), or finds it to resume it (queued again if
+        it failed or was cancelled), and starts its coordinator; True when this call created it."""
+        handle, created = submit_job(
             spec, state_dir=self.state_dir, store_url=self.store_url, job_id=job_id
         )
         # A succeeded job is not run again; its output is assembled again if it went missing.
@@ -83,7 +82,7 @@ class JobService:
             with self.starting:
                 self._drop_stale_coordinator(handle.job_id)
             self._coordinator(handle.job_id)
-        return self.job(handle.job_id)
+        return self.job(handle.job_id), created
 
     def jobs(self) -> list[JobSummary]:
         return [
@@ -94,7 +93,6 @@ class JobService:
     def job(self, job_id: str) -> JobView:
         record = self._record(job_id)
         progress = self.store.progress(job_id)
-        shards = self.store.shards(job_id)
         with self.lock:
             followed = self.followed.get(job_id)
             report = dict(followed.report) if followed else {}
@@ -114,12 +112,11 @@ class JobService:
             eta_s=_eta(rows_left, rows_per_s, record.state),
             failures=[
                 Failure(row_start=s.row_start, row_end=s.row_end, error=s.error)
-                for s in shards
-                if s.state is ShardState.FAILED
+                for s in self.store.failed_shards(job_id)
             ],
             counters=record.counters,
             translators=translators,
-            nodes=_job_nodes(shards, translators),
+            nodes=_job_nodes(self.store.work_by_translator(job_id), translators),
         )
 
     def pause(self, job_id: str) -> JobView:
@@ -181,7 +178,7 @@ class JobService:
     def _drop_stale_coordinator(self, job_id: str) -> None:
         """A queued job has no live coordinator: one left from its failed or cancelled run would
         not start it again, so it goes."""
-        if self._record(job_id).state is JobState.QUEUED:
+        if self._record(job_id).state in (JobState.QUEUED, JobState.PLANNING):
             self._stop_coordinator(job_id)
 
     # --- following
@@ -318,31 +315,24 @@ def _eta(rows_left: int, rows_per_s: float | None, state: JobState) -> float | N
     return rows_left / rows_per_s
 
 
-def _job_nodes(shards: list[ShardRecord], translators: list[Translator]) -> list[JobNode]:
+def _job_nodes(work: list[dict[str, Any]], translators: list[Translator]) -> list[JobNode]:
     """Per node: its translators now, and the shards, segments and throughput of its done shards."""
     present: defaultdict[str, list[str]] = defaultdict(list)
     for translator in translators:
         present[translator.node_id].append(translator.worker_id)
-    shards_done: defaultdict[str, int] = defaultdict(int)
-    # (segments, busy seconds) per node and translator
-    work: defaultdict[str, defaultdict[str, list[float]]] = defaultdict(
-        lambda: defaultdict(lambda: [0, 0.0])
-    )
-    for shard in shards:
-        if shard.state is not ShardState.DONE:
-            continue
-        node_id = shard.stats.get("node_id", "?")
-        shards_done[node_id] += 1
-        done = work[node_id][shard.stats.get("worker_id", "?")]
-        done[0] += shard.stats.get("segments", 0)
-        done[1] += shard.stats.get("elapsed_s", 0.0)
+    by_node: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+    for done in work:
+        by_node[done["node_id"]].append(done)
     return [
         JobNode(
             node_id=node_id,
             translators=present[node_id],
-            shards_done=shards_done[node_id],
-            segments_done=int(sum(segments for segments, _ in work[node_id].values())),
-            segments_per_s=sum(s / busy for s, busy in work[node_id].values() if busy > 0) or None,
+            shards_done=sum(done["shards_done"] for done in by_node[node_id]),
+            segments_done=sum(done["segments"] for done in by_node[node_id]),
+            segments_per_s=sum(
+                done["segments"] / done["busy_s"] for done in by_node[node_id] if done["busy_s"] > 0
+            )
+            or None,
         )
-        for node_id in sorted(present.keys() | shards_done.keys())
+        for node_id in sorted(present.keys() | by_node.keys())
     ]

@@ -101,9 +101,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(_authorization(settings))], responses=ERRORS)
 
-    @v1.post("/jobs", status_code=201, summary="Submit a job, or find it to resume it")
-    def submit(request: JobRequest) -> JobView:
-        return service.submit(data_root.contain(request.spec()), request.job_id)
+    @v1.post(
+        "/jobs",
+        status_code=201,
+        summary="Submit a job (201), or find it to resume it (200)",
+        responses={200: {"model": JobView, "description": "The job existed: found, resumed."}},
+    )
+    def submit(request: JobRequest, response: Response) -> JobView:
+        view, created = service.submit(data_root.contain(request.spec()), request.job_id)
+        response.status_code = 201 if created else 200
+        return view
 
     @v1.get("/jobs", summary="All jobs, oldest first")
     def jobs() -> list[JobSummary]:

@@ -51,7 +51,7 @@ class JobNode(BaseModel):
 
 class JobSummary(BaseModel):
     id: str
-    state: Literal["queued", "running", "paused", "succeeded", "failed", "cancelled"]
+    state: Literal["planning", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
     error: str | None
     created_at: float
     updated_at: float

@@ -105,6 +105,7 @@ def submit(
     gpus: options.Gpus = None,
     threads: options.Threads = None,
     lease_ttl: options.LeaseTtl = None,
+    overwrite: options.Overwrite = None,
     job_id: options.JobId = None,
     watch: Annotated[
         bool, typer.Option("--watch", help="Follow the job live until it ends.")
@@ -122,7 +123,7 @@ def submit(
         max_length_factor=max_length_factor, max_length_offset=max_length_offset,
         compute_type=compute_type, shard_tokens=shard_tokens, on_error=on_error,
         cpu_translators_per_node=cpu_translators_per_node, gpus=gpus, threads=threads,
-        lease_ttl_s=lease_ttl, job_id=job_id,
+        lease_ttl_s=lease_ttl, overwrite=overwrite, job_id=job_id,
     )  # fmt: skip
     with _api(api) as client:
         job = client.submit(**settings)

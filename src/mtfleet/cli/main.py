@@ -59,6 +59,7 @@ def translate(
     gpus: options.Gpus = None,
     threads: options.Threads = None,
     lease_ttl: options.LeaseTtl = None,
+    overwrite: options.Overwrite = None,
     job_id: options.JobId = None,
     state_dir: options.StateDir = Path(".mtfleet"),
     store: options.Store = None,
@@ -86,7 +87,7 @@ def translate(
                 max_length_offset=max_length_offset, compute_type=compute_type,
                 shard_tokens=shard_tokens, on_error=on_error,
                 cpu_translators_per_node=cpu_translators_per_node, gpus=gpus, threads=threads,
-                lease_ttl_s=lease_ttl,
+                lease_ttl_s=lease_ttl, overwrite=overwrite,
             ),
         )  # fmt: skip
     except ValidationError as error:

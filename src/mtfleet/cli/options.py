@@ -85,6 +85,14 @@ LeaseTtl = Annotated[
         help=f"Seconds a shard lease lives without a heartbeat. {_default('lease_ttl_s')}"
     ),
 ]
+Overwrite = Annotated[
+    bool | None,
+    typer.Option(
+        "--overwrite",
+        help="Replace an existing output that is not this job's own earlier output.",
+        show_default=False,
+    ),
+]
 JobId = Annotated[
     str | None,
     typer.Option(

@@ -7,6 +7,15 @@ from mtfleet.cluster.job import (
     prepare_job,
     run_job,
     start_coordinator,
+    submit_job,
 )
 
-__all__ = ["JobHandle", "JobResult", "follow", "prepare_job", "run_job", "start_coordinator"]
+__all__ = [
+    "JobHandle",
+    "JobResult",
+    "follow",
+    "prepare_job",
+    "run_job",
+    "start_coordinator",
+    "submit_job",
+]

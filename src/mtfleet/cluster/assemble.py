@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mtfleet.cluster.parts import read_part
-from mtfleet.cluster.plan import load_units
+from mtfleet.cluster.plan import load_units, read_plan_facts
 from mtfleet.data import UnitKind, set_value, write_dataset
 from mtfleet.errors import JobError, OutputError
 from mtfleet.manifest import versions, write_manifest
@@ -16,10 +16,11 @@ from mtfleet.spec import fingerprint, spec_from_store
 from mtfleet.store import JobStore, ShardState
 
 
-def assemble(store: JobStore, job_id: str) -> dict[str, Any]:
+def assemble(store: JobStore, job_id: str, work_dir: Path) -> dict[str, Any]:
     """Writes the output and OUT.manifest.json; returns the manifest."""
     job = store.get_job(job_id)
-    spec, input_sha256 = spec_from_store(job.spec)
+    spec, _ = spec_from_store(job.spec)
+    input_sha256 = read_plan_facts(work_dir)["input_sha256"]
     dataset, units = load_units(spec)
     if fingerprint(spec.input) != input_sha256:
         raise JobError(f"{spec.input} changed while job {job_id} ran; run it again as a new job.")

@@ -23,16 +23,16 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mtfleet.cluster.assemble import assemble
+from mtfleet.cluster.plan import UnitReader, plan_job
 from mtfleet.cluster.translator import Translator
 from mtfleet.errors import MtfleetError
 from mtfleet.spec import spec_from_store
-from mtfleet.store import JobState, JobStore, ShardState
+from mtfleet.store import TERMINAL, JobState, JobStore, ShardState
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "mtfleet"
 FLEET_TICK_S = 0.25
-TERMINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 
 
 def coordinator_name(job_id: str) -> str:
@@ -68,6 +68,8 @@ class JobCoordinator:
         self.placed = 0
         self.gpus_requested = 0
         self.started_at = time.time()
+        # set once the unit file and the shards exist: translators lease nothing before
+        self.planned = threading.Event()
 
     # --- lifecycle
 
@@ -93,9 +95,31 @@ class JobCoordinator:
             self.store.incr_counter(self.job_id, "coordinator_starts")
             if job.state is JobState.QUEUED:
                 self.store.set_job_state(self.job_id, JobState.RUNNING)
+            if job.state is JobState.PLANNING or not UnitReader.exists(self.work_dir):
+                # Planning reads the whole input: here, never in the API's process, while the
+                # fleet loop places translators that load their engines meanwhile.
+                threading.Thread(target=self._plan, name="planner", daemon=True).start()
+            else:
+                self.planned.set()
             self.fleet_thread = threading.Thread(target=self._fleet_loop, name="fleet", daemon=True)
             self.fleet_thread.start()
             return self.store.get_job(self.job_id).state.value
+
+    def _plan(self) -> None:
+        """Writes the unit file, then the shards (a job planned before keeps its own)."""
+        try:
+            shards = plan_job(self.spec, self.work_dir)
+            if self.store.get_job(self.job_id).state is JobState.PLANNING:
+                self.store.add_plan(self.job_id, shards)
+        except MtfleetError as error:
+            self._finish_failed(str(error))
+            return
+        except Exception as error:
+            log.exception("planning job %s failed", self.job_id)
+            self._finish_failed(f"Planning failed: {type(error).__name__}: {error}")
+            return
+        log.info("job %s planned: %d shards", self.job_id, len(shards))
+        self.planned.set()
 
     def pause(self) -> str:
         return self._move(JobState.PAUSED)
@@ -118,7 +142,7 @@ class JobCoordinator:
         job = self.store.get_job(self.job_id)
         if job.state in TERMINAL or worker_id not in self.slots:
             return {"action": "stop"}
-        if job.state is not JobState.RUNNING:
+        if job.state is not JobState.RUNNING or not self.planned.is_set():
             return {"action": "wait"}
         shard = self.store.lease_shard(self.job_id, worker_id, self.spec.lease_ttl_s)
         if shard is None:
@@ -141,9 +165,7 @@ class JobCoordinator:
     ) -> bool:
         """Accepts a shard's part unless its lease is stale: a shard done twice counts once."""
         accepted = self.store.complete_shard(self.job_id, index, lease_id, part_path, stats)
-        if accepted:
-            self.store.incr_counter(self.job_id, "segments_done", stats.get("segments", 0))
-        else:
+        if not accepted:
             Path(part_path).unlink(missing_ok=True)
         return accepted
 
@@ -207,16 +229,19 @@ class JobCoordinator:
             return True
         nodes = ray.nodes()
         self._reap(nodes)
+        if not self.planned.is_set():
+            # Translators are placed while the job is planned, so they load their models meanwhile.
+            self._place(nodes)
+            return False
         expired = self.store.expire_leases(self.job_id)
         if expired:
             log.info("leases expired on shards %s", expired)
-        shards = self.store.shards(self.job_id)
-        if all(s.state in (ShardState.DONE, ShardState.FAILED) for s in shards):
-            self._finish(shards)
+        shards = self.store.progress(self.job_id)["shards"]
+        left = shards[ShardState.PENDING] + shards[ShardState.LEASED]
+        if not left:
+            self._finish()
             return True
-        self._ask_autoscaler(
-            sum(s.state in (ShardState.PENDING, ShardState.LEASED) for s in shards)
-        )
+        self._ask_autoscaler(left)
         # Translators are placed while paused too, so they load their models before work resumes.
         self._place(nodes)
         return False
@@ -317,14 +342,14 @@ class JobCoordinator:
                 ray.kill(slot.handle, no_restart=True)
             self.slots.clear()
 
-    def _finish(self, shards: list[Any]) -> None:
-        failed = [s for s in shards if s.state is ShardState.FAILED]
+    def _finish(self) -> None:
+        failed = self.store.failed_shards(self.job_id)
         if failed and self.spec.on_error == "fail":
             rows = ", ".join(str(s.row_start) for s in failed[:10])
             self._finish_failed(f"Translation failed on row(s) {rows}: {failed[0].error}")
             return
         try:
-            manifest = assemble(self.store, self.job_id)
+            manifest = assemble(self.store, self.job_id, self.work_dir)
         except MtfleetError as error:
             self._finish_failed(str(error))
             return

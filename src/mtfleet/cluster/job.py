@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,16 +15,19 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mtfleet.cluster.assemble import assemble
-from mtfleet.cluster.coordinator import TERMINAL, JobCoordinator, coordinator_name
-from mtfleet.cluster.plan import plan_job
+from mtfleet.cluster.coordinator import JobCoordinator, coordinator_name
+from mtfleet.cluster.plan import check_fields
 from mtfleet.cluster.runtime import NAMESPACE, connect, head_node_id
 from mtfleet.data import check_output_writable
 from mtfleet.engines import check_model
-from mtfleet.errors import DatasetError, JobError
-from mtfleet.spec import JobSpec, fingerprint, stored_spec
-from mtfleet.store import JobState, JobStore
+from mtfleet.errors import DatasetError, JobError, OutputError
+from mtfleet.manifest import manifest_path
+from mtfleet.spec import JobSpec, fingerprint, input_key, stored_identity, stored_spec
+from mtfleet.store import ACTIVE, TERMINAL, JobState, JobStore
 
 POLL_S = 0.5
+# The coordinator plans and assembles a job, reading its whole input a row at a time.
+COORDINATOR_MEMORY_BYTES = 512 * 1024 * 1024
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -72,34 +77,116 @@ def prepare_job(
     store_url: str | None = None,
     job_id: str | None = None,
 ) -> JobHandle:
-    """Checks the spec against the input, output and model, then plans the job or finds it to resume."""
+    """Checks the spec against the input, output and model, then creates the job (its coordinator
+    plans it) or finds it to resume it; see `submit_job`."""
+    return submit_job(spec, state_dir=state_dir, store_url=store_url, job_id=job_id)[0]
+
+
+def submit_job(
+    spec: JobSpec,
+    *,
+    state_dir: str | Path = ".mtfleet",
+    store_url: str | None = None,
+    job_id: str | None = None,
+) -> tuple[JobHandle, bool]:
+    """The job's handle, and True when this call created it (False: it existed, and resumes).
+
+    Nothing here reads the whole input: the input, the first rows' fields, the output and the model
+    are checked, so a user's mistake is one sentence before anything runs; the coordinator plans.
+    """
     spec = resolve_spec(spec)
-    if not Path(spec.input).is_file():
-        raise DatasetError(f"Input file {spec.input} does not exist.")
-    check_output_writable(spec.output)
+    check_input(spec)
     check_model(spec.engine, spec.model, src_lang=spec.src_lang, tgt_lang=spec.tgt_lang)
-    input_sha256 = fingerprint(spec.input)
-    job_id = job_id or spec.default_job_id(input_sha256)
+    key = input_key([Path(spec.input)])
+    job_id = job_id or spec.default_job_id(key)
+    # before the state dir is made, which may be a folder the output names
+    check_output_writable(spec.output)
     state_dir = Path(state_dir).expanduser().resolve()
     url = store_url_for(state_dir, store_url)
     handle = handle_for(job_id, state_dir, url)
-    work_dir = handle.work_dir
     store = JobStore(url)
-    existing = store.find_job(job_id)
-    if existing is not None:
-        if existing.spec != stored_spec(spec, input_sha256):
-            raise JobError(
-                f"Job {job_id} already exists with other settings or another input; "
-                "choose another --job-id or rerun it unchanged."
+    check_output(spec, job_id, store, state_dir)
+    record, created = store.create_or_find_job(
+        job_id, stored_spec(spec, key), None, identity=stored_identity
+    )
+    if created:
+        return handle, True
+    if record.spec != stored_spec(spec, key):
+        # Same output, other fleet: translators, threads, GPUs and lease TTL may change on resume.
+        store.update_spec(job_id, stored_spec(spec, key))
+    if record.state in (JobState.FAILED, JobState.CANCELLED):
+        # Rerunning a failed or cancelled job goes on from its finished shards, or plans it again.
+        planned = store.has_shards(job_id) and (handle.work_dir / "units.idx").exists()
+        store.set_job_state(job_id, JobState.QUEUED if planned else JobState.PLANNING)
+    return handle, False
+
+
+def check_input(spec: JobSpec) -> None:
+    """The input exists and its first rows hold the fields; the rest is read by the planner."""
+    if not Path(spec.input).is_file():
+        raise DatasetError(f"Input file {spec.input} does not exist.")
+    check_fields(spec)
+
+
+def check_output(spec: JobSpec, job_id: str, store: JobStore, state_dir: Path) -> None:
+    """Refuses an output that would destroy data: the input, the job store, another active job's
+    files, or an existing file that is not this job's own earlier output (unless --overwrite)."""
+    written = [Path(spec.output), manifest_path(spec.output)]
+    protected = [(Path(spec.input), "the job's own input")]
+    for record in store.list_jobs():
+        if record.id == job_id or record.state not in ACTIVE:
+            continue
+        for side in ("input", "output"):
+            protected.append(
+                (Path(str(record.spec[side])), f"the {side} of active job {record.id}")
             )
-        if not (work_dir / "units.idx").exists():
-            plan_job(spec, work_dir)
-        if existing.state in (JobState.FAILED, JobState.CANCELLED):
-            # Rerunning a failed or cancelled job goes on from its finished shards.
-            store.set_job_state(job_id, JobState.QUEUED)
-        return handle
-    store.create_job(job_id, stored_spec(spec, input_sha256), plan_job(spec, work_dir))
-    return handle
+        protected.append(
+            (manifest_path(str(record.spec["output"])), f"a file of active job {record.id}")
+        )
+    store_dir = store.directory()
+    for path in written:
+        for other, what in protected:
+            if _same_file(path, other):
+                raise OutputError(
+                    f"Field output: {spec.output} is {what}; choose another output path."
+                )
+        for folder, what in (
+            (state_dir, "the state directory"),
+            (store_dir, "the job store's folder"),
+        ):
+            if folder is not None and path.resolve().is_relative_to(folder):
+                raise OutputError(
+                    f"Field output: {spec.output} lies in {what} {folder}; choose another output path."
+                )
+    output = Path(spec.output)
+    if output.exists() and not spec.overwrite and not _own_output(output, job_id):
+        raise OutputError(
+            f"Field output: {spec.output} exists and is not this job's earlier output; "
+            "pass --overwrite (overwrite: true over the API) to replace it."
+        )
+
+
+def _same_file(path: Path, other: Path) -> bool:
+    """The same file, also through a symlink or a hard link."""
+    if path.resolve() == other.resolve():
+        return True
+    try:
+        return os.path.samefile(path, other)
+    except OSError:
+        return False
+
+
+def _own_output(output: Path, job_id: str) -> bool:
+    """`output` is what job `job_id` wrote, unchanged since: its manifest says so."""
+    try:
+        manifest = json.loads(manifest_path(output).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(manifest, dict)
+        and manifest.get("job_id") == job_id
+        and manifest.get("output_sha256") == fingerprint(output)
+    )
 
 
 def start_coordinator(handle: JobHandle) -> Any:
@@ -111,6 +198,7 @@ def start_coordinator(handle: JobHandle) -> Any:
         namespace=NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
+        memory=COORDINATOR_MEMORY_BYTES,
         scheduling_strategy=strategy,
     ).remote(handle.job_id, handle.store_url, str(handle.work_dir))
     ray.get(coordinator.start.remote())
@@ -144,7 +232,7 @@ def finished_result(handle: JobHandle) -> JobResult | None:
     manifest = job.manifest or {}
     output = Path(manifest.get("output", ""))
     if not output.is_file() or fingerprint(output) != manifest.get("output_sha256"):
-        manifest = assemble(store, handle.job_id)
+        manifest = assemble(store, handle.job_id, handle.work_dir)
         store.set_manifest(handle.job_id, manifest)
     return JobResult(handle.job_id, job.state.value, None, manifest)
 

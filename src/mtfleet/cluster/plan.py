@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mtfleet.data import (
     Dataset,
@@ -18,7 +20,7 @@ from mtfleet.data import (
     parse_field_paths,
     read_dataset,
 )
-from mtfleet.spec import JobSpec
+from mtfleet.spec import JobSpec, fingerprint
 from mtfleet.store import ShardPlan
 
 # A rough source-token estimate for shard sizing; the engine counts real tokens later.
@@ -26,6 +28,12 @@ CHARS_PER_TOKEN = 4
 # A shard takes at most a quarter of the tokens left to cut, and no less than 1/16 of shard_tokens.
 TAIL_SHARE = 4
 SMALLEST_SHARE = 16
+
+
+def check_fields(spec: JobSpec) -> None:
+    """The field paths parse and each matches a value in the input's first rows."""
+    paths = parse_field_paths(spec.fields)
+    check_paths_exist(read_dataset(spec.input).rows, paths, source=str(spec.input))
 
 
 def load_units(spec: JobSpec) -> tuple[Dataset, list[Unit]]:
@@ -37,11 +45,26 @@ def load_units(spec: JobSpec) -> tuple[Dataset, list[Unit]]:
 
 
 def plan_job(spec: JobSpec, work_dir: Path) -> list[ShardPlan]:
-    """Writes the job's text units under `work_dir` and returns its shards."""
+    """Writes the job's text units and what assembly needs of the input under `work_dir`, and
+    returns its shards."""
     dataset, units = load_units(spec)
     text_units = [unit for unit in units if unit.kind is UnitKind.TEXT]
     write_unit_file(work_dir, len(dataset.rows), text_units)
+    write_plan_facts(work_dir, {"input_sha256": fingerprint(spec.input)})
     return cut_shards(len(dataset.rows), text_units, spec.shard_tokens)
+
+
+def write_plan_facts(work_dir: Path, facts: dict[str, Any]) -> None:
+    """plan.json: what the planning pass learnt of the input (its sha256, above all)."""
+    fd, name = tempfile.mkstemp(dir=work_dir, prefix=".plan.", suffix=".tmp")
+    with open(fd, "w", encoding="utf-8") as stream:
+        json.dump(facts, stream)
+    os.replace(name, work_dir / "plan.json")
+
+
+def read_plan_facts(work_dir: Path) -> dict[str, Any]:
+    with open(work_dir / "plan.json", encoding="utf-8") as stream:
+        return json.load(stream)
 
 
 def cut_shards(rows: int, text_units: Sequence[Unit], shard_tokens: int) -> list[ShardPlan]:
@@ -84,10 +107,12 @@ def write_unit_file(work_dir: Path, rows: int, text_units: Sequence[Unit]) -> No
     """units.jsonl holds each text unit as {"unit", "row", "text"}; units.idx the offset of each row's first line."""
     work_dir.mkdir(parents=True, exist_ok=True)
     offsets = array("q", [0] * (rows + 1))
-    tmp = work_dir / "units.jsonl.tmp"
+    # unique temporary names: two planners of one job (concurrent submits) never share a file
+    fd, name = tempfile.mkstemp(dir=work_dir, prefix=".units.", suffix=".tmp")
+    tmp = Path(name)
     position = 0
     next_row = 0
-    with open(tmp, "wb") as stream:
+    with open(fd, "wb") as stream:
         for index, unit in enumerate(text_units):
             while next_row <= unit.row:
                 offsets[next_row] = position
@@ -101,8 +126,9 @@ def write_unit_file(work_dir: Path, rows: int, text_units: Sequence[Unit]) -> No
         while next_row <= rows:
             offsets[next_row] = position
             next_row += 1
-    idx_tmp = work_dir / "units.idx.tmp"
-    with open(idx_tmp, "wb") as stream:
+    idx_fd, idx_name = tempfile.mkstemp(dir=work_dir, prefix=".units-idx.", suffix=".tmp")
+    idx_tmp = Path(idx_name)
+    with open(idx_fd, "wb") as stream:
         offsets.tofile(stream)
     os.replace(tmp, work_dir / "units.jsonl")
     os.replace(idx_tmp, work_dir / "units.idx")
@@ -110,6 +136,10 @@ def write_unit_file(work_dir: Path, rows: int, text_units: Sequence[Unit]) -> No
 
 class UnitReader:
     """Reads the text units of any row range of a planned job (shards may be split after planning)."""
+
+    @staticmethod
+    def exists(work_dir: Path) -> bool:
+        return (work_dir / "units.idx").is_file() and (work_dir / "units.jsonl").is_file()
 
     def __init__(self, work_dir: Path) -> None:
         self.path = work_dir / "units.jsonl"

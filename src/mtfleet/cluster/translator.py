@@ -75,7 +75,7 @@ class Translator:
             threads=self.threads,
         )
         signature = engine.describe()
-        units = UnitReader(self.work_dir)
+        units: UnitReader | None = None
         shards_done = 0
         while True:
             reply = ray.get(self.coordinator.lease.remote(self.worker_id))
@@ -85,6 +85,8 @@ class Translator:
                 time.sleep(IDLE_POLL_S)
                 continue
             lease = reply["lease"]
+            # opened at the first lease: the coordinator may still have been planning at start
+            units = units or UnitReader(self.work_dir)
             self._translate_shard(engine, signature, units, lease)
             shards_done += 1
 

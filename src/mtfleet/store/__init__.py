@@ -2,10 +2,12 @@
 
 from mtfleet.store.jobstore import JobRecord, JobStore, ShardPlan, ShardRecord
 from mtfleet.store.schema import SCHEMA_VERSION
-from mtfleet.store.states import JobState, ShardState
+from mtfleet.store.states import ACTIVE, TERMINAL, JobState, ShardState
 
 __all__ = [
+    "ACTIVE",
     "SCHEMA_VERSION",
+    "TERMINAL",
     "JobRecord",
     "JobState",
     "JobStore",

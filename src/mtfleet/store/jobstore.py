@@ -100,6 +100,13 @@ class JobStore:
             ) from None
         return cls(f"sqlite:///{state_dir / 'jobs.db'}", clock=clock)
 
+    def directory(self) -> Path | None:
+        """The folder of a SQLite store's file (no job may write there); None for a server."""
+        database = self._engine.url.database
+        if self._engine.dialect.name != "sqlite" or not database:
+            return None
+        return Path(database).expanduser().resolve().parent
+
     def close(self) -> None:
         self._engine.dispose()
 
@@ -112,11 +119,33 @@ class JobStore:
     # jobs
 
     def create_job(
-        self, job_id: str, spec: Mapping[str, Any], shards_plan: Sequence[ShardPlan]
+        self,
+        job_id: str,
+        spec: Mapping[str, Any],
+        shards_plan: Sequence[ShardPlan] | None,
+        *,
+        identity: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict,
     ) -> JobRecord:
-        """Create a queued job with its pending shards, or return the job already stored under
-        `job_id` when its spec is equal (a resume; the stored shards are kept as they are)."""
-        _check_plan(job_id, shards_plan)
+        """Create a job, or return the job already stored under `job_id` when `identity` of
+        its spec is equal (a resume; the stored shards are kept as they are). See create_or_find_job."""
+        return self.create_or_find_job(job_id, spec, shards_plan, identity=identity)[0]
+
+    def create_or_find_job(
+        self,
+        job_id: str,
+        spec: Mapping[str, Any],
+        shards_plan: Sequence[ShardPlan] | None,
+        *,
+        identity: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict,
+    ) -> tuple[JobRecord, bool]:
+        """Create a queued job with its pending shards (or, with no plan yet, a `planning` job
+        without shards), and say True; or find the job stored under `job_id` and say False.
+
+        Two specs name the same job when `identity` of each is equal (settings that do not change
+        the output may differ); a different one is a JobError. Concurrent calls create one job.
+        """
+        if shards_plan is not None:
+            _check_plan(job_id, shards_plan)
         # compare the spec as it will read back: tuples become lists, keys become strings
         spec = json.loads(json.dumps(spec))
         now = self._clock()
@@ -126,7 +155,7 @@ class JobStore:
                 .values(
                     id=job_id,
                     spec=spec,
-                    state=JobState.QUEUED,
+                    state=JobState.PLANNING if shards_plan is None else JobState.QUEUED,
                     created_at=now,
                     updated_at=now,
                     error=None,
@@ -136,25 +165,60 @@ class JobStore:
                 .returning(jobs.c.id)
             ).first()
             if inserted is not None:
-                if shards_plan:
-                    conn.execute(
-                        sa.insert(shards),
-                        [_new_shard(job_id, index, plan) for index, plan in enumerate(shards_plan)],
-                    )
-                return self._read_job(conn, job_id)
+                if shards_plan is not None:
+                    self._insert_plan(conn, job_id, shards_plan)
+                return self._read_job(conn, job_id), True
             existing = self._read_job(conn, job_id)
-        if existing.spec != spec:
+        found, wanted = identity(existing.spec), identity(spec)
+        if found != wanted:
             differing = sorted(
-                key
-                for key in existing.spec.keys() | spec.keys()
-                if existing.spec.get(key) != spec.get(key)
+                key for key in found.keys() | wanted.keys() if found.get(key) != wanted.get(key)
             )
             raise JobError(
                 f"Job {job_id!r} already exists with a different spec "
                 f"(differs in {', '.join(differing)}); rerun it with the same settings "
                 "or choose another job id."
             )
-        return existing
+        return existing, False
+
+    def add_plan(self, job_id: str, shards_plan: Sequence[ShardPlan]) -> bool:
+        """Writes the shards of a `planning` job and sets it running, in one transaction.
+
+        False, writing nothing, when the job is no longer planning (cancelled meanwhile).
+        """
+        _check_plan(job_id, shards_plan)
+        with self._transaction(write=True) as conn:
+            if self._job_row(conn, job_id, lock="update").state != JobState.PLANNING:
+                return False
+            conn.execute(sa.delete(shards).where(shards.c.job_id == job_id))
+            self._insert_plan(conn, job_id, shards_plan)
+            conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(state=JobState.RUNNING, error=None, updated_at=self._clock())
+            )
+        return True
+
+    def has_shards(self, job_id: str) -> bool:
+        with self._transaction() as conn:
+            self._job_row(conn, job_id)
+            return (
+                conn.execute(
+                    sa.select(shards.c.shard_index).where(shards.c.job_id == job_id)
+                ).first()
+                is not None
+            )
+
+    def update_spec(self, job_id: str, spec: Mapping[str, Any]) -> JobRecord:
+        """Replaces the stored spec: a resumed job may run with other fleet settings."""
+        with self._transaction(write=True) as conn:
+            self._job_row(conn, job_id, lock="update")
+            conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(spec=json.loads(json.dumps(spec)), updated_at=self._clock())
+            )
+            return self._read_job(conn, job_id)
 
     def get_job(self, job_id: str) -> JobRecord:
         with self._transaction() as conn:
@@ -293,6 +357,8 @@ class JobStore:
                 lease_expires_at=None,
                 error=None,
             )
+            # kept as a counter, so progress never reads every shard's stats
+            self._add_to_counter(conn, job_id, "segments_done", int(stats.get("segments", 0)))
         return True
 
     def release_shard(self, job_id: str, index: int, lease_id: str, error: str | None) -> bool:
@@ -379,31 +445,80 @@ class JobStore:
     def progress(self, job_id: str) -> dict[str, Any]:
         """Shard counts per state and the rows, units and segments of the done shards.
 
-        Segments are the sum of the `segments` entries of the done shards' stats.
+        Aggregated by the database (one row per state), so a poll costs the same for ten shards
+        or a hundred thousand; segments are the job's `segments_done` counter, which each accepted
+        completion adds its stats' `segments` to.
         """
+        with self._transaction() as conn:
+            self._job_row(conn, job_id)
+            per_state = conn.execute(
+                sa.select(
+                    shards.c.state,
+                    sa.func.count(),
+                    sa.func.coalesce(sa.func.sum(shards.c.row_end - shards.c.row_start), 0),
+                    sa.func.coalesce(sa.func.sum(shards.c.units), 0),
+                )
+                .where(shards.c.job_id == job_id)
+                .group_by(shards.c.state)
+            ).all()
+            segments = conn.execute(
+                sa.select(job_counters.c.value).where(
+                    job_counters.c.job_id == job_id, job_counters.c.name == "segments_done"
+                )
+            ).scalar()
+        counts = {state.value: 0 for state in ShardState}
+        rows = {state.value: 0 for state in ShardState}
+        units = {state.value: 0 for state in ShardState}
+        for state, count, state_rows, state_units in per_state:
+            counts[state], rows[state], units[state] = count, int(state_rows), int(state_units)
+        return {
+            "shards": counts,
+            "rows_total": sum(rows.values()),
+            "rows_done": rows[ShardState.DONE],
+            "units_total": sum(units.values()),
+            "units_done": units[ShardState.DONE],
+            "segments_done": int(segments or 0),
+        }
+
+    def failed_shards(self, job_id: str) -> list[ShardRecord]:
+        """The job's failed shards in row order."""
+        with self._transaction() as conn:
+            self._job_row(conn, job_id)
+            rows = conn.execute(
+                sa.select(shards)
+                .where(shards.c.job_id == job_id, shards.c.state == ShardState.FAILED)
+                .order_by(shards.c.row_start)
+            ).all()
+        return [_shard_record(row) for row in rows]
+
+    def work_by_translator(self, job_id: str) -> list[dict[str, Any]]:
+        """Per node and translator, the done shards, segments and busy seconds, summed by the
+        database from the shards' stats."""
+        node = shards.c.stats["node_id"].as_string()
+        worker = shards.c.stats["worker_id"].as_string()
         with self._transaction() as conn:
             self._job_row(conn, job_id)
             rows = conn.execute(
                 sa.select(
-                    shards.c.state,
-                    shards.c.row_start,
-                    shards.c.row_end,
-                    shards.c.units,
-                    shards.c.stats,
-                ).where(shards.c.job_id == job_id)
+                    node,
+                    worker,
+                    sa.func.count(),
+                    sa.func.sum(shards.c.stats["segments"].as_integer()),
+                    sa.func.sum(shards.c.stats["elapsed_s"].as_float()),
+                )
+                .where(shards.c.job_id == job_id, shards.c.state == ShardState.DONE)
+                .group_by(node, worker)
             ).all()
-        counts = {state.value: 0 for state in ShardState}
-        done = [row for row in rows if row.state == ShardState.DONE]
-        for row in rows:
-            counts[row.state] += 1
-        return {
-            "shards": counts,
-            "rows_total": sum(row.row_end - row.row_start for row in rows),
-            "rows_done": sum(row.row_end - row.row_start for row in done),
-            "units_total": sum(row.units for row in rows),
-            "units_done": sum(row.units for row in done),
-            "segments_done": sum(int(row.stats.get("segments", 0)) for row in done),
-        }
+        return [
+            {
+                "node_id": node_id or "?",
+                "worker_id": worker_id or "?",
+                "shards_done": count,
+                "segments": int(segments or 0),
+                "busy_s": float(busy or 0.0),
+            }
+            for node_id, worker_id, count, segments, busy in rows
+        ]
 
     # private
 
@@ -420,6 +535,15 @@ class JobStore:
             raise StoreError(
                 f"The job store at {self.url} cannot be used: {_reason(exc)}."
             ) from exc
+
+    def _insert_plan(
+        self, conn: sa.Connection, job_id: str, shards_plan: Sequence[ShardPlan]
+    ) -> None:
+        if shards_plan:
+            conn.execute(
+                sa.insert(shards),
+                [_new_shard(job_id, index, plan) for index, plan in enumerate(shards_plan)],
+            )
 
     def _job_row(
         self, conn: sa.Connection, job_id: str, lock: Literal["share", "update"] | None = None

@@ -7,7 +7,8 @@ import sqlalchemy as sa
 from mtfleet.errors import StoreError
 from mtfleet.store.states import JobState, ShardState
 
-SCHEMA_VERSION = 1
+# 2: jobs may be `planning` (planned by their coordinator, off the API's request path)
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 

@@ -6,6 +6,7 @@ from enum import StrEnum
 
 
 class JobState(StrEnum):
+    PLANNING = "planning"
     QUEUED = "queued"
     RUNNING = "running"
     PAUSED = "paused"
@@ -27,16 +28,23 @@ class ShardState(StrEnum):
         return to in _SHARD_MOVES[self]
 
 
+# A job that has ended, and one that has not (its files are in use).
+TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+ACTIVE = frozenset(set(JobState) - TERMINAL)
+
 _JOB_MOVES: dict[JobState, frozenset[JobState]] = {
+    # planning ends with the shards written and the job running (or failed, naming the input's fault)
+    JobState.PLANNING: frozenset({JobState.RUNNING, JobState.FAILED, JobState.CANCELLED}),
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.FAILED, JobState.CANCELLED}),
     JobState.RUNNING: frozenset(
         {JobState.PAUSED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
     ),
     JobState.PAUSED: frozenset({JobState.RUNNING, JobState.FAILED, JobState.CANCELLED}),
     JobState.SUCCEEDED: frozenset(),
-    # a failed or cancelled job keeps its done shards, so rerunning it queues it again
-    JobState.FAILED: frozenset({JobState.QUEUED}),
-    JobState.CANCELLED: frozenset({JobState.QUEUED}),
+    # a failed or cancelled job keeps its done shards, so rerunning it queues it again (or plans
+    # it again, when it failed or was cancelled before its plan was written)
+    JobState.FAILED: frozenset({JobState.QUEUED, JobState.PLANNING}),
+    JobState.CANCELLED: frozenset({JobState.QUEUED, JobState.PLANNING}),
 }
 
 _SHARD_MOVES: dict[ShardState, frozenset[ShardState]] = {
