@@ -153,7 +153,7 @@ def test_a_job_submitted_over_http_runs_to_the_end_and_writes_the_translated_dat
     assert response.status_code == 201, response.text
     submitted = response.json()
     assert submitted["id"].startswith("job-") and submitted["id"] == final["id"]
-    assert submitted["state"] in ("queued", "running", "succeeded")
+    assert submitted["state"] in ("planning", "queued", "running", "succeeded")
     assert submitted["input"] == str(data_root / "small.jsonl")
     assert final["state"] == "succeeded", final["error"]
     assert (final["rows_done"], final["rows_total"], final["eta_s"]) == (6, 6, 0.0)

@@ -22,7 +22,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from mtfleet.api.views import Failure, JobNode, JobSummary, JobView, Node, Translator
 from mtfleet.cluster import JobHandle, start_coordinator, submit_job
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
-from mtfleet.cluster.job import finished_result, handle_for, store_url_for
+from mtfleet.cluster.job import finished_result, handle_for, reassemble, store_url_for
 from mtfleet.errors import ApiError, JobError, MtfleetError
 from mtfleet.spec import JobSpec
 from mtfleet.store import ACTIVE, TERMINAL, JobRecord, JobState, JobStore
@@ -79,9 +79,12 @@ class JobService:
         )
         # A succeeded job is not run again; its output is assembled again if it went missing.
         if finished_result(handle) is None:
-            with self.starting:
-                self._drop_stale_coordinator(handle.job_id)
-            self._coordinator(handle.job_id)
+            if self._record(handle.job_id).state is JobState.SUCCEEDED:
+                reassemble(handle)
+            else:
+                with self.starting:
+                    self._drop_stale_coordinator(handle.job_id)
+                self._coordinator(handle.job_id)
         return self.job(handle.job_id), created
 
     def jobs(self) -> list[JobSummary]:

@@ -283,6 +283,18 @@ class JobStore:
             ).all()
         return [_shard_record(row) for row in rows]
 
+    def shard_page(self, job_id: str, row_start: int, limit: int) -> list[ShardRecord]:
+        """Up to `limit` shards from the one starting at `row_start` on, in row order: assembly
+        walks a job's shards a page at a time."""
+        with self._transaction() as conn:
+            rows = conn.execute(
+                sa.select(shards)
+                .where(shards.c.job_id == job_id, shards.c.row_start >= row_start)
+                .order_by(shards.c.row_start)
+                .limit(limit)
+            ).all()
+        return [_shard_record(row) for row in rows]
+
     def shard(self, job_id: str, index: int) -> ShardRecord:
         with self._transaction() as conn:
             row = self._select_shard(conn, job_id, index)
