@@ -474,7 +474,7 @@ def test_the_client_submits_waits_and_reads_the_manifest(
 
 def test_the_client_pauses_resumes_and_cancels(client: mtfleet.Client) -> None:
     job = client.submit(**big_job(output="out/client-steer.jsonl", job_id="client-steer"))
-    assert job.state == "running"
+    assert job.state in ("planning", "running")
 
     assert job.pause()["state"] == "paused"
     assert job.resume()["state"] == "running"
@@ -556,10 +556,8 @@ def test_console_submit_watch_jobs_and_status(mtfleet_cli: Any, data_root: Path)
 def test_console_pause_resume_and_cancel_a_running_job(
     mtfleet_cli: Any, client: mtfleet.Client
 ) -> None:
-    assert (
-        client.submit(**big_job(output="out/cli-steer.jsonl", job_id="cli-steer")).state
-        == "running"
-    )
+    submitted = client.submit(**big_job(output="out/cli-steer.jsonl", job_id="cli-steer"))
+    assert submitted.state in ("planning", "running")
 
     paused = mtfleet_cli("pause", "cli-steer")
     resumed = mtfleet_cli("resume", "cli-steer")

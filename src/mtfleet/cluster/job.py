@@ -118,7 +118,7 @@ def submit_job(
         store.update_spec(job_id, stored_spec(spec, key))
     if record.state in (JobState.FAILED, JobState.CANCELLED):
         # Rerunning a failed or cancelled job goes on from its finished shards, or plans it again.
-        planned = store.has_shards(job_id) and (handle.work_dir / "units.idx").exists()
+        planned = store.has_shards(job_id)
         store.set_job_state(job_id, JobState.QUEUED if planned else JobState.PLANNING)
     return handle, False
 
