@@ -280,7 +280,8 @@ class _JsonStyleWatch:
 
     def row_text(self, text: str, start: int, end: int) -> None:
         """Looks for ensure_ascii escapes in one row's text, until one is found."""
-        if not self._escapes_non_ascii and self.text.ascii:
+        # str.find first: the regular expression costs as much as decoding the row.
+        if not self._escapes_non_ascii and self.text.ascii and text.find("\\u", start, end) >= 0:
             self._escapes_non_ascii = _ESCAPED_NON_ASCII.search(text, start, end) is not None
 
     def style(self) -> JsonStyle:
@@ -317,7 +318,7 @@ class _JsonLinesRows:
             number += 1
             if opening is not None:
                 opening.append(line)
-            if not line.strip():
+            if not line or line.isspace():
                 continue
             row = self._row(line, number)
             self.watch.row_text(line, 0, len(line))
