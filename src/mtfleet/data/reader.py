@@ -389,12 +389,11 @@ class _JsonArrayRows:
             )
         if self._buffer[self._position] != "[":
             self._refuse_top_level_value()
-        indent = _JSON_ARRAY_INDENT.match(self._buffer)
-        self.watch = _JsonStyleWatch(self.text, indent.group(1) if indent else None, opening="[")
         self._position += 1
         self._skip_whitespace()
         if self._next_char() == "]":
             self._position += 1
+            self.watch = self._watch()
         else:
             yield from self._items()
         self._skip_whitespace()
@@ -405,8 +404,12 @@ class _JsonArrayRows:
         assert self.watch is not None
         return self.watch.style()
 
+    def _watch(self) -> _JsonStyleWatch:
+        """The style watch, made once the buffer holds the file from its start to the first row."""
+        indent = _JSON_ARRAY_INDENT.match(self._buffer)
+        return _JsonStyleWatch(self.text, indent.group(1) if indent else None, opening="[")
+
     def _items(self) -> Iterator[dict[str, Any]]:
-        assert self.watch is not None
         while True:
             row, start, end = self._value()
             if not isinstance(row, dict):
@@ -414,10 +417,11 @@ class _JsonArrayRows:
                     f"{self.path}: line {self._line_at(start)} holds {_json_kind(row)} "
                     "where a row object should be."
                 )
-            self.watch.row_text(self._buffer, start, end)
-            if self._keep_opening:
+            if self.watch is None:
+                self.watch = self._watch()
                 self.watch.first_row(row, self._buffer[:end])
                 self._keep_opening = False
+            self.watch.row_text(self._buffer, start, end)
             self._position = end
             yield row
             self._skip_whitespace()
