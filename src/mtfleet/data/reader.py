@@ -280,7 +280,8 @@ class _JsonStyleWatch:
 
     def row_text(self, text: str, start: int, end: int) -> None:
         """Looks for ensure_ascii escapes in one row's text, until one is found."""
-        if not self._escapes_non_ascii and self.text.ascii:
+        # str.find first: the regular expression costs as much as decoding the row.
+        if not self._escapes_non_ascii and self.text.ascii and text.find("\\u", start, end) >= 0:
             self._escapes_non_ascii = _ESCAPED_NON_ASCII.search(text, start, end) is not None
 
     def style(self) -> JsonStyle:
@@ -317,7 +318,7 @@ class _JsonLinesRows:
             number += 1
             if opening is not None:
                 opening.append(line)
-            if not line.strip():
+            if not line or line.isspace():
                 continue
             row = self._row(line, number)
             self.watch.row_text(line, 0, len(line))
@@ -388,12 +389,11 @@ class _JsonArrayRows:
             )
         if self._buffer[self._position] != "[":
             self._refuse_top_level_value()
-        indent = _JSON_ARRAY_INDENT.match(self._buffer)
-        self.watch = _JsonStyleWatch(self.text, indent.group(1) if indent else None, opening="[")
         self._position += 1
         self._skip_whitespace()
         if self._next_char() == "]":
             self._position += 1
+            self.watch = self._watch()
         else:
             yield from self._items()
         self._skip_whitespace()
@@ -404,8 +404,12 @@ class _JsonArrayRows:
         assert self.watch is not None
         return self.watch.style()
 
+    def _watch(self) -> _JsonStyleWatch:
+        """The style watch, made once the buffer holds the file from its start to the first row."""
+        indent = _JSON_ARRAY_INDENT.match(self._buffer)
+        return _JsonStyleWatch(self.text, indent.group(1) if indent else None, opening="[")
+
     def _items(self) -> Iterator[dict[str, Any]]:
-        assert self.watch is not None
         while True:
             row, start, end = self._value()
             if not isinstance(row, dict):
@@ -413,10 +417,11 @@ class _JsonArrayRows:
                     f"{self.path}: line {self._line_at(start)} holds {_json_kind(row)} "
                     "where a row object should be."
                 )
-            self.watch.row_text(self._buffer, start, end)
-            if self._keep_opening:
+            if self.watch is None:
+                self.watch = self._watch()
                 self.watch.first_row(row, self._buffer[:end])
                 self._keep_opening = False
+            self.watch.row_text(self._buffer, start, end)
             self._position = end
             yield row
             self._skip_whitespace()
