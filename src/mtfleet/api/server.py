@@ -20,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import Counter as RequestCounter
 
+from mtfleet.api.console import mount_console
 from mtfleet.api.jobs import JobService
 from mtfleet.api.metrics import FleetCollector
 from mtfleet.api.paths import DataRoot
@@ -191,6 +192,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    mount_console(app)
     return app
 
 
