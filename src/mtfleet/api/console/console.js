@@ -766,7 +766,9 @@ function jobView(jobId) {
       h(
         "p",
         { id: "sample-title" },
-        `Shard ${answer.shard_index}, rows ${answer.shard_row_start}–${last}, from row ${rowStart}`,
+        answer.shard_row_start === last
+          ? `Shard ${answer.shard_index}, row ${last}`
+          : `Shard ${answer.shard_index}, rows ${answer.shard_row_start}–${last}, from row ${rowStart}`,
         answer.next_row_start !== null
           ? [
               " ",
