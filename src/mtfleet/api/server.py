@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import ray
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,18 +24,8 @@ from mtfleet.api.console import mount_console
 from mtfleet.api.jobs import JobService
 from mtfleet.api.metrics import FleetCollector
 from mtfleet.api.paths import DataRoot
-from mtfleet.api.shards import (
-    SAMPLE_DEFAULT,
-    SAMPLE_MAX,
-    SHARD_PAGE_DEFAULT,
-    SHARD_PAGE_MAX,
-    Sample,
-    ShardPage,
-    sample,
-    shard_page,
-)
+from mtfleet.api.shards import shard_routes
 from mtfleet.api.views import ErrorBody, Health, JobRequest, JobSummary, JobView, Node
-from mtfleet.cluster.job import handle_for
 from mtfleet.cluster.runtime import connect
 from mtfleet.errors import ApiError, JobError, MtfleetError, StoreError
 from mtfleet.store import JobState
@@ -151,29 +141,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
     def manifest(job_id: str) -> dict[str, Any]:
         return service.manifest(job_id)
 
-    @v1.get("/jobs/{job_id}/shards", summary="A page of the job's shards: rows, state, lease")
-    def shards(
-        job_id: str,
-        row_start: Annotated[int, Query(ge=0, description="The first page starts at 0.")] = 0,
-        limit: Annotated[int, Query(ge=1, le=SHARD_PAGE_MAX)] = SHARD_PAGE_DEFAULT,
-    ) -> ShardPage:
-        return shard_page(service.store, job_id, row_start, limit)
-
-    @v1.get("/jobs/{job_id}/sample", summary="Sources beside translations, from a done shard")
-    def sample_rows(
-        job_id: str,
-        row_start: Annotated[int, Query(ge=0, description="Any row of a done shard.")],
-        limit: Annotated[int, Query(ge=1, le=SAMPLE_MAX, description="Text units.")] = (
-            SAMPLE_DEFAULT
-        ),
-    ) -> Sample:
-        work_dir = handle_for(job_id, service.state_dir, service.store_url).work_dir
-        return sample(service.store, work_dir, job_id, row_start, limit)
-
     @v1.get("/nodes", summary="The Ray nodes: devices, health, translators")
     def nodes() -> list[Node]:
         return service.nodes()
 
+    v1.include_router(shard_routes(service))
     app.include_router(v1)
 
     @app.get(

@@ -5,10 +5,15 @@ path of the server's disk in an answer."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+from fastapi import APIRouter, Query
+from fastapi import Path as PathParameter
 from pydantic import BaseModel, Field
 
+from mtfleet.api.jobs import JobService
+from mtfleet.api.views import JOB_ID_PATTERN
+from mtfleet.cluster.job import handle_for
 from mtfleet.cluster.parts import read_part
 from mtfleet.cluster.plan import UnitReader
 from mtfleet.errors import ApiError
@@ -55,6 +60,35 @@ class Sample(BaseModel):
         description="The row to ask for next within the shard; null when the shard is all shown."
     )
     text_limit: int = Field(description="Longer sources and translations are cut to this.")
+
+
+JobId = Annotated[str, PathParameter(pattern=JOB_ID_PATTERN)]
+
+
+def shard_routes(service: JobService) -> APIRouter:
+    """GET /jobs/{id}/shards and /jobs/{id}/sample, for the authorized /v1 router."""
+    router = APIRouter()
+
+    @router.get("/jobs/{job_id}/shards", summary="A page of the job's shards: rows, state, lease")
+    def shards(
+        job_id: JobId,
+        row_start: Annotated[int, Query(ge=0, description="The first page starts at 0.")] = 0,
+        limit: Annotated[int, Query(ge=1, le=SHARD_PAGE_MAX)] = SHARD_PAGE_DEFAULT,
+    ) -> ShardPage:
+        return shard_page(service.store, job_id, row_start, limit)
+
+    @router.get("/jobs/{job_id}/sample", summary="Sources beside translations, from a done shard")
+    def sample_rows(
+        job_id: JobId,
+        row_start: Annotated[int, Query(ge=0, description="Any row of a done shard.")],
+        limit: Annotated[int, Query(ge=1, le=SAMPLE_MAX, description="Text units.")] = (
+            SAMPLE_DEFAULT
+        ),
+    ) -> Sample:
+        work_dir = handle_for(job_id, service.state_dir, service.store_url).work_dir
+        return sample(service.store, work_dir, job_id, row_start, limit)
+
+    return router
 
 
 def shard_page(store: JobStore, job_id: str, row_start: int, limit: int) -> ShardPage:
