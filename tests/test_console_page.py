@@ -399,6 +399,42 @@ def test_the_sample_viewer_shows_a_done_shards_rows_beside_their_translations(
     page.screenshot(path=screens / "sample.png", full_page=True)
 
 
+def test_the_logs_panel_shows_only_when_the_api_serves_a_jobs_logs(
+    page: Page, errors: Errors, api: str, http: httpx.Client, finished: dict[str, Any]
+) -> None:
+    served = "/v1/jobs/{job_id}/logs" in http.get("/openapi.json").json()["paths"]
+    answered = served and http.get("/v1/jobs/small-done/logs").status_code == 200
+    sign_in(page, api, "#/job/small-done")
+
+    expect(page.locator("#manifest-summary")).to_be_visible()
+    # a whole look at the job after it: the logs are asked for beside the manifest
+    seen = page.evaluate("Number(document.body.dataset.refreshed)")
+    page.wait_for_function("seen => Number(document.body.dataset.refreshed) > seen", arg=seen)
+
+    panel = expect(page.locator("#logs-panel"))
+    if answered:
+        panel.to_be_visible()
+    else:
+        panel.to_be_hidden()
+
+
+def test_the_page_is_served_with_a_strict_policy_and_nothing_else_of_the_package(
+    api: str,
+) -> None:
+    page = httpx.get(f"{api}/")
+    script = httpx.get(f"{api}/console.js")
+
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert '<script type="module" src="console.js">' in page.text
+    assert "javascript" in script.headers["content-type"]
+    for answer in (page, script):
+        policy = answer.headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "script-src 'self'" in policy
+        assert "unsafe" not in policy and answer.headers["x-content-type-options"] == "nosniff"
+    for hidden in ("__init__.py", "__pycache__/", "../shards.py"):
+        assert httpx.get(f"{api}/{hidden}").status_code == 404
+
+
 # --- the endpoints the page needs
 
 

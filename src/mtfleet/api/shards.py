@@ -63,6 +63,8 @@ class Sample(BaseModel):
 
 
 JobId = Annotated[str, PathParameter(pattern=JOB_ID_PATTERN)]
+# rows are numbered in a 32-bit column (PostgreSQL's integer)
+MAX_ROW = 2**31 - 1
 
 
 def shard_routes(service: JobService) -> APIRouter:
@@ -72,7 +74,9 @@ def shard_routes(service: JobService) -> APIRouter:
     @router.get("/jobs/{job_id}/shards", summary="A page of the job's shards: rows, state, lease")
     def shards(
         job_id: JobId,
-        row_start: Annotated[int, Query(ge=0, description="The first page starts at 0.")] = 0,
+        row_start: Annotated[
+            int, Query(ge=0, le=MAX_ROW, description="The first page starts at 0.")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=SHARD_PAGE_MAX)] = SHARD_PAGE_DEFAULT,
     ) -> ShardPage:
         return shard_page(service.store, job_id, row_start, limit)
@@ -80,7 +84,7 @@ def shard_routes(service: JobService) -> APIRouter:
     @router.get("/jobs/{job_id}/sample", summary="Sources beside translations, from a done shard")
     def sample_rows(
         job_id: JobId,
-        row_start: Annotated[int, Query(ge=0, description="Any row of a done shard.")],
+        row_start: Annotated[int, Query(ge=0, le=MAX_ROW, description="Any row of a done shard.")],
         limit: Annotated[int, Query(ge=1, le=SAMPLE_MAX, description="Text units.")] = (
             SAMPLE_DEFAULT
         ),

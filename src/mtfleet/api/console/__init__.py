@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 FILES = Path(__file__).parent
+# what the page is made of; "." is `/`, answered with index.html (this module is not served)
+SERVED = frozenset({".", "index.html", "console.js", "console.css"})
 # No inline script or style, nothing from another origin; the token never leaves in a cookie.
 HEADERS = {
     "Content-Security-Policy": (
@@ -27,6 +30,8 @@ class ConsoleFiles(StaticFiles):
     """The console's files, each answered with the page's security headers."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
+        if path not in SERVED:
+            raise HTTPException(status_code=404)
         response = await super().get_response(path, scope)
         response.headers.update(HEADERS)
         return response

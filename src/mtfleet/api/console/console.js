@@ -398,7 +398,7 @@ function jobView(jobId) {
   let view = null;
   let confirming = false;
   let manifestShown = false;
-  let logsAnswer = null;
+  let lastShards = null;
 
   append(section, [
     header,
@@ -723,22 +723,23 @@ function jobView(jobId) {
   async function drawLogs() {
     const documented = (await openapiDocument()).paths?.["/v1/jobs/{job_id}/logs"];
     if (!documented) return;
+    let answer;
     try {
-      logsAnswer = await api(`${jobPath(jobId)}/logs`);
+      answer = await api(`${jobPath(jobId)}/logs`);
     } catch {
       logsPanel.hidden = true;
       return;
     }
-    const lines = Array.isArray(logsAnswer)
-      ? logsAnswer
-      : Array.isArray(logsAnswer?.lines)
-        ? logsAnswer.lines
+    const lines = Array.isArray(answer)
+      ? answer
+      : Array.isArray(answer?.lines)
+        ? answer.lines
         : null;
     logs.textContent = lines
       ? lines.map((line) => (typeof line === "string" ? line : JSON.stringify(line))).join("\n")
-      : typeof logsAnswer === "string"
-        ? logsAnswer
-        : JSON.stringify(logsAnswer, null, 2);
+      : typeof answer === "string"
+        ? answer
+        : JSON.stringify(answer, null, 2);
     logsPanel.hidden = false;
   }
 
@@ -793,8 +794,14 @@ function jobView(jobId) {
     element: section,
     async refresh() {
       // one moment for the numbers and the map: both asked for at once, drawn together
-      const [answer, shards] = await Promise.all([api(jobPath(jobId)), fetchShards()]);
+      // the shards of a job that had ended when last seen no longer change
+      const ended = view !== null && !ACTIVE.has(view.state);
+      const [answer, shards] = await Promise.all([
+        api(jobPath(jobId)),
+        ended && lastShards ? lastShards : fetchShards(),
+      ]);
       view = answer;
+      lastShards = shards;
       samples.push({ t: Date.now(), rows_per_s: view.rows_per_s, segments_per_s: view.segments_per_s });
       if (samples.length > CHART_SAMPLES) samples.shift();
       if (!confirming) drawJob();
