@@ -131,7 +131,7 @@ def sample(store: JobStore, work_dir: Path, job_id: str, row_start: int, limit: 
             409,
         )
     if not UnitReader.exists(work_dir):
-        raise ApiError(f"The work files of job {job_id} are gone.", 410)
+        raise ApiError(f"The work files of job {job_id} are gone.", 409)
     units = UnitReader(work_dir).read(row_start, shard.row_end)
     shown, rest = units[:limit], units[limit:]
     wanted = {unit.unit for unit in shown}
