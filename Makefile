@@ -3,9 +3,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench bench-quick bench-scale quality clean
+.PHONY: install chromium demo test lint bench bench-quick bench-scale quality clean
 
-install: $(STAMP)
+install: $(STAMP) chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The console's tests drive Debian's Chromium through Playwright (whose own browser download needs
+# more of the internet than PyPI and Debian); installed once, as root, and left alone after that.
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "note: /usr/bin/chromium is missing and this is not root: the console's browser tests will be skipped"; \
+	  fi; \
+	}
 
 demo: install
 	$(BIN)/python -m mtfleet.demo

@@ -20,9 +20,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import Counter as RequestCounter
 
+from mtfleet.api.console import mount_console
 from mtfleet.api.jobs import JobService
 from mtfleet.api.metrics import FleetCollector
 from mtfleet.api.paths import DataRoot
+from mtfleet.api.shards import shard_routes
 from mtfleet.api.views import ErrorBody, Health, JobRequest, JobSummary, JobView, Node
 from mtfleet.cluster.runtime import connect
 from mtfleet.errors import ApiError, JobError, MtfleetError, StoreError
@@ -143,6 +145,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     def nodes() -> list[Node]:
         return service.nodes()
 
+    v1.include_router(shard_routes(service))
     app.include_router(v1)
 
     @app.get(
@@ -161,6 +164,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    mount_console(app)
     return app
 
 

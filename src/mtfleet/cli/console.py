@@ -6,11 +6,13 @@ MTFLEET_API_TOKEN; `register(app)` adds them to the `mtfleet` command.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +20,7 @@ import typer
 from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from mtfleet.api.client import ENDED, Client, Job
@@ -32,6 +34,16 @@ Api = Annotated[
 ]
 JobId = Annotated[str, typer.Argument(help="The job's id.", show_default=False)]
 Poll = Annotated[float, typer.Option(help="Seconds between two looks at the job.")]
+
+
+class Format(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+OutputFormat = Annotated[
+    Format, typer.Option("--output", help="table for people; json (the API's answer) for scripts.")
+]
 DEFAULT_API = "http://127.0.0.1:8000"
 STATE_STYLES = {
     "queued": "cyan",
@@ -132,11 +144,24 @@ def submit(
             _watch_to_end(job, poll)
 
 
-def jobs(api: Api = DEFAULT_API) -> None:
+def jobs(api: Api = DEFAULT_API, output: OutputFormat = Format.TABLE) -> None:
     """List the jobs, oldest first."""
     with _api(api) as client:
         found = client.jobs()
-    table = Table("job", "state", "rows", "segments", "input", "output", "updated", box=None)
+    if output is Format.JSON:
+        _print_json([job.last for job in found])
+        return
+    # Ids are pasted into other commands, so they are never cut: the other columns give way.
+    table = Table(
+        Column("job", no_wrap=True),
+        Column("state", no_wrap=True),
+        Column("rows", overflow="fold"),
+        Column("segments", overflow="fold"),
+        Column("input", overflow="fold"),
+        Column("output", overflow="fold"),
+        Column("updated", overflow="fold"),
+        box=None,
+    )
     for job in found:
         view = job.last
         table.add_row(
@@ -144,8 +169,8 @@ def jobs(api: Api = DEFAULT_API) -> None:
             _state(view["state"]),
             f"{view['rows_done']}/{view['rows_total']}",
             str(view["segments_done"]),
-            view["input"],
-            view["output"],
+            _short_path(view["input"]),
+            _short_path(view["output"]),
             f"{_duration(time.time() - view['updated_at'])} ago",
         )
     out.print(table if found else "no jobs")
@@ -156,11 +181,19 @@ def status(
     watch: Annotated[bool, typer.Option("--watch", help="A live view until the job ends.")] = False,
     poll: Poll = 1.0,
     api: Api = DEFAULT_API,
+    output: OutputFormat = Format.TABLE,
 ) -> None:
-    """Show a job: progress, rate, ETA, translators and throughput per node, failures."""
+    """Show a job: progress, rate, ETA, translators and throughput per node, failures.
+
+    With --output json, one JSON document; with --watch too, one line of JSON per look.
+    """
     with _api(api) as client:
         job = client.job(job_id)
-        if watch:
+        if output is Format.JSON and watch:
+            _stream_to_end(job, poll)
+        elif output is Format.JSON:
+            _print_json(job.last)
+        elif watch:
             _watch_to_end(job, poll)
         else:
             out.print(render_job(job.last))
@@ -181,11 +214,23 @@ def cancel(job_id: JobId, api: Api = DEFAULT_API) -> None:
     _steer(api, job_id, Job.cancel)
 
 
-def nodes(api: Api = DEFAULT_API) -> None:
+def nodes(api: Api = DEFAULT_API, output: OutputFormat = Format.TABLE) -> None:
     """List the cluster's nodes: state, devices, and the translators on each."""
     with _api(api) as client:
         found = client.nodes()
-    table = Table("node", "address", "state", "cpus", "gpus", "translators", box=None)
+    if output is Format.JSON:
+        _print_json(found)
+        return
+    # node ids are shown short, as Ray's dashboard does; --output json has them whole
+    table = Table(
+        Column("node", no_wrap=True),
+        "address",
+        Column("state", no_wrap=True),
+        "cpus",
+        "gpus",
+        Column("translators", overflow="fold"),
+        box=None,
+    )
     for node in found:
         table.add_row(
             node["node_id"][:12] + (" (head)" if node["head"] else ""),
@@ -264,17 +309,44 @@ def _steer(api: str, job_id: str, action: Any) -> None:
 
 
 def _watch_to_end(job: Job, poll_s: float) -> None:
-    """A live view of the job until it ends; a job that did not succeed ends the command with 2."""
+    """A live view of the job until it ends; exits with 2 unless it succeeded."""
     view = job.last
     with Live(render_job(view), console=out, refresh_per_second=4) as live:
         while view["state"] not in ENDED:
             time.sleep(poll_s)
             view = job.status()
             live.update(render_job(view))
+    _end(view)
+
+
+def _stream_to_end(job: Job, poll_s: float) -> None:
+    """One line of JSON per look at the job until it ends; exits like `_watch_to_end`."""
+    view = job.last
+    typer.echo(json.dumps(view))
+    while view["state"] not in ENDED:
+        time.sleep(poll_s)
+        view = job.status()
+        typer.echo(json.dumps(view))
+    _end(view)
+
+
+def _end(view: dict[str, Any]) -> None:
+    """A job that did not succeed ends the command with exit code 2."""
     if view["state"] != "succeeded":
         raise fail(
             f"Job {view['id']} {view['state']}" + (f": {view['error']}" if view["error"] else ".")
         )
+
+
+def _print_json(answer: Any) -> None:
+    # not through rich, which would wrap long lines at the terminal's width
+    typer.echo(json.dumps(answer, indent=2))
+
+
+def _short_path(path: str, keep: int = 2) -> str:
+    """The path's last `keep` parts (the file and its folder), which tell jobs apart in a table."""
+    parts = path.split("/")
+    return path if len(parts) <= keep + 1 else "…/" + "/".join(parts[-keep:])
 
 
 def _state(state: str) -> Text:

@@ -536,6 +536,16 @@ class JobStore:
             for node_id, worker_id, count, segments, busy in rows
         ]
 
+    def shard_at(self, job_id: str, row: int) -> ShardRecord | None:
+        """The shard whose row range holds `row`; None when no shard does (yet)."""
+        with self._transaction() as conn:
+            found = conn.execute(
+                sa.select(shards)
+                .where(shards.c.job_id == job_id, shards.c.row_start <= row, shards.c.row_end > row)
+                .limit(1)
+            ).first()
+        return None if found is None else _shard_record(found)
+
     # private
 
     @contextmanager

@@ -1,0 +1,1027 @@
+// The mtfleet console: every number on the page comes from the public /v1 API, polled with the
+// operator's bearer token (kept in sessionStorage, never in a cookie).
+
+const POLL_MS = 1500;
+const TOKEN_KEY = "mtfleet.api_token";
+const STATES = ["planning", "queued", "running", "paused", "succeeded", "failed", "cancelled"];
+const ACTIVE = new Set(["planning", "queued", "running", "paused"]);
+const SHARD_STATES = ["pending", "leased", "done", "failed"];
+const COUNTERS = ["shards_reused", "lease_expiries", "translator_deaths", "coordinator_restarts"];
+const SHARD_PAGE = 2000;
+const SHARD_PAGES = 5;
+const CHART_SAMPLES = 240;
+const SAMPLE_UNITS = 20;
+// jobs whose rate the list asks for, one call each per poll
+const RATED_JOBS = 20;
+
+class ApiError extends Error {
+  constructor(message, status, body) {
+    super(message);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+// --- the API
+
+async function api(path, { method = "GET", body } = {}) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) ?? ""}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+    });
+  } catch (error) {
+    throw new ApiError(`Cannot reach the mtfleet API: ${error.message}.`, 0, null);
+  }
+  const text = await response.text();
+  let payload = text;
+  try {
+    payload = text ? JSON.parse(text) : null;
+  } catch {
+    // not JSON: kept as text (a log, or a proxy's error page)
+  }
+  if (!response.ok) {
+    const message =
+      payload && typeof payload.error === "string"
+        ? payload.error
+        : `The API answered ${response.status} ${response.statusText}.`;
+    if (response.status === 401) signOut(message);
+    throw new ApiError(message, response.status, payload);
+  }
+  return payload;
+}
+
+const jobPath = (id) => `v1/jobs/${encodeURIComponent(id)}`;
+
+let openapi = null;
+async function openapiDocument() {
+  openapi ??= await api("openapi.json");
+  return openapi;
+}
+
+// --- the DOM
+
+function h(tag, props, ...children) {
+  const element = document.createElement(tag);
+  for (const [key, value] of Object.entries(props ?? {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") element.className = value;
+    else if (key === "dataset") Object.assign(element.dataset, value);
+    else if (key.startsWith("on")) element.addEventListener(key.slice(2), value);
+    else element.setAttribute(key, value === true ? "" : String(value));
+  }
+  append(element, children);
+  return element;
+}
+
+function append(element, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(child instanceof Node ? child : String(child));
+  }
+}
+
+// replaceChildren, but null, undefined and false stand for nothing (replaceChildren writes "null")
+function fill(element, ...children) {
+  element.replaceChildren();
+  append(element, children);
+}
+
+function svg(tag, attributes, ...children) {
+  const element = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attributes ?? {})) element.setAttribute(key, value);
+  append(element, children);
+  return element;
+}
+
+function table(id, headings, rows, empty) {
+  return h(
+    "table",
+    { id },
+    h(
+      "thead",
+      null,
+      h(
+        "tr",
+        null,
+        headings.map((heading) => h("th", null, heading)),
+      ),
+    ),
+    h(
+      "tbody",
+      null,
+      rows.length ? rows : h("tr", null, h("td", { colspan: headings.length, class: "muted" }, empty)),
+    ),
+  );
+}
+
+const badge = (state) => h("span", { class: `state s-${state}`, dataset: { state } }, state);
+const jobLink = (id) => h("a", { href: `#/job/${encodeURIComponent(id)}`, class: "id" }, id);
+const dash = (value, format) => (value === null || value === undefined ? "–" : format(value));
+const number = (value) => value.toLocaleString("en");
+const rate = (value) => `${value.toFixed(1)}/s`;
+const gib = (bytes) => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+
+function duration(seconds) {
+  const total = Math.max(0, Math.round(seconds));
+  const [hours, minutes, rest] = [Math.floor(total / 3600), Math.floor(total / 60) % 60, total % 60];
+  if (hours) return `${hours}h ${String(minutes).padStart(2, "0")}m`;
+  if (minutes) return `${minutes}m ${String(rest).padStart(2, "0")}s`;
+  return `${rest}s`;
+}
+
+const ago = (epoch_s) => `${duration(Date.now() / 1000 - epoch_s)} ago`;
+
+// A long path keeps its last two parts whole (the file and its folder); the title has it all.
+function path(value) {
+  const parts = value.split("/");
+  const shown = value.length > 40 && parts.length > 3 ? `…/${parts.slice(-2).join("/")}` : value;
+  return h("span", { class: "path", title: value }, shown);
+}
+
+function progressBar(done, total) {
+  const bar = h("span", { class: "bar" }, h("span", { class: "fill" }));
+  bar.firstChild.style.width = `${total ? (100 * done) / total : 0}%`;
+  return bar;
+}
+
+function showBanner(message) {
+  const banner = document.getElementById("banner");
+  banner.hidden = !message;
+  banner.textContent = message ?? "";
+}
+
+// --- sign-in
+
+function takeTokenFromFragment() {
+  const match = /^#token=([^&]+)/.exec(location.hash);
+  if (!match) return;
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+  // the token leaves the address bar (and the history) at once
+  history.replaceState(null, "", `${location.pathname}${location.search}#/fleet`);
+}
+
+let signInError = null;
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  signInError = message ?? null;
+  render();
+}
+
+function signInView() {
+  const input = h("input", {
+    id: "token",
+    type: "password",
+    name: "token",
+    autocomplete: "current-password",
+    placeholder: "MTFLEET_API_TOKEN",
+    required: true,
+  });
+  const error = h("p", { id: "sign-in-error", class: "error", role: "alert" }, signInError ?? "");
+  error.hidden = !signInError;
+  const form = h(
+    "form",
+    { id: "sign-in", class: "card narrow" },
+    h("h1", null, "Sign in"),
+    h("p", { class: "muted" }, "The API token of this mtfleet server (MTFLEET_API_TOKEN)."),
+    h("label", { for: "token" }, "API token"),
+    input,
+    error,
+    h("button", { type: "submit" }, "Sign in"),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    signInError = null;
+    try {
+      await api("v1/nodes");
+    } catch (failure) {
+      // a 401 has signed out and drawn this form again with the API's sentence
+      if (failure.status !== 401) {
+        error.hidden = false;
+        error.textContent = failure.message;
+      }
+      return;
+    }
+    if (!location.hash || location.hash === "#/") location.hash = "#/fleet";
+    else render();
+  });
+  return { element: form, focus: input };
+}
+
+// --- views: each has `element` and `refresh()`, called every POLL_MS (once when `once`)
+
+function fleetView() {
+  const summary = h("p", { id: "fleet-summary", class: "summary" });
+  const holder = h("div");
+  return {
+    element: h("section", { id: "fleet" }, h("h1", null, "Fleet"), summary, holder),
+    async refresh() {
+      const nodes = await api("v1/nodes");
+      const alive = nodes.filter((node) => node.state === "alive");
+      const translators = alive.flatMap((node) => node.translators);
+      const sum = (key) => alive.reduce((total, node) => total + node[key], 0);
+      fill(
+        summary,
+        `${alive.length} of ${nodes.length} nodes alive · ${sum("gpus")} GPUs · ` +
+          `${sum("cpus")} CPUs · ${gib(sum("memory_bytes"))} · ${translators.length} translators`,
+      );
+      const rows = nodes.map((node) =>
+        h(
+          "tr",
+          { dataset: { nodeId: node.node_id, state: node.state } },
+          h(
+            "td",
+            null,
+            h("span", { class: "id" }, node.node_id),
+            node.head ? h("span", { class: "tag" }, "head") : null,
+          ),
+          h("td", null, node.address),
+          h("td", null, badge(node.state)),
+          h("td", { class: "num" }, node.cpus),
+          h("td", { class: "num" }, node.gpus),
+          h("td", { class: "num" }, gib(node.memory_bytes)),
+          h(
+            "td",
+            null,
+            node.translators.length
+              ? h(
+                  "ul",
+                  { class: "translators" },
+                  node.translators.map((translator) =>
+                    h(
+                      "li",
+                      null,
+                      h("span", { class: "device" }, translator.device),
+                      " ",
+                      h("span", { class: "id small" }, translator.worker_id),
+                      translator.job_id ? [" → ", jobLink(translator.job_id)] : " idle",
+                    ),
+                  ),
+                )
+              : h("span", { class: "muted" }, "none"),
+          ),
+        ),
+      );
+      fill(
+        holder,
+        table(
+          "nodes",
+          ["node", "address", "state", "CPUs", "GPUs", "memory", "translators"],
+          rows,
+          "no nodes",
+        ),
+      );
+    },
+  };
+}
+
+function jobsView() {
+  const filter = h(
+    "select",
+    { id: "state-filter", "aria-label": "State" },
+    h("option", { value: "" }, "every state"),
+    STATES.map((state) => h("option", { value: state }, state)),
+  );
+  const search = h("input", {
+    id: "job-search",
+    type: "search",
+    placeholder: "search id, input, output, model",
+    "aria-label": "Search",
+  });
+  const holder = h("div");
+  let jobs = [];
+  const rates = new Map();
+
+  function draw() {
+    const wanted = search.value.trim().toLowerCase();
+    const shown = jobs.filter(
+      (job) =>
+        (!filter.value || job.state === filter.value) &&
+        (!wanted ||
+          [job.id, job.input, job.output, job.model].some((text) => text.toLowerCase().includes(wanted))),
+    );
+    const rows = shown
+      .slice()
+      .reverse()
+      .map((job) => {
+        const rated = rates.get(job.id);
+        return h(
+          "tr",
+          { dataset: { jobId: job.id, state: job.state } },
+          h("td", null, jobLink(job.id)),
+          h("td", null, badge(job.state)),
+          h(
+            "td",
+            null,
+            progressBar(job.rows_done, job.rows_total),
+            ` ${number(job.rows_done)}/${number(job.rows_total)}`,
+          ),
+          h("td", { class: "num" }, dash(rated?.rows_per_s, rate)),
+          h("td", { class: "num" }, ACTIVE.has(job.state) ? dash(rated?.eta_s, duration) : "–"),
+          h("td", null, path(job.model)),
+          h("td", null, path(job.input)),
+          h("td", null, path(job.output)),
+          h("td", { class: "small" }, ago(job.updated_at)),
+        );
+      });
+    fill(
+      holder,
+      table(
+        "jobs",
+        ["job", "state", "rows", "rows/s", "ETA", "model", "input", "output", "updated"],
+        rows,
+        "no jobs",
+      ),
+    );
+  }
+
+  filter.addEventListener("change", draw);
+  search.addEventListener("input", draw);
+  return {
+    element: h(
+      "section",
+      { id: "jobs-view" },
+      h("h1", null, "Jobs"),
+      h(
+        "div",
+        { class: "toolbar" },
+        filter,
+        search,
+        h("a", { href: "#/submit", class: "button" }, "Submit a job"),
+      ),
+      holder,
+    ),
+    async refresh() {
+      jobs = await api("v1/jobs");
+      const active = jobs.filter((job) => ACTIVE.has(job.state)).slice(-RATED_JOBS);
+      const views = await Promise.all(active.map((job) => api(jobPath(job.id)).catch(() => null)));
+      rates.clear();
+      for (const view of views) if (view) rates.set(view.id, view);
+      draw();
+    },
+  };
+}
+
+function jobView(jobId) {
+  const section = h("section", { id: "job", dataset: { jobId } });
+  const header = h("div", { class: "job-header" });
+  const controls = h("div", { id: "controls", class: "toolbar" });
+  const progress = h("div", { id: "progress", class: "card" });
+  const shardMap = h("div", { id: "shard-map", class: "shard-map", role: "img", "aria-label": "Shard map" });
+  const shardLegend = h("p", { id: "shard-legend", class: "legend" });
+  const chart = h("div", { id: "throughput", class: "chart" });
+  const counters = h("dl", { id: "counters", class: "counters" });
+  const fleet = h("div", { id: "job-fleet" });
+  const failures = h("div", { id: "failures" });
+  const manifest = h("div", { id: "manifest" });
+  const logs = h("pre", { id: "logs", class: "logs" });
+  const logsPanel = h("div", { class: "card", id: "logs-panel" }, h("h2", null, "Logs"), logs);
+  logsPanel.hidden = true;
+  const sample = h(
+    "div",
+    { id: "sample" },
+    h(
+      "p",
+      { class: "muted" },
+      "Click a done (green) shard in the map to read its rows beside their translations.",
+    ),
+  );
+  const samples = [];
+  const shardElements = new Map();
+  let view = null;
+  let confirming = false;
+  let manifestShown = false;
+  let lastShards = null;
+
+  append(section, [
+    header,
+    controls,
+    progress,
+    h("div", { class: "card" }, h("h2", null, "Shards"), shardLegend, shardMap),
+    h(
+      "div",
+      { class: "columns" },
+      h("div", { class: "card" }, h("h2", null, "Throughput"), chart),
+      h("div", { class: "card" }, h("h2", null, "Counters"), counters),
+    ),
+    h("div", { class: "card" }, h("h2", null, "Translators"), fleet),
+    failures,
+    manifest,
+    logsPanel,
+    h("div", { class: "card" }, h("h2", null, "Sample"), sample),
+  ]);
+
+  async function steer(verb) {
+    try {
+      view = await api(`${jobPath(jobId)}/${verb}`, { method: "POST" });
+      showBanner(null);
+      drawJob();
+    } catch (error) {
+      showBanner(error.message);
+    }
+  }
+
+  function drawControls() {
+    const state = view.state;
+    const button = (label, verb, enabled) =>
+      h("button", { type: "button", id: verb, disabled: !enabled, onclick: () => steer(verb) }, label);
+    const cancel = confirming
+      ? h(
+          "span",
+          { class: "confirm" },
+          `Cancel ${jobId}? Finished shards are kept. `,
+          h(
+            "button",
+            {
+              type: "button",
+              id: "cancel-confirm",
+              class: "danger",
+              onclick: () => {
+                confirming = false;
+                steer("cancel");
+              },
+            },
+            "Yes, cancel",
+          ),
+          h(
+            "button",
+            {
+              type: "button",
+              id: "cancel-keep",
+              onclick: () => {
+                confirming = false;
+                drawControls();
+              },
+            },
+            "No",
+          ),
+        )
+      : h(
+          "button",
+          {
+            type: "button",
+            id: "cancel",
+            class: "danger",
+            disabled: !ACTIVE.has(state),
+            onclick: () => {
+              confirming = true;
+              drawControls();
+            },
+          },
+          "Cancel",
+        );
+    fill(
+      controls,
+      button("Pause", "pause", ["planning", "queued", "running"].includes(state)),
+      button("Resume", "resume", state === "paused"),
+      cancel,
+    );
+  }
+
+  function drawJob() {
+    section.dataset.state = view.state;
+    fill(
+      header,
+      h(
+        "h1",
+        null,
+        h("span", { class: "id", id: "job-id" }, view.id),
+        " ",
+        h("span", { id: "job-state" }, badge(view.state)),
+      ),
+      h("p", { class: "meta" }, path(view.model), " · ", path(view.input), " → ", path(view.output)),
+      h("p", { class: "meta small" }, `created ${ago(view.created_at)} · updated ${ago(view.updated_at)}`),
+      view.error ? h("p", { class: "error", id: "job-error" }, view.error) : null,
+    );
+    drawControls();
+    const fraction = view.rows_total ? view.rows_done / view.rows_total : 0;
+    fill(
+      progress,
+      h("div", { class: "big-bar" }, progressBar(view.rows_done, view.rows_total)),
+      h(
+        "p",
+        { class: "summary" },
+        h("strong", { id: "rows-done" }, `${number(view.rows_done)} / ${number(view.rows_total)} rows`),
+        ` (${(100 * fraction).toFixed(0)}%) · ${number(view.units_done)} / ${number(view.units_total)} units · `,
+        `${number(view.segments_done)} segments · ${dash(view.rows_per_s, rate)} rows · `,
+        `${dash(view.segments_per_s, rate)} segments · ETA ${dash(view.eta_s, duration)}`,
+      ),
+    );
+    fill(
+      counters,
+      ...[
+        ...COUNTERS,
+        ...Object.keys(view.counters)
+          .filter((name) => !COUNTERS.includes(name))
+          .sort(),
+      ].flatMap((name) => [
+        h("dt", null, name.replaceAll("_", " ")),
+        h("dd", { dataset: { counter: name } }, number(view.counters[name] ?? 0)),
+      ]),
+    );
+    const devices = new Map(view.translators.map((translator) => [translator.worker_id, translator]));
+    fill(
+      fleet,
+      table(
+        "job-translators",
+        ["node", "translators now", "shards done", "segments", "segments/s"],
+        view.nodes.map((node) =>
+          h(
+            "tr",
+            null,
+            h("td", null, h("span", { class: "id" }, node.node_id)),
+            h(
+              "td",
+              null,
+              node.translators.map((worker) =>
+                h(
+                  "div",
+                  null,
+                  devices.get(worker)?.device ?? "?",
+                  " ",
+                  h("span", { class: "id small" }, worker),
+                ),
+              ),
+            ),
+            h("td", { class: "num" }, node.shards_done),
+            h("td", { class: "num" }, number(node.segments_done)),
+            h(
+              "td",
+              { class: "num" },
+              dash(node.segments_per_s, (value) => value.toFixed(1)),
+            ),
+          ),
+        ),
+        "no translator has worked on this job yet",
+      ),
+    );
+    fill(
+      failures,
+      view.failures.length
+        ? h(
+            "div",
+            { class: "card" },
+            h("h2", null, `Failures (${view.failures.length})`),
+            table(
+              "failure-rows",
+              ["rows", "error"],
+              view.failures.map((failure) =>
+                h(
+                  "tr",
+                  null,
+                  h(
+                    "td",
+                    { class: "num" },
+                    failure.row_end - 1 === failure.row_start
+                      ? failure.row_start
+                      : `${failure.row_start}–${failure.row_end - 1}`,
+                  ),
+                  h("td", { class: "error" }, failure.error ?? ""),
+                ),
+              ),
+              "",
+            ),
+          )
+        : "",
+    );
+  }
+
+  function drawChart() {
+    const width = 600;
+    const height = 140;
+    const values = samples.map((point) => point.rows_per_s ?? 0);
+    const peak = Math.max(0, ...values);
+    const top = Math.max(peak, 1e-9);
+    const x = (index) => (samples.length < 2 ? 0 : (index / (samples.length - 1)) * width);
+    const y = (value) => height - (value / top) * (height - 10);
+    const line = values.map((value, index) => `${x(index).toFixed(1)},${y(value).toFixed(1)}`).join(" ");
+    const last = samples.at(-1);
+    fill(
+      chart,
+      svg(
+        "svg",
+        {
+          viewBox: `0 0 ${width} ${height}`,
+          preserveAspectRatio: "none",
+          class: "plot",
+          "aria-label": "rows per second",
+        },
+        svg("line", { x1: 0, y1: height, x2: width, y2: height, class: "axis" }),
+        svg("polyline", { points: line, class: "rows-line" }),
+      ),
+      h(
+        "p",
+        { class: "small muted" },
+        `rows/s over the last ${duration((last.t - samples[0].t) / 1000)}: ` +
+          `now ${dash(last.rows_per_s, (value) => value.toFixed(1))}, peak ${peak.toFixed(1)}`,
+      ),
+    );
+  }
+
+  async function fetchShards() {
+    const page = [];
+    let total = 0;
+    let rowStart = 0;
+    for (let pages = 0; pages < SHARD_PAGES && rowStart !== null; pages += 1) {
+      const answer = await api(`${jobPath(jobId)}/shards?row_start=${rowStart}&limit=${SHARD_PAGE}`);
+      page.push(...answer.shards);
+      total = answer.shards_total;
+      rowStart = answer.next_row_start;
+    }
+    return { page, total };
+  }
+
+  function drawShards({ page, total }) {
+    const counts = Object.fromEntries(SHARD_STATES.map((state) => [state, 0]));
+    const seen = new Set();
+    const owners = new Map(view.translators.map((translator) => [translator.worker_id, translator]));
+    for (const shard of page) {
+      counts[shard.state] += 1;
+      seen.add(shard.index);
+      let element = shardElements.get(shard.index);
+      if (!element) {
+        element = h("span", { class: "shard", dataset: { index: shard.index } });
+        element.addEventListener("click", () => {
+          if (element.dataset.state === "done") loadSample(Number(element.dataset.rowStart));
+        });
+        shardElements.set(shard.index, element);
+      }
+      const owner = shard.lease_owner ? owners.get(shard.lease_owner) : null;
+      const rows =
+        shard.row_end - shard.row_start === 1
+          ? `row ${shard.row_start}`
+          : `rows ${shard.row_start}–${shard.row_end - 1}`;
+      element.className = `shard s-${shard.state}`;
+      element.dataset.state = shard.state;
+      element.dataset.rowStart = shard.row_start;
+      element.style.flexGrow = String(shard.row_end - shard.row_start);
+      element.title =
+        `shard ${shard.index}, ${rows}: ${shard.state}` +
+        (shard.lease_owner
+          ? ` by ${shard.lease_owner}${owner ? ` (${owner.device} on ${owner.node_id.slice(0, 12)})` : ""}`
+          : "") +
+        (shard.state === "done" ? " · click for a sample" : "");
+    }
+    for (const [index, element] of shardElements) {
+      if (!seen.has(index)) {
+        element.remove();
+        shardElements.delete(index);
+      }
+    }
+    // shards are split (a poison row) but never reordered: row order is the map's order
+    const ordered = page.map((shard) => shardElements.get(shard.index));
+    if (ordered.some((element, position) => shardMap.children[position] !== element))
+      fill(shardMap, ...ordered);
+    shardMap.dataset.total = total;
+    fill(
+      shardLegend,
+      ...SHARD_STATES.map((state) =>
+        h(
+          "span",
+          { class: "legend-item" },
+          h("span", { class: `swatch s-${state}` }),
+          `${counts[state]} ${state}`,
+        ),
+      ),
+      total > page.length
+        ? h("span", { class: "muted" }, ` · the first ${page.length} of ${total} shards`)
+        : ` · ${total} shards`,
+    );
+  }
+
+  async function drawManifest() {
+    if (manifestShown || view.state !== "succeeded") return;
+    const signed = await api(`${jobPath(jobId)}/manifest`);
+    manifestShown = true;
+    const facts = ["rows", "units_translated", "units_skipped_empty", "units_kept_source"]
+      .filter((key) => key in signed)
+      .map((key) => `${number(signed[key])} ${key.replaceAll("_", " ")}`);
+    fill(
+      manifest,
+      h(
+        "div",
+        { class: "card" },
+        h("h2", null, "Manifest"),
+        h("p", { id: "manifest-summary" }, facts.join(" · ")),
+        h(
+          "details",
+          null,
+          h("summary", null, "The whole manifest"),
+          h("pre", { class: "json" }, JSON.stringify(signed, null, 2)),
+        ),
+      ),
+    );
+  }
+
+  async function drawLogs() {
+    const documented = (await openapiDocument()).paths?.["/v1/jobs/{job_id}/logs"];
+    if (!documented) return;
+    let answer;
+    try {
+      answer = await api(`${jobPath(jobId)}/logs`);
+    } catch {
+      logsPanel.hidden = true;
+      return;
+    }
+    const lines = Array.isArray(answer)
+      ? answer
+      : Array.isArray(answer?.lines)
+        ? answer.lines
+        : null;
+    logs.textContent = lines
+      ? lines.map((line) => (typeof line === "string" ? line : JSON.stringify(line))).join("\n")
+      : typeof answer === "string"
+        ? answer
+        : JSON.stringify(answer, null, 2);
+    logsPanel.hidden = false;
+  }
+
+  async function loadSample(rowStart) {
+    let answer;
+    try {
+      answer = await api(`${jobPath(jobId)}/sample?row_start=${rowStart}&limit=${SAMPLE_UNITS}`);
+    } catch (error) {
+      fill(sample, h("p", { class: "error" }, error.message));
+      return;
+    }
+    const rows = answer.units.map((unit) =>
+      h(
+        "tr",
+        { dataset: { row: unit.row } },
+        h("td", { class: "num" }, unit.row),
+        h("td", { class: "small" }, unit.loc),
+        h("td", { class: "text source" }, unit.source),
+        h("td", { class: "text translation" }, unit.translation ?? h("span", { class: "muted" }, "(none)")),
+      ),
+    );
+    const last = answer.shard_row_end - 1;
+    fill(
+      sample,
+      h(
+        "p",
+        { id: "sample-title" },
+        answer.shard_row_start === last
+          ? `Shard ${answer.shard_index}, row ${last}`
+          : `Shard ${answer.shard_index}, rows ${answer.shard_row_start}–${last}, from row ${rowStart}`,
+        answer.next_row_start !== null
+          ? [
+              " ",
+              h(
+                "button",
+                { type: "button", id: "sample-next", onclick: () => loadSample(answer.next_row_start) },
+                "Next rows",
+              ),
+            ]
+          : "",
+      ),
+      table(
+        "sample-rows",
+        ["row", "field", "source", "translation"],
+        rows,
+        "this shard has no text to translate",
+      ),
+    );
+  }
+
+  return {
+    element: section,
+    async refresh() {
+      // one moment for the numbers and the map: both asked for at once, drawn together
+      // the shards of a job that had ended when last seen no longer change
+      const ended = view !== null && !ACTIVE.has(view.state);
+      const [answer, shards] = await Promise.all([
+        api(jobPath(jobId)),
+        ended && lastShards ? lastShards : fetchShards(),
+      ]);
+      view = answer;
+      lastShards = shards;
+      samples.push({ t: Date.now(), rows_per_s: view.rows_per_s, segments_per_s: view.segments_per_s });
+      if (samples.length > CHART_SAMPLES) samples.shift();
+      if (!confirming) drawJob();
+      else drawControls();
+      drawChart();
+      drawShards(shards);
+      await Promise.all([drawManifest(), drawLogs()]);
+    },
+  };
+}
+
+function submitView() {
+  const form = h("form", { id: "submit-form", class: "card", novalidate: true });
+  const message = h("p", { id: "submit-error", class: "error", role: "alert" });
+  message.hidden = true;
+  const inputs = new Map();
+
+  function describe(schema, components) {
+    const resolved = schema.$ref ? components[schema.$ref.split("/").at(-1)] : schema;
+    const options = resolved.anyOf?.filter((option) => option.type !== "null") ?? [resolved];
+    const chosen = options[0].$ref ? components[options[0].$ref.split("/").at(-1)] : options[0];
+    return { ...chosen, nullable: Boolean(resolved.anyOf?.some((option) => option.type === "null")) };
+  }
+
+  function field(name, schemas, property, required) {
+    const kind = describe(property, schemas);
+    const id = `field-${name}`;
+    const hint = property.description ?? "";
+    let input;
+    if (kind.enum) {
+      input = h(
+        "select",
+        { id, name },
+        required
+          ? null
+          : h(
+              "option",
+              { value: "" },
+              `default${property.default !== undefined ? ` (${property.default})` : ""}`,
+            ),
+        kind.enum.map((choice) => h("option", { value: choice }, choice)),
+      );
+    } else if (kind.type === "boolean") {
+      input = h("input", { id, name, type: "checkbox", checked: property.default === true });
+    } else if (kind.type === "integer" || kind.type === "number") {
+      input = h("input", {
+        id,
+        name,
+        type: "number",
+        step: kind.type === "integer" ? "1" : "any",
+        min: kind.minimum ?? kind.exclusiveMinimum,
+        max: kind.maximum,
+        placeholder:
+          property.default !== undefined && property.default !== null ? `default ${property.default}` : "",
+      });
+    } else {
+      input = h("input", {
+        id,
+        name,
+        type: "text",
+        placeholder:
+          kind.type === "array" ? "comma, separated" : property.default ? `default ${property.default}` : "",
+      });
+    }
+    inputs.set(name, { input, kind, property });
+    const problem = h("span", { class: "field-error", id: `${id}-error`, role: "alert" });
+    return h(
+      "div",
+      { class: `field${required ? " required" : ""}`, dataset: { field: name } },
+      h("label", { for: id }, name.replaceAll("_", " "), required ? " *" : ""),
+      input,
+      h("span", { class: "hint" }, hint),
+      problem,
+    );
+  }
+
+  function body() {
+    const spec = {};
+    for (const [name, { input, kind, property }] of inputs) {
+      if (kind.type === "boolean") {
+        if (input.checked !== (property.default === true)) spec[name] = input.checked;
+        continue;
+      }
+      const value = input.value.trim();
+      if (value === "") continue;
+      if (kind.type === "array")
+        spec[name] = value
+          .split(",")
+          .map((part) => part.trim())
+          .filter(Boolean);
+      else if (kind.type === "integer" || kind.type === "number") spec[name] = Number(value);
+      else spec[name] = value;
+    }
+    return spec;
+  }
+
+  function showErrors(error) {
+    const problems = Array.isArray(error.body?.detail)
+      ? error.body.detail.map((problem) => ({ name: problem.loc?.[1], text: problem.msg }))
+      : [{ name: /^Field ([A-Za-z_]+)/.exec(error.message)?.[1], text: error.message }];
+    let placed = false;
+    for (const problem of problems) {
+      const target = inputs.get(problem.name);
+      if (!target) continue;
+      const slot = document.getElementById(`field-${problem.name}-error`);
+      slot.textContent = problem.text;
+      target.input.setAttribute("aria-invalid", "true");
+      target.input.closest(".field").classList.add("invalid");
+      placed = true;
+    }
+    message.hidden = false;
+    message.textContent = placed ? error.message : error.message || "The job was refused.";
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    for (const slot of form.querySelectorAll(".field-error")) slot.textContent = "";
+    for (const item of form.querySelectorAll(".invalid")) item.classList.remove("invalid");
+    for (const item of form.querySelectorAll("[aria-invalid]")) item.removeAttribute("aria-invalid");
+    message.hidden = true;
+    try {
+      const job = await api("v1/jobs", { method: "POST", body: body() });
+      location.hash = `#/job/${encodeURIComponent(job.id)}`;
+    } catch (error) {
+      if (error.status !== 401) showErrors(error);
+    }
+  });
+
+  return {
+    element: h("section", { id: "submit" }, h("h1", null, "Submit a job"), form),
+    async refresh() {
+      if (inputs.size) return;
+      const { components } = await openapiDocument();
+      const schema = components.schemas.JobRequest;
+      const required = new Set(schema.required ?? []);
+      const names = Object.keys(schema.properties);
+      const ordered = [
+        ...names.filter((name) => required.has(name)),
+        ...names.filter((name) => !required.has(name)),
+      ];
+      fill(
+        form,
+        h(
+          "p",
+          { class: "muted" },
+          "Paths are relative to the server's data root. Settings left empty take the server's defaults.",
+        ),
+        h(
+          "div",
+          { class: "fields" },
+          ordered.map((name) => field(name, components.schemas, schema.properties[name], required.has(name))),
+        ),
+        message,
+        h("button", { type: "submit", id: "submit-job" }, "Submit"),
+      );
+    },
+    once: true,
+  };
+}
+
+// --- the router and the poll
+
+let current = null;
+let generation = 0;
+
+function route() {
+  const [, view, argument] = /^#\/([a-z]+)(?:\/(.+))?$/.exec(location.hash) ?? [];
+  if (view === "job" && argument) return { name: "jobs", make: () => jobView(decodeURIComponent(argument)) };
+  if (view === "jobs") return { name: "jobs", make: jobsView };
+  if (view === "submit") return { name: "submit", make: submitView };
+  return { name: "fleet", make: fleetView };
+}
+
+function render() {
+  generation += 1;
+  current = null;
+  showBanner(null);
+  const main = document.getElementById("main");
+  const signedIn = Boolean(sessionStorage.getItem(TOKEN_KEY));
+  document.getElementById("nav").hidden = !signedIn;
+  document.getElementById("sign-out").hidden = !signedIn;
+  document.getElementById("live").textContent = "";
+  if (!signedIn) {
+    const { element, focus } = signInView();
+    fill(main, element);
+    focus.focus();
+    return;
+  }
+  const { name, make } = route();
+  for (const link of document.querySelectorAll("#nav a"))
+    link.classList.toggle("current", link.dataset.view === name);
+  current = make();
+  fill(main, current.element);
+  poll(generation);
+}
+
+async function poll(mine) {
+  while (mine === generation && current) {
+    const view = current;
+    try {
+      await view.refresh?.();
+      if (mine !== generation) return;
+      showBanner(null);
+      document.getElementById("live").textContent = view.once
+        ? ""
+        : `live · ${new Date().toLocaleTimeString("en-GB")}`;
+      document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed ?? 0) + 1);
+    } catch (error) {
+      if (mine !== generation) return;
+      showBanner(error.message);
+    }
+    if (view.once) return;
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
+
+takeTokenFromFragment();
+document.getElementById("sign-out").addEventListener("click", () => signOut(null));
+window.addEventListener("hashchange", () => {
+  takeTokenFromFragment();
+  render();
+});
+render();

@@ -1,0 +1,536 @@
+"""The console: the page `mtfleet serve` answers at `/`, driven in a real Chromium (Debian's, through
+Playwright), and the terminal console's tables and JSON for narrow terminals and scripts.
+
+One server serves the module, over a local multi-node Ray cluster (`ray.cluster_utils.Cluster`),
+so a test can add a node and watch the page show it. Jobs run the reverse engine (each segment's
+characters reversed, no model), slowed by MTFLEET_REVERSE_DELAY_S so that a job lasts a few
+seconds: long enough to watch its shard map fill in, and to pause, resume or cancel it. A test
+fails on any JavaScript error and on any console error it did not expect (a refused call logs one).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import typer
+import uvicorn
+from ray.cluster_utils import Cluster
+from typer.testing import CliRunner
+
+from mtfleet.api.server import ServerSettings, create_app
+from mtfleet.cli import console
+from mtfleet.testing.cluster import local_cluster, wait_for
+
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(
+        f"{CHROMIUM} is missing: `make install` installs Debian's chromium", allow_module_level=True
+    )
+
+pytestmark = pytest.mark.cluster
+
+TOKEN = "console-test-token-4d2a9c"
+DELAY_S = "0.1"
+# 40 rows of one shard each at shard_tokens=16 (one sentence of 13 words, 14 estimated tokens)
+ROWS = [
+    {"id": i, "text": f"Sentence number {i:02d} is a plain line of words for the whole fleet"}
+    for i in range(40)
+]
+SMALL_ROWS = ROWS[:6]
+WAIT_MS = 90_000
+
+
+def job_spec(output: str, job_id: str, **settings: Any) -> dict[str, Any]:
+    return {
+        "input": "rows.jsonl",
+        "output": output,
+        "fields": ["text"],
+        "model": "reverse",
+        "engine": "reverse",
+        "shard_tokens": 16,
+        "job_id": job_id,
+        **settings,
+    }
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data_root")
+    (root / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ROWS))
+    (root / "small.jsonl").write_text("".join(json.dumps(row) + "\n" for row in SMALL_ROWS))
+    (root / "out" / "a" / "deep" / "folder").mkdir(parents=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with pytest.MonkeyPatch.context() as env:
+        # Ray's workers inherit the environment of the process that starts the cluster.
+        env.setenv("MTFLEET_REVERSE_DELAY_S", DELAY_S)
+        env.setenv("OMP_NUM_THREADS", "1")
+        with local_cluster(head_cpus=2) as started:
+            yield started
+
+
+@pytest.fixture(scope="module")
+def api(
+    cluster: Cluster, data_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The API on a free loopback port, over the module's cluster (which it leaves running)."""
+    settings = ServerSettings(
+        data_root=data_root,
+        token=TOKEN,
+        state_dir=tmp_path_factory.mktemp("state"),
+        address=cluster.address,
+    )
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started or not thread.is_alive(), timeout_s=120)
+        assert server.started, "the API did not start"
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        listener.close()
+
+
+@pytest.fixture(scope="module")
+def http(api: str) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=api, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
+        launched = driver.chromium.launch(executable_path=str(CHROMIUM))
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def screens(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tests leave a screenshot of each view."""
+    return tmp_path_factory.mktemp("console-screens")
+
+
+class Errors:
+    """JavaScript errors and console errors of a page; a test names the refusals it expects."""
+
+    def __init__(self, page: Page) -> None:
+        self.seen: list[str] = []
+        self.expected: list[re.Pattern[str]] = []
+        page.on("pageerror", lambda error: self.seen.append(f"page error: {error}"))
+        page.on(
+            "console",
+            lambda message: (
+                self.seen.append(f"console error: {message.text}")
+                if message.type == "error"
+                else None
+            ),
+        )
+
+    def expect_refusal(self, status: int) -> None:
+        """The browser logs every answer of this status, which the test provokes on purpose."""
+        self.expected.append(re.compile(rf"status of {status}\b"))
+
+    def unexpected(self) -> list[str]:
+        return [seen for seen in self.seen if not any(p.search(seen) for p in self.expected)]
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    opened = browser.new_context(viewport={"width": 1280, "height": 860})
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()
+
+
+@pytest.fixture
+def errors(page: Page) -> Iterator[Errors]:
+    """The page's errors; every test that drives a page asks for them, and fails on any left."""
+    watched = Errors(page)
+    yield watched
+    assert watched.unexpected() == []
+
+
+def sign_in(page: Page, api: str, view: str = "#/fleet") -> None:
+    page.goto(f"{api}/#token={TOKEN}")
+    expect(page.locator("#nav")).to_be_visible()
+    page.evaluate("view => { location.hash = view; }", view)
+
+
+def shards(page: Page, state: str) -> Any:
+    return page.locator(f"#shard-map .shard.s-{state}")
+
+
+def run_to_end(http: httpx.Client, spec: dict[str, Any]) -> dict[str, Any]:
+    response = http.post("/v1/jobs", json=spec)
+    assert response.status_code in (200, 201), response.text
+    job_id = response.json()["id"]
+    wait_for(
+        lambda: http.get(f"/v1/jobs/{job_id}").json()["state"] in ("succeeded", "failed"),
+        timeout_s=120,
+    )
+    return http.get(f"/v1/jobs/{job_id}").json()
+
+
+@pytest.fixture(scope="module")
+def finished(http: httpx.Client) -> dict[str, Any]:
+    """A small job (six shards), run to its end before the test that needs it."""
+    return run_to_end(http, job_spec("out/small.jsonl", "small-done", input="small.jsonl"))
+
+
+# --- signing in
+
+
+def test_a_wrong_token_shows_the_apis_error_and_the_right_one_signs_in(
+    page: Page, errors: Errors, api: str, screens: Path
+) -> None:
+    errors.expect_refusal(401)
+    response = page.goto(f"{api}/")
+
+    assert response is not None and response.ok
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    page.fill("#token", "not-the-token")
+    page.click("#sign-in button[type=submit]")
+    expect(page.locator("#sign-in-error")).to_have_text("The API token is wrong.")
+    expect(page.locator("#nav")).to_be_hidden()
+    page.screenshot(path=screens / "sign-in-refused.png")
+
+    page.fill("#token", TOKEN)
+    page.click("#sign-in button[type=submit]")
+
+    expect(page.locator("#nodes tbody tr[data-state=alive]")).to_have_count(1)
+    assert page.evaluate("sessionStorage.getItem('mtfleet.api_token')") == TOKEN
+    assert page.context.cookies() == []
+
+
+def test_a_token_in_the_url_fragment_signs_in_and_leaves_the_address_bar(
+    page: Page, errors: Errors, api: str
+) -> None:
+    calls: list[tuple[str, str | None]] = []
+    page.on(
+        "request",
+        lambda request: (
+            calls.append((request.url, request.headers.get("authorization")))
+            if "/v1/" in request.url
+            else None
+        ),
+    )
+
+    page.goto(f"{api}/#token={TOKEN}")
+
+    expect(page.locator("#nodes tbody tr[data-state=alive]")).to_have_count(1)
+    assert page.url == f"{api}/#/fleet"
+    assert calls and all(auth == f"Bearer {TOKEN}" for _, auth in calls), calls
+
+
+# --- the fleet
+
+
+def test_a_node_that_joins_appears_in_the_fleet_view_and_one_that_leaves_shows_dead(
+    page: Page, errors: Errors, api: str, cluster: Cluster, screens: Path
+) -> None:
+    sign_in(page, api)
+    expect(page.locator("#nodes tbody tr[data-state=alive]")).to_have_count(1)
+
+    joined = cluster.add_node(num_cpus=1)
+
+    row = page.locator(f"#nodes tbody tr[data-node-id='{joined.node_id}']")
+    expect(row).to_have_attribute("data-state", "alive", timeout=30_000)
+    expect(page.locator("#fleet-summary")).to_contain_text("2 of 2 nodes alive")
+    page.screenshot(path=screens / "fleet.png")
+
+    cluster.remove_node(joined)
+
+    expect(row).to_have_attribute("data-state", "dead", timeout=60_000)
+    expect(page.locator("#nodes tbody tr[data-state=alive]")).to_have_count(1)
+
+
+# --- jobs
+
+
+def test_a_job_submitted_through_the_form_fills_its_shard_map_and_succeeds(
+    page: Page, errors: Errors, api: str, data_root: Path, screens: Path
+) -> None:
+    errors.expect_refusal(400)
+    errors.expect_refusal(422)
+    sign_in(page, api, "#/submit")
+    # the form is built from the API's JobRequest schema: every field, defaults as hints
+    expect(page.locator("#field-shard_tokens")).to_have_attribute("placeholder", "default 32000")
+    page.fill("#field-input", "../elsewhere.jsonl")
+    page.fill("#field-output", "out/form.jsonl")
+    page.fill("#field-model", "reverse")
+    page.fill("#field-fields", "text")
+    page.select_option("#field-engine", "reverse")
+    page.fill("#field-shard_tokens", "16")
+    page.fill("#field-beam", "0")
+    page.fill("#field-job_id", "from-the-form")
+    page.screenshot(path=screens / "submit.png", full_page=True)
+
+    page.click("#submit-job")
+
+    # a 422 names the field: beam must be at least 1
+    expect(page.locator("#field-beam-error")).to_contain_text("greater than or equal to 1")
+    page.fill("#field-beam", "")
+    page.click("#submit-job")
+    # a 400 names the field in its sentence: the input lies outside the data root
+    expect(page.locator("#field-input-error")).to_contain_text("outside the data root")
+    expect(page.locator("#field-beam-error")).to_have_text("")
+    page.fill("#field-input", "rows.jsonl")
+
+    page.click("#submit-job")
+
+    expect(page).to_have_url(f"{api}/#/job/from-the-form")
+    page.wait_for_function(
+        "() => document.querySelector('#shard-map .s-done')"
+        " && document.querySelector('#shard-map .s-pending')",
+        timeout=WAIT_MS,
+    )
+    page.screenshot(path=screens / "job-running.png", full_page=True)
+    expect(page.locator("#job")).to_have_attribute("data-state", "succeeded", timeout=WAIT_MS)
+    expect(shards(page, "done")).to_have_count(40)
+    expect(page.locator("#rows-done")).to_have_text("40 / 40 rows")
+    expect(page.locator("#manifest-summary")).to_contain_text("40 rows")
+    page.screenshot(path=screens / "job-succeeded.png", full_page=True)
+    translated = [json.loads(line) for line in (data_root / "out" / "form.jsonl").open()]
+    assert translated == [{**row, "text": row["text"][::-1]} for row in ROWS]
+
+
+def test_a_running_job_is_paused_and_resumed_from_its_page(
+    page: Page, errors: Errors, api: str, http: httpx.Client
+) -> None:
+    http.post("/v1/jobs", json=job_spec("out/steered.jsonl", "steered"))
+    sign_in(page, api, "#/job/steered")
+    expect(page.locator("#job")).to_have_attribute("data-state", "running", timeout=WAIT_MS)
+    expect(shards(page, "done").first).to_be_visible(timeout=WAIT_MS)
+
+    page.click("#pause")
+
+    expect(page.locator("#job")).to_have_attribute("data-state", "paused")
+    expect(page.locator("#resume")).to_be_enabled()
+    # shards leased before the pause finish; none is leased after it
+    expect(shards(page, "leased")).to_have_count(0, timeout=30_000)
+    assert http.get("/v1/jobs/steered").json()["state"] == "paused"
+    assert shards(page, "pending").count() > 0
+
+    page.click("#resume")
+
+    expect(page.locator("#job")).to_have_attribute("data-state", "running")
+    expect(page.locator("#job")).to_have_attribute("data-state", "succeeded", timeout=WAIT_MS)
+    expect(shards(page, "done")).to_have_count(40)
+
+
+def test_a_running_job_is_cancelled_from_its_page_after_a_second_click(
+    page: Page, errors: Errors, api: str, http: httpx.Client
+) -> None:
+    http.post("/v1/jobs", json=job_spec("out/cancelled.jsonl", "cancelled"))
+    sign_in(page, api, "#/job/cancelled")
+    expect(shards(page, "done").first).to_be_visible(timeout=WAIT_MS)
+
+    page.click("#cancel")
+    expect(page.locator("#cancel-confirm")).to_be_visible()
+    assert http.get("/v1/jobs/cancelled").json()["state"] in ("planning", "queued", "running")
+    page.click("#cancel-confirm")
+
+    expect(page.locator("#job")).to_have_attribute("data-state", "cancelled")
+    assert http.get("/v1/jobs/cancelled").json()["state"] == "cancelled"
+    for control in ("#pause", "#resume", "#cancel"):
+        expect(page.locator(control)).to_be_disabled()
+
+
+def test_the_jobs_view_filters_by_state_and_searches_ids_and_paths(
+    page: Page, errors: Errors, api: str, finished: dict[str, Any], screens: Path
+) -> None:
+    sign_in(page, api, "#/jobs")
+    expect(page.locator("#jobs tbody tr[data-job-id='small-done']")).to_be_visible()
+
+    page.select_option("#state-filter", "succeeded")
+    rows = page.locator("#jobs tbody tr[data-job-id]")
+    expect(rows.first).to_be_visible()
+    assert set(rows.evaluate_all("rows => rows.map(row => row.dataset.state)")) == {"succeeded"}
+    page.screenshot(path=screens / "jobs.png")
+
+    page.select_option("#state-filter", "")
+    page.fill("#job-search", "out/small")
+
+    expect(rows).to_have_count(1)
+    expect(rows).to_have_attribute("data-job-id", "small-done")
+
+
+def test_the_sample_viewer_shows_a_done_shards_rows_beside_their_translations(
+    page: Page, errors: Errors, api: str, finished: dict[str, Any], screens: Path
+) -> None:
+    sign_in(page, api, "#/job/small-done")
+    expect(shards(page, "done")).to_have_count(6)
+
+    shards(page, "done").nth(2).click()
+
+    expect(page.locator("#sample-title")).to_have_text("Shard 2, row 2")
+    sample = page.locator("#sample-rows tbody tr")
+    expect(sample).to_have_count(1)
+    expect(sample.locator(".source")).to_have_text(SMALL_ROWS[2]["text"])
+    expect(sample.locator(".translation")).to_have_text(SMALL_ROWS[2]["text"][::-1])
+    page.screenshot(path=screens / "sample.png", full_page=True)
+
+
+def test_the_logs_panel_shows_only_when_the_api_serves_a_jobs_logs(
+    page: Page, errors: Errors, api: str, http: httpx.Client, finished: dict[str, Any]
+) -> None:
+    served = "/v1/jobs/{job_id}/logs" in http.get("/openapi.json").json()["paths"]
+    answered = served and http.get("/v1/jobs/small-done/logs").status_code == 200
+    sign_in(page, api, "#/job/small-done")
+
+    expect(page.locator("#manifest-summary")).to_be_visible()
+    # a whole look at the job after it: the logs are asked for beside the manifest
+    seen = page.evaluate("Number(document.body.dataset.refreshed)")
+    page.wait_for_function("seen => Number(document.body.dataset.refreshed) > seen", arg=seen)
+
+    panel = expect(page.locator("#logs-panel"))
+    if answered:
+        panel.to_be_visible()
+    else:
+        panel.to_be_hidden()
+
+
+def test_the_page_is_served_with_a_strict_policy_and_nothing_else_of_the_package(
+    api: str,
+) -> None:
+    page = httpx.get(f"{api}/")
+    script = httpx.get(f"{api}/console.js")
+
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert '<script type="module" src="console.js">' in page.text
+    assert "javascript" in script.headers["content-type"]
+    for answer in (page, script):
+        policy = answer.headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "script-src 'self'" in policy
+        assert "unsafe" not in policy and answer.headers["x-content-type-options"] == "nosniff"
+    for hidden in ("__init__.py", "__pycache__/", "../shards.py"):
+        assert httpx.get(f"{api}/{hidden}").status_code == 404
+
+
+# --- the endpoints the page needs
+
+
+def test_shards_are_paged_in_row_order_and_say_how_many_there_are(
+    http: httpx.Client, finished: dict[str, Any]
+) -> None:
+    first = http.get("/v1/jobs/small-done/shards", params={"limit": 4}).json()
+    rest = http.get(
+        "/v1/jobs/small-done/shards", params={"row_start": first["next_row_start"]}
+    ).json()
+
+    assert first["shards_total"] == rest["shards_total"] == 6
+    pages = first["shards"] + rest["shards"]
+    assert [(s["row_start"], s["row_end"], s["state"]) for s in pages] == [
+        (row, row + 1, "done") for row in range(6)
+    ]
+    assert rest["next_row_start"] is None
+    assert set(pages[0]) == {"index", "row_start", "row_end", "state", "lease_owner"}
+    assert http.get("/v1/jobs/ghost/shards").status_code == 404
+    assert http.get("/v1/jobs/small-done/shards", params={"limit": 0}).status_code == 422
+
+
+def test_a_sample_is_capped_names_no_host_path_and_needs_a_done_shard(
+    http: httpx.Client, finished: dict[str, Any], data_root: Path
+) -> None:
+    answer = http.get("/v1/jobs/small-done/sample", params={"row_start": 3, "limit": 1})
+
+    assert answer.status_code == 200
+    body = answer.json()
+    assert [(u["row"], u["loc"], u["source"], u["translation"]) for u in body["units"]] == [
+        (3, "text", SMALL_ROWS[3]["text"], SMALL_ROWS[3]["text"][::-1])
+    ]
+    assert body["next_row_start"] is None and body["text_limit"] == 2000
+    assert str(data_root.parent) not in answer.text
+    assert http.get("/v1/jobs/small-done/sample", params={"row_start": 6}).status_code == 404
+    too_many = http.get("/v1/jobs/small-done/sample", params={"row_start": 0, "limit": 51})
+    assert too_many.status_code == 422 and too_many.json()["error"].startswith("Field limit")
+    http.post("/v1/jobs", json=job_spec("out/held.jsonl", "held"))
+    http.post("/v1/jobs/held/pause")
+    wait_for(lambda: http.get("/v1/jobs/held/shards").json()["shards_total"] == 40)
+    wait_for(lambda: http.get("/v1/jobs/held").json()["shards"]["leased"] == 0)
+    refused = http.get("/v1/jobs/held/sample", params={"row_start": 39})
+    http.post("/v1/jobs/held/cancel")
+    assert refused.status_code == 409 and "pending" in refused.json()["error"]
+
+
+# --- the terminal console
+
+
+@pytest.fixture(scope="module")
+def mtfleet_cli(api: str) -> Any:
+    app = typer.Typer(pretty_exceptions_enable=False)
+    console.register(app)
+    runner = CliRunner()
+
+    def run(*args: str, columns: int = 200) -> Any:
+        env = {"MTFLEET_API": api, "MTFLEET_API_TOKEN": TOKEN, "COLUMNS": str(columns)}
+        return runner.invoke(app, list(args), env=env)
+
+    return run
+
+
+def test_jobs_in_an_80_column_terminal_shows_every_job_id_whole(
+    mtfleet_cli: Any, http: httpx.Client, finished: dict[str, Any]
+) -> None:
+    long_id = "a-rather-long-job-id-for-an-80-column-terminal"
+    run_to_end(http, job_spec("out/a/deep/folder/long-id.jsonl", long_id, input="small.jsonl"))
+    derived = run_to_end(
+        http, {**job_spec("out/derived.jsonl", "unused", input="small.jsonl"), "job_id": None}
+    )
+
+    listed = mtfleet_cli("jobs", columns=80)
+
+    assert listed.exit_code == 0, listed.output
+    assert max(len(line) for line in listed.stdout.splitlines()) <= 80
+    lines = listed.stdout.splitlines()
+    for job_id in (long_id, derived["id"], "small-done"):
+        assert any(line.split()[0] == job_id for line in lines), (job_id, listed.stdout)
+
+
+def test_jobs_status_and_nodes_answer_json_for_scripts(
+    mtfleet_cli: Any, http: httpx.Client, finished: dict[str, Any]
+) -> None:
+    jobs = mtfleet_cli("jobs", "--output", "json", columns=40)
+    status = mtfleet_cli("status", "small-done", "--output", "json", columns=40)
+    nodes = mtfleet_cli("nodes", "--output", "json", columns=40)
+    watched = mtfleet_cli("status", "small-done", "--watch", "--output", "json")
+
+    assert (jobs.exit_code, status.exit_code, nodes.exit_code) == (0, 0, 0)
+    assert [job["id"] for job in json.loads(jobs.stdout)] == [
+        job["id"] for job in http.get("/v1/jobs").json()
+    ]
+    assert json.loads(status.stdout)["rows_done"] == 6
+    assert json.loads(status.stdout)["state"] == "succeeded"
+    assert [node["node_id"] for node in json.loads(nodes.stdout)] == [
+        node["node_id"] for node in http.get("/v1/nodes").json()
+    ]
+    assert watched.exit_code == 0
+    assert [json.loads(line)["state"] for line in watched.stdout.splitlines()] == ["succeeded"]
