@@ -31,7 +31,7 @@ from tqdm import tqdm
 from transformers import MarianMTModel, MarianTokenizer
 
 from mtfleet.errors import DatasetError, JobError, OutputError
-from mtfleet.testing.tiny_model import (
+from mtfleet.models import (
     marian_config,
     marian_vocab,
     save_marian,
