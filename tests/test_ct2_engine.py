@@ -194,9 +194,9 @@ def test_a_conversion_finished_first_elsewhere_is_taken_and_the_scratch_removed(
     monkeypatch.setenv("MTFLEET_CACHE", str(tmp_path / "cache"))
     convert = ct2_module._convert
 
-    def racing_convert(model_dir: Path, out_dir: Path, compute_type: str) -> None:
+    def racing_convert(model_dir: Path, out_dir: Path, compute_type: str, *flags: bool) -> None:
         # another translator renames the same conversion into place while this one works
-        convert(model_dir, out_dir, compute_type)
+        convert(model_dir, out_dir, compute_type, *flags)
         winner = out_dir.parent / out_dir.name.split(".")[1]
         shutil.copytree(out_dir, winner)
         (winner / "winner").touch()

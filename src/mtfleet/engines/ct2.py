@@ -58,6 +58,8 @@ AUTO_PREFERENCE = {
 CACHE_ENV = "MTFLEET_CACHE"
 # Bumped whenever the conversion changes (2: Marian models kept whole decode from <pad>'s embedding).
 CONVERSION_RECIPE = 2
+# Hugging Face config classes CTranslate2 converts (Marian, M2M100 and NLLB, mBART, T5...)
+CONVERTIBLE_CONFIGS = frozenset(_MODEL_LOADERS)
 # The converter's loaders are module-wide: one conversion at a time may swap one in.
 _CONVERSION_LOCK = threading.Lock()
 VOCABULARY_FILES = ("shared_vocabulary.json", "target_vocabulary.json")
@@ -86,6 +88,7 @@ class CT2Engine(TokenizedEngine):
         compute_type: str = "auto",
         device: str = "auto",
         threads: int | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__(
             model,
@@ -96,13 +99,16 @@ class CT2Engine(TokenizedEngine):
             max_batch_tokens=max_batch_tokens,
             max_length_factor=max_length_factor,
             max_length_offset=max_length_offset,
+            trust_remote_code=trust_remote_code,
         )
         self.threads = threads
         self.device, self.device_index = _pick_device(device)
         self.compute_type = _pick_compute_type(compute_type, self.device, self.device_index)
         self.model_dir = local_dir(self.tokens.source, fetch=True)
         self._files_sha256 = files_sha256(self.model_dir)
-        self.converted_dir = converted_model(self.model_dir, self._files_sha256, self.compute_type)
+        self.converted_dir = converted_model(
+            self.model_dir, self._files_sha256, self.compute_type, trust_remote_code
+        )
         self.translator = _load_translator(
             self.converted_dir, self.device, self.device_index, self.compute_type, threads
         )
@@ -126,6 +132,7 @@ class CT2Engine(TokenizedEngine):
             "model": self.tokens.model_name,
             "model_dir": str(self.model_dir),
             "model_class": (config.architectures or [config.model_type])[0],
+            "family": self.tokens.languages.family,
             "tokenizer_class": type(self.tokenizer).__name__,
             "weights_sha256": {
                 name: digest
@@ -144,6 +151,7 @@ class CT2Engine(TokenizedEngine):
                 "device": self._device_name(),
                 "compute_type": self.compute_type,
                 "threads": self.threads,
+                "trust_remote_code": self.trust_remote_code,
             },
             "decoding": self._decoding,
             "versions": {
@@ -278,7 +286,9 @@ def cache_root() -> Path:
     return Path(base).expanduser() / "ct2"
 
 
-def converted_model(model_dir: Path, digests: dict[str, str], compute_type: str) -> Path:
+def converted_model(
+    model_dir: Path, digests: dict[str, str], compute_type: str, trust_remote_code: bool = False
+) -> Path:
     """The CTranslate2 model of `model_dir` at `compute_type`, converted now unless cached."""
     # The converter's version and our recipe are part of the key: a fixed conversion is made anew.
     recipe = {"files": digests, "ctranslate2": ctranslate2.__version__, "recipe": CONVERSION_RECIPE}
@@ -295,7 +305,7 @@ def converted_model(model_dir: Path, digests: dict[str, str], compute_type: str)
             f"set {CACHE_ENV} to a writable directory."
         ) from error
     try:
-        _convert(model_dir, scratch, compute_type)
+        _convert(model_dir, scratch, compute_type, trust_remote_code)
         try:
             os.rename(scratch, target)
         except OSError:
@@ -336,11 +346,15 @@ def _pad_is_last(model_dir: Path) -> bool:
     )
 
 
-def _convert(model_dir: Path, out_dir: Path, compute_type: str) -> None:
+def _convert(
+    model_dir: Path, out_dir: Path, compute_type: str, trust_remote_code: bool = False
+) -> None:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
-            converter = ctranslate2.converters.TransformersConverter(str(model_dir))
+            converter = ctranslate2.converters.TransformersConverter(
+                str(model_dir), trust_remote_code=trust_remote_code
+            )
             if _pad_is_last(model_dir):
                 converter.convert(str(out_dir), quantization=compute_type, force=True)
             else:

@@ -103,6 +103,7 @@ class HFEngine(TokenizedEngine):
         device: str = "auto",
         threads: int | None = None,
         compute_type: str = "auto",
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__(
             model,
@@ -113,6 +114,7 @@ class HFEngine(TokenizedEngine):
             max_batch_tokens=max_batch_tokens,
             max_length_factor=max_length_factor,
             max_length_offset=max_length_offset,
+            trust_remote_code=trust_remote_code,
         )
         if threads is not None:
             torch.set_num_threads(threads)
@@ -120,7 +122,7 @@ class HFEngine(TokenizedEngine):
         self.dtype = COMPUTE_TYPES[compute_type] or (
             torch.float16 if self.device.type == "cuda" else torch.float32
         )
-        self.model = _load_model(self.tokens.source, self.dtype).to(self.device)
+        self.model = _load_model(self.tokens.source, self.dtype, trust_remote_code).to(self.device)
         self.model_dir = local_dir(self.tokens.source)
         self._eos_token_ids = token_id_set(self.model.generation_config.eos_token_id)
         self._forced_eos_token_ids = self._take_over_length_settings()
@@ -136,6 +138,7 @@ class HFEngine(TokenizedEngine):
             "model": self.tokens.model_name,
             "model_dir": str(self.model_dir),
             "model_class": type(self.model).__name__,
+            "family": self.tokens.languages.family,
             "tokenizer_class": type(self.tokenizer).__name__,
             "weights_sha256": self._weights_sha256,
             "max_input_tokens": self.max_input_tokens,
@@ -149,6 +152,7 @@ class HFEngine(TokenizedEngine):
                 "device": str(self.device),
                 "dtype": str(self.dtype).removeprefix("torch."),
                 "threads": torch.get_num_threads(),
+                "trust_remote_code": self.trust_remote_code,
             },
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         }
@@ -231,8 +235,10 @@ def _pick_device(device: str) -> torch.device:
     return picked
 
 
-def _load_model(source: str, dtype: torch.dtype) -> PreTrainedModel:
+def _load_model(source: str, dtype: torch.dtype, trust_remote_code: bool) -> PreTrainedModel:
     try:
-        return AutoModelForSeq2SeqLM.from_pretrained(source, dtype=dtype).eval()
+        return AutoModelForSeq2SeqLM.from_pretrained(
+            source, dtype=dtype, trust_remote_code=trust_remote_code
+        ).eval()
     except Exception as error:  # missing, truncated or mismatched weights fail in many ways
         raise ModelError(load_failure(source, "its weights", error)) from error

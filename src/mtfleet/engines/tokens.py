@@ -1,9 +1,10 @@
 """The tokenizer half of a translation model, shared by every engine so they agree token for token.
 
 `ModelTokenizer` locates and checks a model directory (or hub id), loads its config and tokenizer,
-sets up its languages (M2M100, NLLB and mBART-50 codes with a forced first target token; a
-multi-target Marian model's `>>tgt<<`), and knows the input limit, each segment's output cap and
-the length-sorted token-budget batches. It loads no weights: checking a model costs seconds.
+sets up its languages by family (`language_scheme`: M2M100, NLLB and mBART-50 codes with a forced
+first target token; a multi-target Marian model's `>>tgt<<` or a T5 (MADLAD-400) model's `<2tgt>`
+before each source), and knows the input limit, each segment's output cap and the length-sorted
+token-budget batches. It loads no weights: checking a model costs seconds.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 import re
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,55 @@ DEFAULT_POSITIONS = 512
 UNSET_MODEL_MAX_LENGTH = 1_000_000
 
 
+# Tokenizer classes of the families whose tokenizer marks the source language itself
+CODE_FAMILIES = {
+    "M2M100Tokenizer": "m2m100",
+    "NllbTokenizer": "nllb",
+    "MBart50Tokenizer": "mbart50",
+}
+# Target tags put before each source: OPUS-MT's multi-target `>>de<<`, MADLAD-400's `<2de>`
+TAG_TEMPLATES = {"marian": ">>{}<<", "t5": "<2{}>"}
+TAG_FAMILIES = {"marian": "marian-multi", "t5": "t5"}
+
+
+@dataclass(frozen=True)
+class LanguageScheme:
+    """How a model is told its languages.
+
+    `mark` is "code" (the tokenizer marks the source, the target's token is forced as the first
+    generated one), "tag" (`tag` with the target's code goes before each source) or "none".
+    `codes` maps each language code the model knows to its token id.
+    """
+
+    family: str
+    mark: str
+    codes: dict[str, int]
+    tag: str = ""
+
+
+def language_scheme(config: PretrainedConfig, tokenizer: Any) -> LanguageScheme:
+    """The family of a model and the language codes it knows, from its config and tokenizer."""
+    tokenizer_class = type(tokenizer).__name__.removesuffix("Fast")
+    if hasattr(tokenizer, "src_lang"):
+        family = CODE_FAMILIES.get(tokenizer_class, config.model_type)
+        return LanguageScheme(family, "code", _language_codes(tokenizer))
+    template = TAG_TEMPLATES.get(config.model_type)
+    if template is not None:
+        prefix, suffix = template.split("{}")
+        codes = {
+            token[len(prefix) : -len(suffix)]: token_id
+            for token, token_id in tokenizer.get_vocab().items()
+            if token.startswith(prefix)
+            and token.endswith(suffix)
+            and len(token) > len(prefix) + len(suffix)
+        }
+        if codes:
+            return LanguageScheme(
+                TAG_FAMILIES[config.model_type], "tag", dict(sorted(codes.items())), template
+            )
+    return LanguageScheme(config.model_type, "none", {})
+
+
 # How far decode caps may spread within one batch (measured on the bench: 37.4 s -> 27.9 s).
 CAP_SPREAD = 1.5
 
@@ -42,8 +93,9 @@ class ModelTokenizer:
     """A translation model's tokenizer, languages, input limit, output caps and batches.
 
     Marian models take no language codes, except multi-target OPUS-MT models, whose `>>tgt<<`
-    token is put before each segment. M2M100, NLLB and mBART-50 need `src_lang` and `tgt_lang`;
-    the target language's token (`forced_bos_token_id`) must be the first generated token.
+    token is put before each segment, as MADLAD-400's `<2tgt>` is. M2M100, NLLB and mBART-50 need
+    `src_lang` and `tgt_lang`; the target language's token (`forced_bos_token_id`) must be the
+    first generated token. Models with code of their own load only with `trust_remote_code`.
     """
 
     def __init__(
@@ -55,6 +107,8 @@ class ModelTokenizer:
         max_batch_tokens: int = 8192,
         max_length_factor: float = 2.0,
         max_length_offset: int = 10,
+        trust_remote_code: bool = False,
+        check_languages: bool = True,
     ) -> None:
         if max_batch_tokens < 1:
             raise ModelError(f"max_batch_tokens must be at least 1, not {max_batch_tokens}.")
@@ -63,15 +117,23 @@ class ModelTokenizer:
         self.max_length_factor = max_length_factor
         self.max_length_offset = max_length_offset
         self.source = locate_model(model)
-        self.config = _load_config(self.source)
-        self.tokenizer = _load_tokenizer(self.source)
+        self.remote_code = remote_code(self.source)
+        self.config = _load_config(self.source, self.remote_code, trust_remote_code)
+        self.tokenizer = _load_tokenizer(self.source, trust_remote_code)
+        self.languages = language_scheme(self.config, self.tokenizer)
         self.source_prefix = ""
         self.forced_bos_token_id: int | None = None
-        self._set_languages(src_lang, tgt_lang)
+        if check_languages:
+            self._set_languages(src_lang, tgt_lang)
         positions = _model_positions(self.config)
         self.max_input_tokens = min(positions, _tokenizer_limit(self.tokenizer, positions))
         # the decoder's start token and the output share the model's positions
         self.max_output_tokens = positions - DECODER_PROMPT_LENGTH
+
+    @classmethod
+    def without_languages(cls, model: str, *, trust_remote_code: bool = False) -> ModelTokenizer:
+        """The model's tokenizer side with no languages set: to describe it, not to translate."""
+        return cls(model, trust_remote_code=trust_remote_code, check_languages=False)
 
     # --- source side
 
@@ -136,46 +198,50 @@ class ModelTokenizer:
     # --- languages
 
     def _set_languages(self, src_lang: str | None, tgt_lang: str | None) -> None:
-        if hasattr(self.tokenizer, "src_lang"):
+        if self.languages.mark == "code":
             self._set_language_codes(src_lang, tgt_lang)
+        elif self.languages.mark == "tag":
+            self._set_target_tag(src_lang, tgt_lang)
         else:
-            self._set_marian_target(src_lang, tgt_lang)
+            self._check_declared_pair(src_lang, tgt_lang)
 
     def _set_language_codes(self, src_lang: str | None, tgt_lang: str | None) -> None:
         """M2M100, NLLB, mBART-50: the tokenizer marks the source; the target is the forced BOS."""
-        codes = _language_codes(self.tokenizer)
+        codes = self.languages.codes
         if src_lang is None or tgt_lang is None:
             raise ModelError(
                 f"Model {self.model_name} needs a source and a target language "
                 f"(--src-lang, --tgt-lang), such as {_some(codes)}."
             )
         for code in (src_lang, tgt_lang):
-            if code not in codes:
-                raise ModelError(
-                    f"Model {self.model_name} has no language code {code!r}; "
-                    f"{_nearest(code, codes)} ({len(codes)} in all)."
-                )
+            self._check_code(code)
         self.tokenizer.src_lang = src_lang
         self.forced_bos_token_id = codes[tgt_lang]
 
-    def _set_marian_target(self, src_lang: str | None, tgt_lang: str | None) -> None:
-        """Marian: one language pair, or a multi-target model's `>>tgt<<` before each source."""
-        targets = sorted(
-            token[2:-2]
-            for token in self.tokenizer.get_vocab()
-            if token.startswith(">>") and token.endswith("<<")
-        )
-        if targets:
-            if tgt_lang not in targets:
-                given = (
-                    "no target language" if tgt_lang is None else f"target language {tgt_lang!r}"
-                )
-                raise ModelError(
-                    f"Model {self.model_name} is multi-target and got {given}; "
-                    f"it takes {_some(targets)} ({len(targets)} in all)."
-                )
-            self.source_prefix = f">>{tgt_lang}<< "
-            return
+    def _set_target_tag(self, src_lang: str | None, tgt_lang: str | None) -> None:
+        """Multi-target Marian, T5 (MADLAD-400): the target's tag before each source."""
+        codes = self.languages.codes
+        if tgt_lang is None:
+            raise ModelError(
+                f"Model {self.model_name} is multi-target and got no target language "
+                f"(--tgt-lang); it takes {_some(codes)} ({len(codes)} in all)."
+            )
+        self._check_code(tgt_lang)
+        # a multi-target OPUS-MT model's sources need not be among its targets; MADLAD's are
+        if src_lang is not None and self.languages.family == "t5":
+            self._check_code(src_lang)
+        self.source_prefix = self.languages.tag.format(tgt_lang) + " "
+
+    def _check_code(self, code: str) -> None:
+        codes = self.languages.codes
+        if code not in codes:
+            raise ModelError(
+                f"Model {self.model_name} has no language code {code!r}; "
+                f"{_nearest(code, codes)} ({len(codes)} in all)."
+            )
+
+    def _check_declared_pair(self, src_lang: str | None, tgt_lang: str | None) -> None:
+        """A one-pair model (Marian) that names its languages takes no others."""
         declared = {
             "source": (src_lang, getattr(self.tokenizer, "source_lang", None)),
             "target": (tgt_lang, getattr(self.tokenizer, "target_lang", None)),
@@ -260,12 +326,33 @@ def token_id_set(token_ids: int | list[int] | None) -> set[int]:
     return {token_ids} if isinstance(token_ids, int) else set(token_ids)
 
 
-def _load_config(source: str) -> PretrainedConfig:
+def remote_code(source: str) -> dict[str, str]:
+    """The classes a model brings in its own code (config.json's `auto_map`), by Auto class."""
     try:
-        config = AutoConfig.from_pretrained(source)
+        config, _ = PretrainedConfig.get_config_dict(source)
     except Exception as error:  # transformers raises OSError, ValueError, KeyError, JSON errors
         raise ModelError(load_failure(source, "its config.json", error)) from error
-    if config.model_type not in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
+    auto_map = config.get("auto_map") or {}
+    return {name: str(value) for name, value in auto_map.items()}
+
+
+def _load_config(
+    source: str, own_code: dict[str, str], trust_remote_code: bool
+) -> PretrainedConfig:
+    if own_code and not trust_remote_code:
+        raise ModelError(
+            f"Model {source} runs code of its own ({', '.join(sorted(set(own_code.values())))}), "
+            f"which mtfleet loads only when told to trust it with --trust-remote-code."
+        )
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except Exception as error:  # transformers raises OSError, ValueError, KeyError, JSON errors
+        raise ModelError(load_failure(source, "its config.json", error)) from error
+    seq2seq = (
+        config.model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
+        or "AutoModelForSeq2SeqLM" in own_code
+    )
+    if not seq2seq:
         raise ModelError(
             f"Model {source} is a {config.model_type} model, not a sequence-to-sequence "
             f"translation model such as marian, m2m_100 or nllb."
@@ -273,12 +360,12 @@ def _load_config(source: str) -> PretrainedConfig:
     return config
 
 
-def _load_tokenizer(source: str) -> Any:
+def _load_tokenizer(source: str, trust_remote_code: bool = False) -> Any:
     try:
         with warnings.catch_warnings():
             # MarianTokenizer recommends sacremoses for a normalizer that tokenizing never calls
             warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
-            return AutoTokenizer.from_pretrained(source)
+            return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except Exception as error:  # a missing or corrupt vocabulary fails in many ways
         raise ModelError(load_failure(source, "its tokenizer", error)) from error
 
@@ -348,6 +435,7 @@ class TokenizedEngine:
         max_batch_tokens: int,
         max_length_factor: float,
         max_length_offset: int,
+        trust_remote_code: bool = False,
     ) -> None:
         if beam < 1:
             raise ModelError(f"Beam size must be at least 1, not {beam}.")
@@ -363,7 +451,9 @@ class TokenizedEngine:
             max_batch_tokens=max_batch_tokens,
             max_length_factor=max_length_factor,
             max_length_offset=max_length_offset,
+            trust_remote_code=trust_remote_code,
         )
+        self.trust_remote_code = trust_remote_code
         self.tokenizer = self.tokens.tokenizer
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
         self.max_input_tokens = self.tokens.max_input_tokens

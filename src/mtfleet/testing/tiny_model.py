@@ -1,53 +1,83 @@
-"""Small random-weight translation models, saved in the real Hugging Face layout.
+"""Small random-weight translation models of each family, saved in the real Hugging Face layout.
 
 Tests and the demo load them through the same code that loads a real model, in seconds and without
-a network. Their translations are nonsense: the weights are random, only the plumbing is real.
+a network. Their translations are nonsense: the weights are random, only the plumbing is real. Each
+family gets its real tokenizer class and language codes, over a SentencePiece model trained on the
+sample text shipped with mtfleet:
 
-    python -m mtfleet.testing.tiny_model DIR [--arch marian|m2m100] [--d-model N] [--layers N]
+- marian: one language pair (OPUS-MT); marian-multi: a multi-target OPUS-MT model, `>>de<<` first;
+- m2m100 (`__de__` tokens), nllb (FLORES codes, `deu_Latn`), mbart50 (`de_DE`): the tokenizer
+  marks the source, the target language's token is forced as the first generated token;
+- t5: MADLAD-400's layout, a T5 model whose source starts with a `<2de>` tag.
+
+    python -m mtfleet.testing.tiny_model DIR [--arch marian|marian-multi|m2m100|nllb|mbart50|t5]
+        [--d-model N] [--layers N]
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
-import shutil
 import tempfile
-import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-import sentencepiece
 import torch
 import transformers
 from transformers import (
     M2M100Config,
     M2M100ForConditionalGeneration,
     M2M100Tokenizer,
-    MarianConfig,
     MarianMTModel,
-    MarianTokenizer,
+    MBart50Tokenizer,
+    MBartConfig,
+    MBartForConditionalGeneration,
+    NllbTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
+    T5Config,
+    T5ForConditionalGeneration,
+    T5Tokenizer,
 )
 from transformers.models.m2m_100.tokenization_m2m_100 import FAIRSEQ_LANGUAGE_CODES
+from transformers.models.mbart50.tokenization_mbart50 import (
+    FAIRSEQ_LANGUAGE_CODES as MBART50_LANGUAGES,
+)
+from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES as NLLB_LANGUAGES
 
-ARCHITECTURES = ("marian", "m2m100")
+from mtfleet.models import (
+    FAIRSEQ_IDS,
+    T5_IDS,
+    marian_config,
+    marian_vocab,
+    save_marian,
+    sentencepiece_pieces,
+    train_sentencepiece,
+    transformer_shape,
+    write_special_tokens_map,
+)
 
-# Marian's special tokens; OPUS-MT models also start with </s> 0 and <unk> 1
-MARIAN_EOS, MARIAN_UNK, MARIAN_PAD = "</s>", "<unk>", "<pad>"
+ARCHITECTURES = ("marian", "marian-multi", "m2m100", "nllb", "mbart50", "t5")
+
 # fairseq's token ids, which M2M100 and NLLB keep
 M2M100_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 # M2M100Tokenizer appends its language tokens and these placeholder words after vocab.json
 M2M100_LANGUAGES = tuple(FAIRSEQ_LANGUAGE_CODES["m2m100"])
 M2M100_MADEUP_WORDS = 8
+# The target languages of the multi-target Marian and the T5 (MADLAD-400) models: M2M100's codes
+TAGGED_LANGUAGES = M2M100_LANGUAGES
 
 # Weights drawn this wide make the output depend on the source; the usual 0.02 gives every
 # source the same output. The untied output projection keeps greedy decoding from repeating the
-# last token forever, and the repetition penalty keeps it from cycling through a few.
+# last token forever, and the repetition penalty (or, for models whose decoder starts from </s>,
+# banned repeated 3-grams) keeps it from cycling through a few.
+# <pad> is banned, as OPUS-MT bans it: M2M100's positions skip <pad> where CTranslate2's do not.
 RANDOM_INIT_STD = 0.1
 RANDOM_REPETITION_PENALTY = 1.5
+RANDOM_NO_REPEAT_NGRAM = 3
 
 
 def sample_sentences() -> list[str]:
@@ -70,117 +100,6 @@ def varied_segments(count: int, seed: int = 0) -> list[str]:
     return segments
 
 
-def train_sentencepiece(texts: Iterable[str], model_prefix: str | Path, vocab_size: int) -> Path:
-    """Train a unigram SentencePiece model on `texts`; writes and returns `<model_prefix>.model`.
-
-    Its ids are Marian's: `</s>` 0, `<unk>` 1, `<pad>` 2, then the pieces. A corpus too small for
-    `vocab_size` pieces gets fewer; a run of characters the corpus never had becomes one `<unk>`.
-    """
-    model = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_writer=model,
-        vocab_size=vocab_size,
-        model_type="unigram",
-        character_coverage=1.0,
-        hard_vocab_limit=False,
-        eos_id=0,
-        unk_id=1,
-        pad_id=2,
-        bos_id=-1,
-        eos_piece=MARIAN_EOS,
-        unk_piece=MARIAN_UNK,
-        pad_piece=MARIAN_PAD,
-        num_threads=1,
-        minloglevel=2,
-    )
-    path = Path(f"{model_prefix}.model")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.getvalue())
-    return path
-
-
-def sentencepiece_pieces(spm_path: str | Path) -> list[str]:
-    """The pieces of a SentencePiece model, in its id order."""
-    processor = sentencepiece.SentencePieceProcessor(model_file=str(spm_path))
-    return [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
-
-
-def marian_vocab(spm_path: str | Path) -> dict[str, int]:
-    """Marian's vocab.json for a model from `train_sentencepiece`: each piece with its own id."""
-    return {piece: i for i, piece in enumerate(sentencepiece_pieces(spm_path))}
-
-
-def transformer_shape(*, d_model: int, layers: int, heads: int, ffn: int) -> dict[str, int]:
-    """The size arguments of a Marian or M2M100 config: as many decoder as encoder layers."""
-    return {
-        "d_model": d_model,
-        "encoder_layers": layers,
-        "decoder_layers": layers,
-        "encoder_attention_heads": heads,
-        "decoder_attention_heads": heads,
-        "encoder_ffn_dim": ffn,
-        "decoder_ffn_dim": ffn,
-    }
-
-
-def marian_config(
-    vocab: dict[str, int], *, d_model: int, layers: int, heads: int, ffn: int
-) -> MarianConfig:
-    """A MarianConfig for `vocab` (from `marian_vocab`), with its special token ids wired."""
-    pad_id = vocab[MARIAN_PAD]
-    return MarianConfig(
-        vocab_size=len(vocab),
-        decoder_vocab_size=len(vocab),
-        **transformer_shape(d_model=d_model, layers=layers, heads=heads, ffn=ffn),
-        max_position_embeddings=512,
-        scale_embedding=True,
-        pad_token_id=pad_id,
-        eos_token_id=vocab[MARIAN_EOS],
-        decoder_start_token_id=pad_id,
-    )
-
-
-def save_marian(
-    model: MarianMTModel,
-    spm_path: str | Path,
-    out_dir: str | Path,
-    *,
-    source_lang: str | None = None,
-    target_lang: str | None = None,
-) -> Path:
-    """Save a Marian model whose vocabulary is `marian_vocab(spm_path)`, laid out as OPUS-MT's.
-
-    Writes config.json, model.safetensors, generation_config.json, source.spm, target.spm,
-    vocab.json, tokenizer_config.json and special_tokens_map.json; returns the directory.
-    The languages, when given, are recorded in tokenizer_config.json as OPUS-MT records them.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    vocab = marian_vocab(spm_path)
-    (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, indent=2), "utf-8")
-    for name in ("source.spm", "target.spm"):
-        shutil.copyfile(spm_path, out / name)
-    with warnings.catch_warnings():
-        # it recommends sacremoses for a punctuation normalizer that tokenizing never calls
-        warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
-        tokenizer = MarianTokenizer(
-            source_spm=str(out / "source.spm"),
-            target_spm=str(out / "target.spm"),
-            vocab=str(out / "vocab.json"),
-            source_lang=source_lang,
-            target_lang=target_lang,
-        )
-    tokenizer.save_pretrained(out)
-    _write_special_tokens_map(out, eos_token=MARIAN_EOS, unk_token=MARIAN_UNK, pad_token=MARIAN_PAD)
-    # OPUS-MT's generation settings: never emit <pad>, end a cut-off output with </s>
-    generation = model.generation_config
-    generation.bad_words_ids = [[vocab[MARIAN_PAD]]]
-    generation.forced_eos_token_id = vocab[MARIAN_EOS]
-    model.save_pretrained(out)
-    return out
-
-
 def build_tiny_marian(
     out_dir: str | Path,
     *,
@@ -191,16 +110,26 @@ def build_tiny_marian(
     vocab_size: int = 1000,
     seed: int = 0,
     corpus: Sequence[str] | None = None,
+    targets: Sequence[str] = (),
 ) -> Path:
     """A random-weight MarianMTModel with a SentencePiece vocabulary trained on `corpus`.
 
-    `corpus` defaults to mtfleet's sample text. The same arguments build the same files.
+    `corpus` defaults to mtfleet's sample text. With `targets` it is a multi-target OPUS-MT model:
+    `>>de<<` and the like are pieces of its vocabulary. The same arguments build the same files.
     """
+    tags = [f">>{code}<<" for code in targets]
     with tempfile.TemporaryDirectory() as scratch:
-        spm_path = train_sentencepiece(_corpus(corpus), Path(scratch) / "spm", vocab_size)
+        spm_path = train_sentencepiece(
+            _corpus(corpus), Path(scratch) / "spm", vocab_size, user_defined_symbols=tags
+        )
         vocab = marian_vocab(spm_path)
         config = marian_config(vocab, d_model=d_model, layers=layers, heads=heads, ffn=ffn)
         return save_marian(_random_model(MarianMTModel, config, seed), spm_path, out_dir)
+
+
+def build_tiny_marian_multi(out_dir: str | Path, **size: Any) -> Path:
+    """A random-weight multi-target Marian model: `>>xx<<` before a source picks its target."""
+    return build_tiny_marian(out_dir, targets=TAGGED_LANGUAGES, **size)
 
 
 def build_tiny_m2m100(
@@ -232,7 +161,7 @@ def build_tiny_m2m100(
         additional_special_tokens=language_tokens,
     )
     tokenizer.save_pretrained(out)
-    _write_special_tokens_map(
+    write_special_tokens_map(
         out,
         bos_token="<s>",
         eos_token="</s>",
@@ -255,6 +184,154 @@ def build_tiny_m2m100(
     return out
 
 
+def build_tiny_nllb(
+    out_dir: str | Path,
+    *,
+    d_model: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    ffn: int = 128,
+    vocab_size: int = 1000,
+    seed: int = 0,
+    corpus: Sequence[str] | None = None,
+) -> Path:
+    """A random-weight NLLB-200 model: an M2M100 network with NllbTokenizer and its FLORES codes.
+
+    As facebook/nllb-200-distilled-600M: `src_lang="eng_Latn"` starts the source with
+    `eng_Latn`, and the target's code (`mar_Deva`) is forced as the first generated token.
+    """
+    out = Path(out_dir)
+    spm_path = train_sentencepiece(
+        _corpus(corpus), out / "sentencepiece.bpe", vocab_size, special_ids=FAIRSEQ_IDS
+    )
+    # converted from the SentencePiece model by transformers, as the hub's tokenizer.json was
+    tokenizer = NllbTokenizer.from_pretrained(
+        str(spm_path.parent), additional_special_tokens=NLLB_LANGUAGES, model_max_length=1024
+    )
+    config = M2M100Config(
+        vocab_size=len(tokenizer),
+        **transformer_shape(d_model=d_model, layers=layers, heads=heads, ffn=ffn),
+        max_position_embeddings=1024,
+        scale_embedding=True,
+        **_fairseq_token_ids(tokenizer),
+        tokenizer_class="NllbTokenizer",
+    )
+    return _save(out, tokenizer, _random_model(M2M100ForConditionalGeneration, config, seed))
+
+
+def build_tiny_mbart50(
+    out_dir: str | Path,
+    *,
+    d_model: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    ffn: int = 128,
+    vocab_size: int = 1000,
+    seed: int = 0,
+    corpus: Sequence[str] | None = None,
+) -> Path:
+    """A random-weight mBART-50 model with MBart50Tokenizer and its codes (`en_XX`, `mr_IN`).
+
+    As facebook/mbart-large-50-many-to-many-mmt: the source starts with its language's code and
+    the target's code is forced as the first generated token.
+    """
+    out = Path(out_dir)
+    spm_path = train_sentencepiece(
+        _corpus(corpus), out / "sentencepiece.bpe", vocab_size, special_ids=FAIRSEQ_IDS
+    )
+    # the hub's tokenizer_config.json names <s>, which MBart50Tokenizer would leave unset
+    tokenizer = MBart50Tokenizer.from_pretrained(
+        str(spm_path.parent),
+        additional_special_tokens=MBART50_LANGUAGES,
+        model_max_length=1024,
+        bos_token="<s>",
+    )
+    config = MBartConfig(
+        vocab_size=len(tokenizer),
+        **transformer_shape(d_model=d_model, layers=layers, heads=heads, ffn=ffn),
+        max_position_embeddings=1024,
+        scale_embedding=True,
+        **_fairseq_token_ids(tokenizer),
+        # as the hub's config.json has them: CTranslate2's converter reads these
+        normalize_before=True,
+        normalize_embedding=True,
+        add_final_layer_norm=True,
+        tokenizer_class="MBart50Tokenizer",
+    )
+    return _save(out, tokenizer, _random_model(MBartForConditionalGeneration, config, seed))
+
+
+def build_tiny_t5(
+    out_dir: str | Path,
+    *,
+    d_model: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    ffn: int = 128,
+    vocab_size: int = 1000,
+    seed: int = 0,
+    corpus: Sequence[str] | None = None,
+) -> Path:
+    """A random-weight T5 model laid out as MADLAD-400: a `<2xx>` tag before the source names the
+    target language; the tags are pieces of its SentencePiece vocabulary, read by T5Tokenizer."""
+    out = Path(out_dir)
+    spm_path = train_sentencepiece(
+        _corpus(corpus),
+        out / "spiece",
+        vocab_size,
+        special_ids=T5_IDS,
+        user_defined_symbols=[f"<2{code}>" for code in TAGGED_LANGUAGES],
+    )
+    tokenizer = T5Tokenizer.from_pretrained(str(spm_path.parent), extra_ids=0, model_max_length=512)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_kv=d_model // heads,
+        d_ff=ffn,
+        num_layers=layers,
+        num_decoder_layers=layers,
+        num_heads=heads,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    # T5 shares one embedding between encoder, decoder and output (transformers ties them whole)
+    model = _random_model(T5ForConditionalGeneration, config, seed, tie_embeddings=True)
+    return _save(out, tokenizer, model)
+
+
+BUILDERS: dict[str, Callable[..., Path]] = {
+    "marian": build_tiny_marian,
+    "marian-multi": build_tiny_marian_multi,
+    "m2m100": build_tiny_m2m100,
+    "nllb": build_tiny_nllb,
+    "mbart50": build_tiny_mbart50,
+    "t5": build_tiny_t5,
+}
+
+
+def build_tiny_model(arch: str, out_dir: str | Path, **size: Any) -> Path:
+    """The tiny model of family `arch` (one of ARCHITECTURES) in `out_dir`."""
+    return BUILDERS[arch](out_dir, **size)
+
+
+def _fairseq_token_ids(tokenizer: Any) -> dict[str, int]:
+    # fairseq decoders start from </s>
+    return {
+        "bos_token_id": tokenizer.bos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "decoder_start_token_id": tokenizer.eos_token_id,
+    }
+
+
+def _save(out: Path, tokenizer: Any, model: PreTrainedModel) -> Path:
+    tokenizer.save_pretrained(out)
+    model.save_pretrained(out)
+    return out
+
+
 def _corpus(corpus: Sequence[str] | None) -> list[str]:
     texts = sample_sentences() if corpus is None else [line for line in corpus if line.strip()]
     if not texts:
@@ -263,19 +340,25 @@ def _corpus(corpus: Sequence[str] | None) -> list[str]:
 
 
 def _random_model(
-    model_class: type[PreTrainedModel], config: MarianConfig | M2M100Config, seed: int
+    model_class: type[PreTrainedModel],
+    config: PretrainedConfig,
+    seed: int,
+    *,
+    tie_embeddings: bool = False,
 ) -> PreTrainedModel:
     config.init_std = RANDOM_INIT_STD
-    config.tie_word_embeddings = False
+    config.tie_word_embeddings = tie_embeddings
     torch.manual_seed(seed)
     model = model_class(config).eval()
-    model.generation_config.repetition_penalty = RANDOM_REPETITION_PENALTY
+    if config.decoder_start_token_id == config.eos_token_id:
+        # transformers penalizes the decoder's start token too, CTranslate2 does not: with </s> as
+        # that token the two would end outputs at different places
+        model.generation_config.no_repeat_ngram_size = RANDOM_NO_REPEAT_NGRAM
+    else:
+        model.generation_config.repetition_penalty = RANDOM_REPETITION_PENALTY
+    # a trained model never emits <pad>; a random one would, and fairseq's positions skip it
+    model.generation_config.bad_words_ids = [[config.pad_token_id]]
     return model
-
-
-def _write_special_tokens_map(out: Path, **tokens: str | list[str]) -> None:
-    # transformers 5 no longer writes this file, but tools and older releases read it
-    (out / "special_tokens_map.json").write_text(json.dumps(tokens, indent=2) + "\n", "utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -302,8 +385,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--d-model {args.d_model} is not a multiple of --heads {args.heads}")
     # a bar for writing a 2 MB file is noise on a command that takes seconds
     transformers.utils.logging.disable_progress_bar()
-    build = build_tiny_marian if args.arch == "marian" else build_tiny_m2m100
-    out = build(
+    out = build_tiny_model(
+        args.arch,
         args.out_dir,
         d_model=args.d_model,
         layers=args.layers,

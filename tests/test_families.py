@@ -1,0 +1,240 @@
+"""Every model family through both engines: its real tokenizer class and language codes, the
+languages put where the family expects them, greedy output equal to `generate` on each segment
+alone, and CTranslate2 in float32 equal to transformers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+from mtfleet.engines import check_model
+from mtfleet.engines.ct2 import CT2Engine, cache_root
+from mtfleet.engines.hf import HFEngine
+from mtfleet.errors import ModelError
+from mtfleet.testing.tiny_model import build_tiny_model, varied_segments
+
+pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
+
+FACTOR, OFFSET = 1.0, 4
+SETTINGS = {"max_batch_tokens": 256, "max_length_factor": FACTOR, "max_length_offset": OFFSET}
+TINY = {"d_model": 32, "layers": 1, "heads": 2, "ffn": 64, "vocab_size": 300}
+
+# family -> (source language, target language, tokenizer class, how the target is marked)
+FAMILIES = {
+    "marian": (None, None, "MarianTokenizer", None),
+    "marian-multi": (None, "fr", "MarianTokenizer", ">>fr<<"),
+    "m2m100": ("en", "de", "M2M100Tokenizer", "__de__"),
+    "nllb": ("eng_Latn", "mar_Deva", "NllbTokenizer", "mar_Deva"),
+    "mbart50": ("en_XX", "mr_IN", "MBart50Tokenizer", "mr_IN"),
+    "t5": ("en", "de", "T5Tokenizer", "<2de>"),
+}
+# families whose target language token is forced as the first generated token
+FORCED_BOS = {"m2m100", "nllb", "mbart50"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ct2_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MTFLEET_CACHE", str(tmp_path_factory.mktemp("families-cache")))
+        yield cache_root()
+
+
+@pytest.fixture(scope="module")
+def family_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("families")
+    return {family: build_tiny_model(family, root / family, **TINY) for family in FAMILIES}
+
+
+@pytest.fixture(scope="module")
+def hf_engines(family_dirs: dict[str, Path]) -> dict[str, HFEngine]:
+    return {
+        family: HFEngine(
+            str(family_dirs[family]), src_lang=src, tgt_lang=tgt, threads=1, **SETTINGS
+        )
+        for family, (src, tgt, _, _) in FAMILIES.items()
+    }
+
+
+def generate_alone(engine: HFEngine, model_dir: Path, segments: list[str]) -> list[list[int]]:
+    """Each segment through a freshly loaded model's own generate, as the family's model card
+    says to call it, one segment at a time with its cap."""
+    family = engine.tokens.languages.family
+    src, _, _, mark = FAMILIES[family]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
+    settings: dict[str, object] = {"num_beams": 1, "do_sample": False}
+    prefix = ""
+    if family in FORCED_BOS:
+        tokenizer.src_lang = src
+        settings["forced_bos_token_id"] = tokenizer.convert_tokens_to_ids(mark)
+    elif mark:
+        prefix = f"{mark} "
+    outputs = []
+    for segment in segments:
+        inputs = tokenizer([prefix + segment], return_tensors="pt")
+        cap = math.ceil(FACTOR * inputs["input_ids"].shape[1] + OFFSET)
+        sequence = model.generate(**inputs, max_new_tokens=cap, **settings)[0]
+        outputs.append(sequence[1:].tolist())
+    return outputs
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_each_family_loads_with_its_own_tokenizer_and_is_recognised(
+    family: str, hf_engines: dict[str, HFEngine]
+) -> None:
+    engine = hf_engines[family]
+
+    assert type(engine.tokenizer).__name__.removesuffix("Fast") == FAMILIES[family][2]
+    assert engine.tokens.languages.family == family
+    assert engine.describe()["family"] == family
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_greedy_output_equals_generate_on_each_segment_alone(
+    family: str, hf_engines: dict[str, HFEngine], family_dirs: dict[str, Path]
+) -> None:
+    segments = varied_segments(16, seed=11)
+
+    batched = hf_engines[family].generate_token_ids(segments)
+
+    assert batched == generate_alone(hf_engines[family], family_dirs[family], segments)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_ct2_float32_generates_what_the_hf_engine_does(
+    family: str, hf_engines: dict[str, HFEngine], family_dirs: dict[str, Path]
+) -> None:
+    src, tgt, _, _ = FAMILIES[family]
+    ct2 = CT2Engine(
+        str(family_dirs[family]),
+        src_lang=src,
+        tgt_lang=tgt,
+        compute_type="float32",
+        threads=1,
+        **SETTINGS,
+    )
+    segments = varied_segments(24, seed=12)
+
+    ids = ct2.generate_token_ids(segments)
+
+    assert ids == hf_engines[family].generate_token_ids(segments)
+    assert ct2.translate(segments) == hf_engines[family].translate(segments)
+
+
+@pytest.mark.parametrize("family", sorted(FORCED_BOS))
+def test_the_target_code_is_the_first_generated_token_and_never_text(
+    family: str, hf_engines: dict[str, HFEngine]
+) -> None:
+    engine = hf_engines[family]
+    src, _, _, mark = FAMILIES[family]
+    target_id = engine.tokenizer.convert_tokens_to_ids(mark)
+    segments = varied_segments(8, seed=13)
+
+    assert {ids[0] for ids in engine.generate_token_ids(segments)} == {target_id}
+    assert engine.tokens.encode(["Hello."])[0].count(engine.tokens.languages.codes[src]) == 1
+    assert not any(mark in text for text in engine.translate(segments))
+
+
+@pytest.mark.parametrize("family", ["marian-multi", "t5"])
+def test_a_tagged_family_puts_the_target_tag_first_in_every_source(
+    family: str, hf_engines: dict[str, HFEngine]
+) -> None:
+    engine = hf_engines[family]
+    tag = FAMILIES[family][3]
+
+    first_ids = [ids[0] for ids in engine.tokens.encode(["The cat sleeps.", "Hi."])]
+
+    assert engine.tokenizer.convert_ids_to_tokens(first_ids) == [tag, tag]
+    assert engine.tokens.forced_bos_token_id is None
+
+
+@pytest.mark.parametrize(
+    ("family", "wrong", "nearest"),
+    [
+        ("nllb", "mar_Deva2", "mar_Deva"),
+        ("mbart50", "mr_IN_", "mr_IN"),
+        ("m2m100", "deu", "de"),
+        ("t5", "dee", "de"),
+        ("marian-multi", "frr", "fr"),
+    ],
+)
+def test_an_unknown_language_code_is_one_sentence_naming_the_nearest(
+    family: str, wrong: str, nearest: str, family_dirs: dict[str, Path]
+) -> None:
+    src = FAMILIES[family][0]
+
+    with pytest.raises(
+        ModelError, match=rf"no language code '{wrong}'; the nearest .*\b{nearest}\b"
+    ):
+        check_model("hf", str(family_dirs[family]), src_lang=src, tgt_lang=wrong)
+
+
+def test_a_tagged_model_needs_a_target_language(family_dirs: dict[str, Path]) -> None:
+    with pytest.raises(
+        ModelError, match=r"multi-target and got no target language.*\(100 in all\)"
+    ):
+        check_model("hf", str(family_dirs["t5"]))
+
+
+# --- mtfleet models inspect
+
+
+def test_models_inspect_prints_family_languages_limit_and_engines(
+    family_dirs: dict[str, Path],
+) -> None:
+    from typer.testing import CliRunner
+
+    from mtfleet.cli.main import app
+
+    result = CliRunner().invoke(app, ["models", "inspect", str(family_dirs["nllb"])])
+
+    assert result.exit_code == 0, result.output
+    assert "family:      nllb (M2M100ForConditionalGeneration, NllbTokenizer)" in result.output
+    assert "languages:   202: ace_Arab, ace_Latn" in result.output
+    assert "input limit: 1024 tokens" in result.output
+    assert "engines:     hf, ct2" in result.output
+
+
+@pytest.mark.parametrize(
+    ("family", "count", "given_as"),
+    [("t5", 100, "<2xx> before each source"), ("mbart50", 52, "--src-lang and --tgt-lang")],
+)
+def test_models_inspect_output_json_lists_every_language_code(
+    family: str, count: int, given_as: str, family_dirs: dict[str, Path]
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from mtfleet.cli.main import app
+
+    result = CliRunner().invoke(
+        app, ["models", "inspect", str(family_dirs[family]), "--output", "json"]
+    )
+
+    report = json.loads(result.stdout)
+    assert (report["family"], report["languages"]["count"]) == (family, count)
+    assert len(report["languages"]["codes"]) == count
+    assert given_as in report["languages"]["given_as"]
+    assert report["engines"] == ["hf", "ct2"]
+
+
+def test_models_inspect_names_a_missing_model_in_one_sentence(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mtfleet.cli.main import app
+
+    result = CliRunner().invoke(app, ["models", "inspect", str(tmp_path / "nothing")])
+
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
