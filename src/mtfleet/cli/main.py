@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from mtfleet.cli import console as admin_console
+from mtfleet.cli import models as model_commands
 from mtfleet.cli import options
 from mtfleet.cli import train as trainer
 from mtfleet.cli.output import console, fail, out
@@ -134,6 +135,7 @@ def _first_validation_error(error: Any) -> str:
 
 admin_console.register(app)
 trainer.register(app)
+model_commands.register(app)
 
 
 def main() -> None:

@@ -34,12 +34,18 @@ def load_engine(name: str, model: str, **settings: Any) -> Engine:
 
 
 def check_model(
-    name: str, model: str, *, src_lang: str | None = None, tgt_lang: str | None = None
+    name: str,
+    model: str,
+    *,
+    src_lang: str | None = None,
+    tgt_lang: str | None = None,
+    trust_remote_code: bool = False,
 ) -> None:
     """Fail in seconds, before a job starts, when engine `name` could not use `model`.
 
     Checks the engine name, the model directory (or hub id), its config, tokenizer and languages;
-    it loads no weights. Raises ModelError with one sentence naming what is wrong.
+    it loads no weights. A model with code of its own is refused without `trust_remote_code`.
+    Raises ModelError with one sentence naming what is wrong.
     """
     if name not in ENGINES:
         raise _unknown_engine(name)
@@ -47,11 +53,55 @@ def check_model(
         return
     from mtfleet.engines.tokens import ModelTokenizer
 
-    ModelTokenizer(model, src_lang=src_lang, tgt_lang=tgt_lang)
+    ModelTokenizer(model, src_lang=src_lang, tgt_lang=tgt_lang, trust_remote_code=trust_remote_code)
+
+
+def inspect_model(model: str, *, trust_remote_code: bool = False) -> dict[str, Any]:
+    """What a job would do with `model`: its family, the languages it knows and how they are
+    given, its input limit and the engines that can run it. Loads no weights."""
+    from mtfleet.engines.tokens import ModelTokenizer, language_scheme
+
+    tokens = ModelTokenizer.without_languages(model, trust_remote_code=trust_remote_code)
+    scheme = language_scheme(tokens.config, tokens.tokenizer)
+    return {
+        "model": model,
+        "model_type": tokens.config.model_type,
+        "architecture": (tokens.config.architectures or [tokens.config.model_type])[0],
+        "family": scheme.family,
+        "tokenizer_class": type(tokens.tokenizer).__name__,
+        "languages": {
+            "count": len(scheme.codes),
+            "codes": sorted(scheme.codes),
+            "given_as": LANGUAGE_MARKS[scheme.mark].format(tag=scheme.tag.format("xx")),
+        },
+        "max_input_tokens": tokens.max_input_tokens,
+        "remote_code": bool(tokens.remote_code),
+        "engines": _engines_for(tokens.config, remote=bool(tokens.remote_code)),
+    }
+
+
+# How a job gives a family its languages, by LanguageScheme.mark
+LANGUAGE_MARKS = {
+    "code": "--src-lang and --tgt-lang: the source's code starts it, the target's is forced first",
+    "tag": "--tgt-lang: {tag} before each source",
+    "none": "none: one language pair",
+}
+
+
+def _engines_for(config: Any, *, remote: bool) -> list[str]:
+    engines = ["hf"]
+    try:
+        from mtfleet.engines.ct2 import CONVERTIBLE_CONFIGS
+    except ModelError:  # CTranslate2 is not installed
+        return engines
+    # a model with its own code has a config class CTranslate2 has never seen
+    if not remote and type(config).__name__ in CONVERTIBLE_CONFIGS:
+        engines.append("ct2")
+    return engines
 
 
 def _unknown_engine(name: str) -> ModelError:
     return ModelError(f"Engine {name!r} does not exist; mtfleet has {', '.join(ENGINES)}.")
 
 
-__all__ = ["ENGINES", "Engine", "check_model", "load_engine"]
+__all__ = ["ENGINES", "Engine", "check_model", "inspect_model", "load_engine"]
