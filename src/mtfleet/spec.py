@@ -13,10 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 EngineName = Literal["hf", "ct2", "reverse"]
 OnError = Literal["keep-source", "fail"]
 ComputeType = Literal["auto", "int8", "int8_float16", "int8_float32", "float16", "float32"]
+Preprocessor = Literal["indictrans"]
 # Settings that decide how a job runs, not what it writes: a job resumes with other values of them.
 RUN_SETTINGS = frozenset(
     {"cpu_translators_per_node", "gpus", "threads", "lease_ttl_s", "overwrite"}
 )
+# Settings that came after jobs were first stored: at their defaults they are no part of a job's
+# identity, so a job stored before them keeps its id, resumes, and may replace its own output.
+LATER_SETTINGS = {"trust_remote_code": False, "preprocessor": None}
 
 
 class JobSpec(BaseModel):
@@ -51,6 +55,16 @@ class JobSpec(BaseModel):
     overwrite: bool = Field(
         False, description="Replace an existing output that is not this job's own earlier output."
     )
+    trust_remote_code: bool = Field(
+        False,
+        description="Load a model that brings code of its own (auto_map in its config.json), "
+        "such as IndicTrans2; only for a model you trust.",
+    )
+    preprocessor: Preprocessor | None = Field(
+        None,
+        description="Text processing around the model: indictrans, IndicTrans2's IndicProcessor "
+        "(IndicTransToolkit), with FLORES codes such as eng_Latn and mar_Deva.",
+    )
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -67,7 +81,7 @@ class JobSpec(BaseModel):
 
     def identity(self) -> dict[str, object]:
         """What makes a job the job it is: every setting that changes its output."""
-        return self.model_dump(exclude=set(RUN_SETTINGS))
+        return _without_later_defaults(self.model_dump(exclude=set(RUN_SETTINGS)))
 
     def default_job_id(self, input_key: str) -> str:
         """A job id derived from the spec's identity and the input, so rerunning a command resumes it."""
@@ -103,7 +117,17 @@ def stored_spec(spec: JobSpec, input_key: str) -> dict[str, object]:
 
 def stored_identity(stored: Mapping[str, object]) -> dict[str, object]:
     """The identity of a stored spec: two submissions are one job when theirs are equal."""
-    return {key: value for key, value in stored.items() if key not in RUN_SETTINGS}
+    return _without_later_defaults(
+        {key: value for key, value in stored.items() if key not in RUN_SETTINGS}
+    )
+
+
+def _without_later_defaults(settings: dict[str, object]) -> dict[str, object]:
+    return {
+        key: value
+        for key, value in settings.items()
+        if key not in LATER_SETTINGS or value != LATER_SETTINGS[key]
+    }
 
 
 def spec_from_store(stored: Mapping[str, object]) -> tuple[JobSpec, str]:

@@ -41,6 +41,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+REMOTE_CODE_REFUSED = (
+    "Field trust_remote_code: this server runs no model's own code; "
+    "start it with mtfleet serve --allow-remote-code to allow it."
+)
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """What `mtfleet serve` is told: where jobs' files may be, the token, the store, the cluster."""
@@ -50,6 +56,8 @@ class ServerSettings:
     state_dir: Path = Path(".mtfleet")
     store_url: str | None = None
     address: str | None = None
+    # jobs with trust_remote_code run a model's own code on every node: only when the server says so
+    allow_remote_code: bool = False
     insecure_no_auth: bool = False
 
     def check(self) -> None:
@@ -110,6 +118,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         responses={200: {"model": JobView, "description": "The job existed: found, resumed."}},
     )
     def submit(request: JobRequest, response: Response) -> JobView:
+        if request.trust_remote_code and not settings.allow_remote_code:
+            raise ApiError(REMOTE_CODE_REFUSED, 400)
         view, created = service.submit(data_root.contain(request.spec()), request.job_id)
         response.status_code = 201 if created else 200
         return view

@@ -72,6 +72,13 @@ def serve(
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="Serve without a token, on 127.0.0.1 only.")
     ] = False,
+    allow_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote-code",
+            help="Accept jobs with trust_remote_code: models that run code of their own.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the REST API (token: MTFLEET_API_TOKEN) for the jobs of a Ray cluster."""
     from mtfleet.api.server import LOOPBACK, ServerSettings
@@ -84,6 +91,7 @@ def serve(
         store_url=store,
         address=address,
         insecure_no_auth=insecure_no_auth,
+        allow_remote_code=allow_remote_code,
     )
     if insecure_no_auth and host != LOOPBACK:
         console.print(f"note: without a token the API listens on {LOOPBACK} only, not {host}.")
@@ -118,6 +126,8 @@ def submit(
     threads: options.Threads = None,
     lease_ttl: options.LeaseTtl = None,
     overwrite: options.Overwrite = None,
+    trust_remote_code: options.TrustRemoteCode = None,
+    preprocessor: options.Preprocessor = None,
     job_id: options.JobId = None,
     watch: Annotated[
         bool, typer.Option("--watch", help="Follow the job live until it ends.")
@@ -136,6 +146,7 @@ def submit(
         compute_type=compute_type, shard_tokens=shard_tokens, on_error=on_error,
         cpu_translators_per_node=cpu_translators_per_node, gpus=gpus, threads=threads,
         lease_ttl_s=lease_ttl, overwrite=overwrite, job_id=job_id,
+        trust_remote_code=trust_remote_code, preprocessor=preprocessor,
     )  # fmt: skip
     with _api(api) as client:
         job = client.submit(**settings)

@@ -61,6 +61,8 @@ def translate(
     threads: options.Threads = None,
     lease_ttl: options.LeaseTtl = None,
     overwrite: options.Overwrite = None,
+    trust_remote_code: options.TrustRemoteCode = None,
+    preprocessor: options.Preprocessor = None,
     job_id: options.JobId = None,
     state_dir: options.StateDir = Path(".mtfleet"),
     store: options.Store = None,
@@ -89,6 +91,7 @@ def translate(
                 shard_tokens=shard_tokens, on_error=on_error,
                 cpu_translators_per_node=cpu_translators_per_node, gpus=gpus, threads=threads,
                 lease_ttl_s=lease_ttl, overwrite=overwrite,
+                trust_remote_code=trust_remote_code, preprocessor=preprocessor,
             ),
         )  # fmt: skip
     except ValidationError as error:

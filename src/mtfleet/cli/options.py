@@ -93,6 +93,22 @@ Overwrite = Annotated[
         show_default=False,
     ),
 ]
+TrustRemoteCode = Annotated[
+    bool | None,
+    typer.Option(
+        "--trust-remote-code",
+        help="Load a model that brings code of its own (auto_map), such as IndicTrans2; "
+        "only a model you trust.",
+        show_default=False,
+    ),
+]
+Preprocessor = Annotated[
+    str | None,
+    typer.Option(
+        help="indictrans: IndicTrans2's IndicProcessor before and after the model "
+        "(pip install indictranstoolkit; FLORES codes such as eng_Latn, mar_Deva)."
+    ),
+]
 JobId = Annotated[
     str | None,
     typer.Option(

@@ -98,7 +98,14 @@ def submit_job(
     spec = resolve_spec(spec)
     _, files = dataset_files(spec.input)
     check_fields(spec)
-    check_model(spec.engine, spec.model, src_lang=spec.src_lang, tgt_lang=spec.tgt_lang)
+    check_model(
+        spec.engine,
+        spec.model,
+        src_lang=spec.src_lang,
+        tgt_lang=spec.tgt_lang,
+        trust_remote_code=spec.trust_remote_code,
+        preprocessor=spec.preprocessor,
+    )
     key = input_key(files)
     job_id = job_id or spec.default_job_id(key)
     # before the state dir is made, which may be a folder the output names

@@ -72,6 +72,8 @@ class Translator:
             max_length_factor=self.spec.max_length_factor,
             max_length_offset=self.spec.max_length_offset,
             compute_type=self.spec.compute_type,
+            trust_remote_code=self.spec.trust_remote_code,
+            preprocessor=self.spec.preprocessor,
             device=self._device(),
             threads=self.threads,
         )

@@ -9,14 +9,34 @@ from mtfleet.errors import ModelError
 
 # "reverse" is the deterministic engine tests use as an oracle
 ENGINES = ("hf", "ct2", "reverse")
+# Text processing around an engine: IndicTrans2's IndicProcessor
+PREPROCESSORS = ("indictrans",)
 
 
-def load_engine(name: str, model: str, **settings: Any) -> Engine:
-    """The engine `name` loaded with `model`; settings are its keyword arguments.
+def load_engine(
+    name: str, model: str, *, preprocessor: str | None = None, **settings: Any
+) -> Engine:
+    """The engine `name` loaded with `model`; settings are its keyword arguments. With a
+    `preprocessor` (one of PREPROCESSORS) every segment goes through it before and after.
 
     Engines are imported here, not at the top, so that choosing one never imports another's
     libraries (torch and transformers take seconds to import).
     """
+    _check_preprocessor_name(preprocessor)
+    engine = _load(name, model, **settings)
+    tokens = getattr(engine, "tokens", None)
+    if tokens is not None:
+        _check_preprocessor_fits(tokens, preprocessor)
+    if preprocessor is None:
+        return engine
+    from mtfleet.engines.indictrans import IndicTransEngine
+
+    return IndicTransEngine(
+        engine, src_lang=settings.get("src_lang"), tgt_lang=settings.get("tgt_lang")
+    )
+
+
+def _load(name: str, model: str, **settings: Any) -> Engine:
     if name == "hf":
         from mtfleet.engines.hf import HFEngine
 
@@ -40,20 +60,46 @@ def check_model(
     src_lang: str | None = None,
     tgt_lang: str | None = None,
     trust_remote_code: bool = False,
+    preprocessor: str | None = None,
 ) -> None:
     """Fail in seconds, before a job starts, when engine `name` could not use `model`.
 
     Checks the engine name, the model directory (or hub id), its config, tokenizer and languages;
-    it loads no weights. A model with code of its own is refused without `trust_remote_code`.
-    Raises ModelError with one sentence naming what is wrong.
+    it loads no weights. A model with code of its own is refused without `trust_remote_code`,
+    IndicTrans2 without its preprocessor. Raises ModelError with one sentence naming what is wrong.
     """
     if name not in ENGINES:
         raise _unknown_engine(name)
+    _check_preprocessor_name(preprocessor)
+    if preprocessor is not None:
+        from mtfleet.engines.indictrans import check_languages, indic_processor
+
+        check_languages(src_lang, tgt_lang)
+        indic_processor()
     if name == "reverse":
         return
     from mtfleet.engines.tokens import ModelTokenizer
 
-    ModelTokenizer(model, src_lang=src_lang, tgt_lang=tgt_lang, trust_remote_code=trust_remote_code)
+    tokens = ModelTokenizer(
+        model, src_lang=src_lang, tgt_lang=tgt_lang, trust_remote_code=trust_remote_code
+    )
+    _check_preprocessor_fits(tokens, preprocessor)
+
+
+def _check_preprocessor_name(preprocessor: str | None) -> None:
+    if preprocessor is not None and preprocessor not in PREPROCESSORS:
+        raise ModelError(
+            f"Preprocessor {preprocessor!r} does not exist; mtfleet has {', '.join(PREPROCESSORS)}."
+        )
+
+
+def _check_preprocessor_fits(tokens: Any, preprocessor: str | None) -> None:
+    """IndicTrans2 reads its languages from the text IndicProcessor prepares, and only from it."""
+    if tokens.languages.mark == "preprocessor" and preprocessor is None:
+        raise ModelError(
+            f"Model {tokens.model_name} is IndicTrans2, which takes its text through AI4Bharat's "
+            f"IndicProcessor: add --preprocessor indictrans."
+        )
 
 
 def inspect_model(model: str, *, trust_remote_code: bool = False) -> dict[str, Any]:
@@ -84,6 +130,7 @@ def inspect_model(model: str, *, trust_remote_code: bool = False) -> dict[str, A
 LANGUAGE_MARKS = {
     "code": "--src-lang and --tgt-lang: the source's code starts it, the target's is forced first",
     "tag": "--tgt-lang: {tag} before each source",
+    "preprocessor": "--preprocessor indictrans with FLORES --src-lang and --tgt-lang",
     "none": "none: one language pair",
 }
 
@@ -104,4 +151,4 @@ def _unknown_engine(name: str) -> ModelError:
     return ModelError(f"Engine {name!r} does not exist; mtfleet has {', '.join(ENGINES)}.")
 
 
-__all__ = ["ENGINES", "Engine", "check_model", "inspect_model", "load_engine"]
+__all__ = ["ENGINES", "PREPROCESSORS", "Engine", "check_model", "inspect_model", "load_engine"]

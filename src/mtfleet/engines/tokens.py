@@ -23,6 +23,7 @@ from typing import Any
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
 
+from mtfleet.engines.indictrans import INDICTRANS2_LANGUAGES
 from mtfleet.errors import ModelError
 
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
@@ -45,6 +46,8 @@ CODE_FAMILIES = {
 # Target tags put before each source: OPUS-MT's multi-target `>>de<<`, MADLAD-400's `<2de>`
 TAG_TEMPLATES = {"marian": ">>{}<<", "t5": "<2{}>"}
 TAG_FAMILIES = {"marian": "marian-multi", "t5": "t5"}
+# IndicTrans2's model_type (its code is its own): its languages reach it through its preprocessor
+INDICTRANS2_MODEL_TYPE = "IndicTrans"
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,8 @@ class LanguageScheme:
     """How a model is told its languages.
 
     `mark` is "code" (the tokenizer marks the source, the target's token is forced as the first
-    generated one), "tag" (`tag` with the target's code goes before each source) or "none".
+    generated one), "tag" (`tag` with the target's code goes before each source), "preprocessor"
+    (IndicTrans2: IndicProcessor puts both codes before the text) or "none".
     `codes` maps each language code the model knows to its token id.
     """
 
@@ -65,6 +69,10 @@ class LanguageScheme:
 def language_scheme(config: PretrainedConfig, tokenizer: Any) -> LanguageScheme:
     """The family of a model and the language codes it knows, from its config and tokenizer."""
     tokenizer_class = type(tokenizer).__name__.removesuffix("Fast")
+    if config.model_type == INDICTRANS2_MODEL_TYPE:
+        vocab = tokenizer.get_vocab()
+        codes = {code: vocab.get(code, -1) for code in INDICTRANS2_LANGUAGES}
+        return LanguageScheme("indictrans2", "preprocessor", codes)
     if hasattr(tokenizer, "src_lang"):
         family = CODE_FAMILIES.get(tokenizer_class, config.model_type)
         return LanguageScheme(family, "code", _language_codes(tokenizer))
@@ -122,6 +130,8 @@ class ModelTokenizer:
         self.tokenizer = _load_tokenizer(self.source, trust_remote_code)
         self.languages = language_scheme(self.config, self.tokenizer)
         self.source_prefix = ""
+        # batch_decode's settings besides skip_special_tokens (a preprocessor may add its own)
+        self.decode_settings: dict[str, Any] = {}
         self.forced_bos_token_id: int | None = None
         if check_languages:
             self._set_languages(src_lang, tgt_lang)
@@ -193,7 +203,9 @@ class ModelTokenizer:
                 ids[1:] if ids[:1] == [self.forced_bos_token_id] else ids
                 for ids in map(list, outputs)
             ]
-        return self.tokenizer.batch_decode(outputs, skip_special_tokens=True)
+        return self.tokenizer.batch_decode(
+            outputs, skip_special_tokens=True, **self.decode_settings
+        )
 
     # --- languages
 
@@ -202,6 +214,10 @@ class ModelTokenizer:
             self._set_language_codes(src_lang, tgt_lang)
         elif self.languages.mark == "tag":
             self._set_target_tag(src_lang, tgt_lang)
+        elif self.languages.mark == "preprocessor":
+            for code in (src_lang, tgt_lang):
+                if code is not None:
+                    self._check_code(code)
         else:
             self._check_declared_pair(src_lang, tgt_lang)
 

@@ -8,9 +8,13 @@ sample text shipped with mtfleet:
 - marian: one language pair (OPUS-MT); marian-multi: a multi-target OPUS-MT model, `>>de<<` first;
 - m2m100 (`__de__` tokens), nllb (FLORES codes, `deu_Latn`), mbart50 (`de_DE`): the tokenizer
   marks the source, the target language's token is forced as the first generated token;
-- t5: MADLAD-400's layout, a T5 model whose source starts with a `<2de>` tag.
+- t5: MADLAD-400's layout, a T5 model whose source starts with a `<2de>` tag;
+- indictrans2: a stand-in for IndicTrans2, a model with code of its own (`auto_map` in its
+  config.json: a MarianMTModel subclass with its own config class, model_type IndicTrans) and
+  IndicTrans2's FLORES codes as pieces, for the text IndicProcessor prepares (`eng_Latn mar_Deva`).
 
-    python -m mtfleet.testing.tiny_model DIR [--arch marian|marian-multi|m2m100|nllb|mbart50|t5]
+    python -m mtfleet.testing.tiny_model DIR
+        [--arch marian|marian-multi|m2m100|nllb|mbart50|t5|indictrans2]
         [--d-model N] [--layers N]
 """
 
@@ -48,6 +52,7 @@ from transformers.models.mbart50.tokenization_mbart50 import (
 )
 from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES as NLLB_LANGUAGES
 
+from mtfleet.engines.indictrans import INDICTRANS2_LANGUAGES
 from mtfleet.models import (
     FAIRSEQ_IDS,
     T5_IDS,
@@ -60,7 +65,7 @@ from mtfleet.models import (
     write_special_tokens_map,
 )
 
-ARCHITECTURES = ("marian", "marian-multi", "m2m100", "nllb", "mbart50", "t5")
+ARCHITECTURES = ("marian", "marian-multi", "m2m100", "nllb", "mbart50", "t5", "indictrans2")
 
 # fairseq's token ids, which M2M100 and NLLB keep
 M2M100_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
@@ -111,13 +116,15 @@ def build_tiny_marian(
     seed: int = 0,
     corpus: Sequence[str] | None = None,
     targets: Sequence[str] = (),
+    tags: Sequence[str] = (),
 ) -> Path:
     """A random-weight MarianMTModel with a SentencePiece vocabulary trained on `corpus`.
 
     `corpus` defaults to mtfleet's sample text. With `targets` it is a multi-target OPUS-MT model:
-    `>>de<<` and the like are pieces of its vocabulary. The same arguments build the same files.
+    `>>de<<` and the like are pieces of its vocabulary, as `tags` are. The same arguments build the
+    same files.
     """
-    tags = [f">>{code}<<" for code in targets]
+    tags = [*(f">>{code}<<" for code in targets), *tags]
     with tempfile.TemporaryDirectory() as scratch:
         spm_path = train_sentencepiece(
             _corpus(corpus), Path(scratch) / "spm", vocab_size, user_defined_symbols=tags
@@ -301,6 +308,50 @@ def build_tiny_t5(
     return _save(out, tokenizer, model)
 
 
+# The code the indictrans2 stand-in brings in its directory, as IndicTrans2 brings its own
+INDICTRANS2_CODE = {
+    "configuration_tiny_indictrans.py": """from transformers import MarianConfig
+
+
+class TinyIndicTransConfig(MarianConfig):
+    model_type = "IndicTrans"
+""",
+    "modeling_tiny_indictrans.py": """from transformers import MarianMTModel
+
+from .configuration_tiny_indictrans import TinyIndicTransConfig
+
+
+class TinyIndicTransModel(MarianMTModel):
+    config_class = TinyIndicTransConfig
+""",
+}
+INDICTRANS2_AUTO_MAP = {
+    "AutoConfig": "configuration_tiny_indictrans.TinyIndicTransConfig",
+    "AutoModelForSeq2SeqLM": "modeling_tiny_indictrans.TinyIndicTransModel",
+}
+
+
+def build_tiny_indictrans2(out_dir: str | Path, **size: Any) -> Path:
+    """A random-weight stand-in for IndicTrans2: a model whose architecture is its own code.
+
+    Its config.json names the classes in its directory (`auto_map`), so it loads only with
+    `trust_remote_code`; IndicTrans2's FLORES codes are whole pieces of its vocabulary, as the
+    codes IndicProcessor puts before each source are tokens of IndicTrans2's.
+    """
+    out = build_tiny_marian(out_dir, targets=(), tags=INDICTRANS2_LANGUAGES, **size)
+    for name, code in INDICTRANS2_CODE.items():
+        (out / name).write_text(code, "utf-8")
+    config_path = out / "config.json"
+    config = json.loads(config_path.read_text("utf-8"))
+    config.update(
+        model_type="IndicTrans",
+        architectures=["TinyIndicTransModel"],
+        auto_map=INDICTRANS2_AUTO_MAP,
+    )
+    config_path.write_text(json.dumps(config, indent=2) + "\n", "utf-8")
+    return out
+
+
 BUILDERS: dict[str, Callable[..., Path]] = {
     "marian": build_tiny_marian,
     "marian-multi": build_tiny_marian_multi,
@@ -308,6 +359,7 @@ BUILDERS: dict[str, Callable[..., Path]] = {
     "nllb": build_tiny_nllb,
     "mbart50": build_tiny_mbart50,
     "t5": build_tiny_t5,
+    "indictrans2": build_tiny_indictrans2,
 }
 
 
