@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mtfleet.data.segment import reassemble, segment_texts
 from mtfleet.engines.base import Engine
@@ -21,10 +21,36 @@ class TranslationOutcome:
     """Distinct pieces: what the engine actually translated."""
     source_tokens: int
     """Source tokens of the distinct pieces, by the engine's count."""
+    skipped_target_language: list[bool] = field(default_factory=list)
+    """skipped_target_language[i]: texts[i] was already in the target language, and is copied."""
+
+    @property
+    def units_skipped_target_language(self) -> int:
+        """Texts copied because they were already in the target language (`--src-lang auto`)."""
+        return sum(self.skipped_target_language)
 
 
 def translate_texts(texts: Sequence[str], engine: Engine) -> TranslationOutcome:
-    """Translates `texts` with one engine call over their distinct segments."""
+    """Translates `texts` with one engine call over their distinct segments.
+
+    An engine that detects the source language (`--src-lang auto`) first says which texts are
+    already in the target language: those are copied, never sent to the model, and flagged.
+    """
+    in_target_language = getattr(engine, "in_target_language", None)
+    if in_target_language is None or not texts:
+        return _translate(texts, engine)
+    skipped = in_target_language(texts)
+    kept = [i for i, skip in enumerate(skipped) if not skip]
+    outcome = _translate([texts[i] for i in kept], engine)
+    translations = list(texts)
+    for i, translation in zip(kept, outcome.translations, strict=True):
+        translations[i] = translation
+    outcome.translations = translations
+    outcome.skipped_target_language = list(skipped)
+    return outcome
+
+
+def _translate(texts: Sequence[str], engine: Engine) -> TranslationOutcome:
     count_tokens = _RememberedCounts(engine.count_tokens)
     pieces_per_text = segment_texts(texts, engine.max_input_tokens, count_tokens)
     segments = [piece.text for pieces in pieces_per_text for piece in pieces if piece.translate]
@@ -44,6 +70,7 @@ def translate_texts(texts: Sequence[str], engine: Engine) -> TranslationOutcome:
         segments=len(segments),
         segments_unique=len(unique),
         source_tokens=sum(count_tokens(unique)),
+        skipped_target_language=[False] * len(texts),
     )
 
 

@@ -23,8 +23,17 @@ Model = Annotated[
 Fields = Annotated[
     str, typer.Option("--fields", "-f", help="Comma-separated field paths: a, a.b, a[].b")
 ]
-SrcLang = Annotated[str | None, typer.Option(help="Source language code (M2M100, NLLB, mBART).")]
-TgtLang = Annotated[str | None, typer.Option(help="Target language code (M2M100, NLLB, mBART).")]
+SrcLang = Annotated[
+    str | None,
+    typer.Option(
+        help="Source language code (M2M100, NLLB, mBART, MADLAD), or auto: each unit's is "
+        "detected, and units already in --tgt-lang are copied (pip install 'mtfleet[detect]')."
+    ),
+]
+TgtLang = Annotated[
+    str | None,
+    typer.Option(help="Target language code (M2M100, NLLB, mBART, MADLAD, multi-target Marian)."),
+]
 Engine = Annotated[
     str | None,
     typer.Option(

@@ -23,10 +23,15 @@ def load_engine(
     libraries (torch and transformers take seconds to import).
     """
     _check_preprocessor_name(preprocessor)
+    detect_source = _detects_source(settings.get("src_lang"), preprocessor)
     engine = _load(name, model, **settings)
     tokens = getattr(engine, "tokens", None)
     if tokens is not None:
         _check_preprocessor_fits(tokens, preprocessor)
+    if detect_source:
+        from mtfleet.engines.detect import AutoSourceEngine
+
+        return AutoSourceEngine(engine, tgt_lang=settings.get("tgt_lang"))
     if preprocessor is None:
         return engine
     from mtfleet.engines.indictrans import IndicTransEngine
@@ -71,19 +76,43 @@ def check_model(
     if name not in ENGINES:
         raise _unknown_engine(name)
     _check_preprocessor_name(preprocessor)
+    detect_source = _detects_source(src_lang, preprocessor)
     if preprocessor is not None:
         from mtfleet.engines.indictrans import check_languages, indic_processor
 
         check_languages(src_lang, tgt_lang)
         indic_processor()
-    if name == "reverse":
-        return
-    from mtfleet.engines.tokens import ModelTokenizer
+    codes: list[str] = []
+    if name != "reverse":
+        from mtfleet.engines.tokens import ModelTokenizer
 
-    tokens = ModelTokenizer(
-        model, src_lang=src_lang, tgt_lang=tgt_lang, trust_remote_code=trust_remote_code
-    )
-    _check_preprocessor_fits(tokens, preprocessor)
+        tokens = ModelTokenizer(
+            model, src_lang=src_lang, tgt_lang=tgt_lang, trust_remote_code=trust_remote_code
+        )
+        _check_preprocessor_fits(tokens, preprocessor)
+        codes = list(tokens.languages.codes)
+    if detect_source:
+        from mtfleet.engines.detect import SourceDetector
+
+        if tgt_lang is None:
+            raise ModelError(
+                "--src-lang auto needs --tgt-lang, so that text already in it is kept."
+            )
+        SourceDetector(tgt_lang, codes)
+
+
+def _detects_source(src_lang: str | None, preprocessor: str | None) -> bool:
+    """Whether the source language is to be detected (`--src-lang auto`)."""
+    from mtfleet.engines.detect import AUTO
+
+    if src_lang != AUTO:
+        return False
+    if preprocessor is not None:
+        raise ModelError(
+            f"--src-lang {AUTO} cannot be used with --preprocessor {preprocessor}, which needs the "
+            f"source's own code."
+        )
+    return True
 
 
 def _check_preprocessor_name(preprocessor: str | None) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
 
+from mtfleet.engines.detect import AUTO
 from mtfleet.engines.indictrans import INDICTRANS2_LANGUAGES
 from mtfleet.errors import ModelError
 
@@ -210,13 +211,14 @@ class ModelTokenizer:
     # --- languages
 
     def _set_languages(self, src_lang: str | None, tgt_lang: str | None) -> None:
+        """Sets up `tgt_lang` and `src_lang`; a source of AUTO is set per segment by its detector."""
         if self.languages.mark == "code":
             self._set_language_codes(src_lang, tgt_lang)
         elif self.languages.mark == "tag":
             self._set_target_tag(src_lang, tgt_lang)
         elif self.languages.mark == "preprocessor":
             for code in (src_lang, tgt_lang):
-                if code is not None:
+                if code not in (None, AUTO):
                     self._check_code(code)
         else:
             self._check_declared_pair(src_lang, tgt_lang)
@@ -229,9 +231,10 @@ class ModelTokenizer:
                 f"Model {self.model_name} needs a source and a target language "
                 f"(--src-lang, --tgt-lang), such as {_some(codes)}."
             )
-        for code in (src_lang, tgt_lang):
-            self._check_code(code)
-        self.tokenizer.src_lang = src_lang
+        self._check_code(tgt_lang)
+        if src_lang != AUTO:
+            self._check_code(src_lang)
+            self.tokenizer.src_lang = src_lang
         self.forced_bos_token_id = codes[tgt_lang]
 
     def _set_target_tag(self, src_lang: str | None, tgt_lang: str | None) -> None:
@@ -244,7 +247,7 @@ class ModelTokenizer:
             )
         self._check_code(tgt_lang)
         # a multi-target OPUS-MT model's sources need not be among its targets; MADLAD's are
-        if src_lang is not None and self.languages.family == "t5":
+        if src_lang not in (None, AUTO) and self.languages.family == "t5":
             self._check_code(src_lang)
         self.source_prefix = self.languages.tag.format(tgt_lang) + " "
 
@@ -263,7 +266,7 @@ class ModelTokenizer:
             "target": (tgt_lang, getattr(self.tokenizer, "target_lang", None)),
         }
         for side, (asked, own) in declared.items():
-            if asked is not None and own is not None and asked != own:
+            if asked not in (None, AUTO) and own is not None and asked != own:
                 raise ModelError(
                     f"Model {self.model_name} translates {declared['source'][1]} to "
                     f"{declared['target'][1]}, so it cannot take {asked!r} as its {side} language."
