@@ -37,8 +37,7 @@ def detector() -> SourceDetector:
 
 @pytest.fixture
 def auto_reverse(detector: SourceDetector) -> AutoSourceEngine:
-    engine = load_engine("reverse", "unused", src_lang="auto", tgt_lang="de")
-    assert isinstance(engine, AutoSourceEngine)
+    engine = AutoSourceEngine(ReverseEngine(), tgt_lang="de")
     engine.detector = detector
     return engine
 

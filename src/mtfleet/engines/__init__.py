@@ -51,10 +51,10 @@ def _load(name: str, model: str, **settings: Any) -> Engine:
 
         return CT2Engine(model, **settings)
     if name == "reverse":
-        from mtfleet.testing.engines import ReverseEngine
+        from mtfleet.engines.reverse import ReverseEngine
 
-        # it translates without a model: the name is ignored
-        return ReverseEngine(**settings)
+        # it translates without a model: the name is ignored; a job's segments are not kept
+        return ReverseEngine(record_calls=False, **settings)
     raise _unknown_engine(name)
 
 
