@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install chromium demo test lint bench bench-quick bench-scale quality clean
+.PHONY: install chromium demo test lint bench bench-quick bench-scale bench-families quality clean
 
 install: $(STAMP) chromium
 
@@ -41,6 +41,9 @@ bench-quick: install
 
 bench-scale: install
 	$(BIN)/python bench/scale.py
+
+bench-families: install
+	$(BIN)/python bench/families.py
 
 quality: install
 	$(BIN)/python bench/quality.py

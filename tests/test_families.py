@@ -4,18 +4,17 @@ alone, and CTranslate2 in float32 equal to transformers."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from mtfleet.engines import check_model
 from mtfleet.engines.ct2 import CT2Engine, cache_root
 from mtfleet.engines.hf import HFEngine
 from mtfleet.errors import ModelError
+from mtfleet.testing.families import FAMILIES, generate_alone
 from mtfleet.testing.tiny_model import build_tiny_model, varied_segments
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
@@ -24,17 +23,10 @@ FACTOR, OFFSET = 1.0, 4
 SETTINGS = {"max_batch_tokens": 256, "max_length_factor": FACTOR, "max_length_offset": OFFSET}
 TINY = {"d_model": 32, "layers": 1, "heads": 2, "ffn": 64, "vocab_size": 300}
 
-# family -> (source language, target language, tokenizer class, how the target is marked)
-FAMILIES = {
-    "marian": (None, None, "MarianTokenizer", None),
-    "marian-multi": (None, "fr", "MarianTokenizer", ">>fr<<"),
-    "m2m100": ("en", "de", "M2M100Tokenizer", "__de__"),
-    "nllb": ("eng_Latn", "mar_Deva", "NllbTokenizer", "mar_Deva"),
-    "mbart50": ("en_XX", "mr_IN", "MBart50Tokenizer", "mr_IN"),
-    "t5": ("en", "de", "T5Tokenizer", "<2de>"),
-}
-# families whose target language token is forced as the first generated token
-FORCED_BOS = {"m2m100", "nllb", "mbart50"}
+# the families whose target language token is forced as the first generated token
+FORCED_BOS = sorted(name for name, family in FAMILIES.items() if family.forced_bos)
+# indictrans2 has tests of its own (test_remote_code.py): its text goes through IndicProcessor
+NAMES = [name for name in FAMILIES if name != "indictrans2"]
 
 
 @pytest.fixture(autouse=True)
@@ -52,54 +44,35 @@ def ct2_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def family_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("families")
-    return {family: build_tiny_model(family, root / family, **TINY) for family in FAMILIES}
+    return {family: build_tiny_model(family, root / family, **TINY) for family in NAMES}
 
 
 @pytest.fixture(scope="module")
 def hf_engines(family_dirs: dict[str, Path]) -> dict[str, HFEngine]:
     return {
-        family: HFEngine(
-            str(family_dirs[family]), src_lang=src, tgt_lang=tgt, threads=1, **SETTINGS
+        name: HFEngine(
+            str(family_dirs[name]),
+            src_lang=FAMILIES[name].src_lang,
+            tgt_lang=FAMILIES[name].tgt_lang,
+            threads=1,
+            **SETTINGS,
         )
-        for family, (src, tgt, _, _) in FAMILIES.items()
+        for name in NAMES
     }
 
 
-def generate_alone(engine: HFEngine, model_dir: Path, segments: list[str]) -> list[list[int]]:
-    """Each segment through a freshly loaded model's own generate, as the family's model card
-    says to call it, one segment at a time with its cap."""
-    family = engine.tokens.languages.family
-    src, _, _, mark = FAMILIES[family]
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
-    settings: dict[str, object] = {"num_beams": 1, "do_sample": False}
-    prefix = ""
-    if family in FORCED_BOS:
-        tokenizer.src_lang = src
-        settings["forced_bos_token_id"] = tokenizer.convert_tokens_to_ids(mark)
-    elif mark:
-        prefix = f"{mark} "
-    outputs = []
-    for segment in segments:
-        inputs = tokenizer([prefix + segment], return_tensors="pt")
-        cap = math.ceil(FACTOR * inputs["input_ids"].shape[1] + OFFSET)
-        sequence = model.generate(**inputs, max_new_tokens=cap, **settings)[0]
-        outputs.append(sequence[1:].tolist())
-    return outputs
-
-
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", NAMES)
 def test_each_family_loads_with_its_own_tokenizer_and_is_recognised(
     family: str, hf_engines: dict[str, HFEngine]
 ) -> None:
     engine = hf_engines[family]
 
-    assert type(engine.tokenizer).__name__.removesuffix("Fast") == FAMILIES[family][2]
+    assert type(engine.tokenizer).__name__.removesuffix("Fast") == FAMILIES[family].tokenizer_class
     assert engine.tokens.languages.family == family
     assert engine.describe()["family"] == family
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", NAMES)
 def test_greedy_output_equals_generate_on_each_segment_alone(
     family: str, hf_engines: dict[str, HFEngine], family_dirs: dict[str, Path]
 ) -> None:
@@ -107,18 +80,23 @@ def test_greedy_output_equals_generate_on_each_segment_alone(
 
     batched = hf_engines[family].generate_token_ids(segments)
 
-    assert batched == generate_alone(hf_engines[family], family_dirs[family], segments)
+    assert batched == generate_alone(
+        family_dirs[family],
+        family,
+        segments,
+        max_length_factor=FACTOR,
+        max_length_offset=OFFSET,
+    )
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", NAMES)
 def test_ct2_float32_generates_what_the_hf_engine_does(
     family: str, hf_engines: dict[str, HFEngine], family_dirs: dict[str, Path]
 ) -> None:
-    src, tgt, _, _ = FAMILIES[family]
     ct2 = CT2Engine(
         str(family_dirs[family]),
-        src_lang=src,
-        tgt_lang=tgt,
+        src_lang=FAMILIES[family].src_lang,
+        tgt_lang=FAMILIES[family].tgt_lang,
         compute_type="float32",
         threads=1,
         **SETTINGS,
@@ -136,7 +114,7 @@ def test_the_target_code_is_the_first_generated_token_and_never_text(
     family: str, hf_engines: dict[str, HFEngine]
 ) -> None:
     engine = hf_engines[family]
-    src, _, _, mark = FAMILIES[family]
+    src, mark = FAMILIES[family].src_lang, FAMILIES[family].target_mark
     target_id = engine.tokenizer.convert_tokens_to_ids(mark)
     segments = varied_segments(8, seed=13)
 
@@ -150,7 +128,7 @@ def test_a_tagged_family_puts_the_target_tag_first_in_every_source(
     family: str, hf_engines: dict[str, HFEngine]
 ) -> None:
     engine = hf_engines[family]
-    tag = FAMILIES[family][3]
+    tag = FAMILIES[family].target_mark
 
     first_ids = [ids[0] for ids in engine.tokens.encode(["The cat sleeps.", "Hi."])]
 
@@ -171,7 +149,7 @@ def test_a_tagged_family_puts_the_target_tag_first_in_every_source(
 def test_an_unknown_language_code_is_one_sentence_naming_the_nearest(
     family: str, wrong: str, nearest: str, family_dirs: dict[str, Path]
 ) -> None:
-    src = FAMILIES[family][0]
+    src = FAMILIES[family].src_lang
 
     with pytest.raises(
         ModelError, match=rf"no language code '{wrong}'; the nearest .*\b{nearest}\b"
