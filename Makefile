@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install chromium demo test lint bench bench-quick bench-scale bench-families quality clean
+.PHONY: install chromium demo test lint bench bench-quick bench-scale quality clean
 
 install: $(STAMP) chromium
 
@@ -42,6 +42,7 @@ bench-quick: install
 bench-scale: install
 	$(BIN)/python bench/scale.py
 
+.PHONY: bench-families
 bench-families: install
 	$(BIN)/python bench/families.py
 

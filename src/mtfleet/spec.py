@@ -11,9 +11,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 EngineName = Literal["hf", "ct2", "reverse"]
+Preprocessor = Literal["indictrans"]
 OnError = Literal["keep-source", "fail"]
 ComputeType = Literal["auto", "int8", "int8_float16", "int8_float32", "float16", "float32"]
-Preprocessor = Literal["indictrans"]
 # Settings that decide how a job runs, not what it writes: a job resumes with other values of them.
 RUN_SETTINGS = frozenset(
     {"cpu_translators_per_node", "gpus", "threads", "lease_ttl_s", "overwrite"}

@@ -69,15 +69,15 @@ def serve(
     state_dir: options.StateDir = Path(".mtfleet"),
     store: options.Store = None,
     address: options.Address = None,
-    insecure_no_auth: Annotated[
-        bool, typer.Option("--insecure-no-auth", help="Serve without a token, on 127.0.0.1 only.")
-    ] = False,
     allow_remote_code: Annotated[
         bool,
         typer.Option(
             "--allow-remote-code",
             help="Accept jobs with trust_remote_code: models that run code of their own.",
         ),
+    ] = False,
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth", help="Serve without a token, on 127.0.0.1 only.")
     ] = False,
 ) -> None:
     """Serve the REST API (token: MTFLEET_API_TOKEN) for the jobs of a Ray cluster."""
@@ -90,8 +90,8 @@ def serve(
         state_dir=state_dir,
         store_url=store,
         address=address,
-        insecure_no_auth=insecure_no_auth,
         allow_remote_code=allow_remote_code,
+        insecure_no_auth=insecure_no_auth,
     )
     if insecure_no_auth and host != LOOPBACK:
         console.print(f"note: without a token the API listens on {LOOPBACK} only, not {host}.")
