@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,13 @@ class Driver(threading.Thread):
 
     def shards_done(self) -> int:
         return self.reports[-1]["shards"]["done"] if self.reports else 0
+
+    def saw(self, node_id: str, alive: bool) -> bool:
+        """The last progress report has translators on `node_id` if `alive`, none if not (or the
+        job has ended)."""
+        report = self.reports[-1] if self.reports else {"translators": []}
+        on_node = any(t["node_id"] == node_id for t in report["translators"])
+        return on_node == alive or not self.is_alive()
 
     def finish(self, timeout_s: float = 180) -> dict[str, Any]:
         self.join(timeout_s)
@@ -215,11 +222,15 @@ def test_a_storm_of_joins_and_leaves_loses_and_duplicates_nothing(
         changes = 0
         while changes < 12 and driver.is_alive():
             if workers and (len(workers) >= 3 or storm.random() < 0.5):
-                cluster.remove_node(workers.pop(storm.randrange(len(workers))))
+                node = workers.pop(storm.randrange(len(workers)))
+                cluster.remove_node(node)
             else:
-                workers.append(cluster.add_node(num_cpus=1, num_gpus=storm.choice([0, 1])))
+                node = cluster.add_node(num_cpus=1, num_gpus=storm.choice([0, 1]))
+                workers.append(node)
+            # the next change comes once the fleet has placed translators on a node that joined,
+            # or let those of a node that left go
+            wait_for(partial(driver.saw, node.node_id, node in workers))
             changes += 1
-            time.sleep(storm.uniform(0.3, 1.0))
         manifest = driver.finish()
     assert changes >= 10
     assert_accounted(manifest)
