@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench bench-quick quality clean
+.PHONY: install demo test lint bench bench-quick quality chaos clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ bench-quick: install
 
 quality: install
 	$(BIN)/python bench/quality.py
+
+# faults injected per kind (full disk, store restarts and locks, hangs, OOM...): results/reliability.json
+chaos: install
+	$(BIN)/python bench/chaos.py
 
 lint: install
 	$(BIN)/ruff check .

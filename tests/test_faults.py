@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from mtfleet.cluster.logs import log_path
 from mtfleet.errors import StoreError
 from mtfleet.spec import JobSpec
 from mtfleet.store import JobState, JobStore, TransientStoreError
-from mtfleet.testing.cluster import local_cluster, wait_for
+from mtfleet.testing.cluster import JobThread, local_cluster, wait_for
 from mtfleet.testing.faults import full_disk, sqlite_locked, throwaway_postgres
 
 pytestmark = pytest.mark.cluster
@@ -62,40 +61,6 @@ def clean_output(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> byt
     result = run_job(make_spec(dataset, work / "out.jsonl"), state_dir=work / "state")
     assert result.state == "succeeded", result.error
     return (work / "out.jsonl").read_bytes()
-
-
-class Driver(threading.Thread):
-    """Runs a job to its end in the background while the test injects a fault under it."""
-
-    def __init__(self, spec: JobSpec, state_dir: Path, store_url: str | None = None) -> None:
-        super().__init__(daemon=True)
-        self.spec, self.state_dir, self.store_url = spec, state_dir, store_url
-        self.reports: list[dict[str, Any]] = []
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = run_job(
-                self.spec,
-                state_dir=self.state_dir,
-                store_url=self.store_url,
-                on_progress=self.reports.append,
-            )
-        except BaseException as error:
-            self.error = error
-
-    def shards_done(self) -> int:
-        return self.reports[-1]["shards"]["done"] if self.reports else 0
-
-    def work_dir(self) -> Path:
-        return self.state_dir / "jobs" / self.reports[-1]["job_id"]
-
-    def finish(self, timeout_s: float = 180) -> Any:
-        self.join(timeout_s)
-        assert not self.is_alive(), "job did not finish"
-        assert self.error is None, self.error
-        return self.result
 
 
 def translate_command(dataset: Path, output: Path, state_dir: Path) -> list[str]:
@@ -157,7 +122,9 @@ def test_a_postgresql_server_restarted_mid_job_is_waited_for_and_the_job_finishe
     dataset: Path, tmp_path: Path, clean_output: bytes, slow_engine: None
 ) -> None:
     with throwaway_postgres() as server, local_cluster(head_cpus=2):
-        driver = Driver(make_spec(dataset, tmp_path / "out.jsonl"), tmp_path / "state", server.url)
+        driver = JobThread(
+            make_spec(dataset, tmp_path / "out.jsonl"), tmp_path / "state", server.url
+        )
         driver.start()
         wait_for(lambda: driver.shards_done() >= 2)
         coordinator_log = log_path(driver.work_dir(), "coordinator")
@@ -165,7 +132,7 @@ def test_a_postgresql_server_restarted_mid_job_is_waited_for_and_the_job_finishe
         # down until the coordinator has met the outage (and retried) at least once
         wait_for(lambda: "Retrying" in coordinator_log.read_text())
         server.start()
-        result = driver.finish()
+        result = driver.outcome()
         store = JobStore(server.url)
         assert result.state == "succeeded", result.error
         assert no_failed_shards(store, result.job_id)
@@ -176,13 +143,13 @@ def test_a_sqlite_store_locked_by_another_process_is_waited_for_and_the_job_fini
     dataset: Path, tmp_path: Path, clean_output: bytes, slow_engine: None
 ) -> None:
     with local_cluster(head_cpus=2):
-        driver = Driver(make_spec(dataset, tmp_path / "out.jsonl"), tmp_path / "state")
+        driver = JobThread(make_spec(dataset, tmp_path / "out.jsonl"), tmp_path / "state")
         driver.start()
         wait_for(lambda: driver.shards_done() >= 2)
         # longer than SQLite's own busy timeout, so the store's retries take over
         with sqlite_locked(tmp_path / "state" / "jobs.db", hold_s=8):
             pass
-        result = driver.finish()
+        result = driver.outcome()
     assert result.state == "succeeded", result.error
     assert "database is locked" in log_path(driver.work_dir(), "coordinator").read_text()
     assert (tmp_path / "out.jsonl").read_bytes() == clean_output
@@ -287,14 +254,14 @@ def test_an_input_changed_mid_job_fails_it_at_assembly_in_one_sentence(
     changing = tmp_path / "input.jsonl"
     changing.write_bytes(dataset.read_bytes())
     with local_cluster(head_cpus=2):
-        driver = Driver(make_spec(changing, tmp_path / "out.jsonl"), tmp_path / "state")
+        driver = JobThread(make_spec(changing, tmp_path / "out.jsonl"), tmp_path / "state")
         driver.start()
         wait_for(lambda: driver.shards_done() >= 2)
         with changing.open("a") as stream:
             stream.write(
                 json.dumps({"instruction": "Added.", "input": "", "output": "Late."}) + "\n"
             )
-        result = driver.finish()
+        result = driver.outcome()
     assert result.state == "failed"
     assert (
         result.error
