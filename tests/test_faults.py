@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -312,3 +313,16 @@ def test_a_detached_job_goes_on_when_its_coordinator_dies_and_a_node_leaves_mean
     assert job.counters["coordinator_restarts"] >= 1
     assert no_failed_shards(store, handle.job_id)
     assert (tmp_path / "out.jsonl").read_bytes() == clean_output
+
+
+def test_a_model_a_node_cannot_load_pauses_the_job_naming_it_instead_of_failing_rows(
+    tiny_marian_dir: Path, marked: Path
+) -> None:
+    # config and tokenizer pass the driver's check; the weights are missing where translators run
+    model = marked.parent / "model-without-weights"
+    shutil.copytree(tiny_marian_dir, model, ignore=shutil.ignore_patterns("*.safetensors"))
+    spec = marked_spec(marked).model_copy(update={"model": str(model), "engine": "hf"})
+    result = run_job(spec, state_dir=marked.parent / "state")
+    assert result.state == "paused"
+    assert "cannot load the model" in result.error
+    assert no_failed_shards(JobStore.for_state_dir(marked.parent / "state"), result.job_id)
