@@ -292,9 +292,9 @@ def summary(runs: list[Run]) -> dict[str, dict[str, int]]:
 def print_table(kinds: dict[str, dict[str, int]]) -> None:
     columns = ["jobs", "faults_injected", "identical", "stopped_cleanly", "wrong",
                "rows_wrongly_failed"]  # fmt: skip
-    print(f"{'kind':32}" + "".join(f"{name:>21}" for name in columns))
+    print(f"{'kind':30}" + "".join(f"{name:>{len(name) + 2}}" for name in columns))
     for kind, row in kinds.items():
-        print(f"{kind:32}" + "".join(f"{row[name]:>21}" for name in columns))
+        print(f"{kind:30}" + "".join(f"{row[name]:>{len(name) + 2}}" for name in columns))
 
 
 def main() -> int:
