@@ -12,7 +12,7 @@ import random
 import signal
 import subprocess
 import sys
-from functools import partial
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +73,6 @@ def assert_accounted(manifest: dict[str, Any]) -> None:
 
 class Driver(JobThread):
     """Runs a job to its end in the background while the test changes the cluster under it."""
-
-    def saw(self, node_id: str, alive: bool) -> bool:
-        """The last progress report has translators on `node_id` if `alive`, none if not (or the
-        job has ended)."""
-        report = self.reports[-1] if self.reports else {"translators": []}
-        on_node = any(t["node_id"] == node_id for t in report["translators"])
-        return on_node == alive or not self.is_alive()
 
     def finish(self, timeout_s: float = 180) -> dict[str, Any]:
         result = self.outcome(timeout_s)
@@ -198,15 +191,12 @@ def test_a_storm_of_joins_and_leaves_loses_and_duplicates_nothing(
         changes = 0
         while changes < 12 and driver.is_alive():
             if workers and (len(workers) >= 3 or storm.random() < 0.5):
-                node = workers.pop(storm.randrange(len(workers)))
-                cluster.remove_node(node)
+                cluster.remove_node(workers.pop(storm.randrange(len(workers))))
             else:
-                node = cluster.add_node(num_cpus=1, num_gpus=storm.choice([0, 1]))
-                workers.append(node)
-            # the next change comes once the fleet has placed translators on a node that joined,
-            # or let those of a node that left go
-            wait_for(partial(driver.saw, node.node_id, node in workers))
+                workers.append(cluster.add_node(num_cpus=1, num_gpus=storm.choice([0, 1])))
             changes += 1
+            # the storm's pace, not a wait for a state: nodes come and go at random moments
+            time.sleep(storm.uniform(0.3, 1.0))
         manifest = driver.finish()
     assert changes >= 10
     assert_accounted(manifest)
