@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install chromium demo test lint bench bench-quick bench-scale quality clean
+.PHONY: install chromium demo test lint bench bench-quick bench-scale quality chaos clean
 
 install: $(STAMP) chromium
 
@@ -44,6 +44,10 @@ bench-scale: install
 
 quality: install
 	$(BIN)/python bench/quality.py
+
+# faults injected per kind (full disk, store restarts and locks, hangs, OOM...): results/reliability.json
+chaos: install
+	$(BIN)/python bench/chaos.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -120,6 +120,9 @@ def submit_job(
         # Rerunning a failed or cancelled job goes on from its finished shards, or plans it again.
         planned = store.has_shards(job_id)
         store.set_job_state(job_id, JobState.QUEUED if planned else JobState.PLANNING)
+    elif record.state is JobState.PAUSED and record.error:
+        # Paused by its coordinator on a fault that persisted (a full disk...): rerunning resumes.
+        store.set_job_state(job_id, JobState.RUNNING)
     return handle, False
 
 
@@ -236,7 +239,8 @@ def start_coordinator(handle: JobHandle) -> Any:
 
 
 def follow(handle: JobHandle, on_progress: Progress | None = None) -> JobResult:
-    """Follows the job to its end, starting its coordinator again whenever it dies."""
+    """Follows the job to its end, starting its coordinator again whenever it dies. A job its
+    coordinator paused on a fault (a paused job with an error) ends the run too."""
     coordinator = start_coordinator(handle)
     while True:
         try:
@@ -246,7 +250,8 @@ def follow(handle: JobHandle, on_progress: Progress | None = None) -> JobResult:
             continue
         if on_progress is not None:
             on_progress(report)
-        if JobState(report["state"]) in TERMINAL:
+        state = JobState(report["state"])
+        if state in TERMINAL or (state is JobState.PAUSED and report["error"]):
             ray.kill(coordinator, no_restart=True)
             job = JobStore(handle.store_url).get_job(handle.job_id)
             return JobResult(handle.job_id, job.state.value, job.error, job.manifest)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 # Tests of a cluster under disturbance set this so a job lasts long enough to be disturbed.
 DELAY_VARIABLE = "MTFLEET_REVERSE_DELAY_S"
 # Tests of poison rows set this: a segment containing its value makes translate raise.
 FAIL_ON_VARIABLE = "MTFLEET_REVERSE_FAIL_ON"
+# Tests of the watchdog set this: a segment containing its value makes translate hang for good.
+HANG_ON_VARIABLE = "MTFLEET_REVERSE_HANG_ON"
+# Tests of a device out of memory set this: a batch of more tokens raises OutOfMemoryError.
+OOM_ABOVE_VARIABLE = "MTFLEET_REVERSE_OOM_ABOVE"
+
+
+class OutOfMemoryError(RuntimeError):
+    """Named as torch's CUDA out-of-memory error, which translators know by its name."""
 
 
 class ReverseEngine:
@@ -18,8 +27,11 @@ class ReverseEngine:
 
     Tokens are whitespace-separated words plus one (an end-of-sentence token). `calls` holds the
     segments of each `translate` call, one list per call. A translate call sleeps `delay_s`
-    (default: the MTFLEET_REVERSE_DELAY_S environment variable, else 0), and raises on any segment
-    that contains `fail_on` (default: the MTFLEET_REVERSE_FAIL_ON environment variable, else never).
+    (default: the MTFLEET_REVERSE_DELAY_S environment variable, else 0), raises on any segment
+    that contains `fail_on` (default: MTFLEET_REVERSE_FAIL_ON, else never), hangs for good on one
+    that contains `hang_on` (MTFLEET_REVERSE_HANG_ON), and raises OutOfMemoryError when one of its
+    batches (segments in order, at most `max_batch_tokens` tokens each) holds more than
+    `oom_above` tokens (MTFLEET_REVERSE_OOM_ABOVE), as a device with that much memory would.
     """
 
     name = "reverse"
@@ -29,11 +41,18 @@ class ReverseEngine:
         max_input_tokens: int = 128,
         delay_s: float | None = None,
         fail_on: str | None = None,
+        max_batch_tokens: int = 8192,
+        hang_on: str | None = None,
+        oom_above: int | None = None,
         **settings: Any,
     ) -> None:
         self.max_input_tokens = max_input_tokens
+        self.max_batch_tokens = max_batch_tokens
         self.delay_s = float(os.environ.get(DELAY_VARIABLE, 0)) if delay_s is None else delay_s
         self.fail_on = os.environ.get(FAIL_ON_VARIABLE) if fail_on is None else fail_on
+        self.hang_on = os.environ.get(HANG_ON_VARIABLE) if hang_on is None else hang_on
+        oom_env = os.environ.get(OOM_ABOVE_VARIABLE)
+        self.oom_above = int(oom_env) if oom_above is None and oom_env else oom_above
         # What a real engine would be given (languages, beam...), echoed by describe().
         self.settings = settings
         self.calls: list[list[str]] = []
@@ -48,7 +67,27 @@ class ReverseEngine:
         for segment in segments:
             if self.fail_on and self.fail_on in segment:
                 raise ValueError(f"the reverse engine refuses {segment!r}")
+            if self.hang_on and self.hang_on in segment:
+                threading.Event().wait()
+        if self.oom_above is not None:
+            for batch_tokens in self._batch_tokens(segments):
+                if batch_tokens > self.oom_above:
+                    raise OutOfMemoryError(
+                        f"a batch of {batch_tokens} tokens does not fit in {self.oom_above}"
+                    )
         return [segment[::-1] for segment in segments]
+
+    def _batch_tokens(self, segments: Sequence[str]) -> Iterator[int]:
+        """The tokens of each batch: segments in order, a batch closed before it would pass
+        `max_batch_tokens` (a segment bigger than that is a batch of its own)."""
+        batch = 0
+        for tokens in self.count_tokens(segments):
+            if batch and batch + tokens > self.max_batch_tokens:
+                yield batch
+                batch = 0
+            batch += tokens
+        if batch:
+            yield batch
 
     def describe(self) -> dict[str, Any]:
         return {
