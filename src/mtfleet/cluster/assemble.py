@@ -19,7 +19,7 @@ from mtfleet.store import JobStore, ShardState
 def assemble(store: JobStore, job_id: str, work_dir: Path) -> dict[str, Any]:
     """Writes the output and OUT.manifest.json; returns the manifest."""
     job = store.get_job(job_id)
-    spec, _ = spec_from_store(job.spec)
+    spec, _, _ = spec_from_store(job.spec)
     input_sha256 = read_plan_facts(work_dir)["input_sha256"]
     dataset, units = load_units(spec)
     if fingerprint(spec.input) != input_sha256:
