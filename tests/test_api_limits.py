@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from typing import Any
 import httpx
 import pytest
 import ray
+import schemathesis
 import uvicorn
+from hypothesis import HealthCheck, given, settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from mtfleet.api.server import ServerSettings, create_app
@@ -715,3 +718,45 @@ def test_a_finished_job_submitted_again_needs_no_overwrite(
     # its output went missing: it is assembled again from the job's parts
     assert (missing.status_code, missing.json()["state"]) == (200, "succeeded")
     assert (data_root / "out" / "rerun.jsonl").read_text() == written
+
+
+# --- issue 11: the API fuzzed from its own OpenAPI document
+
+FUZZ_EXAMPLES = 40
+CHECKS = [
+    schemathesis.checks.not_a_server_error,
+    schemathesis.checks.status_code_conformance,
+    schemathesis.checks.content_type_conformance,
+    schemathesis.checks.response_schema_conformance,
+]
+
+
+@pytest.mark.parametrize("token", [TOKEN, None], ids=["with-token", "without-token"])
+def test_fuzzed_calls_to_every_endpoint_get_no_500_and_match_the_schema(
+    api: str, http: httpx.Client, token: str | None
+) -> None:
+    schema = schemathesis.openapi.from_url(f"{api}/openapi.json")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    cases: Counter[str] = Counter()
+    for operation in schema.get_all_operations():
+        endpoint = operation.ok()
+
+        @given(case=endpoint.as_strategy())
+        @settings(
+            max_examples=FUZZ_EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def call(case: Any) -> None:
+            response = case.call_and_validate(headers=headers, checks=CHECKS)
+            cases[f"{case.method} {case.path}"] += 1
+            if token is None and case.path.startswith("/v1"):
+                assert response.status_code == 401
+
+        call()
+
+    print(f"schemathesis {'with' if token else 'without'} the token: {sum(cases.values())} cases")
+    assert len(cases) == sum(len(methods) for methods in schema.raw_schema["paths"].values())
+    assert_unharmed(http, f"fuzzed-{'with' if token else 'without'}")
