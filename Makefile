@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench bench-quick quality clean
+.PHONY: install demo test lint bench bench-quick bench-scale quality clean
 
 install: $(STAMP)
 
@@ -27,6 +27,9 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python bench/run.py --quick
+
+bench-scale: install
+	$(BIN)/python bench/scale.py
 
 quality: install
 	$(BIN)/python bench/quality.py

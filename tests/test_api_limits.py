@@ -343,9 +343,6 @@ def test_the_job_store_keeps_the_data_root_so_the_output_is_confined_when_writte
     assert "data_root" not in view(http, job_id)["spec"]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="assembly confines the output to the stored data_root once it is wired"
-)
 def test_an_output_folder_swapped_for_a_symlink_while_paused_is_not_written_outside(
     http: httpx.Client, data_root: Path
 ) -> None:
@@ -359,7 +356,10 @@ def test_an_output_folder_swapped_for_a_symlink_while_paused_is_not_written_outs
     http.post(f"/v1/jobs/{job_id}/resume")
     wait_for(lambda: view(http, job_id)["state"] in ("succeeded", "failed"), timeout_s=120)
 
+    final = view(http, job_id)
     assert not (outside / "out.jsonl").exists()
+    assert final["state"] == "failed" and final["error"].startswith("Cannot write ")
+    assert str(data_root) not in final["error"]
 
 
 # --- medium: bad text

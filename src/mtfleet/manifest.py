@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Any
+
+from mtfleet.data import write_bytes_atomically
 
 PACKAGES = ("mtfleet", "torch", "transformers", "sentencepiece", "ctranslate2", "ray", "pyarrow")
 
@@ -27,10 +28,11 @@ def manifest_path(output: str | Path) -> Path:
     return output.with_name(output.name + ".manifest.json")
 
 
-def write_manifest(output: str | Path, manifest: dict[str, Any]) -> Path:
-    """Writes OUT.manifest.json beside the output, atomically."""
+def write_manifest(
+    output: str | Path, manifest: dict[str, Any], *, confine_to: Path | None = None
+) -> Path:
+    """Writes OUT.manifest.json beside the output, atomically (never through a planted symlink)."""
     path = manifest_path(output)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    content = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+    write_bytes_atomically(path, content.encode(), confine_to=confine_to)
     return path

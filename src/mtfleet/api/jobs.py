@@ -27,8 +27,15 @@ from mtfleet.api.paths import DataRoot
 from mtfleet.api.views import Failure, JobNode, JobSummary, JobView, Node, Translator
 from mtfleet.cluster import JobHandle, start_coordinator, submit_job
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
-from mtfleet.cluster.job import finished_result, handle_for, resolve_spec, store_url_for
-from mtfleet.errors import ApiError, JobError, ModelError
+from mtfleet.cluster.job import (
+    finished_result,
+    handle_for,
+    reassemble,
+    resolve_spec,
+    store_url_for,
+)
+from mtfleet.data import dataset_files
+from mtfleet.errors import ApiError, JobError, ModelError, MtfleetError
 from mtfleet.spec import MAX_GPUS, JobSpec, input_key
 from mtfleet.store import ACTIVE, TERMINAL, JobRecord, JobState, JobStore
 
@@ -86,6 +93,7 @@ def _look(pending: Future[list[dict[str, Any]]]) -> None:
 class JobService:
     def __init__(
         self,
+        data_root: str | Path,
         state_dir: str | Path,
         store_url: str | None = None,
         *,
@@ -95,6 +103,8 @@ class JobService:
         self.state_dir = Path(state_dir).expanduser().resolve()
         self.store_url = store_url_for(self.state_dir, store_url)
         self.store = JobStore(self.store_url)
+        # No job reads or writes the server's own files, wherever the state dir lies.
+        self.root = DataRoot(data_root, private=[self.state_dir, self.store.directory()])
         self.max_jobs = max_jobs
         self.max_gpus = max_gpus
         self.cluster_nodes = ClusterNodes()
@@ -123,28 +133,30 @@ class JobService:
 
     # --- one method per user action
 
-    def submit(
-        self, spec: JobSpec, root: DataRoot, job_id: str | None = None
-    ) -> tuple[JobView, bool]:
+    def submit(self, spec: JobSpec, job_id: str | None = None) -> tuple[JobView, bool]:
         """Creates the job (its coordinator plans it), or finds it to resume it (queued again if
         it failed or was cancelled), and starts its coordinator; True when this call created it.
-        `spec`'s paths are those `root.contain` gave."""
+        Its paths are taken relative to the data root, and refused outside it."""
+        spec = self.root.contain(spec)
         self._check_fleet_settings(spec)
         with self.submitting:
-            self._check_room(spec, root, job_id)
+            self._check_room(spec, job_id)
             with _hub_offline(spec):
                 handle, created = submit_job(
                     spec,
                     state_dir=self.state_dir,
                     store_url=self.store_url,
                     job_id=job_id,
-                    data_root=root.root,
+                    data_root=self.root.root,
                 )
         # A succeeded job is not run again; its output is assembled again if it went missing.
         if finished_result(handle) is None:
-            with self.starting:
-                self._drop_stale_coordinator(handle.job_id)
-            self._coordinator(handle.job_id)
+            if self._record(handle.job_id).state is JobState.SUCCEEDED:
+                reassemble(handle)
+            else:
+                with self.starting:
+                    self._drop_stale_coordinator(handle.job_id)
+                self._coordinator(handle.job_id)
         return self.job(handle.job_id), created
 
     def jobs(self) -> list[JobSummary]:
@@ -261,10 +273,10 @@ class JobService:
                 400,
             )
 
-    def _check_room(self, spec: JobSpec, root: DataRoot, job_id: str | None) -> None:
+    def _check_room(self, spec: JobSpec, job_id: str | None) -> None:
         """At most `max_jobs` active jobs; a job already active may always be submitted again."""
         active = {record.id for state in ACTIVE for record in self.store.list_jobs(state)}
-        if len(active) < self.max_jobs or _job_id_of(spec, root, job_id) in active:
+        if len(active) < self.max_jobs or _job_id_of(spec, self.root.root, job_id) in active:
             return
         raise ApiError(
             f"This server runs at most {self.max_jobs} active jobs (mtfleet serve --max-jobs) and "
@@ -389,7 +401,7 @@ class JobService:
             state=record.state.value,
             created_at=record.created_at,
             updated_at=record.updated_at,
-            error=_readable(record.error),
+            error=None if record.error is None else self.root.relative(_readable(record.error)),
             input=_readable(str(record.spec.get("input", ""))),
             output=_readable(str(record.spec.get("output", ""))),
             model=_readable(str(record.spec.get("model", ""))),
@@ -405,14 +417,14 @@ def _cannot(job_id: str, state: JobState, verb: str) -> str:
     return f"Job {job_id} is {state} and cannot {verb} now; try again once it runs."
 
 
-def _job_id_of(spec: JobSpec, root: DataRoot, job_id: str | None) -> str | None:
+def _job_id_of(spec: JobSpec, root: Path, job_id: str | None) -> str | None:
     """The id a submission names: its own, or the one derived from its spec and input."""
     if job_id:
         return job_id
-    resolved = resolve_spec(spec, root.root)
+    resolved = resolve_spec(spec, root)
     try:
-        return resolved.default_job_id(input_key([Path(resolved.input)]))
-    except OSError:
+        return resolved.default_job_id(input_key(dataset_files(resolved.input)[1]))
+    except (OSError, MtfleetError):
         return None
 
 

@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
+from mtfleet.data import dataset_files
 from mtfleet.errors import ApiError, DatasetError, ModelError, MtfleetError, OutputError
 from mtfleet.spec import JobSpec
 
@@ -35,9 +36,13 @@ class DataRoot:
     def contain(self, spec: JobSpec) -> JobSpec:
         """The spec with absolute input, output and model paths, each checked against the root."""
         check_text(spec)
+        dataset = self.path(spec.input, "input", DatasetError)
+        # A folder or a glob names many files: each of them must be the root's too.
+        for file in dataset_files(dataset)[1]:
+            self.path(str(file), "input", DatasetError)
         return spec.model_copy(
             update={
-                "input": str(self.path(spec.input, "input", DatasetError)),
+                "input": str(dataset),
                 "output": str(self.path(spec.output, "output", OutputError)),
                 "model": self.model(spec.model),
             }

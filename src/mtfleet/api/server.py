@@ -25,7 +25,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mtfleet.api.jobs import MAX_JOBS, JobService
 from mtfleet.api.metrics import FleetCollector, method_label
-from mtfleet.api.paths import DataRoot
 from mtfleet.api.views import (
     JOB_ID_PATTERN,
     ErrorBody,
@@ -170,13 +169,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
     """The API over the job store in `settings`; it connects to Ray when it starts."""
     settings.check()
     service = JobService(
+        settings.data_root,
         settings.state_dir,
         settings.store_url,
         max_jobs=settings.max_jobs,
         max_gpus=settings.max_gpus,
     )
-    # No job reads or writes the server's own files, wherever the state dir lies.
-    data_root = DataRoot(settings.data_root, private=[service.state_dir, service.store.directory()])
     requests = RequestCounter(
         "mtfleet_api_requests",
         "API requests, by method, route and status.",
@@ -212,7 +210,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         status = _status(error)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(
-            {"error": data_root.relative(str(error))}, status_code=status, headers=headers
+            {"error": service.root.relative(str(error))}, status_code=status, headers=headers
         )
 
     app.add_exception_handler(MtfleetError, mtfleet_error)
@@ -239,7 +237,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         },
     )
     def submit(request: JobRequest, response: Response) -> JobView:
-        view, created = service.submit(data_root.contain(request.spec()), data_root, request.job_id)
+        view, created = service.submit(request.spec(), request.job_id)
         response.status_code = 201 if created else 200
         return view
 

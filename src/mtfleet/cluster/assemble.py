@@ -1,87 +1,287 @@
-"""Assembly: the source dataset with the accepted parts applied, in shard order, and its manifest."""
+"""Assembly: the source dataset with the accepted parts applied, streamed in row order, and its manifest.
+
+The input is read again a row at a time and each output is written as it goes, holding at most one
+shard's translations: memory does not grow with the dataset. Every part line names its row and
+field, and a part that does not fit its shard fails the job loudly instead of misplacing text.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mtfleet.cluster.parts import read_part
-from mtfleet.cluster.plan import load_units, read_plan_facts
-from mtfleet.data import UnitKind, set_value, write_dataset
+from mtfleet.cluster.plan import UnitLine, read_plan_facts
+from mtfleet.data import (
+    DatasetReader,
+    DatasetWriter,
+    FieldPath,
+    UnitKind,
+    extract_units,
+    format_location,
+    mirrored_output,
+    parse_field_paths,
+    set_value,
+    style_from_json,
+)
 from mtfleet.errors import JobError, OutputError
 from mtfleet.manifest import versions, write_manifest
-from mtfleet.spec import fingerprint, spec_from_store
-from mtfleet.store import JobStore, ShardState
+from mtfleet.spec import JobSpec, fingerprint, spec_from_store
+from mtfleet.store import JobStore, ShardRecord, ShardState
+
+# Shards read from the store at a time, in row order.
+_SHARD_PAGE = 512
 
 
 def assemble(store: JobStore, job_id: str, work_dir: Path) -> dict[str, Any]:
-    """Writes the output and OUT.manifest.json; returns the manifest."""
+    """Writes the output (one file, or a folder mirroring a sharded input) and its manifest."""
     job = store.get_job(job_id)
     spec, _, _ = spec_from_store(job.spec)
-    input_sha256 = read_plan_facts(work_dir)["input_sha256"]
-    dataset, units = load_units(spec)
-    if fingerprint(spec.input) != input_sha256:
-        raise JobError(f"{spec.input} changed while job {job_id} ran; run it again as a new job.")
-    text_units = [unit for unit in units if unit.kind is UnitKind.TEXT]
-    shards = store.shards(job_id)
-    translated = 0
-    segments = segments_unique = source_tokens = 0
-    per_node: Counter[str] = Counter()
-    failures: list[dict[str, Any]] = []
-    engine_signature: dict[str, Any] = {}
-    for shard in shards:
-        if shard.state is ShardState.FAILED:
-            for row in range(shard.row_start, shard.row_end):
-                failures.append({"row": row, "error": shard.error})
-            continue
-        for unit_index, text in read_part(Path(shard.part_path)):
-            unit = text_units[unit_index]
-            set_value(dataset.rows[unit.row], unit.location, text)
-            translated += 1
-        stats = shard.stats
-        segments += stats.get("segments", 0)
-        segments_unique += stats.get("segments_unique", 0)
-        source_tokens += stats.get("source_tokens", 0)
-        per_node[stats.get("node_id", "?")] += stats.get("segments", 0)
-        engine_signature = engine_signature or stats.get("engine", {})
+    facts = read_plan_facts(work_dir)
+    confine_to = job.spec.get("data_root")
+    applier = PartApplier(store, job_id, parse_field_paths(spec.fields))
+    files = []
+    for described in facts["files"]:
+        output = output_for(spec, facts, Path(described["path"]))
+        _write_file(spec, described, output, applier, Path(confine_to) if confine_to else None)
+        files.append(
+            {
+                "input": described["path"],
+                "input_sha256": described["sha256"],
+                "output": str(output),
+                "output_sha256": fingerprint(output),
+                "rows": described["rows"],
+            }
+        )
+    applier.finish()
+    manifest = _manifest(job_id, job, spec, facts, files, applier)
+    write_manifest(spec.output, manifest, confine_to=Path(confine_to) if confine_to else None)
+    return manifest
+
+
+def output_for(spec: JobSpec, facts: dict[str, Any], input_file: Path) -> Path:
+    """Where the output of one input file goes: OUTPUT itself, or its mirror under OUTPUT."""
+    if not facts.get("sharded"):
+        return Path(spec.output)
+    return mirrored_output(Path(facts["root"]), input_file, Path(spec.output))
+
+
+def outputs_intact(manifest: dict[str, Any]) -> bool:
+    """Every output file a manifest lists is there, byte for byte as it was written."""
+    files = manifest.get("files") or []
+    return bool(files) and all(
+        Path(entry["output"]).is_file() and fingerprint(entry["output"]) == entry["output_sha256"]
+        for entry in files
+    )
+
+
+def _write_file(
+    spec: JobSpec,
+    described: dict[str, Any],
+    output: Path,
+    applier: PartApplier,
+    confine_to: Path | None,
+) -> None:
+    path = Path(described["path"])
+    reader = DatasetReader(path)
     try:
-        write_dataset(dataset, dataset.rows, spec.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        writer = DatasetWriter(
+            output,
+            source_format=described["format"],
+            style=style_from_json(described["style"], path),
+            columns=described["columns"],
+            confine_to=confine_to,
+        )
     except OSError as error:
-        raise OutputError(f"Cannot write {spec.output}: {error.strerror or error}.") from error
+        raise OutputError(f"Cannot write {output}: {error.strerror or error}.") from error
+    with writer:
+        row_index = described["first_row"]
+        for row in reader.rows():
+            applier.apply(row, row_index)
+            writer.write(row)
+            row_index += 1
+        if (
+            reader.sha256 != described["sha256"]
+            or row_index != described["first_row"] + described["rows"]
+        ):
+            raise JobError(
+                f"{path} changed while job {applier.job_id} ran; run it again as a new job."
+            )
+
+
+@dataclass
+class Tally:
+    """What assembly counted: every unit of every row, by what became of it."""
+
+    units_total: int = 0
+    translated: int = 0
+    failed: int = 0
+    skipped_empty: int = 0
+    skipped_non_text: int = 0
+    segments: int = 0
+    segments_unique: int = 0
+    source_tokens: int = 0
+    per_node: Counter[str] = field(default_factory=Counter)
+    signatures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    shards: int = 0
+
+
+class PartApplier:
+    """Walks the job's shards in row order beside the rows and puts each part's text in place,
+    holding one shard's translations at a time."""
+
+    def __init__(self, store: JobStore, job_id: str, paths: Sequence[FieldPath]) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.paths = paths
+        self.tally = Tally()
+        self._next_unit = 0
+        self._page: list[ShardRecord] = []
+        self._shard: ShardRecord | None = None
+        self._translations: dict[int, UnitLine] = {}
+        self._applied = 0
+
+    def apply(self, row: dict[str, Any], row_index: int) -> None:
+        shard = self._shard_of(row_index)
+        for unit in extract_units([row], self.paths, row_offset=row_index):
+            self.tally.units_total += 1
+            if unit.kind is UnitKind.EMPTY:
+                self.tally.skipped_empty += 1
+                continue
+            if unit.kind is UnitKind.NON_TEXT:
+                self.tally.skipped_non_text += 1
+                continue
+            index = self._next_unit
+            self._next_unit += 1
+            if shard.state is ShardState.FAILED:
+                self.tally.failed += 1
+                continue
+            line = self._translations.get(index)
+            location = format_location(unit.location)
+            if line is None or line.row != row_index or line.location != location:
+                raise JobError(
+                    f"The part of shard {shard.index} (rows {shard.row_start}-{shard.row_end - 1}) "
+                    f"of job {self.job_id} does not hold unit {index} at row {row_index}, field "
+                    f"{location}; its parts do not match its plan, so nothing was written."
+                )
+            set_value(row, unit.location, line.text)
+            self._applied += 1
+            self.tally.translated += 1
+        if shard.state is ShardState.FAILED:
+            self.tally.failures.append({"row": row_index, "error": shard.error})
+
+    def finish(self) -> None:
+        """Checks that the last shard's part was used up and that no shard is left over."""
+        self._close_shard()
+        if self._page or self.store.shard_page(self.job_id, self._row_after(), 1):
+            raise JobError(f"Job {self.job_id} has shards past the end of its input.")
+
+    def _row_after(self) -> int:
+        return self._shard.row_end if self._shard else 0
+
+    def _shard_of(self, row_index: int) -> ShardRecord:
+        while self._shard is None or row_index >= self._shard.row_end:
+            self._close_shard()
+            if not self._page:
+                self._page = self.store.shard_page(self.job_id, self._row_after(), _SHARD_PAGE)
+            if not self._page or self._page[0].row_start != self._row_after():
+                raise JobError(f"Job {self.job_id} has no shard for row {row_index}.")
+            self._open_shard(self._page.pop(0))
+        return self._shard
+
+    def _open_shard(self, shard: ShardRecord) -> None:
+        if shard.state not in (ShardState.DONE, ShardState.FAILED):
+            raise JobError(f"Shard {shard.index} of job {self.job_id} is {shard.state}, not done.")
+        self._shard = shard
+        self._applied = 0
+        self._translations = {}
+        self.tally.shards += 1
+        if shard.state is ShardState.FAILED:
+            return
+        for line in read_part(Path(shard.part_path or "")):
+            if not shard.row_start <= line.row < shard.row_end:
+                raise JobError(
+                    f"The part of shard {shard.index} of job {self.job_id} holds row {line.row}, "
+                    f"outside its rows {shard.row_start}-{shard.row_end - 1}; nothing was written."
+                )
+            self._translations[line.unit] = line
+        stats = shard.stats
+        self.tally.segments += stats.get("segments", 0)
+        self.tally.segments_unique += stats.get("segments_unique", 0)
+        self.tally.source_tokens += stats.get("source_tokens", 0)
+        self.tally.per_node[stats.get("node_id", "?")] += stats.get("segments", 0)
+        signature = stats.get("engine", {})
+        self.tally.signatures.setdefault(json.dumps(signature, sort_keys=True), signature)
+
+    def _close_shard(self) -> None:
+        shard = self._shard
+        if shard is not None and self._applied != len(self._translations):
+            raise JobError(
+                f"The part of shard {shard.index} of job {self.job_id} holds "
+                f"{len(self._translations)} translations but its rows have {self._applied} "
+                "text fields; nothing was written."
+            )
+
+
+def _combined_sha256(files: list[dict[str, Any]], key: str) -> str:
+    if len(files) == 1:
+        return files[0][key]
+    digest = hashlib.sha256()
+    for entry in files:
+        digest.update(f"{entry[key]}\n".encode())
+    return digest.hexdigest()
+
+
+def _manifest(
+    job_id: str,
+    job: Any,
+    spec: JobSpec,
+    facts: dict[str, Any],
+    files: list[dict[str, Any]],
+    applier: PartApplier,
+) -> dict[str, Any]:
+    tally = applier.tally
     counters = job.counters
-    manifest = {
+    signatures = list(tally.signatures.values())
+    return {
         "job_id": job_id,
         "input": str(spec.input),
-        "input_sha256": input_sha256,
+        "input_sha256": _combined_sha256(files, "input_sha256"),
         "output": str(spec.output),
-        "output_sha256": fingerprint(spec.output),
+        "output_sha256": _combined_sha256(files, "output_sha256"),
         "model": spec.model,
         "engine": spec.engine,
-        "engine_signature": engine_signature,
+        "engine_signature": signatures[0] if signatures else {},
+        "engine_signatures": signatures,
         "fields": spec.fields,
         "src_lang": spec.src_lang,
         "tgt_lang": spec.tgt_lang,
         "settings": spec.settings(),
-        "rows": len(dataset.rows),
-        "units_total": len(units),
-        "units_translated": translated,
-        "units_failed": len(text_units) - translated,
-        "units_skipped_empty": sum(unit.kind is UnitKind.EMPTY for unit in units),
-        "units_skipped_non_text": sum(unit.kind is UnitKind.NON_TEXT for unit in units),
-        "segments": segments,
-        "segments_unique": segments_unique,
-        "source_tokens": source_tokens,
-        "failures": failures,
-        "shards": len(shards),
+        "rows": facts["rows"],
+        "units_total": tally.units_total,
+        "units_translated": tally.translated,
+        "units_failed": tally.failed,
+        "units_skipped_empty": tally.skipped_empty,
+        "units_skipped_non_text": tally.skipped_non_text,
+        "segments": tally.segments,
+        "segments_unique": tally.segments_unique,
+        "source_tokens": tally.source_tokens,
+        "failures": tally.failures,
+        "files": files,
+        "shards": tally.shards,
         "shards_reused": counters.get("shards_reused", 0),
         "lease_expiries": counters.get("lease_expiries", 0),
         "translator_deaths": counters.get("translator_deaths", 0),
         "coordinator_restarts": counters.get("coordinator_restarts", 0),
-        "segments_per_node": dict(sorted(per_node.items())),
+        "segments_per_node": dict(sorted(tally.per_node.items())),
         "elapsed_s": round(time.time() - job.created_at, 3),
         "versions": versions(),
     }
-    write_manifest(spec.output, manifest)
-    return manifest

@@ -113,8 +113,8 @@ class JobCoordinator:
         """Writes the unit file, then the shards (a job planned before keeps its own)."""
         try:
             shards = plan_job(self.spec, self.work_dir)
-            if self.store.get_job(self.job_id).state is JobState.PLANNING:
-                self.store.add_plan(self.job_id, shards)
+            if not self.store.add_plan(self.job_id, shards):
+                return
         except MtfleetError as error:
             self._finish_failed(str(error))
             return

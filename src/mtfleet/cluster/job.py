@@ -14,13 +14,14 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from mtfleet.cluster.assemble import assemble
+from mtfleet.cluster.assemble import assemble, outputs_intact
 from mtfleet.cluster.coordinator import JobCoordinator, coordinator_name
 from mtfleet.cluster.plan import check_fields
 from mtfleet.cluster.runtime import NAMESPACE, connect, head_node_id
-from mtfleet.data import check_output_writable
+from mtfleet.data import check_output_writable as check_file_writable
+from mtfleet.data import dataset_files, mirrored_output
 from mtfleet.engines import check_model
-from mtfleet.errors import DatasetError, JobError, OutputError
+from mtfleet.errors import JobError, OutputError
 from mtfleet.manifest import manifest_path
 from mtfleet.spec import JobSpec, fingerprint, input_key, stored_identity, stored_spec
 from mtfleet.store import ACTIVE, TERMINAL, JobState, JobStore
@@ -101,12 +102,13 @@ def submit_job(
     it is written.
     """
     spec = resolve_spec(spec, data_root)
-    check_input(spec)
+    _, files = dataset_files(spec.input)
+    check_fields(spec)
     check_model(spec.engine, spec.model, src_lang=spec.src_lang, tgt_lang=spec.tgt_lang)
-    key = input_key([Path(spec.input)])
+    key = input_key(files)
     job_id = job_id or spec.default_job_id(key)
     # before the state dir is made, which may be a folder the output names
-    check_output_writable(spec.output)
+    check_output_writable(spec.output, sharded=not Path(spec.input).is_file())
     state_dir = Path(state_dir).expanduser().resolve()
     url = store_url_for(state_dir, store_url)
     handle = handle_for(job_id, state_dir, url)
@@ -121,23 +123,47 @@ def submit_job(
         store.update_spec(job_id, stored)
     if record.state in (JobState.FAILED, JobState.CANCELLED):
         # Rerunning a failed or cancelled job goes on from its finished shards, or plans it again.
-        planned = store.has_shards(job_id) and (handle.work_dir / "units.idx").exists()
+        planned = store.has_shards(job_id)
         store.set_job_state(job_id, JobState.QUEUED if planned else JobState.PLANNING)
     return handle, False
 
 
-def check_input(spec: JobSpec) -> None:
-    """The input exists and its first rows hold the fields; the rest is read by the planner."""
-    if not Path(spec.input).is_file():
-        raise DatasetError(f"Input file {spec.input} does not exist.")
-    check_fields(spec)
+def check_output_writable(output: str, *, sharded: bool) -> None:
+    """A file output can be written; a sharded job's output is a folder (made at assembly)."""
+    if not sharded:
+        check_file_writable(output)
+        return
+    path = Path(output)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"Cannot write {path}: a sharded dataset's output is a folder.")
+    if not path.parent.is_dir():
+        raise OutputError(f"Cannot write {path}: folder {path.parent} does not exist.")
+
+
+def written_paths(spec: JobSpec) -> list[Path]:
+    """Every file the job writes: its outputs (one, or one per input file) and the manifest."""
+    root, files = dataset_files(spec.input)
+    if Path(spec.input).is_file():
+        outputs = [Path(spec.output)]
+    else:
+        outputs = [mirrored_output(root, file, Path(spec.output)) for file in files]
+    return [*outputs, manifest_path(spec.output)]
 
 
 def check_output(spec: JobSpec, job_id: str, store: JobStore, state_dir: Path) -> None:
     """Refuses an output that would destroy data: the input, the job store, another active job's
     files, or an existing file that is not this job's own earlier output (unless --overwrite)."""
-    written = [Path(spec.output), manifest_path(spec.output)]
-    protected = [(Path(spec.input), "the job's own input")]
+    written = written_paths(spec)
+    root, inputs = dataset_files(spec.input)
+    protected = [(file, "the job's own input") for file in inputs]
+    if not Path(spec.input).is_file() and (
+        Path(spec.output).resolve().is_relative_to(root.resolve())
+        or root.resolve().is_relative_to(Path(spec.output).resolve())
+    ):
+        raise OutputError(
+            f"Field output: {spec.output} and the input folder {root} lie inside one another; "
+            "choose an output folder beside the input."
+        )
     for record in store.list_jobs():
         if record.id == job_id or record.state not in ACTIVE:
             continue
@@ -151,7 +177,7 @@ def check_output(spec: JobSpec, job_id: str, store: JobStore, state_dir: Path) -
     store_dir = store.directory()
     for path in written:
         for other, what in protected:
-            if _same_file(path, other):
+            if _same_file(path, other) or path.resolve().is_relative_to(other.resolve()):
                 raise OutputError(
                     f"Field output: {spec.output} is {what}; choose another output path."
                 )
@@ -161,12 +187,13 @@ def check_output(spec: JobSpec, job_id: str, store: JobStore, state_dir: Path) -
         ):
             if folder is not None and path.resolve().is_relative_to(folder):
                 raise OutputError(
-                    f"Field output: {spec.output} lies in {what} {folder}; choose another output path."
+                    f"Field output: {spec.output} lies in {what} {folder}; "
+                    "choose another output path."
                 )
-    output = Path(spec.output)
-    if output.exists() and not spec.overwrite and not _own_output(output, job_id):
+    existing = [path for path in written[:-1] if path.exists()]
+    if existing and not spec.overwrite and not _own_outputs(spec.output, job_id, existing):
         raise OutputError(
-            f"Field output: {spec.output} exists and is not this job's earlier output; "
+            f"Field output: {existing[0]} exists and is not this job's earlier output; "
             "pass --overwrite (overwrite: true over the API) to replace it."
         )
 
@@ -181,17 +208,20 @@ def _same_file(path: Path, other: Path) -> bool:
         return False
 
 
-def _own_output(output: Path, job_id: str) -> bool:
-    """`output` is what job `job_id` wrote, unchanged since: its manifest says so."""
+def _own_outputs(output: str, job_id: str, existing: list[Path]) -> bool:
+    """Each of `existing` is what job `job_id` wrote, unchanged since: its manifest says so."""
     try:
         manifest = json.loads(manifest_path(output).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return (
-        isinstance(manifest, dict)
-        and manifest.get("job_id") == job_id
-        and manifest.get("output_sha256") == fingerprint(output)
-    )
+    if not isinstance(manifest, dict) or manifest.get("job_id") != job_id:
+        return False
+    written = {
+        entry.get("output"): entry.get("output_sha256")
+        for entry in manifest.get("files") or [manifest]
+        if isinstance(entry, dict)
+    }
+    return all(written.get(str(path)) == fingerprint(path) for path in existing)
 
 
 def start_coordinator(handle: JobHandle, timeout_s: float | None = None) -> Any:
@@ -230,17 +260,28 @@ def follow(handle: JobHandle, on_progress: Progress | None = None) -> JobResult:
 
 
 def finished_result(handle: JobHandle) -> JobResult | None:
-    """The result of a job that already succeeded; its output is assembled again if it went missing."""
-    store = JobStore(handle.store_url)
-    job = store.get_job(handle.job_id)
-    if job.state is not JobState.SUCCEEDED:
+    """The result of a job that already succeeded and whose output is still as it wrote it."""
+    job = JobStore(handle.store_url).get_job(handle.job_id)
+    if job.state is not JobState.SUCCEEDED or not outputs_intact(job.manifest or {}):
         return None
-    manifest = job.manifest or {}
-    output = Path(manifest.get("output", ""))
-    if not output.is_file() or fingerprint(output) != manifest.get("output_sha256"):
-        manifest = assemble(store, handle.job_id, handle.work_dir)
-        store.set_manifest(handle.job_id, manifest)
-    return JobResult(handle.job_id, job.state.value, None, manifest)
+    return JobResult(handle.job_id, job.state.value, None, job.manifest)
+
+
+def reassemble(handle: JobHandle) -> JobResult:
+    """Writes a succeeded job's output again from its parts (it went missing or was changed), in a
+    Ray task that asks for the memory assembly needs, never in the caller's process."""
+    manifest = ray.get(
+        _assemble_task.options(memory=COORDINATOR_MEMORY_BYTES).remote(
+            handle.store_url, handle.job_id, str(handle.work_dir)
+        )
+    )
+    JobStore(handle.store_url).set_manifest(handle.job_id, manifest)
+    return JobResult(handle.job_id, JobState.SUCCEEDED.value, None, manifest)
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _assemble_task(store_url: str, job_id: str, work_dir: str) -> dict[str, Any]:
+    return assemble(JobStore(store_url), job_id, Path(work_dir))
 
 
 def run_job(
@@ -262,6 +303,8 @@ def run_job(
         return finished
     started_here = connect(address)
     try:
+        if JobStore(handle.store_url).get_job(handle.job_id).state is JobState.SUCCEEDED:
+            return reassemble(handle)
         if detach:
             start_coordinator(handle)
             return JobResult(handle.job_id, JobState.RUNNING.value, None, None)

@@ -1,11 +1,18 @@
-"""Part files: the translations of one shard, written once by write-then-rename."""
+"""Part files: the translations of one shard, written once by write-then-rename.
+
+A part line names its place as well as its unit ({"unit", "row", "loc", "text"}), so assembly can
+refuse a part that does not belong where it would be applied.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from mtfleet.cluster.plan import UnitLine
 
 
 def part_path(work_dir: Path, row_start: int, row_end: int, lease_id: str) -> Path:
@@ -13,20 +20,31 @@ def part_path(work_dir: Path, row_start: int, row_end: int, lease_id: str) -> Pa
     return work_dir / "parts" / f"{row_start:09d}-{row_end:09d}-{lease_id[:12]}.jsonl"
 
 
-def write_part(path: Path, translations: Iterable[tuple[int, str]]) -> None:
-    """Writes (unit index, translation) lines to `path` atomically."""
+def write_part(path: Path, translations: Iterable[UnitLine]) -> None:
+    """Writes the translated units to `path` atomically, through an exclusively created
+    temporary file (a symlink planted at a temporary name is never followed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as stream:
-        for unit, text in translations:
-            stream.write(json.dumps({"unit": unit, "text": text}, ensure_ascii=False) + "\n")
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(tmp, path)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with open(fd, "w", encoding="utf-8") as stream:
+            for line in translations:
+                record = {
+                    "unit": line.unit,
+                    "row": line.row,
+                    "loc": line.location,
+                    "text": line.text,
+                }
+                stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
-def read_part(path: Path) -> Iterator[tuple[int, str]]:
+def read_part(path: Path) -> Iterator[UnitLine]:
     with open(path, encoding="utf-8") as stream:
         for line in stream:
             record = json.loads(line)
-            yield record["unit"], record["text"]
+            yield UnitLine(record["unit"], record["row"], record["loc"], record["text"])

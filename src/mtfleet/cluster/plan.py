@@ -1,4 +1,10 @@
-"""The planner: reads a dataset once, lists its units, and cuts contiguous row ranges into shards."""
+"""The planner: one pass over a dataset, row by row, listing its units and cutting shards.
+
+Memory does not grow with the dataset: units go to `units.jsonl` as rows stream by, each row's
+first byte offset to `units.idx` and its estimated cost to `rows.cost`, and shards are cut from
+that cost file afterwards. The input's bytes are hashed in the same pass (plan.json), so
+assembly can tell that the input changed while the job ran.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +13,24 @@ import math
 import os
 import tempfile
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mtfleet.data import (
-    Dataset,
+    DatasetReader,
+    FieldPath,
     Unit,
     UnitKind,
     check_paths_exist,
+    dataset_files,
     extract_units,
+    format_location,
     parse_field_paths,
-    read_dataset,
+    style_to_json,
 )
-from mtfleet.spec import JobSpec, fingerprint
+from mtfleet.spec import JobSpec
 from mtfleet.store import ShardPlan
 
 # A rough source-token estimate for shard sizing; the engine counts real tokens later.
@@ -28,34 +38,203 @@ CHARS_PER_TOKEN = 4
 # A shard takes at most a quarter of the tokens left to cut, and no less than 1/16 of shard_tokens.
 TAIL_SHARE = 4
 SMALLEST_SHARE = 16
+# Rows `check_fields` reads before any work: a path matching none of them is most likely a typo.
+HEAD_ROWS = 1000
+# Entries buffered before an index or cost array is appended to its file.
+_FLUSH_ENTRIES = 1 << 16
+
+
+@dataclass(frozen=True)
+class UnitLine:
+    """One text unit as the unit file and the part files hold it: where it is, and its text."""
+
+    unit: int
+    row: int
+    location: str
+    text: str
 
 
 def check_fields(spec: JobSpec) -> None:
-    """The field paths parse and each matches a value in the input's first rows."""
+    """The field paths parse and each matches a value in the first rows of the first file."""
     paths = parse_field_paths(spec.fields)
-    check_paths_exist(read_dataset(spec.input).rows, paths, source=str(spec.input))
-
-
-def load_units(spec: JobSpec) -> tuple[Dataset, list[Unit]]:
-    """The dataset and its units, checked against the spec's field paths."""
-    dataset = read_dataset(spec.input)
-    paths = parse_field_paths(spec.fields)
-    check_paths_exist(dataset.rows, paths, source=str(spec.input))
-    return dataset, extract_units(dataset.rows, paths)
+    _, files = dataset_files(spec.input)
+    head = DatasetReader(files[0]).head(HEAD_ROWS)
+    check_paths_exist(head, paths, source=str(files[0]))
 
 
 def plan_job(spec: JobSpec, work_dir: Path) -> list[ShardPlan]:
-    """Writes the job's text units and what assembly needs of the input under `work_dir`, and
-    returns its shards."""
-    dataset, units = load_units(spec)
-    text_units = [unit for unit in units if unit.kind is UnitKind.TEXT]
-    write_unit_file(work_dir, len(dataset.rows), text_units)
-    write_plan_facts(work_dir, {"input_sha256": fingerprint(spec.input)})
-    return cut_shards(len(dataset.rows), text_units, spec.shard_tokens)
+    """Writes the job's units and what assembly needs of its input under `work_dir`; returns its
+    shards. Reads the input once, a row at a time."""
+    paths = parse_field_paths(spec.fields)
+    root, files = dataset_files(spec.input)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    described = []
+    with UnitFileWriter(work_dir) as unit_file:
+        for file in files:
+            first_row = unit_file.rows
+            reader = DatasetReader(file)
+            for row in reader.rows():
+                unit_file.add_row(_row_units(row, paths, unit_file.rows))
+            described.append(
+                {
+                    "path": str(file),
+                    "first_row": first_row,
+                    "rows": unit_file.rows - first_row,
+                    "sha256": reader.sha256,
+                    "format": reader.format,
+                    "style": style_to_json(reader.style),
+                    "columns": list(reader.columns),
+                }
+            )
+    facts = {
+        "root": str(root),
+        # a folder or a glob: the output is a folder that mirrors the input's files
+        "sharded": not Path(spec.input).is_file(),
+        "rows": unit_file.rows,
+        "files": described,
+    }
+    write_plan_facts(work_dir, facts)
+    return cut_shards_from_costs(read_row_costs(work_dir), unit_file.tokens, spec.shard_tokens)
+
+
+def _row_units(row: dict[str, Any], paths: Sequence[FieldPath], row_index: int) -> list[Unit]:
+    return extract_units([row], paths, row_offset=row_index)
+
+
+def cut_shards(rows: int, text_units: Sequence[Unit], shard_tokens: int) -> list[ShardPlan]:
+    """The shards of `rows` rows holding `text_units`; see cut_shards_from_costs."""
+    tokens_per_row = [0] * rows
+    units_per_row = [0] * rows
+    for unit in text_units:
+        tokens_per_row[unit.row] += unit_tokens(unit.text or "")
+        units_per_row[unit.row] += 1
+    return cut_shards_from_costs(
+        zip(tokens_per_row, units_per_row, strict=True), sum(tokens_per_row), shard_tokens
+    )
+
+
+def cut_shards_from_costs(
+    row_costs: Iterable[tuple[int, int]], total_tokens: int, shard_tokens: int
+) -> list[ShardPlan]:
+    """Contiguous row ranges of at most about `shard_tokens` estimated tokens, smaller toward the end.
+
+    `row_costs` gives each row's (estimated tokens, text units) in order. No shard takes more than
+    1/TAIL_SHARE of the tokens still to cut, nor (row permitting) less than 1/SMALLEST_SHARE of
+    `shard_tokens`: the last shards, which the fleet finishes side by side, are small, so no
+    translator waits long on another's last shard (guided self-scheduling). Every row belongs to
+    one shard.
+    """
+    smallest = max(1, shard_tokens // SMALLEST_SHARE)
+    left = total_tokens
+
+    def goal() -> int:
+        return min(shard_tokens, max(smallest, math.ceil(left / TAIL_SHARE)))
+
+    shards: list[ShardPlan] = []
+    start = tokens = units = rows = 0
+    wanted = goal()
+    for row_tokens, row_units in row_costs:
+        rows += 1
+        tokens += row_tokens
+        units += row_units
+        if tokens >= wanted:
+            shards.append(ShardPlan(start, rows, units, tokens))
+            left -= tokens
+            start, tokens, units = rows, 0, 0
+            wanted = goal()
+    if start < rows:
+        shards.append(ShardPlan(start, rows, units, tokens))
+    return shards
+
+
+def unit_tokens(text: str) -> int:
+    return 1 + len(text) // CHARS_PER_TOKEN
+
+
+# --- the unit file: one JSON line per text unit, with per-row offsets and costs beside it
+
+
+class UnitFileWriter:
+    """Writes units.jsonl, units.idx (each row's first byte, then the end) and rows.cost
+    (each row's estimated tokens and text units) as rows stream by; renamed into place at the
+    end, so a crash mid-plan leaves no half a unit file."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
+        self.rows = 0
+        self.units = 0
+        self.tokens = 0
+        self._position = 0
+        self._temporaries: dict[str, Path] = {}
+        self._lines = self._open("units.jsonl")
+        self._index = self._open("units.idx")
+        self._costs = self._open("rows.cost")
+        self._offsets = array("q")
+        self._row_costs = array("q")
+
+    def _open(self, name: str) -> BinaryIO:
+        # unique temporary names, created exclusively: two planners of one job never share a file
+        fd, temporary = tempfile.mkstemp(dir=self.work_dir, prefix=f".{name}.", suffix=".tmp")
+        self._temporaries[name] = Path(temporary)
+        return open(fd, "wb")
+
+    def add_row(self, units: Iterable[Unit]) -> None:
+        self._offsets.append(self._position)
+        tokens = texts = 0
+        for unit in units:
+            if unit.kind is not UnitKind.TEXT:
+                continue
+            line = {
+                "unit": self.units,
+                "row": unit.row,
+                "loc": format_location(unit.location),
+                "text": unit.text,
+            }
+            encoded = json.dumps(line, ensure_ascii=False).encode() + b"\n"
+            self._lines.write(encoded)
+            self._position += len(encoded)
+            self.units += 1
+            texts += 1
+            tokens += unit_tokens(unit.text or "")
+        self._row_costs.extend((tokens, texts))
+        self.tokens += tokens
+        self.rows += 1
+        if len(self._offsets) >= _FLUSH_ENTRIES:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._offsets.tofile(self._index)
+        self._row_costs.tofile(self._costs)
+        self._offsets = array("q")
+        self._row_costs = array("q")
+
+    def __enter__(self) -> UnitFileWriter:
+        return self
+
+    def __exit__(self, error_type: object, *_: object) -> None:
+        if error_type is None:
+            self._offsets.append(self._position)
+            self._flush()
+        for stream in (self._lines, self._index, self._costs):
+            stream.close()
+        for name, temporary in self._temporaries.items():
+            if error_type is None:
+                os.replace(temporary, self.work_dir / name)
+            else:
+                temporary.unlink(missing_ok=True)
+
+
+def read_row_costs(work_dir: Path) -> Iterator[tuple[int, int]]:
+    """Each row's (estimated tokens, text units), streamed from rows.cost."""
+    with open(work_dir / "rows.cost", "rb") as stream:
+        while block := stream.read(8 * _FLUSH_ENTRIES):
+            costs = array("q")
+            costs.frombytes(block)
+            yield from zip(costs[::2], costs[1::2], strict=True)
 
 
 def write_plan_facts(work_dir: Path, facts: dict[str, Any]) -> None:
-    """plan.json: what the planning pass learnt of the input (its sha256, above all)."""
+    """plan.json: what the planning pass learnt of the input: its files, rows, sha256 and style."""
     fd, name = tempfile.mkstemp(dir=work_dir, prefix=".plan.", suffix=".tmp")
     with open(fd, "w", encoding="utf-8") as stream:
         json.dump(facts, stream)
@@ -67,94 +246,35 @@ def read_plan_facts(work_dir: Path) -> dict[str, Any]:
         return json.load(stream)
 
 
-def cut_shards(rows: int, text_units: Sequence[Unit], shard_tokens: int) -> list[ShardPlan]:
-    """Contiguous row ranges of at most about `shard_tokens` estimated tokens, smaller toward the end.
-
-    No shard takes more than 1/TAIL_SHARE of the tokens still to cut, nor (row permitting) less
-    than 1/SMALLEST_SHARE of `shard_tokens`: the last shards, which the fleet finishes side by side,
-    are small, so no translator waits long on another's last shard (guided self-scheduling). Every
-    row belongs to one shard.
-    """
-    tokens_per_row = [0] * rows
-    units_per_row = [0] * rows
-    for unit in text_units:
-        tokens_per_row[unit.row] += 1 + len(unit.text or "") // CHARS_PER_TOKEN
-        units_per_row[unit.row] += 1
-    smallest = max(1, shard_tokens // SMALLEST_SHARE)
-    left = sum(tokens_per_row)
-
-    def goal() -> int:
-        return min(shard_tokens, max(smallest, math.ceil(left / TAIL_SHARE)))
-
-    shards: list[ShardPlan] = []
-    start = tokens = units = 0
-    wanted = goal()
-    for row in range(rows):
-        tokens += tokens_per_row[row]
-        units += units_per_row[row]
-        if tokens >= wanted or row == rows - 1:
-            shards.append(ShardPlan(start, row + 1, units, tokens))
-            left -= tokens
-            start, tokens, units = row + 1, 0, 0
-            wanted = goal()
-    return shards
-
-
-# --- the unit file: one JSON line per text unit, with a row -> byte offset index beside it
-
-
-def write_unit_file(work_dir: Path, rows: int, text_units: Sequence[Unit]) -> None:
-    """units.jsonl holds each text unit as {"unit", "row", "text"}; units.idx the offset of each row's first line."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    offsets = array("q", [0] * (rows + 1))
-    # unique temporary names: two planners of one job (concurrent submits) never share a file
-    fd, name = tempfile.mkstemp(dir=work_dir, prefix=".units.", suffix=".tmp")
-    tmp = Path(name)
-    position = 0
-    next_row = 0
-    with open(fd, "wb") as stream:
-        for index, unit in enumerate(text_units):
-            while next_row <= unit.row:
-                offsets[next_row] = position
-                next_row += 1
-            line = json.dumps(
-                {"unit": index, "row": unit.row, "text": unit.text}, ensure_ascii=False
-            )
-            encoded = line.encode() + b"\n"
-            stream.write(encoded)
-            position += len(encoded)
-        while next_row <= rows:
-            offsets[next_row] = position
-            next_row += 1
-    idx_fd, idx_name = tempfile.mkstemp(dir=work_dir, prefix=".units-idx.", suffix=".tmp")
-    idx_tmp = Path(idx_name)
-    with open(idx_fd, "wb") as stream:
-        offsets.tofile(stream)
-    os.replace(tmp, work_dir / "units.jsonl")
-    os.replace(idx_tmp, work_dir / "units.idx")
-
-
 class UnitReader:
     """Reads the text units of any row range of a planned job (shards may be split after planning)."""
 
     @staticmethod
     def exists(work_dir: Path) -> bool:
-        return (work_dir / "units.idx").is_file() and (work_dir / "units.jsonl").is_file()
+        return all(
+            (work_dir / name).is_file() for name in ("units.jsonl", "units.idx", "plan.json")
+        )
 
     def __init__(self, work_dir: Path) -> None:
         self.path = work_dir / "units.jsonl"
-        self.offsets = array("q")
-        with open(work_dir / "units.idx", "rb") as stream:
-            self.offsets.frombytes(stream.read())
+        self.index = work_dir / "units.idx"
 
-    def read(self, row_start: int, row_end: int) -> list[tuple[int, str]]:
-        """(unit index, text) for every text unit of rows [row_start, row_end)."""
-        begin, end = self.offsets[row_start], self.offsets[row_end]
+    def read(self, row_start: int, row_end: int) -> list[UnitLine]:
+        """Every text unit of rows [row_start, row_end), in order."""
+        begin, end = self._offset(row_start), self._offset(row_end)
         with open(self.path, "rb") as stream:
             stream.seek(begin)
             chunk = stream.read(end - begin)
-        units = []
-        for line in chunk.splitlines():
-            record = json.loads(line)
-            units.append((record["unit"], record["text"]))
-        return units
+        return [_unit_line(json.loads(line)) for line in chunk.splitlines()]
+
+    def _offset(self, row: int) -> int:
+        # the index stays on disk: two 8-byte reads per shard, whatever the dataset's size
+        with open(self.index, "rb") as stream:
+            stream.seek(8 * row)
+            offset = array("q")
+            offset.frombytes(stream.read(8))
+        return offset[0]
+
+
+def _unit_line(record: dict[str, Any]) -> UnitLine:
+    return UnitLine(record["unit"], record["row"], record["loc"], record["text"])

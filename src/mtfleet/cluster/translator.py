@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +102,14 @@ class Translator:
         heartbeat.start()
         try:
             shard_units = units.read(lease["row_start"], lease["row_end"])
-            outcome = translate_texts([text for _, text in shard_units], engine)
+            outcome = translate_texts([unit.text for unit in shard_units], engine)
             path = part_path(self.work_dir, lease["row_start"], lease["row_end"], lease["lease_id"])
             write_part(
-                path, zip([unit for unit, _ in shard_units], outcome.translations, strict=True)
+                path,
+                (
+                    replace(unit, text=translation)
+                    for unit, translation in zip(shard_units, outcome.translations, strict=True)
+                ),
             )
         except Exception as error:
             stop_heartbeat.set()

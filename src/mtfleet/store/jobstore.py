@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mtfleet.errors import JobError, StoreError
 from mtfleet.store.schema import ensure_schema, job_counters, jobs, shards
-from mtfleet.store.states import JobState, ShardState
+from mtfleet.store.states import TERMINAL, JobState, ShardState
 
 # any constant works: it only keeps two processes from creating the PostgreSQL tables at once
 _SCHEMA_LOCK_KEY = 0x6D74666C
@@ -182,21 +182,25 @@ class JobStore:
         return existing, False
 
     def add_plan(self, job_id: str, shards_plan: Sequence[ShardPlan]) -> bool:
-        """Writes the shards of a `planning` job and sets it running, in one transaction.
-
-        False, writing nothing, when the job is no longer planning (cancelled meanwhile).
-        """
+        """Writes the shards of a job being planned and sets it running if it is `planning`, in
+        one transaction. A job that has shards keeps them (its unit file was planned again); a job
+        paused meanwhile stays paused. False, writing nothing, when the job has ended."""
         _check_plan(job_id, shards_plan)
         with self._transaction(write=True) as conn:
-            if self._job_row(conn, job_id, lock="update").state != JobState.PLANNING:
+            state = JobState(self._job_row(conn, job_id, lock="update").state)
+            if state in TERMINAL:
                 return False
-            conn.execute(sa.delete(shards).where(shards.c.job_id == job_id))
-            self._insert_plan(conn, job_id, shards_plan)
-            conn.execute(
-                sa.update(jobs)
-                .where(jobs.c.id == job_id)
-                .values(state=JobState.RUNNING, error=None, updated_at=self._clock())
-            )
+            has_shards = conn.execute(
+                sa.select(shards.c.shard_index).where(shards.c.job_id == job_id).limit(1)
+            ).first()
+            if has_shards is None:
+                self._insert_plan(conn, job_id, shards_plan)
+            if state is JobState.PLANNING:
+                conn.execute(
+                    sa.update(jobs)
+                    .where(jobs.c.id == job_id)
+                    .values(state=JobState.RUNNING, error=None, updated_at=self._clock())
+                )
         return True
 
     def has_shards(self, job_id: str) -> bool:
@@ -280,6 +284,18 @@ class JobStore:
             self._job_row(conn, job_id)
             rows = conn.execute(
                 sa.select(shards).where(shards.c.job_id == job_id).order_by(shards.c.row_start)
+            ).all()
+        return [_shard_record(row) for row in rows]
+
+    def shard_page(self, job_id: str, row_start: int, limit: int) -> list[ShardRecord]:
+        """Up to `limit` shards from the one starting at `row_start` on, in row order: assembly
+        walks a job's shards a page at a time."""
+        with self._transaction() as conn:
+            rows = conn.execute(
+                sa.select(shards)
+                .where(shards.c.job_id == job_id, shards.c.row_start >= row_start)
+                .order_by(shards.c.row_start)
+                .limit(limit)
             ).all()
         return [_shard_record(row) for row in rows]
 

@@ -33,8 +33,11 @@ TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 ACTIVE = frozenset(set(JobState) - TERMINAL)
 
 _JOB_MOVES: dict[JobState, frozenset[JobState]] = {
-    # planning ends with the shards written and the job running (or failed, naming the input's fault)
-    JobState.PLANNING: frozenset({JobState.RUNNING, JobState.FAILED, JobState.CANCELLED}),
+    # planning ends with the shards written and the job running (or failed, naming the input's
+    # fault); a job paused while planned is planned all the same, and waits for its resume
+    JobState.PLANNING: frozenset(
+        {JobState.RUNNING, JobState.PAUSED, JobState.FAILED, JobState.CANCELLED}
+    ),
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.FAILED, JobState.CANCELLED}),
     JobState.RUNNING: frozenset(
         {JobState.PAUSED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
