@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,15 +20,15 @@ import httpx
 import pytest
 import ray
 import typer
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 import mtfleet
-from mtfleet.api.server import ServerSettings, create_app
+from mtfleet.api.server import ServerSettings
 from mtfleet.cli import console
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
 from mtfleet.errors import ApiError
+from mtfleet.testing.api import free_port, serve_process, serving
 from mtfleet.testing.cluster import wait_for
 
 TOKEN = "api-test-token-6b1f0c9e2d"
@@ -82,20 +79,8 @@ def api(data_root: Path, state_dir: Path) -> Iterator[str]:
         # Ray's workers inherit the environment of the process that starts the cluster.
         env.setenv("MTFLEET_REVERSE_DELAY_S", DELAY_S)
         env.setenv("OMP_NUM_THREADS", "1")
-        app = create_app(ServerSettings(data_root=data_root, token=TOKEN, state_dir=state_dir))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-        thread.start()
-        try:
-            wait_for(lambda: server.started or not thread.is_alive(), timeout_s=120)
-            assert server.started, "the API did not start"
-            yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=60)
-            listener.close()
+        with serving(ServerSettings(data_root=data_root, token=TOKEN, state_dir=state_dir)) as url:
+            yield url
     assert not ray.is_initialized(), "the API left its Ray cluster running"
 
 
@@ -645,40 +630,12 @@ def test_console_serve_refuses_to_start_without_a_token(data_root: Path) -> None
 def test_console_serve_without_a_token_listens_on_loopback_only(
     ray_address: str, data_root: Path, tmp_path: Path
 ) -> None:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    listener.close()
-    command = [
-        sys.executable,
-        "-c",
-        "import typer; from mtfleet.cli import console; "
-        "app = typer.Typer(); console.register(app); app()",
-        "serve",
-        "--data-root",
-        str(data_root),
-        "--state-dir",
-        str(tmp_path / "state"),
-        "--address",
-        ray_address,
-        "--insecure-no-auth",
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(port),
-    ]
+    port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "MTFLEET_API_TOKEN"}
-    server = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        wait_for(
-            lambda: server.poll() is not None or answers(f"http://127.0.0.1:{port}/healthz"),
-            timeout_s=120,
-        )
-        assert server.poll() is None, server.stdout.read() if server.stdout else ""
+    options = ["--data-root", str(data_root), "--state-dir", str(tmp_path / "state")]
+    options += ["--address", ray_address, "--insecure-no-auth", "--host", "0.0.0.0"]
+    with serve_process(port, *options, env=env) as server:
         assert httpx.get(f"http://127.0.0.1:{port}/v1/jobs").status_code == 200
-    finally:
         server.send_signal(signal.SIGINT)
         output, _ = server.communicate(timeout=60)
     assert "without a token the API listens on 127.0.0.1 only, not 0.0.0.0" in output
@@ -689,10 +646,3 @@ def test_console_serve_without_a_token_listens_on_loopback_only(
 def ray_address(api: str) -> str:
     """The address of the module's Ray cluster, started by the API in this process."""
     return ray.get_runtime_context().gcs_address
-
-
-def answers(url: str) -> bool:
-    try:
-        return httpx.get(url).status_code == 200
-    except httpx.HTTPError:
-        return False

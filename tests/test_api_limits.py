@@ -12,8 +12,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -24,13 +22,13 @@ import httpx
 import pytest
 import ray
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from mtfleet.api.server import ServerSettings, create_app
+from mtfleet.api.server import ServerSettings
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
 from mtfleet.store import JobState, JobStore
+from mtfleet.testing.api import free_port, serve_process, serving
 from mtfleet.testing.cluster import wait_for
 
 TOKEN = "limits-test-token-5c2e9a"
@@ -69,19 +67,8 @@ def api(data_root: Path) -> Iterator[str]:
             max_jobs=MAX_JOBS,
             max_gpus=MAX_GPUS,
         )
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-        thread.start()
-        try:
-            wait_for(lambda: server.started or not thread.is_alive(), timeout_s=120)
-            assert server.started, "the API did not start"
-            yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=60)
-            listener.close()
+        with serving(settings) as url:
+            yield url
 
 
 @pytest.fixture(scope="module")
@@ -228,62 +215,27 @@ def test_healthz_answers_503_when_no_node_is_alive_or_ray_does_not_answer(
 def test_sigterm_stops_the_server_promptly_while_it_follows_a_job(
     api: str, data_root: Path, tmp_path: Path
 ) -> None:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    listener.close()
-    command = [
-        sys.executable,
-        "-c",
-        "import typer; from mtfleet.cli import console; "
-        "app = typer.Typer(); console.register(app); app()",
-        "serve",
-        "--data-root",
-        str(data_root),
-        "--state-dir",
-        str(tmp_path / "state"),
-        "--address",
-        ray.get_runtime_context().gcs_address,
-        "--port",
-        str(port),
-    ]
-    server = subprocess.Popen(
-        command,
-        env={**os.environ, "MTFLEET_API_TOKEN": TOKEN},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    try:
-        wait_for(lambda: server.poll() is not None or answers(f"{url}/healthz"), timeout_s=120)
-        assert server.poll() is None, server.stdout.read() if server.stdout else ""
-        job = {
-            "input": "big.jsonl",
-            "output": "out/sigterm.jsonl",
-            "fields": ["text"],
-            "shard_tokens": 16,
-            "job_id": "sigterm",
-            **REVERSE,
-        }
-        assert (
-            httpx.post(f"{url}/v1/jobs", json=job, headers=headers, timeout=60).status_code == 201
+    port = free_port()
+    options = ["--data-root", str(data_root), "--state-dir", str(tmp_path / "state")]
+    options += ["--address", ray.get_runtime_context().gcs_address]
+    job = {"input": "big.jsonl", "output": "out/sigterm.jsonl", "fields": ["text"],
+           "shard_tokens": 16, "job_id": "sigterm", **REVERSE}  # fmt: skip
+    with serve_process(port, *options, env={**os.environ, "MTFLEET_API_TOKEN": TOKEN}) as server:
+        submitted = httpx.post(
+            f"http://127.0.0.1:{port}/v1/jobs",
+            json=job,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=60,
         )
-    finally:
+        assert submitted.status_code == 201, submitted.text
+
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=60)
+
     # uvicorn ends by raising the signal again; what matters is that it went through shutdown
     assert "Application shutdown complete." in output and "Finished server process" in output
     # the job's coordinator, detached, goes on without the server: stop it for the next tests
     ray.kill(ray.get_actor(coordinator_name("sigterm"), namespace=NAMESPACE), no_restart=True)
-
-
-def answers(url: str) -> bool:
-    try:
-        return httpx.get(url).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 # --- high: bodies, read before the token was checked
