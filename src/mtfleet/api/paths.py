@@ -83,6 +83,8 @@ class DataRoot:
 
     def relative(self, message: str) -> str:
         """`message` with the data root's absolute path left out of the paths it names."""
+        if self.root == Path(self.root.anchor):
+            return message  # a root of "/" hides nothing, and every "/" is not it
         return message.replace(f"{self.root}{os.sep}", "").replace(str(self.root), ".")
 
     def _names_a_path(self, value: str) -> bool:
