@@ -42,14 +42,14 @@ _SHARD_PAGE = 512
 def assemble(store: JobStore, job_id: str, work_dir: Path) -> dict[str, Any]:
     """Writes the output (one file, or a folder mirroring a sharded input) and its manifest."""
     job = store.get_job(job_id)
-    spec, _ = spec_from_store(job.spec)
+    # confined to the API's data root again now that it writes: a folder may have become a symlink
+    spec, _, confine_to = spec_from_store(job.spec)
     facts = read_plan_facts(work_dir)
-    confine_to = job.spec.get("data_root")
     applier = PartApplier(store, job_id, parse_field_paths(spec.fields))
     files = []
     for described in facts["files"]:
         output = output_for(spec, facts, Path(described["path"]))
-        _write_file(spec, described, output, applier, Path(confine_to) if confine_to else None)
+        _write_file(spec, described, output, applier, confine_to)
         files.append(
             {
                 "input": described["path"],
@@ -61,7 +61,7 @@ def assemble(store: JobStore, job_id: str, work_dir: Path) -> dict[str, Any]:
         )
     applier.finish()
     manifest = _manifest(job_id, job, spec, facts, files, applier)
-    write_manifest(spec.output, manifest, confine_to=Path(confine_to) if confine_to else None)
+    write_manifest(spec.output, manifest, confine_to=confine_to)
     return manifest
 
 

@@ -56,6 +56,8 @@ FAULT_BACKOFF_MAX_S = 30.0
 # The watchdog: a translator whose shard makes no progress for max(lease TTL, its estimated tokens
 # at this rate) is hung. Far below any engine's speed, so a slow one is never taken for hung.
 WATCHDOG_FLOOR_TOKENS_PER_S = 10.0
+# A paused or planning job's loop has little to do: it looks less often (the plan's end wakes it).
+IDLE_TICK_S = 2.0
 
 
 def coordinator_name(job_id: str) -> str:
@@ -101,7 +103,7 @@ class JobCoordinator:
             lambda: JobStore(store_url), on=TransientStoreError, budget_s=STORE_RETRY_S
         )
         job = self.store.get_job(job_id)
-        self.spec, _ = spec_from_store(job.spec)
+        self.spec, _, _ = spec_from_store(job.spec)
         self.slots: dict[str, TranslatorSlot] = {}
         self.failures_by_shard: Counter[int] = Counter()
         self.lock = threading.RLock()
@@ -112,6 +114,8 @@ class JobCoordinator:
         self.started_at = time.time()
         # set once the unit file and the shards exist: translators lease nothing before
         self.planned = threading.Event()
+        # paused or planning: the fleet loop ticks every IDLE_TICK_S
+        self.idle = False
         self.faults_in_a_row = 0
         self.watches: dict[str, Watch] = {}
         # a failure the store could not take when it happened; the fleet loop records it
@@ -196,8 +200,10 @@ class JobCoordinator:
 
     def _move(self, state: JobState) -> str:
         with self.lock:
-            self.store.set_job_state(self.job_id, state)
-            return state.value
+            # A repeated call (a client's retry, a race of two) finds the move done.
+            if self.store.get_job(self.job_id).state is not state:
+                self.store.set_job_state(self.job_id, state)
+        return state.value
 
     # --- the translators' calls
 
@@ -380,7 +386,16 @@ class JobCoordinator:
                 store_errors += 1
                 self.stopping.wait(backoff_s(store_errors, first_s=1.0, max_s=FAULT_BACKOFF_MAX_S))
                 continue
+            self._rest()
+
+    def _rest(self) -> None:
+        """Waits for the next tick: longer while idle, cut short by the end of planning."""
+        if not self.idle:
             time.sleep(FLEET_TICK_S)
+        elif self.planned.is_set():
+            time.sleep(IDLE_TICK_S)
+        else:
+            self.planned.wait(IDLE_TICK_S)
 
     def _tick(self) -> bool:
         """One round of the fleet loop; True when the job has ended."""
@@ -390,21 +405,27 @@ class JobCoordinator:
             return True
         nodes = ray.nodes()
         self._reap(nodes)
+        self.idle = job.state is JobState.PAUSED or not self.planned.is_set()
+        if job.state is JobState.PAUSED:
+            # A paused job holds no CPU or GPU: translators go once their leased shards are done.
+            self._release_idle_translators()
         if not self.planned.is_set():
             # Translators are placed while the job is planned, so they load their models meanwhile.
-            self._place(nodes)
+            self._place(nodes, job.state)
             return False
         expired = self.store.expire_leases(self.job_id)
         if expired:
             log.info("leases expired on shards %s", expired)
         shards = self.store.progress(self.job_id)["shards"]
         left = shards[ShardState.PENDING] + shards[ShardState.LEASED]
+        if not left and job.state is JobState.PAUSED:
+            # Its last shards landed after the pause: it ends once resumed, as a paused job may not.
+            return False
         if not left:
             self._finish()
             return True
-        self._ask_autoscaler(left)
-        # Translators are placed while paused too, so they load their models before work resumes.
-        self._place(nodes)
+        self._ask_autoscaler(0 if job.state is JobState.PAUSED else left)
+        self._place(nodes, job.state)
         return False
 
     def _ask_autoscaler(self, shards_left: int) -> None:
@@ -414,8 +435,11 @@ class JobCoordinator:
             request_resources(bundles=[{"GPU": 1}] * wanted)
             self.gpus_requested = wanted
 
-    def _place(self, nodes: list[dict[str, Any]]) -> None:
-        """One translator per GPU of each live node; `cpu_translators_per_node` on a CPU-only node."""
+    def _place(self, nodes: list[dict[str, Any]], state: JobState) -> None:
+        """One translator per GPU of each live node; `cpu_translators_per_node` on a CPU-only node;
+        none while the job is paused."""
+        if state is JobState.PAUSED:
+            return
         with self.lock:
             for node in nodes:
                 if not node.get("Alive"):
@@ -440,7 +464,8 @@ class JobCoordinator:
         worker_id = f"{node_id[:8]}-{device}-{self.placed}"
         on_gpu = device.startswith("gpu")
         per_node = max(1, self.spec.cpu_translators_per_node)
-        threads = self.spec.threads or max(1, node_cpus // per_node)
+        # never more threads than the node has CPUs: a million of them took a node down
+        threads = min(self.spec.threads or node_cpus // per_node, node_cpus) or 1
         handle = Translator.options(
             num_gpus=1 if on_gpu else 0,
             num_cpus=0 if on_gpu else min(1, node_cpus),
@@ -453,6 +478,22 @@ class JobCoordinator:
         self.slots[worker_id] = slot
         slot.run_ref = handle.run.remote()
         log.info("placed translator %s on node %s", worker_id, node_id)
+
+    def _release_idle_translators(self) -> None:
+        """Stops the translators that hold no lease; one that leased in a race gives it back."""
+        if not self.slots:
+            return
+        busy = {
+            s.lease_owner for s in self.store.shards(self.job_id) if s.state is ShardState.LEASED
+        }
+        with self.lock:
+            for slot in list(self.slots.values()):
+                if slot.worker_id in busy:
+                    continue
+                del self.slots[slot.worker_id]
+                ray.kill(slot.handle, no_restart=True)
+                self.store.release_owner(self.job_id, slot.worker_id)
+                log.info("translator %s stopped: job %s is paused", slot.worker_id, self.job_id)
 
     def _reap(self, nodes: list[dict[str, Any]]) -> None:
         """Forgets translators that died, hung or whose node left, and puts their shards back at

@@ -586,6 +586,43 @@ class JobStore:
         }
 
     @_retried
+    def progress_by_job(self) -> dict[str, dict[str, Any]]:
+        """Per job: its state, rows total and done, and segments done; three aggregate queries
+        for the whole store, none per job and no spec read (what a metrics scrape needs)."""
+        with self._transaction() as conn:
+            states = conn.execute(sa.select(jobs.c.id, jobs.c.state)).all()
+            rows = conn.execute(
+                sa.select(
+                    shards.c.job_id,
+                    shards.c.state,
+                    sa.func.sum(shards.c.row_end - shards.c.row_start),
+                ).group_by(shards.c.job_id, shards.c.state)
+            ).all()
+            segments = conn.execute(
+                sa.select(job_counters.c.job_id, job_counters.c.value).where(
+                    job_counters.c.name == "segments_done"
+                )
+            ).all()
+        by_job: dict[str, dict[str, Any]] = {
+            job_id: {
+                "state": JobState(state),
+                "rows_total": 0,
+                "rows_done": 0,
+                "segments_done": 0,
+            }
+            for job_id, state in states
+        }
+        for job_id, state, state_rows in rows:
+            if job_id in by_job:
+                by_job[job_id]["rows_total"] += int(state_rows or 0)
+                if state == ShardState.DONE:
+                    by_job[job_id]["rows_done"] += int(state_rows or 0)
+        for job_id, value in segments:
+            if job_id in by_job:
+                by_job[job_id]["segments_done"] = int(value or 0)
+        return by_job
+
+    @_retried
     def failed_shards(self, job_id: str) -> list[ShardRecord]:
         """The job's failed shards in row order."""
         with self._transaction() as conn:
