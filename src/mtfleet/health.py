@@ -12,12 +12,16 @@ does.
 from __future__ import annotations
 
 import difflib
+import json
 import math
+import os
 import re
 import statistics
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mtfleet.data.segment import LIST_MARKER, NO_PROTECTION, Protection
@@ -143,7 +147,7 @@ def repetition_loop(source: str, translation: str) -> bool:
 def _loop_tokens(text: str) -> list[str]:
     words = _WORD.findall(text.lower())
     # text without spaces between words (Chinese, Japanese, Thai) loops in characters
-    if len(text) > 20 and len(words) * 8 < len(text):
+    if len(text) > 20 and len(text.split()) * 20 < len(text):
         return [character for character in text if not character.isspace()]
     return words
 
@@ -292,3 +296,122 @@ def language_of(code: str | None) -> Any:
     except ValueError:
         return None
     return None
+
+
+def job_checks(spec: Any, engine: Any) -> tuple[Protection, HealthChecks | None]:
+    """A job's protected spans and its checks; no checks for an engine whose output is not a
+    translation (the reverse engine, unless it injects faults)."""
+    protection = Protection(patterns=tuple(spec.protect), glossary=dict(spec.glossary))
+    if not getattr(engine, "health_checked", True):
+        return protection, None
+    return protection, HealthChecks(
+        tgt_lang=spec.tgt_lang, src_lang=spec.src_lang, protection=protection
+    )
+
+
+# --- the report: what assembly tells of the flags
+
+# Flagged units listed in the manifest; OUT.flags.jsonl lists them all.
+MANIFEST_FLAGGED = 100
+EXCERPT_CHARS = 120
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def flags_path(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(output.name + ".flags.jsonl")
+
+
+class HealthReport:
+    """Counts flags per check and per field while assembly applies the parts, and writes every
+    flagged unit to OUT.flags.jsonl (through a temporary file renamed in place at `close`)."""
+
+    def __init__(self, output: str | Path, on_flag: str) -> None:
+        self.path = flags_path(output)
+        self.on_flag = on_flag
+        self.units_checked = 0
+        self.units_flagged = 0
+        self.rows_dropped = 0
+        self.per_check: Counter[str] = Counter()
+        self.per_field: dict[str, Counter[str]] = {}
+        self.flagged: list[dict[str, Any]] = []
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._temporary = tempfile.mkstemp(
+            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
+        )
+        self._stream = open(fd, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def add(
+        self, row: int, location: str, flags: Sequence[str], source: str, translation: str
+    ) -> None:
+        """One translated unit and its flags (none for a healthy one)."""
+        self.units_checked += 1
+        if not flags:
+            return
+        self.units_flagged += 1
+        field_name = _INDEX.sub("[]", location)
+        self.per_check.update(flags)
+        self.per_field.setdefault(field_name, Counter()).update(flags)
+        entry = {"row": row, "field": location, "checks": list(flags)}
+        if len(self.flagged) < MANIFEST_FLAGGED:
+            self.flagged.append(
+                {**entry, "source": _excerpt(source), "translation": _excerpt(translation)}
+            )
+        record = {**entry, "source": source, "translation": translation}
+        self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        """Puts OUT.flags.jsonl in place when a unit was flagged, else removes an older one."""
+        self._stream.close()
+        if self.units_flagged:
+            os.replace(self._temporary, self.path)
+        else:
+            Path(self._temporary).unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        self._stream.close()
+        Path(self._temporary).unlink(missing_ok=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "on_flag": self.on_flag,
+            "units_checked": self.units_checked,
+            "units_flagged": self.units_flagged,
+            "rows_dropped": self.rows_dropped,
+            "per_check": {
+                check: self.per_check[check] for check in CHECKS if check in self.per_check
+            },
+            "per_field": {
+                name: {check: counts[check] for check in CHECKS if check in counts}
+                for name, counts in sorted(self.per_field.items())
+            },
+            "flagged": self.flagged,
+            "flagged_listed": len(self.flagged),
+            "flags_file": str(self.path) if self.units_flagged else None,
+        }
+
+
+def _excerpt(text: str) -> str:
+    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
+
+
+def read_glossary(path: str | Path) -> dict[str, str]:
+    """A glossary file: one `source term<TAB>target term` a line; blank lines and # comments skipped."""
+    from mtfleet.errors import DatasetError
+
+    terms: dict[str, str] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"Cannot read the glossary {path}: {error}.") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        source, tab, target = line.partition("\t")
+        if not tab or not source.strip() or not target.strip():
+            raise DatasetError(
+                f"Line {number} of the glossary {path} is not 'source term<TAB>target term'."
+            )
+        terms[source.strip()] = target.strip()
+    return terms
