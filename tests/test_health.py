@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from mtfleet.checked import CheckedEngine
@@ -138,3 +141,54 @@ def test_a_segment_still_flagged_after_the_retry_is_reported_and_kept() -> None:
         "one two three four five" + " again" * 6
     ]
     assert checked.flags_of == {"one two three four five": ["loop"]}
+
+
+def test_the_report_counts_per_check_and_field_and_lists_every_flagged_unit(tmp_path: Path) -> None:
+    from mtfleet.api.views import JobHealth
+    from mtfleet.health import HealthReport, flags_path
+
+    report = HealthReport(tmp_path / "out.json", "keep")
+    report.add(0, "items[0].text", [], "A man.", "Ein Mann.")
+    report.add(1, "items[2].text", ["loop", "numbers"], "3 dogs.", "4 Hunde Hunde Hunde Hunde.")
+    report.close()
+    health = report.to_json()
+    assert health["units_checked"] == 2 and health["units_flagged"] == 1
+    assert health["per_field"] == {"items[].text": {"loop": 1, "numbers": 1}}
+    lines = flags_path(tmp_path / "out.json").read_text().splitlines()
+    assert [json.loads(line)["row"] for line in lines] == [1]
+    assert JobHealth(**health).per_check == {"loop": 1, "numbers": 1}
+
+
+def test_a_report_without_flags_leaves_no_flags_file(tmp_path: Path) -> None:
+    from mtfleet.health import HealthReport, flags_path
+
+    flags_path(tmp_path / "out.json").write_text("stale\n")
+    report = HealthReport(tmp_path / "out.json", "keep")
+    report.close()
+    assert not flags_path(tmp_path / "out.json").exists()
+
+
+def test_a_glossary_is_a_tsv_and_a_bad_line_is_named(tmp_path: Path) -> None:
+    from mtfleet.errors import DatasetError
+    from mtfleet.health import read_glossary
+
+    good = tmp_path / "terms.tsv"
+    good.write_text("# terms\nmtfleet\tMT-Flotte\n\nRay\tRay\n")
+    assert read_glossary(good) == {"mtfleet": "MT-Flotte", "Ray": "Ray"}
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("mtfleet MT-Flotte\n")
+    with pytest.raises(DatasetError, match="Line 1 of the glossary"):
+        read_glossary(bad)
+
+
+def test_a_protect_pattern_that_is_no_regex_or_matches_nothing_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from mtfleet.spec import JobSpec
+
+    base = {"input": "a.jsonl", "output": "b.jsonl", "model": "m", "fields": ["text"]}
+    assert JobSpec(**base, protect=[r"ACME-\d+"]).protect == [r"ACME-\d+"]
+    with pytest.raises(ValidationError, match="not a regular expression"):
+        JobSpec(**base, protect=["("])
+    with pytest.raises(ValidationError, match="matches empty text"):
+        JobSpec(**base, protect=["x*"])

@@ -70,7 +70,7 @@ def expected_flags() -> dict[int, set[str]]:
 
 
 def test_every_injected_fault_is_flagged_as_what_it_is(faulty_job: tuple[Path, Any]) -> None:
-    output, manifest = faulty_job
+    output, _ = faulty_job
     expected = expected_flags()
     assert {CAUGHT_AS[fault] for fault in FAULTS} <= set().union(*expected.values())
     flagged = {
