@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from mtfleet.data.segment import reassemble, segment_texts
+from mtfleet.checked import CheckedEngine, value_flags
+from mtfleet.data.segment import NO_PROTECTION, Protection, reassemble, segment_texts
 from mtfleet.engines.base import Engine
 from mtfleet.errors import ModelError
+from mtfleet.health import HealthChecks
 
 
 @dataclass
@@ -21,12 +23,23 @@ class TranslationOutcome:
     """Distinct pieces: what the engine actually translated."""
     source_tokens: int
     """Source tokens of the distinct pieces, by the engine's count."""
+    flags: list[list[str]] = field(default_factory=list)
+    """What the health checks found in each translation (flags[i] for texts[i]), when asked."""
 
 
-def translate_texts(texts: Sequence[str], engine: Engine) -> TranslationOutcome:
-    """Translates `texts` with one engine call over their distinct segments."""
+def translate_texts(
+    texts: Sequence[str],
+    engine: Engine,
+    *,
+    protection: Protection = NO_PROTECTION,
+    checks: HealthChecks | None = None,
+) -> TranslationOutcome:
+    """Translates `texts` with one engine call over their distinct segments; with `checks`, each
+    flagged segment is translated once more and the flags of each text are returned."""
+    checked = CheckedEngine(engine, checks) if checks is not None else None
+    engine = checked or engine
     count_tokens = _RememberedCounts(engine.count_tokens)
-    pieces_per_text = segment_texts(texts, engine.max_input_tokens, count_tokens)
+    pieces_per_text = segment_texts(texts, engine.max_input_tokens, count_tokens, protection)
     segments = [piece.text for pieces in pieces_per_text for piece in pieces if piece.translate]
     unique = list(dict.fromkeys(segments))
     translated = engine.translate(unique) if unique else []
@@ -36,14 +49,21 @@ def translate_texts(texts: Sequence[str], engine: Engine) -> TranslationOutcome:
             f"for {len(unique)} segments."
         )
     translation_of = dict(zip(unique, translated, strict=True))
+    translations = [
+        reassemble(pieces, [translation_of[p.text] for p in pieces if p.translate])
+        for pieces in pieces_per_text
+    ]
     return TranslationOutcome(
-        translations=[
-            reassemble(pieces, [translation_of[p.text] for p in pieces if p.translate])
-            for pieces in pieces_per_text
-        ],
+        translations=translations,
         segments=len(segments),
         segments_unique=len(unique),
         source_tokens=sum(count_tokens(unique)),
+        flags=[
+            value_flags(checked.checks, *found, checked.flags_of)
+            for found in zip(pieces_per_text, texts, translations, strict=True)
+        ]
+        if checked is not None
+        else [],
     )
 
 

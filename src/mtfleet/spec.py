@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 EngineName = Literal["hf", "ct2", "reverse"]
 OnError = Literal["keep-source", "fail"]
+OnFlag = Literal["keep", "source", "drop-row"]
 ComputeType = Literal["auto", "int8", "int8_float16", "int8_float32", "float16", "float32"]
 # Bounds on what a client may send: long enough for any real job, short enough to store and log.
 PATH_CHARS = 4096
@@ -74,6 +76,15 @@ class JobSpec(BaseModel):
         32000, ge=16, description="Most estimated source tokens per shard; the last are smaller."
     )
     on_error: OnError = "keep-source"
+    protect: list[str] = Field(
+        default_factory=list, description="Regular expressions whose matches are kept verbatim."
+    )
+    glossary: dict[str, str] = Field(
+        default_factory=dict, description="Source term -> the target term the output must hold."
+    )
+    on_flag: OnFlag = Field(
+        "keep", description="A unit still flagged after its retry: keep it, its source, or no row."
+    )
     cpu_translators_per_node: int = Field(1, ge=0, le=64)
     gpus: int = Field(
         0, ge=0, le=MAX_GPUS, description="GPUs to ask Ray's autoscaler for while work is left."
@@ -100,6 +111,11 @@ class JobSpec(BaseModel):
             return [part.strip() for item in value for part in str(item).split(",") if part.strip()]
         return value
 
+    @field_validator("protect")
+    @classmethod
+    def _compile_protect(cls, patterns: list[str]) -> list[str]:
+        return check_patterns(patterns)
+
     def settings(self) -> dict[str, object]:
         """The decoding and scheduling settings, for the manifest."""
         return self.model_dump(exclude={"input", "output", "model", "fields"})
@@ -112,6 +128,18 @@ class JobSpec(BaseModel):
         """A job id derived from the spec's identity and the input, so rerunning a command resumes it."""
         canonical = json.dumps(self.identity(), sort_keys=True) + input_key
         return "job-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def check_patterns(patterns: list[str]) -> list[str]:
+    """The patterns, each a regular expression that matches some text, or a ValueError naming it."""
+    for pattern in patterns:
+        try:
+            compiled = re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"{pattern!r} is not a regular expression ({error})") from None
+        if compiled.fullmatch(""):
+            raise ValueError(f"{pattern!r} matches empty text")
+    return patterns
 
 
 def input_key(paths: list[Path]) -> str:

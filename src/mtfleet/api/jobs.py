@@ -203,6 +203,7 @@ class JobService:
             counters=record.counters,
             translators=translators,
             nodes=_job_nodes(self.store.work_by_translator(job_id), translators),
+            health=(record.manifest or {}).get("health"),
         )
 
     def pause(self, job_id: str) -> JobView:

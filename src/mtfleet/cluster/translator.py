@@ -28,6 +28,7 @@ from mtfleet.cluster.parts import part_path, write_part
 from mtfleet.cluster.plan import UnitLine, UnitReader
 from mtfleet.engines import Engine, load_engine
 from mtfleet.errors import StoreError
+from mtfleet.health import job_checks
 from mtfleet.pipeline import TranslationOutcome, translate_texts
 from mtfleet.retry import backoff_s
 from mtfleet.spec import JobSpec
@@ -93,6 +94,7 @@ class Translator:
         """Leases, translates and completes shards until the coordinator says stop."""
         engine = self._load_engine()
         signature = engine.describe()
+        self.protection, self.checks = job_checks(self.spec, engine)
         units: UnitReader | None = None
         shards_done = 0
         while True:
@@ -169,8 +171,13 @@ class Translator:
                 _write_part(
                     path,
                     (
-                        replace(unit, text=translation)
-                        for unit, translation in zip(shard_units, outcome.translations, strict=True)
+                        replace(unit, text=translation, flags=tuple(flags))
+                        for unit, translation, flags in zip(
+                            shard_units,
+                            outcome.translations,
+                            outcome.flags or [()] * len(shard_units),
+                            strict=True,
+                        )
                     ),
                 )
             except OSError as error:
@@ -215,7 +222,9 @@ class Translator:
         memory; errors of the machine become a MachineFault, any other may follow the rows."""
         while True:
             try:
-                return translate_texts(texts, engine)
+                return translate_texts(
+                    texts, engine, protection=self.protection, checks=self.checks
+                )
             except Exception as error:
                 if not _out_of_memory(error):
                     if isinstance(error, (OSError, MemoryError, StoreError)):

@@ -8,6 +8,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from mtfleet.testing.faulty import FaultInjector
+
 # Tests of a cluster under disturbance set this so a job lasts long enough to be disturbed.
 DELAY_VARIABLE = "MTFLEET_REVERSE_DELAY_S"
 # Tests of poison rows set this: a segment containing its value makes translate raise.
@@ -16,6 +18,10 @@ FAIL_ON_VARIABLE = "MTFLEET_REVERSE_FAIL_ON"
 HANG_ON_VARIABLE = "MTFLEET_REVERSE_HANG_ON"
 # Tests of a device out of memory set this: a batch of more tokens raises OutOfMemoryError.
 OOM_ABOVE_VARIABLE = "MTFLEET_REVERSE_OOM_ABOVE"
+# Tests of the health checks set these: faults (comma-separated, of FAULTS) injected into one
+# segment in FAULT_EVERY, chosen by the segment's text (see testing/faulty.py).
+FAULTS_VARIABLE = "MTFLEET_REVERSE_FAULTS"
+FAULT_EVERY_VARIABLE = "MTFLEET_REVERSE_FAULT_EVERY"
 
 
 class OutOfMemoryError(RuntimeError):
@@ -32,9 +38,13 @@ class ReverseEngine:
     that contains `hang_on` (MTFLEET_REVERSE_HANG_ON), and raises OutOfMemoryError when one of its
     batches (segments in order, at most `max_batch_tokens` tokens each) holds more than
     `oom_above` tokens (MTFLEET_REVERSE_OOM_ABOVE), as a device with that much memory would.
+    With MTFLEET_REVERSE_FAULTS set it reverses the order of words instead (a clean "translation"
+    that keeps every number and placeholder) and injects those faults into some segments.
     """
 
     name = "reverse"
+    health_checked = False
+    """Reversed characters are no translation: the health checks leave them alone."""
 
     def __init__(
         self,
@@ -60,6 +70,13 @@ class ReverseEngine:
         # over a million rows).
         self.record_calls = record_calls
         self.calls: list[list[str]] = []
+        faults = os.environ.get(FAULTS_VARIABLE)
+        self.faults = (
+            FaultInjector(faults.split(","), int(os.environ.get(FAULT_EVERY_VARIABLE, 10)))
+            if faults
+            else None
+        )
+        self.health_checked = self.faults is not None
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(text.split()) + 1 for text in texts]
@@ -80,6 +97,8 @@ class ReverseEngine:
                     raise OutOfMemoryError(
                         f"a batch of {batch_tokens} tokens does not fit in {self.oom_above}"
                     )
+        if self.faults is not None:
+            return [self.faults.translate(segment) for segment in segments]
         return [segment[::-1] for segment in segments]
 
     def _batch_tokens(self, segments: Sequence[str]) -> Iterator[int]:
