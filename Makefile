@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install chromium demo test lint bench bench-quick bench-scale quality chaos clean
+.PHONY: install chromium demo test lint bench bench-quick bench-scale gpu-check quality chaos clean
 
 install: $(STAMP) chromium
 
@@ -38,6 +38,9 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python bench/run.py --quick
+
+gpu-check: install
+	$(BIN)/python bench/gpu_check.py
 
 bench-scale: install
 	$(BIN)/python bench/scale.py
