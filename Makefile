@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install chromium demo test lint bench bench-quick bench-scale quality clean
+.PHONY: install chromium demo test lint bench bench-quick bench-scale gpu-check quality chaos clean
 
 install: $(STAMP) chromium
 
@@ -39,6 +39,9 @@ bench: install
 bench-quick: install
 	$(BIN)/python bench/run.py --quick
 
+gpu-check: install
+	$(BIN)/python bench/gpu_check.py
+
 bench-scale: install
 	$(BIN)/python bench/scale.py
 
@@ -48,6 +51,10 @@ bench-families: install
 
 quality: install
 	$(BIN)/python bench/quality.py
+
+# faults injected per kind (full disk, store restarts and locks, hangs, OOM...): results/reliability.json
+chaos: install
+	$(BIN)/python bench/chaos.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -24,6 +24,7 @@ import sacrebleu
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+import health
 from mtfleet.cluster import run_job
 from mtfleet.spec import JobSpec
 from mtfleet.training import read_lines, record_test_scores
@@ -214,6 +215,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print_table(report)
+    health_report = health.measure(args.model, args.data, args.limit)
+    args.output.with_name("health.json").write_text(
+        json.dumps(health_report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    health.print_tables(health_report)
     if args.update_card and args.limit is None:
         record_test_scores(
             args.model,

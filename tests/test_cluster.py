@@ -12,7 +12,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from mtfleet.cluster import prepare_job, run_job, start_coordinator
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
 from mtfleet.spec import JobSpec
 from mtfleet.store import JobStore
-from mtfleet.testing.cluster import local_cluster, wait_for
+from mtfleet.testing.cluster import JobThread, local_cluster, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -72,36 +71,13 @@ def assert_accounted(manifest: dict[str, Any]) -> None:
     assert manifest["failures"] == []
 
 
-class Driver(threading.Thread):
+class Driver(JobThread):
     """Runs a job to its end in the background while the test changes the cluster under it."""
 
-    def __init__(self, spec: JobSpec, state_dir: Path, store_url: str | None = None) -> None:
-        super().__init__(daemon=True)
-        self.spec, self.state_dir, self.store_url = spec, state_dir, store_url
-        self.reports: list[dict[str, Any]] = []
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = run_job(
-                self.spec,
-                state_dir=self.state_dir,
-                store_url=self.store_url,
-                on_progress=self.reports.append,
-            )
-        except BaseException as error:
-            self.error = error
-
-    def shards_done(self) -> int:
-        return self.reports[-1]["shards"]["done"] if self.reports else 0
-
     def finish(self, timeout_s: float = 180) -> dict[str, Any]:
-        self.join(timeout_s)
-        assert not self.is_alive(), "job did not finish"
-        assert self.error is None, self.error
-        assert self.result.state == "succeeded", self.result.error
-        return self.result.manifest
+        result = self.outcome(timeout_s)
+        assert result.state == "succeeded", result.error
+        return result.manifest
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -219,6 +195,7 @@ def test_a_storm_of_joins_and_leaves_loses_and_duplicates_nothing(
             else:
                 workers.append(cluster.add_node(num_cpus=1, num_gpus=storm.choice([0, 1])))
             changes += 1
+            # the storm's pace, not a wait for a state: nodes come and go at random moments
             time.sleep(storm.uniform(0.3, 1.0))
         manifest = driver.finish()
     assert changes >= 10

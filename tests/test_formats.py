@@ -24,7 +24,7 @@ from mtfleet.data import (
 )
 from mtfleet.errors import DatasetError, OutputError
 
-ALPACA = Path("/work/shared/data/alpaca_sample.json")
+ALPACA = Path(__file__).parents[1] / "examples" / "alpaca_sample.json"
 
 ROWS: list[dict[str, Any]] = [
     {"id": 1, "text": "Café, naïve — 東京", "score": 0.5, "ok": True, "meta": {"b": 1, "a": None}},

@@ -10,7 +10,7 @@ import pytest
 
 from mtfleet.data import Piece, reassemble, segment, segment_texts
 
-ALPACA = Path("/work/shared/data/alpaca_sample.json")
+ALPACA = Path(__file__).parents[1] / "examples" / "alpaca_sample.json"
 
 
 def count_words(texts: Sequence[str]) -> list[int]:

@@ -16,7 +16,7 @@ from mtfleet.data import (
     unit_kind,
 )
 
-ALPACA = Path("/work/shared/data/alpaca_sample.json")
+ALPACA = Path(__file__).parents[1] / "examples" / "alpaca_sample.json"
 
 
 @pytest.mark.parametrize(

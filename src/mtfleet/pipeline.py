@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from mtfleet.data.segment import reassemble, segment_texts
+from mtfleet.checked import CheckedEngine, value_flags
+from mtfleet.data.segment import NO_PROTECTION, Protection, reassemble, segment_texts
 from mtfleet.engines.base import Engine
 from mtfleet.errors import ModelError
+from mtfleet.health import HealthChecks
 
 
 @dataclass
@@ -21,6 +23,8 @@ class TranslationOutcome:
     """Distinct pieces: what the engine actually translated."""
     source_tokens: int
     """Source tokens of the distinct pieces, by the engine's count."""
+    flags: list[list[str]] = field(default_factory=list)
+    """What the health checks found in each translation (flags[i] for texts[i]), when asked."""
     skipped_target_language: list[bool] = field(default_factory=list)
     """skipped_target_language[i]: texts[i] was already in the target language, and is copied."""
 
@@ -30,29 +34,46 @@ class TranslationOutcome:
         return sum(self.skipped_target_language)
 
 
-def translate_texts(texts: Sequence[str], engine: Engine) -> TranslationOutcome:
-    """Translates `texts` with one engine call over their distinct segments.
+def translate_texts(
+    texts: Sequence[str],
+    engine: Engine,
+    *,
+    protection: Protection = NO_PROTECTION,
+    checks: HealthChecks | None = None,
+) -> TranslationOutcome:
+    """Translates `texts` with one engine call over their distinct segments; with `checks`, each
+    flagged segment is translated once more and the flags of each text are returned.
 
     An engine that detects the source language (`--src-lang auto`) first says which texts are
     already in the target language: those are copied, never sent to the model, and flagged.
     """
     in_target_language = getattr(engine, "in_target_language", None)
     if in_target_language is None or not texts:
-        return _translate(texts, engine)
+        return _translate(texts, engine, protection, checks)
     skipped = in_target_language(texts)
     kept = [i for i, skip in enumerate(skipped) if not skip]
-    outcome = _translate([texts[i] for i in kept], engine)
+    outcome = _translate([texts[i] for i in kept], engine, protection, checks)
     translations = list(texts)
-    for i, translation in zip(kept, outcome.translations, strict=True):
-        translations[i] = translation
-    outcome.translations = translations
+    flags: list[list[str]] = [[] for _ in texts] if checks is not None else []
+    for position, i in enumerate(kept):
+        translations[i] = outcome.translations[position]
+        if flags:
+            flags[i] = outcome.flags[position]
+    outcome.translations, outcome.flags = translations, flags
     outcome.skipped_target_language = list(skipped)
     return outcome
 
 
-def _translate(texts: Sequence[str], engine: Engine) -> TranslationOutcome:
+def _translate(
+    texts: Sequence[str],
+    engine: Engine,
+    protection: Protection,
+    checks: HealthChecks | None,
+) -> TranslationOutcome:
+    checked = CheckedEngine(engine, checks) if checks is not None else None
+    engine = checked or engine
     count_tokens = _RememberedCounts(engine.count_tokens)
-    pieces_per_text = segment_texts(texts, engine.max_input_tokens, count_tokens)
+    pieces_per_text = segment_texts(texts, engine.max_input_tokens, count_tokens, protection)
     segments = [piece.text for pieces in pieces_per_text for piece in pieces if piece.translate]
     unique = list(dict.fromkeys(segments))
     translated = engine.translate(unique) if unique else []
@@ -62,14 +83,21 @@ def _translate(texts: Sequence[str], engine: Engine) -> TranslationOutcome:
             f"for {len(unique)} segments."
         )
     translation_of = dict(zip(unique, translated, strict=True))
+    translations = [
+        reassemble(pieces, [translation_of[p.text] for p in pieces if p.translate])
+        for pieces in pieces_per_text
+    ]
     return TranslationOutcome(
-        translations=[
-            reassemble(pieces, [translation_of[p.text] for p in pieces if p.translate])
-            for pieces in pieces_per_text
-        ],
+        translations=translations,
         segments=len(segments),
         segments_unique=len(unique),
         source_tokens=sum(count_tokens(unique)),
+        flags=[
+            value_flags(checked.checks, *found, checked.flags_of)
+            for found in zip(pieces_per_text, texts, translations, strict=True)
+        ]
+        if checked is not None
+        else [],
         skipped_target_language=[False] * len(texts),
     )
 

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 EngineName = Literal["hf", "ct2", "reverse"]
 Preprocessor = Literal["indictrans"]
 OnError = Literal["keep-source", "fail"]
+OnFlag = Literal["keep", "source", "drop-row"]
 ComputeType = Literal["auto", "int8", "int8_float16", "int8_float32", "float16", "float32"]
+# Bounds on what a client may send: long enough for any real job, short enough to store and log.
+PATH_CHARS = 4096
+LANGUAGE_CHARS = 32
+FIELDS = 256
+FIELD_CHARS = 1024
+MAX_GPUS = 64
+MAX_THREADS = 1024
+MIN_LEASE_TTL_S = 5.0
+MAX_LENGTH_FACTOR = 16.0
+MAX_LENGTH_OFFSET = 1024
+FieldPath = Annotated[str, StringConstraints(max_length=FIELD_CHARS)]
 # Settings that decide how a job runs, not what it writes: a job resumes with other values of them.
 RUN_SETTINGS = frozenset(
     {"cpu_translators_per_node", "gpus", "threads", "lease_ttl_s", "overwrite"}
@@ -28,17 +41,37 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input: str = Field(description="Dataset path: .json, .jsonl, .csv or .parquet.")
-    output: str = Field(description="Output path; its extension picks the format.")
-    model: str = Field(description="Hugging Face model directory or hub id.")
-    fields: list[str] = Field(min_length=1, description="Field paths: name, a.b, list[].name.")
-    src_lang: str | None = Field(None, description="Source language code (M2M100, NLLB, mBART).")
-    tgt_lang: str | None = Field(None, description="Target language code (M2M100, NLLB, mBART).")
+    input: str = Field(
+        min_length=1,
+        max_length=PATH_CHARS,
+        description="Dataset path: .json, .jsonl, .csv or .parquet.",
+    )
+    output: str = Field(
+        min_length=1,
+        max_length=PATH_CHARS,
+        description="Output path; its extension picks the format.",
+    )
+    model: str = Field(
+        min_length=1, max_length=PATH_CHARS, description="Hugging Face model directory or hub id."
+    )
+    fields: list[FieldPath] = Field(
+        min_length=1, max_length=FIELDS, description="Field paths: name, a.b, list[].name."
+    )
+    src_lang: str | None = Field(
+        None, max_length=LANGUAGE_CHARS, description="Source language code (M2M100, NLLB, mBART)."
+    )
+    tgt_lang: str | None = Field(
+        None, max_length=LANGUAGE_CHARS, description="Target language code (M2M100, NLLB, mBART)."
+    )
     engine: EngineName = "hf"
     beam: int = Field(1, ge=1, le=16, description="1 is greedy decoding.")
     max_batch_tokens: int = Field(4096, ge=64, description="Padded source tokens per batch.")
-    max_length_factor: float = Field(2.0, gt=0, description="Decode cap: factor * source tokens.")
-    max_length_offset: int = Field(10, ge=0, description="Decode cap: + offset tokens.")
+    max_length_factor: float = Field(
+        2.0, gt=0, le=MAX_LENGTH_FACTOR, description="Decode cap: factor * source tokens."
+    )
+    max_length_offset: int = Field(
+        10, ge=0, le=MAX_LENGTH_OFFSET, description="Decode cap: + offset tokens."
+    )
     compute_type: ComputeType = "auto"
     # A shard is the unit of leasing, retry and resume, and the pool its translator sorts into
     # batches: HF generate on a CPU ran the bench's alpaca shards 1.9x slower than one call at
@@ -47,10 +80,27 @@ class JobSpec(BaseModel):
         32000, ge=16, description="Most estimated source tokens per shard; the last are smaller."
     )
     on_error: OnError = "keep-source"
+    protect: list[str] = Field(
+        default_factory=list, description="Regular expressions whose matches are kept verbatim."
+    )
+    glossary: dict[str, str] = Field(
+        default_factory=dict, description="Source term -> the target term the output must hold."
+    )
+    on_flag: OnFlag = Field(
+        "keep", description="A unit still flagged after its retry: keep it, its source, or no row."
+    )
     cpu_translators_per_node: int = Field(1, ge=0, le=64)
-    gpus: int = Field(0, ge=0, description="GPUs to ask Ray's autoscaler for while work is left.")
-    threads: int | None = Field(None, ge=1, description="Torch threads per CPU translator.")
-    lease_ttl_s: float = Field(60.0, gt=0)
+    gpus: int = Field(
+        0, ge=0, le=MAX_GPUS, description="GPUs to ask Ray's autoscaler for while work is left."
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_THREADS,
+        description="Torch threads per CPU translator; at most the CPUs of the largest node.",
+    )
+    # A lease renewed every ttl/3 needs a few seconds: shorter ones expire while a shard runs.
+    lease_ttl_s: float = Field(60.0, ge=MIN_LEASE_TTL_S, le=24 * 3600)
     max_attempts: int = Field(3, ge=1, description="Failed attempts before a shard is bisected.")
     overwrite: bool = Field(
         False, description="Replace an existing output that is not this job's own earlier output."
@@ -75,6 +125,11 @@ class JobSpec(BaseModel):
             return [part.strip() for item in value for part in str(item).split(",") if part.strip()]
         return value
 
+    @field_validator("protect")
+    @classmethod
+    def _compile_protect(cls, patterns: list[str]) -> list[str]:
+        return check_patterns(patterns)
+
     def settings(self) -> dict[str, object]:
         """The decoding and scheduling settings, for the manifest."""
         return self.model_dump(exclude={"input", "output", "model", "fields"})
@@ -87,6 +142,18 @@ class JobSpec(BaseModel):
         """A job id derived from the spec's identity and the input, so rerunning a command resumes it."""
         canonical = json.dumps(self.identity(), sort_keys=True) + input_key
         return "job-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def check_patterns(patterns: list[str]) -> list[str]:
+    """The patterns, each a regular expression that matches some text, or a ValueError naming it."""
+    for pattern in patterns:
+        try:
+            compiled = re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"{pattern!r} is not a regular expression ({error})") from None
+        if compiled.fullmatch(""):
+            raise ValueError(f"{pattern!r} matches empty text")
+    return patterns
 
 
 def input_key(paths: list[Path]) -> str:
@@ -110,15 +177,25 @@ def fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def stored_spec(spec: JobSpec, input_key: str) -> dict[str, object]:
-    """The spec as the job store keeps it: with the input's key, so a resume checks it."""
-    return {**spec.model_dump(), "input_key": input_key}
+def stored_spec(spec: JobSpec, input_key: str, data_root: Path | None = None) -> dict[str, object]:
+    """The spec as the job store keeps it: with the input's key, so a resume checks it, and the
+    data root the API confined its paths to (None from the CLI), so the output is checked again
+    when it is written."""
+    return {
+        **spec.model_dump(),
+        "input_key": input_key,
+        "data_root": None if data_root is None else str(data_root),
+    }
 
 
 def stored_identity(stored: Mapping[str, object]) -> dict[str, object]:
     """The identity of a stored spec: two submissions are one job when theirs are equal."""
     return _without_later_defaults(
-        {key: value for key, value in stored.items() if key not in RUN_SETTINGS}
+        {
+            key: value
+            for key, value in stored.items()
+            if key not in RUN_SETTINGS and key != "data_root"
+        }
     )
 
 
@@ -130,7 +207,9 @@ def _without_later_defaults(settings: dict[str, object]) -> dict[str, object]:
     }
 
 
-def spec_from_store(stored: Mapping[str, object]) -> tuple[JobSpec, str]:
+def spec_from_store(stored: Mapping[str, object]) -> tuple[JobSpec, str, Path | None]:
+    """The spec, the input's key and the data root (None: not submitted over the API)."""
     fields = dict(stored)
     key = str(fields.pop("input_key", ""))
-    return JobSpec(**fields), key
+    root = fields.pop("data_root", None)
+    return JobSpec(**fields), key, None if root is None else Path(str(root))

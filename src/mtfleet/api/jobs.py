@@ -12,26 +12,41 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError
 
+from mtfleet.api.paths import DataRoot
 from mtfleet.api.views import Failure, JobNode, JobSummary, JobView, Node, Translator
 from mtfleet.cluster import JobHandle, start_coordinator, submit_job
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
-from mtfleet.cluster.job import finished_result, handle_for, reassemble, store_url_for
-from mtfleet.errors import ApiError, JobError, MtfleetError
-from mtfleet.spec import JobSpec
+from mtfleet.cluster.job import (
+    finished_result,
+    handle_for,
+    reassemble,
+    resolve_spec,
+    store_url_for,
+)
+from mtfleet.data import dataset_files
+from mtfleet.errors import ApiError, JobError, ModelError, MtfleetError
+from mtfleet.spec import MAX_GPUS, JobSpec, input_key
 from mtfleet.store import ACTIVE, TERMINAL, JobRecord, JobState, JobStore
 
 log = logging.getLogger(__name__)
 
 FOLLOW_TICK_S = 1.0
 CALL_TIMEOUT_S = 10.0
+# /healthz, /metrics and a submit's look at the nodes wait this long for Ray
+NODES_TIMEOUT_S = 5.0
 RATE_WINDOW_S = 30.0
+MAX_JOBS = 16
 
 
 @dataclass
@@ -44,15 +59,61 @@ class Followed:
     samples: deque[tuple[float, int, int]] = field(default_factory=deque)
 
 
+class ClusterNodes:
+    """`ray.nodes()` in a thread of its own, waited for at most a timeout: a Ray that does not
+    answer hangs no request. One look at a time; callers meanwhile wait on the same one."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pending: Future[list[dict[str, Any]]] | None = None
+
+    def __call__(self, timeout_s: float = NODES_TIMEOUT_S) -> list[dict[str, Any]]:
+        with self.lock:
+            if self.pending is None or self.pending.done():
+                self.pending = Future()
+                threading.Thread(
+                    target=_look, args=(self.pending,), name="mtfleet-nodes", daemon=True
+                ).start()
+            pending = self.pending
+        try:
+            return pending.result(timeout=timeout_s)
+        except FutureTimeout:
+            raise ApiError(f"The Ray cluster did not answer within {timeout_s:g} s.", 503) from None
+        except Exception as error:
+            raise ApiError(f"The Ray cluster cannot be reached: {error}", 503) from None
+
+
+def _look(pending: Future[list[dict[str, Any]]]) -> None:
+    try:
+        pending.set_result(ray.nodes())
+    except Exception as error:
+        pending.set_exception(error)
+
+
 class JobService:
-    def __init__(self, state_dir: str | Path, store_url: str | None = None) -> None:
+    def __init__(
+        self,
+        data_root: str | Path,
+        state_dir: str | Path,
+        store_url: str | None = None,
+        *,
+        max_jobs: int = MAX_JOBS,
+        max_gpus: int = MAX_GPUS,
+    ) -> None:
         self.state_dir = Path(state_dir).expanduser().resolve()
         self.store_url = store_url_for(self.state_dir, store_url)
         self.store = JobStore(self.store_url)
+        # No job reads or writes the server's own files, wherever the state dir lies.
+        self.root = DataRoot(data_root, private=[self.state_dir, self.store.directory()])
+        self.max_jobs = max_jobs
+        self.max_gpus = max_gpus
+        self.cluster_nodes = ClusterNodes()
         self.followed: dict[str, Followed] = {}
         self.lock = threading.RLock()
         # one coordinator start at a time: a request and the follower may both find a job unfollowed
         self.starting = threading.Lock()
+        # one submission at a time: counting the active jobs and adding one is a single step
+        self.submitting = threading.Lock()
         self.stopping = threading.Event()
         self.follower: threading.Thread | None = None
 
@@ -64,19 +125,30 @@ class JobService:
         self.follower.start()
 
     def stop(self) -> None:
-        """Stops following; the coordinators, detached, go on with their jobs."""
+        """Stops following; the coordinators, detached, go on with their jobs. The follower waits
+        on Ray at most CALL_TIMEOUT_S at a time, so this returns promptly."""
         self.stopping.set()
         if self.follower is not None:
-            self.follower.join()
+            self.follower.join(timeout=2 * CALL_TIMEOUT_S)
 
     # --- one method per user action
 
     def submit(self, spec: JobSpec, job_id: str | None = None) -> tuple[JobView, bool]:
         """Creates the job (its coordinator plans it), or finds it to resume it (queued again if
-        it failed or was cancelled), and starts its coordinator; True when this call created it."""
-        handle, created = submit_job(
-            spec, state_dir=self.state_dir, store_url=self.store_url, job_id=job_id
-        )
+        it failed or was cancelled), and starts its coordinator; True when this call created it.
+        Its paths are taken relative to the data root, and refused outside it."""
+        spec = self.root.contain(spec)
+        self._check_fleet_settings(spec)
+        with self.submitting:
+            self._check_room(spec, job_id)
+            with _hub_offline(spec):
+                handle, created = submit_job(
+                    spec,
+                    state_dir=self.state_dir,
+                    store_url=self.store_url,
+                    job_id=job_id,
+                    data_root=self.root.root,
+                )
         # A succeeded job is not run again; its output is assembled again if it went missing.
         if finished_result(handle) is None:
             if self._record(handle.job_id).state is JobState.SUCCEEDED:
@@ -88,10 +160,15 @@ class JobService:
         return self.job(handle.job_id), created
 
     def jobs(self) -> list[JobSummary]:
-        return [
-            self._summary(record, self.store.progress(record.id))
-            for record in self.store.list_jobs()
-        ]
+        """Every job that can be read back; one that cannot is logged and left out, never a 500
+        for everyone."""
+        summaries = []
+        for record in self.store.list_jobs():
+            try:
+                summaries.append(self._summary(record, self.store.progress(record.id)))
+            except Exception:
+                log.exception("job %s cannot be read back; it is left out of the list", record.id)
+        return summaries
 
     def job(self, job_id: str) -> JobView:
         record = self._record(job_id)
@@ -106,7 +183,13 @@ class JobService:
         rows_left = progress["rows_total"] - progress["rows_done"]
         return JobView(
             **self._summary(record, progress).model_dump(),
-            spec={key: value for key, value in record.spec.items() if key != "input_sha256"},
+            spec=_readable(
+                {
+                    key: value
+                    for key, value in record.spec.items()
+                    if key not in ("input_sha256", "data_root")
+                }
+            ),
             units_total=progress["units_total"],
             units_done=progress["units_done"],
             shards=progress["shards"],
@@ -120,6 +203,7 @@ class JobService:
             counters=record.counters,
             translators=translators,
             nodes=_job_nodes(self.store.work_by_translator(job_id), translators),
+            health=(record.manifest or {}).get("health"),
         )
 
     def pause(self, job_id: str) -> JobView:
@@ -160,22 +244,60 @@ class JobService:
                 memory_bytes=int(node.get("Resources", {}).get("memory", 0)),
                 translators=on_node[node["NodeID"]] if node.get("Alive") else [],
             )
-            for node in ray.nodes()
+            for node in self.cluster_nodes()
         ]
+
+    # --- checks before a job is stored
+
+    def _check_fleet_settings(self, spec: JobSpec) -> None:
+        """GPUs within the server's bound; threads within the CPUs of the largest live node."""
+        if spec.gpus > self.max_gpus:
+            raise ApiError(
+                f"Field gpus: {spec.gpus} is more than this server's limit of {self.max_gpus} "
+                "(mtfleet serve --max-gpus).",
+                400,
+            )
+        if spec.threads is None:
+            return
+        cpus = max(
+            (
+                int(node.get("Resources", {}).get("CPU", 0))
+                for node in self.cluster_nodes()
+                if node.get("Alive")
+            ),
+            default=0,
+        )
+        if spec.threads > cpus:
+            raise ApiError(
+                f"Field threads: {spec.threads} is more than the {cpus} CPUs of the cluster's "
+                "largest node.",
+                400,
+            )
+
+    def _check_room(self, spec: JobSpec, job_id: str | None) -> None:
+        """At most `max_jobs` active jobs; a job already active may always be submitted again."""
+        active = {record.id for state in ACTIVE for record in self.store.list_jobs(state)}
+        if len(active) < self.max_jobs or _job_id_of(spec, self.root.root, job_id) in active:
+            return
+        raise ApiError(
+            f"This server runs at most {self.max_jobs} active jobs (mtfleet serve --max-jobs) and "
+            f"has {len(active)}; try again once one has ended, or cancel one.",
+            429,
+        )
 
     # --- steering
 
     def _steer(self, job_id: str, to: JobState, verb: str) -> JobView:
+        """Moves the job in the store, which its coordinator reads at every lease and tick: the
+        answer is the state the job is in, whichever of two racing calls won."""
         record = self._record(job_id)
-        if record.state is to:
-            return self.job(job_id)
-        if record.state in TERMINAL:
-            raise ApiError(
-                f"Job {job_id} is {record.state}; only a queued, running or paused job can {verb}.",
-                409,
-            )
-        coordinator = self._coordinator(job_id)
-        self._call(job_id, getattr(coordinator, verb))
+        if record.state is not to:
+            try:
+                self.store.set_job_state(job_id, to)
+            except JobError:
+                record = self._record(job_id)
+                if record.state is not to:
+                    raise ApiError(_cannot(job_id, record.state, verb), 409) from None
         return self.job(job_id)
 
     def _drop_stale_coordinator(self, job_id: str) -> None:
@@ -204,7 +326,11 @@ class JobService:
             self._stop_coordinator(job_id)
 
     def _observe(self, job_id: str) -> None:
-        coordinator = self._coordinator(job_id)
+        try:
+            coordinator = self._coordinator(job_id)
+        except ApiError as error:
+            log.warning("%s", error)
+            return
         try:
             report = ray.get(coordinator.progress.remote(), timeout=CALL_TIMEOUT_S)
         except (RayActorError, GetTimeoutError):
@@ -229,7 +355,14 @@ class JobService:
                 followed = self.followed.get(job_id)
             if followed is not None:
                 return followed.coordinator
-            coordinator = start_coordinator(self._handle(job_id))
+            try:
+                coordinator = start_coordinator(self._handle(job_id), timeout_s=CALL_TIMEOUT_S)
+            except (RayActorError, GetTimeoutError):
+                raise ApiError(
+                    f"The cluster did not start the coordinator of job {job_id} within "
+                    f"{CALL_TIMEOUT_S:g} s; the job is stored and starts once the cluster can.",
+                    503,
+                ) from None
             with self.lock:
                 self.followed[job_id] = Followed(coordinator)
             return coordinator
@@ -255,20 +388,6 @@ class JobService:
     def _handle(self, job_id: str) -> JobHandle:
         return handle_for(job_id, self.state_dir, self.store_url)
 
-    def _call(self, job_id: str, method: Any) -> Any:
-        try:
-            return ray.get(method.remote(), timeout=CALL_TIMEOUT_S)
-        except RayTaskError as error:
-            if isinstance(error.cause, MtfleetError):
-                raise error.cause from None
-            raise
-        except (RayActorError, GetTimeoutError):
-            with self.lock:
-                self.followed.pop(job_id, None)
-            raise ApiError(
-                f"The coordinator of job {job_id} did not answer; try again.", 503
-            ) from None
-
     # --- reading
 
     def _record(self, job_id: str) -> JobRecord:
@@ -281,16 +400,77 @@ class JobService:
         return JobSummary(
             id=record.id,
             state=record.state.value,
-            error=record.error,
             created_at=record.created_at,
             updated_at=record.updated_at,
-            input=record.spec["input"],
-            output=record.spec["output"],
-            model=record.spec["model"],
+            error=None if record.error is None else self.root.relative(_readable(record.error)),
+            input=_readable(str(record.spec.get("input", ""))),
+            output=_readable(str(record.spec.get("output", ""))),
+            model=_readable(str(record.spec.get("model", ""))),
             rows_total=progress["rows_total"],
             rows_done=progress["rows_done"],
             segments_done=progress["segments_done"],
         )
+
+
+def _cannot(job_id: str, state: JobState, verb: str) -> str:
+    if state in TERMINAL:
+        return f"Job {job_id} is {state}; only a queued, running or paused job can {verb}."
+    return f"Job {job_id} is {state} and cannot {verb} now; try again once it runs."
+
+
+def _job_id_of(spec: JobSpec, root: Path, job_id: str | None) -> str | None:
+    """The id a submission names: its own, or the one derived from its spec and input."""
+    if job_id:
+        return job_id
+    resolved = resolve_spec(spec, root)
+    try:
+        return resolved.default_job_id(input_key(dataset_files(resolved.input)[1]))
+    except (OSError, MtfleetError):
+        return None
+
+
+@contextmanager
+def _hub_offline(spec: JobSpec) -> Iterator[None]:
+    """The model check without the network: a hub id that is not in this machine's cache is
+    refused at once, where trying the hub blocked a request for 25 s. Submissions run one at a
+    time, so no other request sees the switch."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    except ModelError:
+        if Path(spec.model).is_absolute() or _in_hub_cache(spec.model):
+            raise
+        raise ModelError(
+            f"Model {spec.model!r} is not found locally: the API checks hub models without the "
+            "network; put it in the Hugging Face cache of the API's machine, or give a model "
+            "directory under the data root."
+        ) from None
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def _in_hub_cache(model: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(model, "config.json"), str)
+    except ValueError:  # not a valid hub id
+        return False
+
+
+def _readable(value: Any) -> Any:
+    """`value` with any lone surrogate escaped: a record stored before text was checked still
+    renders as JSON."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_readable(key): _readable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_readable(item) for item in value]
+    return value
 
 
 def _rates(samples: list[tuple[float, int, int]]) -> tuple[float | None, float | None]:

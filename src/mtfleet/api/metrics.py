@@ -1,31 +1,43 @@
-"""Prometheus metrics of the fleet, read from the job store and Ray at each scrape."""
+"""Prometheus metrics of the fleet, read from the job store's aggregates and Ray at each scrape.
+
+Labels are bounded: a request's method is one of HTTP's or "other", its route one of the API's
+or "unmatched", and job ids appear only in a scrape that carries the API token.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
-import ray
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from mtfleet.api.jobs import ACTIVE, JobService
-from mtfleet.store import JobRecord, JobState
+from mtfleet.errors import ApiError
+from mtfleet.store import JobState
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
 
 
 class FleetCollector(Collector):
-    """Jobs by state, rows and segments translated, and the nodes, GPUs and translators at work."""
+    """Jobs by state, rows and segments translated, and the nodes, GPUs and translators at work;
+    with `per_job`, rows and segments of each active job, labelled with its id."""
 
-    def __init__(self, service: JobService) -> None:
+    def __init__(self, service: JobService, *, per_job: bool) -> None:
         self.service = service
+        self.per_job = per_job
 
     def collect(self) -> Iterator[Metric]:
-        jobs = self.service.store.list_jobs()
-        yield from self._jobs(jobs)
+        yield from self._jobs(self.service.store.progress_by_job())
         yield from self._fleet()
 
-    def _jobs(self, jobs: list[JobRecord]) -> Iterator[Metric]:
-        by_state = Counter(job.state for job in jobs)
+    def _jobs(self, jobs: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+        by_state = Counter(job["state"] for job in jobs.values())
         states = GaugeMetricFamily(
             "mtfleet_jobs", "Jobs in the job store, by state.", labels=["state"]
         )
@@ -48,22 +60,25 @@ class FleetCollector(Collector):
         job_segments = GaugeMetricFamily(
             "mtfleet_job_segments_done", "Segments translated, per active job.", labels=labels
         )
-        segments_total = rows_total = 0
-        for job in jobs:
-            progress = self.service.store.progress(job.id)
-            segments_total += progress["segments_done"]
-            rows_total += progress["rows_done"]
+        segments.add_metric([], sum(job["segments_done"] for job in jobs.values()))
+        rows.add_metric([], sum(job["rows_done"] for job in jobs.values()))
+        yield from (segments, rows)
+        if not self.per_job:
+            return
+        for job_id, job in jobs.items():
             # Finished jobs drop out of the per-job series, so their number stays bounded.
-            if job.state in ACTIVE:
-                job_rows_done.add_metric([job.id], progress["rows_done"])
-                job_rows_total.add_metric([job.id], progress["rows_total"])
-                job_segments.add_metric([job.id], progress["segments_done"])
-        segments.add_metric([], segments_total)
-        rows.add_metric([], rows_total)
-        yield from (segments, rows, job_rows_done, job_rows_total, job_segments)
+            if job["state"] in ACTIVE:
+                job_rows_done.add_metric([job_id], job["rows_done"])
+                job_rows_total.add_metric([job_id], job["rows_total"])
+                job_segments.add_metric([job_id], job["segments_done"])
+        yield from (job_rows_done, job_rows_total, job_segments)
 
     def _fleet(self) -> Iterator[Metric]:
-        nodes = ray.nodes()
+        try:
+            nodes = self.service.cluster_nodes()
+        except ApiError:
+            # Ray does not answer: the scrape still has the store's numbers; /healthz says 503.
+            return
         alive = [node for node in nodes if node.get("Alive")]
         by_state = GaugeMetricFamily("mtfleet_nodes", "Ray nodes, by state.", labels=["state"])
         by_state.add_metric(["alive"], len(alive))

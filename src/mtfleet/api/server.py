@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import importlib.metadata
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,32 +14,50 @@ from typing import Annotated, Any
 import ray
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from fastapi.encoders import jsonable_encoder
+from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import Counter as RequestCounter
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mtfleet.api.console import mount_console
-from mtfleet.api.jobs import JobService
-from mtfleet.api.metrics import FleetCollector
-from mtfleet.api.paths import DataRoot
+from mtfleet.api.jobs import MAX_JOBS, JobService
+from mtfleet.api.metrics import FleetCollector, method_label
 from mtfleet.api.shards import shard_routes
-from mtfleet.api.views import ErrorBody, Health, JobRequest, JobSummary, JobView, Node
+from mtfleet.api.views import (
+    JOB_ID_PATTERN,
+    ErrorBody,
+    Health,
+    JobRequest,
+    JobSummary,
+    JobView,
+    Node,
+)
 from mtfleet.cluster.runtime import connect
 from mtfleet.errors import ApiError, JobError, MtfleetError, StoreError
+from mtfleet.spec import MAX_GPUS
 from mtfleet.store import JobState
 
 LOOPBACK = "127.0.0.1"
+MAX_BODY_BYTES = 1024 * 1024
+# uvicorn waits this long for requests in flight once told to stop (SIGTERM, SIGINT)
+GRACEFUL_SHUTDOWN_S = 5
+# A 422 names each problem's place; a key a client made up is cut to this length there.
+LOCATION_CHARS = 64
 # module level: FastAPI reads the dependency from the annotation, which must resolve here
 Credentials = Annotated[
     HTTPAuthorizationCredentials | None,
     Depends(HTTPBearer(auto_error=False, description="The server's MTFLEET_API_TOKEN.")),
 ]
+JobId = Annotated[str, PathParameter(pattern=JOB_ID_PATTERN)]
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422, 503)
+    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422, 503)
 }
+NEEDS_TOKEN = "This call needs the header 'Authorization: Bearer <MTFLEET_API_TOKEN>'."
+WRONG_TOKEN = "The API token is wrong."
 
 
 REMOTE_CODE_REFUSED = (
@@ -49,7 +68,8 @@ REMOTE_CODE_REFUSED = (
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """What `mtfleet serve` is told: where jobs' files may be, the token, the store, the cluster."""
+    """What `mtfleet serve` is told: where jobs' files may be, the token, the store, the cluster,
+    and the limits that keep a careless or hostile client from hurting the server or the fleet."""
 
     data_root: Path
     token: str | None = None
@@ -59,6 +79,9 @@ class ServerSettings:
     # jobs with trust_remote_code run a model's own code on every node: only when the server says so
     allow_remote_code: bool = False
     insecure_no_auth: bool = False
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_jobs: int = MAX_JOBS
+    max_gpus: int = MAX_GPUS
 
     def check(self) -> None:
         if not self.token and not self.insecure_no_auth:
@@ -66,21 +89,114 @@ class ServerSettings:
                 "MTFLEET_API_TOKEN is not set; set it, or pass --insecure-no-auth "
                 f"to serve on {LOOPBACK} without authentication."
             )
+        for name in ("max_body_bytes", "max_jobs"):
+            if getattr(self, name) < 1:
+                raise ApiError(f"--{name.replace('_', '-')} must be at least 1.")
+        if not 0 <= self.max_gpus <= MAX_GPUS:
+            raise ApiError(f"--max-gpus must be between 0 and {MAX_GPUS}.")
+
+
+class Gate:
+    """Refuses a request before its body is read: a /v1 call without the right token (401), a
+    body over `max_body_bytes` by its Content-Length or by the bytes that came (413). A body within
+    the limit is read whole here and handed on, so no later part reads more than the limit."""
+
+    def __init__(self, app: ASGIApp, token: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.token = token
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {name.lower(): value for name, value in scope["headers"]}
+        if scope["path"].startswith("/v1"):
+            authorization = headers.get(b"authorization", b"").decode("latin-1")
+            refusal = token_refusal(self.token, authorization)
+            if refusal is not None:
+                await _answer(send, 401, refusal, {"WWW-Authenticate": "Bearer"})
+                return
+        too_big = (
+            f"The request body is larger than this server's limit of {self.max_body_bytes} bytes "
+            "(mtfleet serve --max-body-bytes)."
+        )
+        declared = headers.get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.max_body_bytes:
+            await _answer(send, 413, too_big)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > self.max_body_bytes:
+                await _answer(send, 413, too_big)
+                return
+            if not message.get("more_body", False):
+                break
+        handed_on = False
+
+        async def replay() -> Message:
+            nonlocal handed_on
+            if handed_on:
+                return await receive()
+            handed_on = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _answer(
+    send: Send, status: int, error: str, headers: dict[str, str] | None = None
+) -> None:
+    content = json.dumps({"error": error}).encode()
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(content)).encode()),
+        (b"connection", b"close"),
+        *((name.lower().encode(), value.encode()) for name, value in (headers or {}).items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+def token_refusal(token: str | None, authorization: str | None) -> str | None:
+    """Why a request with this Authorization header may not call /v1; None when it may."""
+    if not token:
+        return None
+    scheme, _, credentials = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials:
+        return NEEDS_TOKEN
+    # constant time, so the answer's timing tells nothing of the token
+    if not hmac.compare_digest(credentials.strip().encode(), token.encode()):
+        return WRONG_TOKEN
+    return None
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
     """The API over the job store in `settings`; it connects to Ray when it starts."""
     settings.check()
-    data_root = DataRoot(settings.data_root)
-    service = JobService(settings.state_dir, settings.store_url)
-    registry = CollectorRegistry()
-    registry.register(FleetCollector(service))
+    service = JobService(
+        settings.data_root,
+        settings.state_dir,
+        settings.store_url,
+        max_jobs=settings.max_jobs,
+        max_gpus=settings.max_gpus,
+    )
     requests = RequestCounter(
         "mtfleet_api_requests",
         "API requests, by method, route and status.",
         ["method", "route", "status"],
-        registry=registry,
+        registry=None,
     )
+    # Job ids only for a scrape that carries the token: one registry without them, one with.
+    public, private = CollectorRegistry(), CollectorRegistry()
+    public.register(FleetCollector(service, per_job=False))
+    private.register(FleetCollector(service, per_job=True))
+    for registry in (public, private):
+        registry.register(requests)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -99,14 +215,24 @@ def create_app(settings: ServerSettings) -> FastAPI:
         summary="Translate whole datasets with neural MT models on an elastic Ray cluster.",
         lifespan=lifespan,
     )
-    app.add_exception_handler(MtfleetError, _mtfleet_error)
+
+    async def mtfleet_error(_: Request, error: MtfleetError) -> JSONResponse:
+        status = _status(error)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(
+            {"error": service.root.relative(str(error))}, status_code=status, headers=headers
+        )
+
+    app.add_exception_handler(MtfleetError, mtfleet_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_middleware(Gate, token=settings.token, max_body_bytes=settings.max_body_bytes)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Callable[..., Any]) -> Response:
         response = await call_next(request)
         route = getattr(request.scope.get("route"), "path", "unmatched")
-        requests.labels(request.method, route, str(response.status_code)).inc()
+        requests.labels(method_label(request.method), route, str(response.status_code)).inc()
         return response
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(_authorization(settings))], responses=ERRORS)
@@ -115,12 +241,15 @@ def create_app(settings: ServerSettings) -> FastAPI:
         "/jobs",
         status_code=201,
         summary="Submit a job (201), or find it to resume it (200)",
-        responses={200: {"model": JobView, "description": "The job existed: found, resumed."}},
+        responses={
+            200: {"model": JobView, "description": "The job existed: found, resumed."},
+            429: {"model": ErrorBody, "description": "As many jobs are active as --max-jobs."},
+        },
     )
     def submit(request: JobRequest, response: Response) -> JobView:
         if request.trust_remote_code and not settings.allow_remote_code:
             raise ApiError(REMOTE_CODE_REFUSED, 400)
-        view, created = service.submit(data_root.contain(request.spec()), request.job_id)
+        view, created = service.submit(request.spec(), request.job_id)
         response.status_code = 201 if created else 200
         return view
 
@@ -132,23 +261,23 @@ def create_app(settings: ServerSettings) -> FastAPI:
         "/jobs/{job_id}",
         summary="A job: state, progress, rate, ETA, failures, translators per node",
     )
-    def job(job_id: str) -> JobView:
+    def job(job_id: JobId) -> JobView:
         return service.job(job_id)
 
     @v1.post("/jobs/{job_id}/pause", summary="No new leases; leased shards finish")
-    def pause(job_id: str) -> JobView:
+    def pause(job_id: JobId) -> JobView:
         return service.pause(job_id)
 
     @v1.post("/jobs/{job_id}/resume", summary="Lease shards again")
-    def resume(job_id: str) -> JobView:
+    def resume(job_id: JobId) -> JobView:
         return service.resume(job_id)
 
     @v1.post("/jobs/{job_id}/cancel", summary="Stop; finished parts are kept for a resubmission")
-    def cancel(job_id: str) -> JobView:
+    def cancel(job_id: JobId) -> JobView:
         return service.cancel(job_id)
 
     @v1.get("/jobs/{job_id}/manifest", summary="The manifest of a succeeded job")
-    def manifest(job_id: str) -> dict[str, Any]:
+    def manifest(job_id: JobId) -> dict[str, Any]:
         return service.manifest(job_id)
 
     @v1.get("/nodes", summary="The Ray nodes: devices, health, translators")
@@ -160,18 +289,28 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.get(
         "/healthz",
-        summary="Alive, with the store and Ray reachable",
-        responses={503: {"model": ErrorBody}},
+        summary="Alive, with the store reachable and a Ray node alive",
+        responses={413: {"model": ErrorBody}, 503: {"model": ErrorBody}},
     )
     def healthz() -> Health:
+        nodes_alive = sum(bool(node.get("Alive")) for node in service.cluster_nodes())
+        if not nodes_alive:
+            raise ApiError("No node of the Ray cluster is alive.", 503)
         running = service.store.list_jobs(JobState.RUNNING)
-        nodes_alive = sum(bool(node.get("Alive")) for node in ray.nodes())
         return Health(status="ok", jobs_running=len(running), nodes_alive=nodes_alive)
 
     @app.get(
-        "/metrics", summary="Prometheus metrics, names prefixed mtfleet_", response_class=Response
+        "/metrics",
+        summary="Prometheus metrics, names prefixed mtfleet_; job ids only with the token",
+        response_class=Response,
+        responses={
+            200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
+            413: {"model": ErrorBody},
+        },
     )
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        authorized = token_refusal(settings.token, request.headers.get("authorization")) is None
+        registry = private if authorized else public
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     mount_console(app)
@@ -186,25 +325,27 @@ def serve(settings: ServerSettings, host: str = LOOPBACK, port: int = 8000) -> N
     # Connecting here, not in the app, puts a wrong --address before the user as one sentence.
     started_here = connect(settings.address)
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level="info",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )
     finally:
         if started_here:
             ray.shutdown()
 
 
 def _authorization(settings: ServerSettings) -> Callable[..., None]:
-    expected = (settings.token or "").encode()
+    """The token check as a dependency, so the OpenAPI document shows it; the Gate has already
+    refused a request without it, before its body was read."""
 
     def authorized(credentials: Credentials) -> None:
-        if not settings.token:
-            return
-        if credentials is None:
-            raise ApiError(
-                "This call needs the header 'Authorization: Bearer <MTFLEET_API_TOKEN>'.", 401
-            )
-        # constant time, so the answer's timing tells nothing of the token
-        if not hmac.compare_digest(credentials.credentials.encode(), expected):
-            raise ApiError("The API token is wrong.", 401)
+        header = None if credentials is None else f"Bearer {credentials.credentials}"
+        refusal = token_refusal(settings.token, header)
+        if refusal is not None:
+            raise ApiError(refusal, 401)
 
     return authorized
 
@@ -219,18 +360,41 @@ def _status(error: MtfleetError) -> int:
     return 400
 
 
-async def _mtfleet_error(_: Request, error: MtfleetError) -> JSONResponse:
-    status = _status(error)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": str(error)}, status_code=status, headers=headers)
+async def _http_error(_: Request, error: HTTPException) -> Response:
+    """Starlette's own answers (no such route, method not allowed) in the API's error shape."""
+    if error.status_code in (204, 304):
+        return Response(status_code=error.status_code, headers=error.headers)
+    return JSONResponse(
+        {"error": f"{error.detail}."}, status_code=error.status_code, headers=error.headers
+    )
 
 
 async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
-    problems = error.errors()
+    """A 422 names each problem's place and kind, never the value sent: it may be huge, or a
+    secret pasted into the wrong field."""
+    problems = [
+        {
+            "type": problem["type"],
+            "loc": [_location(part) for part in problem["loc"]],
+            "msg": _text(problem["msg"]),
+        }
+        for problem in error.errors()
+    ]
     return JSONResponse(
-        {"error": validation_message(problems), "detail": jsonable_encoder(problems)},
-        status_code=422,
+        {"error": validation_message(problems), "detail": problems}, status_code=422
     )
+
+
+def _location(part: object) -> str | int:
+    if isinstance(part, int):
+        return part
+    text = _text(str(part))
+    return text if len(text) <= LOCATION_CHARS else text[:LOCATION_CHARS] + "..."
+
+
+def _text(text: str) -> str:
+    """`text` as valid UTF-8: a lone surrogate a client sent as a key is escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def validation_message(problems: list[dict[str, Any]]) -> str:

@@ -63,6 +63,19 @@ class JobSummary(BaseModel):
     segments_done: int
 
 
+class JobHealth(BaseModel):
+    """What the health checks flagged (the manifest's `health`, without its list of units)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    on_flag: str
+    units_checked: int
+    units_flagged: int
+    rows_dropped: int
+    per_check: dict[str, int] = Field(description="Flagged units per check.")
+    per_field: dict[str, dict[str, int]] = Field(description="Flagged units per field and check.")
+
+
 class JobView(JobSummary):
     spec: dict[str, Any]
     units_total: int
@@ -81,6 +94,9 @@ class JobView(JobSummary):
     )
     translators: list[Translator]
     nodes: list[JobNode]
+    health: JobHealth | None = Field(
+        None, description="The health checks' counts, from the manifest once the job is done."
+    )
 
 
 class Node(BaseModel):

@@ -79,6 +79,15 @@ def serve(
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="Serve without a token, on 127.0.0.1 only.")
     ] = False,
+    max_body_bytes: Annotated[
+        int, typer.Option(help="Larger request bodies are refused (413) unread.")
+    ] = 1024 * 1024,
+    max_jobs: Annotated[
+        int, typer.Option(help="Most active (planning, queued, running, paused) jobs; 429 beyond.")
+    ] = 16,
+    max_gpus: Annotated[
+        int, typer.Option(help="Most GPUs one job may ask the autoscaler for.")
+    ] = 64,
 ) -> None:
     """Serve the REST API (token: MTFLEET_API_TOKEN) for the jobs of a Ray cluster."""
     from mtfleet.api.server import LOOPBACK, ServerSettings
@@ -92,6 +101,9 @@ def serve(
         address=address,
         allow_remote_code=allow_remote_code,
         insecure_no_auth=insecure_no_auth,
+        max_body_bytes=max_body_bytes,
+        max_jobs=max_jobs,
+        max_gpus=max_gpus,
     )
     if insecure_no_auth and host != LOOPBACK:
         console.print(f"note: without a token the API listens on {LOOPBACK} only, not {host}.")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from mtfleet.cli import console as admin_console
+from mtfleet.cli import inspect as inspector
 from mtfleet.cli import models as model_commands
 from mtfleet.cli import options
 from mtfleet.cli import train as trainer
@@ -56,6 +57,9 @@ def translate(
     compute_type: options.ComputeType = None,
     shard_tokens: options.ShardTokens = None,
     on_error: options.OnError = None,
+    protect: options.Protect = None,
+    glossary: options.Glossary = None,
+    on_flag: options.OnFlag = None,
     cpu_translators_per_node: options.CpuTranslators = None,
     gpus: options.Gpus = None,
     threads: options.Threads = None,
@@ -76,6 +80,7 @@ def translate(
 
     from mtfleet.cli.progress import JobProgress
     from mtfleet.cluster.job import run_job
+    from mtfleet.health import read_glossary
     from mtfleet.spec import JobSpec
 
     try:
@@ -90,12 +95,15 @@ def translate(
                 max_length_offset=max_length_offset, compute_type=compute_type,
                 shard_tokens=shard_tokens, on_error=on_error,
                 cpu_translators_per_node=cpu_translators_per_node, gpus=gpus, threads=threads,
-                lease_ttl_s=lease_ttl, overwrite=overwrite,
+                lease_ttl_s=lease_ttl, overwrite=overwrite, protect=protect, on_flag=on_flag,
+                glossary=read_glossary(glossary) if glossary else None,
                 trust_remote_code=trust_remote_code, preprocessor=preprocessor,
             ),
         )  # fmt: skip
     except ValidationError as error:
         raise fail(_first_validation_error(error)) from None
+    except MtfleetError as error:
+        raise fail(error) from None
     try:
         with JobProgress(console) as progress:
             result = run_job(
@@ -138,6 +146,7 @@ def _first_validation_error(error: Any) -> str:
 
 admin_console.register(app)
 trainer.register(app)
+inspector.register(app)
 model_commands.register(app)
 
 

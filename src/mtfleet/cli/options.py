@@ -27,7 +27,7 @@ SrcLang = Annotated[
     str | None,
     typer.Option(
         help="Source language code (M2M100, NLLB, mBART, MADLAD), or auto: each unit's is "
-        "detected, and units already in --tgt-lang are copied (pip install 'mtfleet[detect]')."
+        "detected, and units already in --tgt-lang are copied."
     ),
 ]
 TgtLang = Annotated[
@@ -134,3 +134,25 @@ Address = Annotated[
 def job_settings(**values: Any) -> dict[str, Any]:
     """The settings the user gave; the rest keep JobSpec's defaults."""
     return {name: value for name, value in values.items() if value is not None}
+
+
+Protect = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--protect",
+        help="Regular expression whose matches are kept verbatim (repeatable); "
+        "<dnt>...</dnt> spans always are, without their tags.",
+        show_default=False,
+    ),
+]
+Glossary = Annotated[
+    Path | None,
+    typer.Option(help="TSV of 'source term<TAB>target term': terms the output must hold."),
+]
+OnFlag = Annotated[
+    str | None,
+    typer.Option(
+        help="keep, source or drop-row: what the output holds for a unit still flagged after "
+        f"its retry (reported in the manifest either way). {_default('on_flag')}"
+    ),
+]

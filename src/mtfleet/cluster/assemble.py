@@ -31,6 +31,7 @@ from mtfleet.data import (
     style_from_json,
 )
 from mtfleet.errors import JobError, OutputError
+from mtfleet.health import HealthReport
 from mtfleet.manifest import versions, write_manifest
 from mtfleet.spec import JobSpec, fingerprint, spec_from_store
 from mtfleet.store import JobStore, ShardRecord, ShardState
@@ -42,14 +43,30 @@ _SHARD_PAGE = 512
 def assemble(store: JobStore, job_id: str, work_dir: Path) -> dict[str, Any]:
     """Writes the output (one file, or a folder mirroring a sharded input) and its manifest."""
     job = store.get_job(job_id)
-    spec, _ = spec_from_store(job.spec)
+    # confined to the API's data root again now that it writes: a folder may have become a symlink
+    spec, _, confine_to = spec_from_store(job.spec)
     facts = read_plan_facts(work_dir)
-    confine_to = job.spec.get("data_root")
     applier = PartApplier(store, job_id, parse_field_paths(spec.fields))
+    applier.health = HealthReport(spec.output, spec.on_flag)
+    try:
+        files = _write_files(spec, facts, applier, confine_to)
+    except BaseException:
+        applier.health.discard()
+        raise
+    applier.health.close()
+    manifest = _manifest(job_id, job, spec, facts, files, applier)
+    manifest["health"] = applier.health.to_json()
+    write_manifest(spec.output, manifest, confine_to=confine_to)
+    return manifest
+
+
+def _write_files(
+    spec: JobSpec, facts: dict[str, Any], applier: PartApplier, confine_to: Path | None
+) -> list[dict[str, Any]]:
     files = []
     for described in facts["files"]:
         output = output_for(spec, facts, Path(described["path"]))
-        _write_file(spec, described, output, applier, Path(confine_to) if confine_to else None)
+        _write_file(spec, described, output, applier, confine_to)
         files.append(
             {
                 "input": described["path"],
@@ -60,9 +77,7 @@ def assemble(store: JobStore, job_id: str, work_dir: Path) -> dict[str, Any]:
             }
         )
     applier.finish()
-    manifest = _manifest(job_id, job, spec, facts, files, applier)
-    write_manifest(spec.output, manifest, confine_to=Path(confine_to) if confine_to else None)
-    return manifest
+    return files
 
 
 def output_for(spec: JobSpec, facts: dict[str, Any], input_file: Path) -> Path:
@@ -104,8 +119,8 @@ def _write_file(
     with writer:
         row_index = described["first_row"]
         for row in reader.rows():
-            applier.apply(row, row_index)
-            writer.write(row)
+            if applier.apply(row, row_index):
+                writer.write(row)
             row_index += 1
         if (
             reader.sha256 != described["sha256"]
@@ -148,9 +163,12 @@ class PartApplier:
         self._shard: ShardRecord | None = None
         self._translations: dict[int, UnitLine] = {}
         self._applied = 0
+        self.health: HealthReport | None = None
 
-    def apply(self, row: dict[str, Any], row_index: int) -> None:
+    def apply(self, row: dict[str, Any], row_index: int) -> bool:
+        """Puts the row's translations in place; False when the row is to be left out."""
         shard = self._shard_of(row_index)
+        keep_row = True
         for unit in extract_units([row], self.paths, row_offset=row_index):
             self.tally.units_total += 1
             if unit.kind is UnitKind.EMPTY:
@@ -172,11 +190,19 @@ class PartApplier:
                     f"of job {self.job_id} does not hold unit {index} at row {row_index}, field "
                     f"{location}; its parts do not match its plan, so nothing was written."
                 )
-            set_value(row, unit.location, line.text)
+            if self.health is not None:
+                self.health.add(row_index, location, line.flags, unit.text or "", line.text)
+            if not line.flags or self.health is None or self.health.on_flag == "keep":
+                set_value(row, unit.location, line.text)
+            elif self.health.on_flag == "drop-row":
+                keep_row = False
             self._applied += 1
             self.tally.translated += 1
         if shard.state is ShardState.FAILED:
             self.tally.failures.append({"row": row_index, "error": shard.error})
+        if not keep_row and self.health is not None:
+            self.health.rows_dropped += 1
+        return keep_row
 
     def finish(self) -> None:
         """Checks that the last shard's part was used up and that no shard is left over."""

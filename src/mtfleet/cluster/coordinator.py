@@ -1,9 +1,15 @@
 """The JobCoordinator actor: one per job, detached and named; the store is its memory.
 
 Every transition goes to the job store first, so a coordinator that crashes is rebuilt from the store
-by the next one started under the same name. Translators are owned by the coordinator: Ray kills
-them with it, so a new coordinator starts from a fleet of none and every lease of the old one
-goes back to the queue.
+by the next one started under the same name, or by Ray itself (`max_restarts=-1`): a restarted
+coordinator starts the job again on its own, with no driver or API alive. Translators are owned by
+the coordinator: Ray kills them with it, so a new coordinator starts from a fleet of none and every
+lease of the old one goes back to the queue.
+
+Failures are told apart: a translator's `fail` is an error that may follow the shard's rows
+(counted toward bisection); its `fault` is an error of its machine (retried with backoff, and the
+job paused when faults persist); a translator whose shard makes no progress is restarted by the
+watchdog. Everything is logged to `WORK/logs/coordinator.log`.
 """
 
 from __future__ import annotations
@@ -23,16 +29,35 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mtfleet.cluster.assemble import assemble
+from mtfleet.cluster.logs import log_path, log_to_work_dir
 from mtfleet.cluster.plan import UnitReader, plan_job
 from mtfleet.cluster.translator import Translator
-from mtfleet.errors import MtfleetError
+from mtfleet.errors import MtfleetError, StoreError
+from mtfleet.retry import backoff_s, retry
 from mtfleet.spec import spec_from_store
-from mtfleet.store import TERMINAL, JobState, JobStore, ShardState
+from mtfleet.store import (
+    STORE_RETRY_S,
+    TERMINAL,
+    JobState,
+    JobStore,
+    ShardState,
+    TransientStoreError,
+)
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "mtfleet"
 FLEET_TICK_S = 0.25
+# Faults of the machine in a row, across the job, with no shard completed in between: the job pauses.
+FAULTS_BEFORE_PAUSE = 5
+# A translator waits this long after its first fault, doubling with each fault in a row, to a cap.
+FAULT_BACKOFF_S = 0.5
+FAULT_BACKOFF_MAX_S = 30.0
+# The watchdog: a translator whose shard makes no progress for max(lease TTL, its estimated tokens
+# at this rate) is hung. Far below any engine's speed, so a slow one is never taken for hung.
+WATCHDOG_FLOOR_TOKENS_PER_S = 10.0
+# A paused or planning job's loop has little to do: it looks less often (the plan's end wakes it).
+IDLE_TICK_S = 2.0
 
 
 def coordinator_name(job_id: str) -> str:
@@ -52,14 +77,33 @@ class TranslatorSlot:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-@ray.remote(max_restarts=0, max_concurrency=64, num_cpus=0)
+@dataclass
+class Watch:
+    """The watchdog's view of one lease: the progress its heartbeats last reported, and when that
+    last grew."""
+
+    index: int
+    lease_id: str
+    progress: int
+    grew_at: float
+    bound_s: float
+
+
+# max_task_retries: calls made while Ray restarts the coordinator wait for the new one.
+@ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=64, num_cpus=0)
 class JobCoordinator:
     def __init__(self, job_id: str, store_url: str, work_dir: str) -> None:
         self.job_id = job_id
-        self.store = JobStore(store_url)
         self.work_dir = Path(work_dir)
+        log_to_work_dir(self.work_dir, "coordinator")
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        log.info("coordinator of job %s up (restarted by Ray: %s)", job_id, restarted)
+        # a coordinator restarted while the store's server restarts too waits for it
+        self.store = retry(
+            lambda: JobStore(store_url), on=TransientStoreError, budget_s=STORE_RETRY_S
+        )
         job = self.store.get_job(job_id)
-        self.spec, _ = spec_from_store(job.spec)
+        self.spec, _, _ = spec_from_store(job.spec)
         self.slots: dict[str, TranslatorSlot] = {}
         self.failures_by_shard: Counter[int] = Counter()
         self.lock = threading.RLock()
@@ -70,6 +114,14 @@ class JobCoordinator:
         self.started_at = time.time()
         # set once the unit file and the shards exist: translators lease nothing before
         self.planned = threading.Event()
+        # paused or planning: the fleet loop ticks every IDLE_TICK_S
+        self.idle = False
+        self.faults_in_a_row = 0
+        self.watches: dict[str, Watch] = {}
+        # a failure the store could not take when it happened; the fleet loop records it
+        self.unrecorded_failure: str | None = None
+        if restarted:
+            threading.Thread(target=self._start_again, name="restart", daemon=True).start()
 
     # --- lifecycle
 
@@ -103,7 +155,23 @@ class JobCoordinator:
                 self.planned.set()
             self.fleet_thread = threading.Thread(target=self._fleet_loop, name="fleet", daemon=True)
             self.fleet_thread.start()
-            return self.store.get_job(self.job_id).state.value
+            state = self.store.get_job(self.job_id).state.value
+            log.info("job %s started: %s, %d shards done before", self.job_id, state, done)
+            return state
+
+    def _start_again(self) -> None:
+        """Ray restarted this coordinator after its process died: it starts the job itself, as
+        no driver or API may be alive to call `start`."""
+        attempt = 0
+        while not self.stopping.is_set():
+            try:
+                self.start()
+                return
+            except Exception:
+                attempt += 1
+                wait_s = backoff_s(attempt, first_s=1.0, max_s=FAULT_BACKOFF_MAX_S)
+                log.exception("restarting job %s failed; again in %.0f s", self.job_id, wait_s)
+                self.stopping.wait(wait_s)
 
     def _plan(self) -> None:
         """Writes the unit file, then the shards (a job planned before keeps its own)."""
@@ -132,8 +200,10 @@ class JobCoordinator:
 
     def _move(self, state: JobState) -> str:
         with self.lock:
-            self.store.set_job_state(self.job_id, state)
-            return state.value
+            # A repeated call (a client's retry, a race of two) finds the move done.
+            if self.store.get_job(self.job_id).state is not state:
+                self.store.set_job_state(self.job_id, state)
+        return state.value
 
     # --- the translators' calls
 
@@ -147,6 +217,14 @@ class JobCoordinator:
         shard = self.store.lease_shard(self.job_id, worker_id, self.spec.lease_ttl_s)
         if shard is None:
             return {"action": "wait"}
+        log.info(
+            "leased shard %d, rows [%d, %d), to %s (attempt %d)",
+            shard.index,
+            shard.row_start,
+            shard.row_end,
+            worker_id,
+            shard.attempts,
+        )
         return {
             "action": "translate",
             "lease": {
@@ -157,23 +235,92 @@ class JobCoordinator:
             },
         }
 
-    def heartbeat(self, worker_id: str, index: int, lease_id: str) -> bool:
-        return self.store.renew_lease(self.job_id, index, lease_id, self.spec.lease_ttl_s)
+    def heartbeat(self, worker_id: str, index: int, lease_id: str, progress: int = 0) -> bool:
+        """Renews the lease; `progress` (steps done on the shard) must grow for the watchdog."""
+        renewed = self.store.renew_lease(self.job_id, index, lease_id, self.spec.lease_ttl_s)
+        with self.lock:
+            watch = self.watches.get(worker_id)
+            if watch is not None and watch.lease_id == lease_id:
+                if progress > watch.progress:
+                    watch.progress, watch.grew_at = progress, time.monotonic()
+                return renewed
+        if renewed:
+            # the lease's first heartbeat: the watch starts, bounded by the shard's size
+            est_tokens = self.store.shard(self.job_id, index).est_tokens
+            bound_s = max(self.spec.lease_ttl_s, est_tokens / WATCHDOG_FLOOR_TOKENS_PER_S)
+            with self.lock:
+                self.watches[worker_id] = Watch(
+                    index, lease_id, progress, time.monotonic(), bound_s
+                )
+        return renewed
 
     def complete(
         self, worker_id: str, index: int, lease_id: str, part_path: str, stats: dict[str, Any]
     ) -> bool:
         """Accepts a shard's part unless its lease is stale: a shard done twice counts once."""
         accepted = self.store.complete_shard(self.job_id, index, lease_id, part_path, stats)
+        with self.lock:
+            self._drop_watch(worker_id, lease_id)
+            if accepted:
+                self.faults_in_a_row = 0
         if not accepted:
             Path(part_path).unlink(missing_ok=True)
+        log.info(
+            "shard %d completed by %s: %s",
+            index,
+            worker_id,
+            "accepted" if accepted else "stale lease, part deleted",
+        )
         return accepted
 
     def fail(self, worker_id: str, index: int, lease_id: str, error: str) -> None:
         """A shard raised: back to the queue, and bisected once it has failed max_attempts times."""
+        log.warning("shard %d failed on %s: %s", index, worker_id, error)
         with self.lock:
+            self._drop_watch(worker_id, lease_id)
             if self.store.release_shard(self.job_id, index, lease_id, error):
                 self._count_failure(index, error)
+
+    def fault(self, worker_id: str, index: int | None, lease_id: str | None, cause: str) -> float:
+        """An error of a translator's machine, not of its rows (`cause`, one sentence): the shard
+        (if any) goes back with no attempt counted, and the translator is told how long to wait
+        before it leases again. FAULTS_BEFORE_PAUSE faults in a row across the job, with no shard
+        completed in between, pause the job with `cause` as its error."""
+        if index is not None and lease_id is not None:
+            self.store.release_shard(self.job_id, index, lease_id, None)
+        with self.lock:
+            self._drop_watch(worker_id, lease_id)
+            self.faults_in_a_row += 1
+            faults = self.faults_in_a_row
+        self.store.incr_counter(self.job_id, "faults")
+        log.warning(
+            "fault %d in a row, translator %s%s: %s",
+            faults,
+            worker_id,
+            "" if index is None else f", shard {index} back to the queue",
+            cause,
+        )
+        if faults >= FAULTS_BEFORE_PAUSE:
+            self._pause_for_fault(cause, faults)
+        return backoff_s(faults, first_s=FAULT_BACKOFF_S, max_s=FAULT_BACKOFF_MAX_S)
+
+    def _pause_for_fault(self, cause: str, faults: int) -> None:
+        with self.lock:
+            # the count starts again: a job resumed after the cause is fixed gets every chance
+            self.faults_in_a_row = 0
+            if self.store.get_job(self.job_id).state is not JobState.RUNNING:
+                return
+            message = (
+                f"{cause.rstrip('.')} (paused after {faults} faults in a row with no shard done; "
+                "fix it and rerun the job to resume)."
+            )
+            self.store.set_job_state(self.job_id, JobState.PAUSED, error=message)
+        log.error("job %s paused: %s", self.job_id, message)
+
+    def _drop_watch(self, worker_id: str, lease_id: str | None) -> None:
+        watch = self.watches.get(worker_id)
+        if watch is not None and watch.lease_id == lease_id:
+            del self.watches[worker_id]
 
     def _count_failure(self, index: int, error: str) -> None:
         self.failures_by_shard[index] += 1
@@ -210,16 +357,45 @@ class JobCoordinator:
     # --- the fleet loop: placement, deaths, lease expiry, the end of the job
 
     def _fleet_loop(self) -> None:
+        """Ticks until the job ends. The store not answering (after its own retries) is waited
+        out: it holds the job. Any other error fails the job, its traceback in the log."""
+        store_errors = 0
         while not self.stopping.is_set():
             try:
-                if self._tick():
+                if self.unrecorded_failure is not None:
+                    self._finish_failed(self.unrecorded_failure)
+                elif self._tick():
                     return
+                store_errors = 0
+            except StoreError as error:
+                store_errors += 1
+                wait_s = backoff_s(store_errors, first_s=1.0, max_s=FAULT_BACKOFF_MAX_S)
+                log.warning("the job store did not answer: %s Again in %.0f s.", error, wait_s)
+                self.stopping.wait(wait_s)
+                continue
+            except MtfleetError as error:
+                log.exception("job %s failed", self.job_id)
+                self._finish_failed(str(error))
             except Exception as error:
-                log.exception("fleet tick failed")
-                if isinstance(error, MtfleetError):
-                    self._finish_failed(str(error))
-                    return
+                log.exception("the fleet loop of job %s failed", self.job_id)
+                self._finish_failed(
+                    f"The coordinator of job {self.job_id} failed: {type(error).__name__}: "
+                    f"{error} (its traceback is in {log_path(self.work_dir, 'coordinator')})."
+                )
+            if self.unrecorded_failure is not None:
+                store_errors += 1
+                self.stopping.wait(backoff_s(store_errors, first_s=1.0, max_s=FAULT_BACKOFF_MAX_S))
+                continue
+            self._rest()
+
+    def _rest(self) -> None:
+        """Waits for the next tick: longer while idle, cut short by the end of planning."""
+        if not self.idle:
             time.sleep(FLEET_TICK_S)
+        elif self.planned.is_set():
+            time.sleep(IDLE_TICK_S)
+        else:
+            self.planned.wait(IDLE_TICK_S)
 
     def _tick(self) -> bool:
         """One round of the fleet loop; True when the job has ended."""
@@ -229,21 +405,27 @@ class JobCoordinator:
             return True
         nodes = ray.nodes()
         self._reap(nodes)
+        self.idle = job.state is JobState.PAUSED or not self.planned.is_set()
+        if job.state is JobState.PAUSED:
+            # A paused job holds no CPU or GPU: translators go once their leased shards are done.
+            self._release_idle_translators()
         if not self.planned.is_set():
             # Translators are placed while the job is planned, so they load their models meanwhile.
-            self._place(nodes)
+            self._place(nodes, job.state)
             return False
         expired = self.store.expire_leases(self.job_id)
         if expired:
             log.info("leases expired on shards %s", expired)
         shards = self.store.progress(self.job_id)["shards"]
         left = shards[ShardState.PENDING] + shards[ShardState.LEASED]
+        if not left and job.state is JobState.PAUSED:
+            # Its last shards landed after the pause: it ends once resumed, as a paused job may not.
+            return False
         if not left:
             self._finish()
             return True
-        self._ask_autoscaler(left)
-        # Translators are placed while paused too, so they load their models before work resumes.
-        self._place(nodes)
+        self._ask_autoscaler(0 if job.state is JobState.PAUSED else left)
+        self._place(nodes, job.state)
         return False
 
     def _ask_autoscaler(self, shards_left: int) -> None:
@@ -253,8 +435,11 @@ class JobCoordinator:
             request_resources(bundles=[{"GPU": 1}] * wanted)
             self.gpus_requested = wanted
 
-    def _place(self, nodes: list[dict[str, Any]]) -> None:
-        """One translator per GPU of each live node; `cpu_translators_per_node` on a CPU-only node."""
+    def _place(self, nodes: list[dict[str, Any]], state: JobState) -> None:
+        """One translator per GPU of each live node; `cpu_translators_per_node` on a CPU-only node;
+        none while the job is paused."""
+        if state is JobState.PAUSED:
+            return
         with self.lock:
             for node in nodes:
                 if not node.get("Alive"):
@@ -279,7 +464,8 @@ class JobCoordinator:
         worker_id = f"{node_id[:8]}-{device}-{self.placed}"
         on_gpu = device.startswith("gpu")
         per_node = max(1, self.spec.cpu_translators_per_node)
-        threads = self.spec.threads or max(1, node_cpus // per_node)
+        # never more threads than the node has CPUs: a million of them took a node down
+        threads = min(self.spec.threads or node_cpus // per_node, node_cpus) or 1
         handle = Translator.options(
             num_gpus=1 if on_gpu else 0,
             num_cpus=0 if on_gpu else min(1, node_cpus),
@@ -293,9 +479,27 @@ class JobCoordinator:
         slot.run_ref = handle.run.remote()
         log.info("placed translator %s on node %s", worker_id, node_id)
 
-    def _reap(self, nodes: list[dict[str, Any]]) -> None:
-        """Forgets translators that died or whose node left, and puts their shards back at once."""
+    def _release_idle_translators(self) -> None:
+        """Stops the translators that hold no lease; one that leased in a race gives it back."""
+        if not self.slots:
+            return
+        busy = {
+            s.lease_owner for s in self.store.shards(self.job_id) if s.state is ShardState.LEASED
+        }
         with self.lock:
+            for slot in list(self.slots.values()):
+                if slot.worker_id in busy:
+                    continue
+                del self.slots[slot.worker_id]
+                ray.kill(slot.handle, no_restart=True)
+                self.store.release_owner(self.job_id, slot.worker_id)
+                log.info("translator %s stopped: job %s is paused", slot.worker_id, self.job_id)
+
+    def _reap(self, nodes: list[dict[str, Any]]) -> None:
+        """Forgets translators that died, hung or whose node left, and puts their shards back at
+        once."""
+        with self.lock:
+            self._restart_hung()
             alive_nodes = {n["NodeID"] for n in nodes if n.get("Alive")}
             for slot in list(self.slots.values()):
                 if slot.info_ref is not None and _ready(slot.info_ref):
@@ -314,25 +518,41 @@ class JobCoordinator:
                     continue
                 except Exception as error:
                     cause = getattr(error, "cause", None) or error
+                    log.error("translator %s failed: %s", slot.worker_id, error)
                     self._finish_failed(f"Translator {slot.worker_id} failed: {cause}")
                     return
                 del self.slots[slot.worker_id]
 
-    def _forget(self, slot: TranslatorSlot, node_left: bool) -> None:
+    def _restart_hung(self) -> None:
+        """The watchdog: a translator whose lease made no progress within its bound is killed
+        (and counted as a failed attempt at the shard, as a death is); `_place` starts another."""
+        now = time.monotonic()
+        for worker_id, watch in list(self.watches.items()):
+            if now - watch.grew_at <= watch.bound_s:
+                continue
+            del self.watches[worker_id]
+            slot = self.slots.get(worker_id)
+            if slot is None:
+                continue
+            self.store.incr_counter(self.job_id, "watchdog_restarts")
+            self._forget(
+                slot,
+                node_left=False,
+                cause=f"hung: no progress on shard {watch.index} in {watch.bound_s:.0f} s",
+            )
+
+    def _forget(self, slot: TranslatorSlot, node_left: bool, cause: str | None = None) -> None:
         del self.slots[slot.worker_id]
+        self.watches.pop(slot.worker_id, None)
         ray.kill(slot.handle, no_restart=True)
         released = self.store.release_owner(self.job_id, slot.worker_id)
         self.store.incr_counter(self.job_id, "translator_deaths")
-        log.info(
-            "translator %s gone (node left: %s); shards back: %s",
-            slot.worker_id,
-            node_left,
-            released,
-        )
+        cause = cause or ("its node left" if node_left else "died")
+        log.warning("translator %s gone (%s); shards back: %s", slot.worker_id, cause, released)
         if not node_left:
-            # A translator that dies on a live node may have been killed by its shard (OOM, crash).
+            # A translator that dies (or hangs) on a live node may have been killed by its shard.
             for index in released:
-                self._count_failure(index, f"translator {slot.worker_id} died")
+                self._count_failure(index, f"translator {slot.worker_id} {cause}")
 
     def _stop_translators(self) -> None:
         if self.gpus_requested:
@@ -358,10 +578,20 @@ class JobCoordinator:
         self._stop_translators()
 
     def _finish_failed(self, message: str) -> None:
-        job = self.store.get_job(self.job_id)
-        if job.state not in TERMINAL:
-            self.store.set_job_state(self.job_id, JobState.FAILED, error=message)
-        self._stop_translators()
+        """Fails the job with `message` and stops its translators. Never raises: a failure the
+        store cannot take now is kept, and the fleet loop records it when the store answers."""
+        try:
+            if self.store.get_job(self.job_id).state not in TERMINAL:
+                self.store.set_job_state(self.job_id, JobState.FAILED, error=message)
+                log.error("job %s failed: %s", self.job_id, message)
+            self.unrecorded_failure = None
+        except Exception:
+            log.exception("could not record that job %s failed: %s", self.job_id, message)
+            self.unrecorded_failure = message
+        try:
+            self._stop_translators()
+        except Exception:
+            log.exception("could not stop the translators of job %s", self.job_id)
 
 
 def self_handle() -> Any:

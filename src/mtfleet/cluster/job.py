@@ -47,9 +47,12 @@ class JobResult:
     manifest: dict[str, Any] | None
 
 
-def resolve_spec(spec: JobSpec) -> JobSpec:
-    """The spec with absolute paths: actors on other processes and nodes read them."""
+def resolve_spec(spec: JobSpec, base: Path | None = None) -> JobSpec:
+    """The spec with absolute paths: actors on other processes and nodes read them. A relative
+    model directory is looked up under `base` (the API's data root), else the working directory."""
     model = Path(spec.model).expanduser()
+    if base is not None and not model.is_absolute():
+        model = base / model
     return spec.model_copy(
         update={
             "input": str(Path(spec.input).expanduser().resolve()),
@@ -89,13 +92,16 @@ def submit_job(
     state_dir: str | Path = ".mtfleet",
     store_url: str | None = None,
     job_id: str | None = None,
+    data_root: Path | None = None,
 ) -> tuple[JobHandle, bool]:
     """The job's handle, and True when this call created it (False: it existed, and resumes).
 
     Nothing here reads the whole input: the input, the first rows' fields, the output and the model
     are checked, so a user's mistake is one sentence before anything runs; the coordinator plans.
+    `data_root` (the API's) is stored with the spec, so the output is confined to it again when
+    it is written.
     """
-    spec = resolve_spec(spec)
+    spec = resolve_spec(spec, data_root)
     _, files = dataset_files(spec.input)
     check_fields(spec)
     check_model(
@@ -115,18 +121,20 @@ def submit_job(
     handle = handle_for(job_id, state_dir, url)
     store = JobStore(url)
     check_output(spec, job_id, store, state_dir)
-    record, created = store.create_or_find_job(
-        job_id, stored_spec(spec, key), None, identity=stored_identity
-    )
+    stored = stored_spec(spec, key, data_root)
+    record, created = store.create_or_find_job(job_id, stored, None, identity=stored_identity)
     if created:
         return handle, True
-    if record.spec != stored_spec(spec, key):
+    if record.spec != stored:
         # Same output, other fleet: translators, threads, GPUs and lease TTL may change on resume.
-        store.update_spec(job_id, stored_spec(spec, key))
+        store.update_spec(job_id, stored)
     if record.state in (JobState.FAILED, JobState.CANCELLED):
         # Rerunning a failed or cancelled job goes on from its finished shards, or plans it again.
         planned = store.has_shards(job_id)
         store.set_job_state(job_id, JobState.QUEUED if planned else JobState.PLANNING)
+    elif record.state is JobState.PAUSED and record.error:
+        # Paused by its coordinator on a fault that persisted (a full disk...): rerunning resumes.
+        store.set_job_state(job_id, JobState.RUNNING)
     return handle, False
 
 
@@ -226,8 +234,9 @@ def _own_outputs(output: str, job_id: str, existing: list[Path]) -> bool:
     return all(written.get(str(path)) == fingerprint(path) for path in existing)
 
 
-def start_coordinator(handle: JobHandle) -> Any:
-    """The job's coordinator: found by name, or started (again) from the store."""
+def start_coordinator(handle: JobHandle, timeout_s: float | None = None) -> Any:
+    """The job's coordinator: found by name, or started (again) from the store; waits at most
+    `timeout_s` for it to start (GetTimeoutError), so a cluster without room hangs no caller."""
     head = head_node_id()
     strategy = NodeAffinitySchedulingStrategy(head, soft=True) if head else None
     coordinator = JobCoordinator.options(
@@ -238,12 +247,13 @@ def start_coordinator(handle: JobHandle) -> Any:
         memory=COORDINATOR_MEMORY_BYTES,
         scheduling_strategy=strategy,
     ).remote(handle.job_id, handle.store_url, str(handle.work_dir))
-    ray.get(coordinator.start.remote())
+    ray.get(coordinator.start.remote(), timeout=timeout_s)
     return coordinator
 
 
 def follow(handle: JobHandle, on_progress: Progress | None = None) -> JobResult:
-    """Follows the job to its end, starting its coordinator again whenever it dies."""
+    """Follows the job to its end, starting its coordinator again whenever it dies. A job its
+    coordinator paused on a fault (a paused job with an error) ends the run too."""
     coordinator = start_coordinator(handle)
     while True:
         try:
@@ -253,7 +263,8 @@ def follow(handle: JobHandle, on_progress: Progress | None = None) -> JobResult:
             continue
         if on_progress is not None:
             on_progress(report)
-        if JobState(report["state"]) in TERMINAL:
+        state = JobState(report["state"])
+        if state in TERMINAL or (state is JobState.PAUSED and report["error"]):
             ray.kill(coordinator, no_restart=True)
             job = JobStore(handle.store_url).get_job(handle.job_id)
             return JobResult(handle.job_id, job.state.value, job.error, job.manifest)

@@ -34,6 +34,8 @@ def write_part(path: Path, translations: Iterable[UnitLine]) -> None:
                     "loc": line.location,
                     "text": line.text,
                 }
+                if line.flags:
+                    record["flags"] = list(line.flags)
                 stream.write(json.dumps(record, ensure_ascii=False) + "\n")
             stream.flush()
             os.fsync(stream.fileno())
@@ -47,4 +49,10 @@ def read_part(path: Path) -> Iterator[UnitLine]:
     with open(path, encoding="utf-8") as stream:
         for line in stream:
             record = json.loads(line)
-            yield UnitLine(record["unit"], record["row"], record["loc"], record["text"])
+            yield UnitLine(
+                record["unit"],
+                record["row"],
+                record["loc"],
+                record["text"],
+                tuple(record.get("flags", ())),
+            )

@@ -52,6 +52,8 @@ class UnitLine:
     row: int
     location: str
     text: str
+    flags: tuple[str, ...] = ()
+    """What the health checks found in its translation (part files only)."""
 
 
 def check_fields(spec: JobSpec) -> None:

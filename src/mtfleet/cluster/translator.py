@@ -1,24 +1,50 @@
-"""The Translator actor: one engine on one device, and a loop that leases shards and completes them."""
+"""The Translator actor: one engine on one device, and a loop that leases shards and completes them.
+
+A shard's translation can fail two ways. An error that may follow its rows (the engine raised on
+them) is reported with `fail`: it counts toward the shard's bisection and, for one row alone,
+its `failed` state. An error of the machine (a full disk, an unreadable unit file, the store, memory,
+a model this node cannot load) is reported with `fault`: the shard goes back without an attempt
+counted, and the translator waits as long as the coordinator says before it leases again. A device
+out of memory first halves the engine's batch budget and translates the shard again.
+"""
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import ray
 
+from mtfleet.cluster.logs import log_to_work_dir
 from mtfleet.cluster.parts import part_path, write_part
-from mtfleet.cluster.plan import UnitReader
-from mtfleet.engines import load_engine
-from mtfleet.pipeline import translate_texts
+from mtfleet.cluster.plan import UnitLine, UnitReader
+from mtfleet.engines import Engine, load_engine
+from mtfleet.errors import StoreError
+from mtfleet.health import job_checks
+from mtfleet.pipeline import TranslationOutcome, translate_texts
+from mtfleet.retry import backoff_s
 from mtfleet.spec import JobSpec
+
+log = logging.getLogger(__name__)
 
 # How long a translator waits before asking again when every shard is leased or the job is paused.
 IDLE_POLL_S = 0.25
+# The batch budget is halved on a device out of memory down to this; below, it is a fault.
+MIN_BATCH_TOKENS = 32
+# Tests only: while the file this names exists, part files cannot be written (no space left).
+FULL_DISK_VARIABLE = "MTFLEET_TEST_FULL_DISK_WHILE"
+
+
+class MachineFault(Exception):
+    """An error of this translator's machine, not of the rows it translates; one sentence."""
 
 
 @ray.remote(max_restarts=0, max_concurrency=2)
@@ -42,6 +68,10 @@ class Translator:
         self.gpu_ids = [int(gpu) for gpu in ray.get_gpu_ids()] if on_gpu else []
         self.threads = threads
         self.node_id = ray.get_runtime_context().get_node_id()
+        # steps done on the current shard, sent with each heartbeat: the coordinator's watchdog
+        # restarts a translator whose count stops growing
+        self.progress = 0
+        log_to_work_dir(self.work_dir, f"translator-{worker_id}")
 
     def info(self) -> dict[str, Any]:
         return {
@@ -62,68 +92,109 @@ class Translator:
 
     def run(self) -> dict[str, Any]:
         """Leases, translates and completes shards until the coordinator says stop."""
-        engine = load_engine(
-            self.spec.engine,
-            self.spec.model,
-            src_lang=self.spec.src_lang,
-            tgt_lang=self.spec.tgt_lang,
-            beam=self.spec.beam,
-            max_batch_tokens=self.spec.max_batch_tokens,
-            max_length_factor=self.spec.max_length_factor,
-            max_length_offset=self.spec.max_length_offset,
-            compute_type=self.spec.compute_type,
-            trust_remote_code=self.spec.trust_remote_code,
-            preprocessor=self.spec.preprocessor,
-            device=self._device(),
-            threads=self.threads,
-        )
+        engine = self._load_engine()
         signature = engine.describe()
+        self.protection, self.checks = job_checks(self.spec, engine)
         units: UnitReader | None = None
         shards_done = 0
         while True:
-            reply = ray.get(self.coordinator.lease.remote(self.worker_id))
+            reply = self._ask("lease", self.worker_id)
             if reply["action"] == "stop":
+                log.info("stopping after %d shards", shards_done)
                 return {"worker_id": self.worker_id, "shards": shards_done}
             if reply["action"] == "wait":
                 time.sleep(IDLE_POLL_S)
                 continue
             lease = reply["lease"]
-            # opened at the first lease: the coordinator may still have been planning at start
-            units = units or UnitReader(self.work_dir)
-            self._translate_shard(engine, signature, units, lease)
-            shards_done += 1
+            log.info(
+                "leased shard %d, rows [%d, %d)",
+                lease["index"],
+                lease["row_start"],
+                lease["row_end"],
+            )
+            try:
+                # opened at the first lease: the coordinator may still have been planning at start
+                units = units or UnitReader(self.work_dir)
+            except OSError as error:
+                self._report_fault(lease, _os_fault(self.work_dir / "units.idx", error))
+                continue
+            if self._translate_shard(engine, signature, units, lease):
+                shards_done += 1
+
+    def _load_engine(self) -> Engine:
+        """The job's engine, loaded on this node; a failure (a model missing here, no memory) is a
+        fault, and the load is tried again after the coordinator's wait."""
+        while True:
+            try:
+                engine = load_engine(
+                    self.spec.engine,
+                    self.spec.model,
+                    src_lang=self.spec.src_lang,
+                    tgt_lang=self.spec.tgt_lang,
+                    beam=self.spec.beam,
+                    max_batch_tokens=self.spec.max_batch_tokens,
+                    max_length_factor=self.spec.max_length_factor,
+                    max_length_offset=self.spec.max_length_offset,
+                    compute_type=self.spec.compute_type,
+                    trust_remote_code=self.spec.trust_remote_code,
+                    preprocessor=self.spec.preprocessor,
+                    device=self._device(),
+                    threads=self.threads,
+                )
+            except Exception as error:  # a model fails to load in many ways, none the rows'
+                self._report_fault(
+                    None, f"Translator {self.worker_id} cannot load the model: {error}"
+                )
+                continue
+            log.info("engine %s loaded on %s", self.spec.engine, self._device())
+            return engine
 
     def _translate_shard(
-        self, engine: Any, signature: dict[str, Any], units: UnitReader, lease: dict[str, Any]
-    ) -> None:
+        self, engine: Engine, signature: dict[str, Any], units: UnitReader, lease: dict[str, Any]
+    ) -> bool:
+        """Translates and completes one shard; False when it failed or faulted."""
         started = time.monotonic()
+        self.progress = 0
         stop_heartbeat = threading.Event()
         heartbeat = threading.Thread(
             target=self._heartbeat, args=(lease, stop_heartbeat), daemon=True
         )
         heartbeat.start()
         try:
-            shard_units = units.read(lease["row_start"], lease["row_end"])
-            outcome = translate_texts([unit.text for unit in shard_units], engine)
+            try:
+                shard_units = units.read(lease["row_start"], lease["row_end"])
+            except OSError as error:
+                raise MachineFault(_os_fault(units.path, error)) from error
+            self.progress += 1
+            outcome = self._translate(engine, [unit.text for unit in shard_units])
+            self.progress += 1
             path = part_path(self.work_dir, lease["row_start"], lease["row_end"], lease["lease_id"])
-            write_part(
-                path,
-                (
-                    replace(unit, text=translation)
-                    for unit, translation in zip(shard_units, outcome.translations, strict=True)
-                ),
-            )
+            try:
+                _write_part(
+                    path,
+                    (
+                        replace(unit, text=translation, flags=tuple(flags))
+                        for unit, translation, flags in zip(
+                            shard_units,
+                            outcome.translations,
+                            outcome.flags or [()] * len(shard_units),
+                            strict=True,
+                        )
+                    ),
+                )
+            except OSError as error:
+                raise MachineFault(_os_fault(path.parent, error)) from error
+            self.progress += 1
+        except MachineFault as fault:
+            stop_heartbeat.set()
+            self._report_fault(lease, str(fault))
+            return False
         except Exception as error:
             stop_heartbeat.set()
-            ray.get(
-                self.coordinator.fail.remote(
-                    self.worker_id,
-                    lease["index"],
-                    lease["lease_id"],
-                    f"{type(error).__name__}: {error}",
-                )
-            )
-            return
+            message = f"{type(error).__name__}: {error}"
+            log.warning("shard %d failed: %s", lease["index"], message)
+            self._ask("fail", self.worker_id, lease["index"], lease["lease_id"], message)
+            return False
         finally:
             stop_heartbeat.set()
         stats = {
@@ -137,13 +208,100 @@ class Translator:
             "elapsed_s": round(time.monotonic() - started, 3),
             "engine": signature,
         }
-        ray.get(
-            self.coordinator.complete.remote(
-                self.worker_id, lease["index"], lease["lease_id"], str(path), stats
-            )
+        accepted = self._ask(
+            "complete", self.worker_id, lease["index"], lease["lease_id"], str(path), stats
         )
+        log.info(
+            "completed shard %d in %.2f s (%s)",
+            lease["index"],
+            stats["elapsed_s"],
+            "accepted" if accepted else "stale lease, dropped",
+        )
+        return True
+
+    def _translate(self, engine: Engine, texts: list[str]) -> TranslationOutcome:
+        """`translate_texts`, again with half the batch budget while the device runs out of
+        memory; errors of the machine become a MachineFault, any other may follow the rows."""
+        while True:
+            try:
+                return translate_texts(
+                    texts, engine, protection=self.protection, checks=self.checks
+                )
+            except Exception as error:
+                if not _out_of_memory(error):
+                    if isinstance(error, (OSError, MemoryError, StoreError)):
+                        raise MachineFault(f"{type(error).__name__}: {error}") from error
+                    raise
+                _free_device_memory()
+                budget = engine.max_batch_tokens
+                if budget // 2 < MIN_BATCH_TOKENS:
+                    raise MachineFault(
+                        f"{self._device()} of translator {self.worker_id} is out of memory even "
+                        f"at {budget} tokens a batch: {error}"
+                    ) from error
+                engine.max_batch_tokens = budget // 2
+                log.warning(
+                    "out of memory at %d tokens a batch; halved to %d: %s",
+                    budget,
+                    engine.max_batch_tokens,
+                    error,
+                )
+
+    def _report_fault(self, lease: dict[str, Any] | None, sentence: str) -> None:
+        """Tells the coordinator of a fault (the lease's shard goes back with no attempt counted)
+        and waits as long as it says."""
+        log.warning("fault: %s", sentence)
+        index, lease_id = (lease["index"], lease["lease_id"]) if lease else (None, None)
+        wait_s = self._ask("fault", self.worker_id, index, lease_id, sentence)
+        time.sleep(wait_s)
+
+    def _ask(self, method: str, *args: Any) -> Any:
+        """A call to the coordinator, made again while the job store does not answer it."""
+        attempt = 0
+        while True:
+            try:
+                return ray.get(getattr(self.coordinator, method).remote(*args))
+            except StoreError as error:
+                attempt += 1
+                wait_s = backoff_s(attempt, first_s=0.5, max_s=30.0)
+                log.warning(
+                    "the coordinator's %s failed: %s; again in %.1f s", method, error, wait_s
+                )
+                time.sleep(wait_s)
 
     def _heartbeat(self, lease: dict[str, Any], stop: threading.Event) -> None:
+        """Renews the lease at once and every ttl/3, with the shard's progress."""
         interval = max(0.05, self.spec.lease_ttl_s / 3)
-        while not stop.wait(interval):
-            self.coordinator.heartbeat.remote(self.worker_id, lease["index"], lease["lease_id"])
+        while True:
+            self.coordinator.heartbeat.remote(
+                self.worker_id, lease["index"], lease["lease_id"], self.progress
+            )
+            if stop.wait(interval):
+                return
+
+
+def _write_part(path: Path, translations: Iterable[UnitLine]) -> None:
+    full_disk_while = os.environ.get(FULL_DISK_VARIABLE)
+    if full_disk_while and Path(full_disk_while).exists():
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    write_part(path, translations)
+
+
+def _os_fault(where: Path, error: OSError) -> str:
+    """`WHERE: no space left on device`: the place and the system's reason, one sentence."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    return f"{where}: {reason[:1].lower()}{reason[1:]}"
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """A device out of memory: torch's OutOfMemoryError (by name, so torch need not be loaded),
+    or CTranslate2's runtime error saying so. The host's MemoryError is a fault of its own."""
+    if type(error).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def _free_device_memory() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -8,9 +8,11 @@ other piece (whitespace, line ends, list markers, code, URLs, text without lette
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import groupby
+from typing import NamedTuple
 
 CountTokens = Callable[[Sequence[str]], list[int]]
 
@@ -21,6 +23,61 @@ class Piece:
 
     text: str
     translate: bool
+    output: str | None = None
+    """What the output holds in a verbatim piece's place when not its text: a <dnt> span without
+    its tags, a glossary term's target."""
+
+
+class ProtectedSpan(NamedTuple):
+    start: int
+    end: int
+    output: str | None
+    kind: str
+    """protected (a --protect match or a <dnt> span) or glossary."""
+
+
+@dataclass(frozen=True)
+class Protection:
+    """Spans kept verbatim besides code and URLs: `patterns` (regular expressions), <dnt>...</dnt>
+    (whose tags the output drops) and glossary terms (replaced by their target terms)."""
+
+    patterns: Sequence[str] = ()
+    glossary: Mapping[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def _compiled(self) -> list[re.Pattern[str]]:
+        return [re.compile(pattern) for pattern in self.patterns]
+
+    @cached_property
+    def _terms(self) -> list[tuple[re.Pattern[str], str]]:
+        longest_first = sorted(self.glossary.items(), key=lambda term: -len(term[0]))
+        return [
+            (re.compile(rf"(?<!\w){re.escape(source)}(?!\w)"), target)
+            for source, target in longest_first
+            if source
+        ]
+
+    def spans(self, text: str) -> list[ProtectedSpan]:
+        """Every protected span of `text`, overlapping ones included."""
+        found = [
+            ProtectedSpan(match.start(), match.end(), None, "protected")
+            for pattern in self._compiled
+            for match in pattern.finditer(text)
+            if match.end() > match.start()
+        ]
+        found += [
+            ProtectedSpan(match.start(), match.end(), match.group(1), "protected")
+            for match in _DNT.finditer(text)
+        ]
+        found += [
+            ProtectedSpan(match.start(), match.end(), target, "glossary")
+            for pattern, target in self._terms
+            for match in pattern.finditer(text)
+        ]
+        return found
+
+
+NO_PROTECTION = Protection()
 
 
 # Spans never sent to a model. A fence opening a line runs to its closing fence or, like
@@ -41,6 +98,8 @@ _VERBATIM = re.compile(
 _URL_TRAILERS = ".,;:!?'\"]}>"
 
 _NEWLINE = re.compile(r"\r\n|\r|\n")
+# IndicTrans2's do-not-translate tags: the span is kept, the tags are not.
+_DNT = re.compile(r"<dnt>([\s\S]*?)</dnt>")
 
 # Bullets, numbers, headings and quote marks opening a line: kept verbatim so the model
 # neither drops nor renumbers them.
@@ -52,6 +111,7 @@ _LIST_MARKER = re.compile(
     )[ \t]+""",
     re.VERBOSE,
 )
+LIST_MARKER = _LIST_MARKER
 
 # A sentence end: closing punctuation (and quotes or brackets after it) followed by a space,
 # or CJK closing punctuation, which takes no space.
@@ -81,16 +141,21 @@ _CUT_LEVELS = (
 Span = tuple[int, int]
 
 
-def segment(text: str, max_tokens: int, count_tokens: CountTokens) -> list[Piece]:
+def segment(
+    text: str, max_tokens: int, count_tokens: CountTokens, protection: Protection = NO_PROTECTION
+) -> list[Piece]:
     """Pieces of `text`; those to translate are within `max_tokens` by `count_tokens`."""
-    return segment_texts([text], max_tokens, count_tokens)[0]
+    return segment_texts([text], max_tokens, count_tokens, protection)[0]
 
 
 def segment_texts(
-    texts: Sequence[str], max_tokens: int, count_tokens: CountTokens
+    texts: Sequence[str],
+    max_tokens: int,
+    count_tokens: CountTokens,
+    protection: Protection = NO_PROTECTION,
 ) -> list[list[Piece]]:
     """`segment` for many texts at once, counting the tokens of distinct sentences in one call."""
-    drafts = [_draft_pieces(text) for text in texts]
+    drafts = [_draft_pieces(text, protection) for text in texts]
     sentences = list(dict.fromkeys(p.text for pieces in drafts for p in pieces if p.translate))
     tokens = dict(zip(sentences, count_tokens(sentences) if sentences else [], strict=True))
     fitter = _Fitter(max_tokens, count_tokens)
@@ -108,7 +173,7 @@ def reassemble(pieces: Sequence[Piece], translations: Iterable[str]) -> str:
     parts = []
     for piece in pieces:
         if not piece.translate:
-            parts.append(piece.text)
+            parts.append(piece.text if piece.output is None else piece.output)
             continue
         translation = next(remaining, None)
         if translation is None:
@@ -120,17 +185,27 @@ def reassemble(pieces: Sequence[Piece], translations: Iterable[str]) -> str:
     return "".join(parts)
 
 
-def _draft_pieces(text: str) -> list[Piece]:
+def _draft_pieces(text: str, protection: Protection) -> list[Piece]:
     """Pieces at verbatim spans, line ends and sentence ends, before any length is known."""
     pieces: list[Piece] = []
     position = 0
-    for match in _VERBATIM.finditer(text):
-        end = _verbatim_end(match)
-        pieces += _prose_pieces(text, position, match.start())
-        pieces.append(Piece(text[match.start() : end], translate=False))
+    for start, end, output in _verbatim_spans(text, protection):
+        pieces += _prose_pieces(text, position, start)
+        pieces.append(Piece(text[start:end], translate=False, output=output))
         position = end
     pieces += _prose_pieces(text, position, len(text))
     return pieces
+
+
+def _verbatim_spans(text: str, protection: Protection) -> list[tuple[int, int, str | None]]:
+    """Code, URLs and protected spans, in order; of overlapping ones the first and longest."""
+    spans = [(match.start(), _verbatim_end(match), None) for match in _VERBATIM.finditer(text)]
+    spans += [(span.start, span.end, span.output) for span in protection.spans(text)]
+    chosen: list[tuple[int, int, str | None]] = []
+    for start, end, output in sorted(spans, key=lambda span: (span[0], -span[1])):
+        if not chosen or start >= chosen[-1][1]:
+            chosen.append((start, end, output))
+    return chosen
 
 
 def _verbatim_end(match: re.Match[str]) -> int:
@@ -223,7 +298,13 @@ def _merge_verbatim(pieces: Iterable[Piece]) -> list[Piece]:
         if translate:
             merged += run
         else:
-            merged.append(Piece("".join(piece.text for piece in run), translate=False))
+            run = list(run)
+            output = (
+                None
+                if all(piece.output is None for piece in run)
+                else "".join(piece.text if piece.output is None else piece.output for piece in run)
+            )
+            merged.append(Piece("".join(piece.text for piece in run), False, output))
     return merged
 
 
@@ -319,3 +400,18 @@ def _atoms(text: str, separator: re.Pattern[str]) -> list[Span]:
     if start < len(text):
         atoms.append((start, len(text)))
     return atoms
+
+
+def split_clauses(text: str) -> list[Piece]:
+    """`text` cut at clause ends (commas, semicolons, colons, dashes): a finer segmentation to
+    translate a sentence again by."""
+    pieces: list[Piece] = []
+    previous_end = 0
+    for start, end in _atoms(text, _CUT_LEVELS[0]):
+        if start > previous_end:
+            pieces.append(Piece(text[previous_end:start], translate=False))
+        pieces += _stripped_pieces(text[start:end])
+        previous_end = end
+    if previous_end < len(text):
+        pieces.append(Piece(text[previous_end:], translate=False))
+    return _merge_verbatim(pieces)

@@ -12,6 +12,9 @@ class Engine(Protocol):
 
     name: str
     max_input_tokens: int
+    max_batch_tokens: int
+    """Source tokens per batch, padding included; a translator halves it when its device runs out
+    of memory."""
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Source-side token counts (special tokens included), one per text."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from mtfleet.engines.base import Engine
 from mtfleet.errors import ModelError
+from mtfleet.health import language_of
 
 AUTO = "auto"
 PACKAGE = "lingua-language-detector"
@@ -34,25 +35,13 @@ def _lingua() -> Any:
     return lingua
 
 
-def code_language(code: str) -> Any:
-    """lingua's Language for a model's language code (de, deu_Latn, de_DE, mar_Deva), or None."""
-    lingua = _lingua()
-    iso = code.split("_")[0].lower()
-    try:
-        if len(iso) == 2:
-            return lingua.Language.from_iso_code_639_1(lingua.IsoCode639_1.from_str(iso))
-        return lingua.Language.from_iso_code_639_3(lingua.IsoCode639_3.from_str(iso))
-    except ValueError:
-        return None
-
-
 class SourceDetector:
     """Tells, per text, whether it is already in the target language and which of the model's
     source codes it is in."""
 
     def __init__(self, tgt_lang: str, model_codes: Sequence[str] = ()) -> None:
-        lingua = _lingua()
-        self.target = code_language(tgt_lang)
+        lingua = _lingua()  # before language_of, which needs it too
+        self.target = language_of(tgt_lang)
         if self.target is None:
             raise ModelError(
                 f"--src-lang {AUTO} cannot recognise text in {tgt_lang!r}: lingua, which detects "
@@ -60,7 +49,7 @@ class SourceDetector:
             )
         self.code_of: dict[Any, str] = {}
         for code in model_codes:
-            language = code_language(code)
+            language = language_of(code)
             if language is not None:
                 # the first of a language's codes (zho_Hans before zho_Hant) stands for it
                 self.code_of.setdefault(language, code)

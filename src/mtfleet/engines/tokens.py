@@ -480,6 +480,14 @@ class TokenizedEngine:
 
     # --- the Engine protocol
 
+    @property
+    def max_batch_tokens(self) -> int:
+        return self.tokens.max_batch_tokens
+
+    @max_batch_tokens.setter
+    def max_batch_tokens(self, tokens: int) -> None:
+        self.tokens.max_batch_tokens = tokens
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.tokens.count_tokens(texts)
 

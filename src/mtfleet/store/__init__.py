@@ -1,12 +1,20 @@
 """The job store: jobs, shards and leases, persisted in SQLite or PostgreSQL."""
 
-from mtfleet.store.jobstore import JobRecord, JobStore, ShardPlan, ShardRecord
+from mtfleet.store.jobstore import (
+    STORE_RETRY_S,
+    JobRecord,
+    JobStore,
+    ShardPlan,
+    ShardRecord,
+    TransientStoreError,
+)
 from mtfleet.store.schema import SCHEMA_VERSION
 from mtfleet.store.states import ACTIVE, TERMINAL, JobState, ShardState
 
 __all__ = [
     "ACTIVE",
     "SCHEMA_VERSION",
+    "STORE_RETRY_S",
     "TERMINAL",
     "JobRecord",
     "JobState",
@@ -14,4 +22,5 @@ __all__ = [
     "ShardPlan",
     "ShardRecord",
     "ShardState",
+    "TransientStoreError",
 ]

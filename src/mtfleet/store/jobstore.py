@@ -6,25 +6,40 @@ PostgreSQL a cluster; several processes may open the same store at once.
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mtfleet.errors import JobError, StoreError
+from mtfleet.retry import retry
 from mtfleet.store.schema import ensure_schema, job_counters, jobs, shards
 from mtfleet.store.states import TERMINAL, JobState, ShardState
 
+log = logging.getLogger(__name__)
+
 # any constant works: it only keeps two processes from creating the PostgreSQL tables at once
 _SCHEMA_LOCK_KEY = 0x6D74666C
-_SQLITE_BUSY_TIMEOUT_MS = 30_000
+# SQLite waits this long for a lock itself; past it, the retries below take over
+_SQLITE_BUSY_TIMEOUT_MS = 5_000
+# A transient error (a server restarting, a connection reset, SQLite busy) is retried, with backoff
+# and jitter, for up to this long before it is raised.
+STORE_RETRY_S = 60.0
+# SQLSTATEs of errors that pass: connection exceptions (class 08), a server shutting down or
+# starting up, too many connections, a serialization failure, a deadlock
+_TRANSIENT_SQLSTATE_CLASSES = ("08",)
+_TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "40001", "40P01"})
+_TRANSIENT_SQLITE_MESSAGES = ("database is locked", "database is busy", "database table is locked")
 _POSTGRES_CONNECT_TIMEOUT_S = 10
 _URL_FORMS = "sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
 
@@ -69,18 +84,62 @@ class ShardRecord:
     error: str | None
 
 
+class TransientStoreError(StoreError):
+    """The store failed in a way that passes: its server restarts, a connection was reset, SQLite
+    is locked by another process. Retried for `STORE_RETRY_S` before it is raised."""
+
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def _retried(method: Method) -> Method:
+    """The store method, run again (it is one transaction) while it fails on a transient error."""
+
+    @functools.wraps(method)
+    def retrying(self: JobStore, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self._retrying, "active", False):
+            # a method called by another: the outer call retries the whole of it
+            return method(self, *args, **kwargs)
+        self._retrying.active = True
+        try:
+            return retry(
+                lambda: method(self, *args, **kwargs),
+                on=TransientStoreError,
+                budget_s=self.retry_s,
+                on_retry=_log_retry,
+            )
+        finally:
+            self._retrying.active = False
+
+    return retrying  # type: ignore[return-value]
+
+
+def _log_retry(error: BaseException, wait_s: float) -> None:
+    log.warning("%s Retrying in %.2f s.", error, wait_s)
+
+
 class JobStore:
     """Jobs, their shards and the leases on them, in SQLite or PostgreSQL.
 
     `clock` returns UTC epoch seconds; tests pass a fake one to move leases past their expiry.
+    Every method but the constructor retries transient errors for `retry_s` seconds; the
+    constructor does not, so a store that cannot be reached at all is reported at once.
     """
 
-    def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        retry_s: float = STORE_RETRY_S,
+    ) -> None:
         parsed = _parse_url(url)
         # the URL as the user wrote it, to name the store in messages
         self.url = parsed.render_as_string(hide_password=True)
         self._engine = _create_engine(parsed)
         self._clock = clock
+        self.retry_s = retry_s
+        self._retrying = threading.local()
         with self._transaction(write=True) as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
@@ -130,6 +189,7 @@ class JobStore:
         its spec is equal (a resume; the stored shards are kept as they are). See create_or_find_job."""
         return self.create_or_find_job(job_id, spec, shards_plan, identity=identity)[0]
 
+    @_retried
     def create_or_find_job(
         self,
         job_id: str,
@@ -181,6 +241,7 @@ class JobStore:
             )
         return existing, False
 
+    @_retried
     def add_plan(self, job_id: str, shards_plan: Sequence[ShardPlan]) -> bool:
         """Writes the shards of a job being planned and sets it running if it is `planning`, in
         one transaction. A job that has shards keeps them (its unit file was planned again); a job
@@ -203,6 +264,7 @@ class JobStore:
                 )
         return True
 
+    @_retried
     def has_shards(self, job_id: str) -> bool:
         with self._transaction() as conn:
             self._job_row(conn, job_id)
@@ -213,6 +275,7 @@ class JobStore:
                 is not None
             )
 
+    @_retried
     def update_spec(self, job_id: str, spec: Mapping[str, Any]) -> JobRecord:
         """Replaces the stored spec: a resumed job may run with other fleet settings."""
         with self._transaction(write=True) as conn:
@@ -224,6 +287,7 @@ class JobStore:
             )
             return self._read_job(conn, job_id)
 
+    @_retried
     def get_job(self, job_id: str) -> JobRecord:
         with self._transaction() as conn:
             return self._read_job(conn, job_id)
@@ -235,6 +299,7 @@ class JobStore:
         except JobError:
             return None
 
+    @_retried
     def list_jobs(self, state: JobState | None = None) -> list[JobRecord]:
         """Jobs oldest first, all of them or those in `state`."""
         query = sa.select(jobs).order_by(jobs.c.created_at, jobs.c.id)
@@ -247,6 +312,7 @@ class JobStore:
                 counters.setdefault(counter.job_id, {})[counter.name] = counter.value
         return [_job_record(row, counters.get(row.id, {})) for row in rows]
 
+    @_retried
     def set_job_state(self, job_id: str, state: JobState, error: str | None = None) -> JobRecord:
         """The one place a job moves: refuses a move its state does not allow, then writes it."""
         with self._transaction(write=True) as conn:
@@ -260,6 +326,7 @@ class JobStore:
             )
             return self._read_job(conn, job_id)
 
+    @_retried
     def set_manifest(self, job_id: str, manifest: Mapping[str, Any]) -> None:
         with self._transaction(write=True) as conn:
             updated = conn.execute(
@@ -270,6 +337,7 @@ class JobStore:
             if not updated:
                 raise self._unknown_job(job_id)
 
+    @_retried
     def incr_counter(self, job_id: str, name: str, n: int = 1) -> int:
         """Add `n` to the job's counter `name` (0 when new); returns the new value."""
         with self._transaction(write=True) as conn:
@@ -278,6 +346,7 @@ class JobStore:
 
     # shards
 
+    @_retried
     def shards(self, job_id: str) -> list[ShardRecord]:
         """The job's shards in row order, the order their parts are assembled in."""
         with self._transaction() as conn:
@@ -287,6 +356,7 @@ class JobStore:
             ).all()
         return [_shard_record(row) for row in rows]
 
+    @_retried
     def shard_page(self, job_id: str, row_start: int, limit: int) -> list[ShardRecord]:
         """Up to `limit` shards from the one starting at `row_start` on, in row order: assembly
         walks a job's shards a page at a time."""
@@ -299,6 +369,7 @@ class JobStore:
             ).all()
         return [_shard_record(row) for row in rows]
 
+    @_retried
     def shard(self, job_id: str, index: int) -> ShardRecord:
         with self._transaction() as conn:
             row = self._select_shard(conn, job_id, index)
@@ -306,6 +377,7 @@ class JobStore:
             raise JobError(f"Job {job_id!r} has no shard {index}.")
         return _shard_record(row)
 
+    @_retried
     def lease_shard(self, job_id: str, owner: str, ttl_s: float) -> ShardRecord | None:
         """Lease the pending shard with the lowest row_start to `owner` for `ttl_s` seconds.
 
@@ -335,6 +407,7 @@ class JobStore:
             )
             return _shard_record(self._select_shard(conn, job_id, row.shard_index))
 
+    @_retried
     def renew_lease(self, job_id: str, index: int, lease_id: str, ttl_s: float) -> bool:
         """Push the lease's expiry to now + `ttl_s`; False when the lease is no longer current."""
         with self._transaction(write=True) as conn:
@@ -350,6 +423,7 @@ class JobStore:
             ).rowcount
         return renewed == 1
 
+    @_retried
     def complete_shard(
         self,
         job_id: str,
@@ -359,11 +433,20 @@ class JobStore:
         stats: Mapping[str, Any],
     ) -> bool:
         """Mark the shard done with its part file; False, changing nothing, when the lease is stale
-        (expired and handed on, released, or already completed), so a shard counts once."""
+        (expired and handed on, released, or completed by another), so a shard counts once.
+
+        True again for the completion already written: a retry after a commit whose answer was
+        lost must not have the accepted part deleted as a stale one."""
         with self._transaction(write=True) as conn:
             row = self._select_leased_shard(conn, job_id, index, lease_id)
             if row is None:
-                return False
+                done = self._select_shard(conn, job_id, index)
+                return (
+                    done is not None
+                    and done.state == ShardState.DONE
+                    and done.lease_id == lease_id
+                    and done.part_path == str(part_path)
+                )
             self._move_shard(
                 conn,
                 row,
@@ -377,6 +460,7 @@ class JobStore:
             self._add_to_counter(conn, job_id, "segments_done", int(stats.get("segments", 0)))
         return True
 
+    @_retried
     def release_shard(self, job_id: str, index: int, lease_id: str, error: str | None) -> bool:
         """Give a leased shard back to pending, keeping `error` for the record; False when the
         lease is stale."""
@@ -387,11 +471,13 @@ class JobStore:
             self._move_shard(conn, row, ShardState.PENDING, **_NO_LEASE, error=error or row.error)
         return True
 
+    @_retried
     def release_owner(self, job_id: str, owner: str) -> list[int]:
         """Put every shard leased to `owner` (a translator that died) back to pending."""
         with self._transaction(write=True) as conn:
             return self._release_leases(conn, job_id, shards.c.lease_owner == owner)
 
+    @_retried
     def expire_leases(self, job_id: str) -> list[int]:
         """Put every shard whose lease is past its expiry back to pending, counting each in the
         job's counter `lease_expiries`."""
@@ -401,6 +487,7 @@ class JobStore:
                 self._add_to_counter(conn, job_id, "lease_expiries", len(expired))
             return expired
 
+    @_retried
     def split_shard(self, job_id: str, index: int) -> list[int]:
         """Replace a pending shard by its two halves by row range: new indices, no attempts yet.
 
@@ -443,6 +530,7 @@ class JobStore:
             )
         return [first_index, first_index + 1]
 
+    @_retried
     def fail_shard(self, job_id: str, index: int, lease_id: str | None, error: str) -> bool:
         """Mark the shard failed for good, keeping `error`. With a lease: False when it is stale.
         Without one: the coordinator's own decision, for a pending (or leased) shard."""
@@ -458,6 +546,7 @@ class JobStore:
             self._move_shard(conn, row, ShardState.FAILED, lease_expires_at=None, error=error)
         return True
 
+    @_retried
     def progress(self, job_id: str) -> dict[str, Any]:
         """Shard counts per state and the rows, units and segments of the done shards.
 
@@ -496,6 +585,44 @@ class JobStore:
             "segments_done": int(segments or 0),
         }
 
+    @_retried
+    def progress_by_job(self) -> dict[str, dict[str, Any]]:
+        """Per job: its state, rows total and done, and segments done; three aggregate queries
+        for the whole store, none per job and no spec read (what a metrics scrape needs)."""
+        with self._transaction() as conn:
+            states = conn.execute(sa.select(jobs.c.id, jobs.c.state)).all()
+            rows = conn.execute(
+                sa.select(
+                    shards.c.job_id,
+                    shards.c.state,
+                    sa.func.sum(shards.c.row_end - shards.c.row_start),
+                ).group_by(shards.c.job_id, shards.c.state)
+            ).all()
+            segments = conn.execute(
+                sa.select(job_counters.c.job_id, job_counters.c.value).where(
+                    job_counters.c.name == "segments_done"
+                )
+            ).all()
+        by_job: dict[str, dict[str, Any]] = {
+            job_id: {
+                "state": JobState(state),
+                "rows_total": 0,
+                "rows_done": 0,
+                "segments_done": 0,
+            }
+            for job_id, state in states
+        }
+        for job_id, state, state_rows in rows:
+            if job_id in by_job:
+                by_job[job_id]["rows_total"] += int(state_rows or 0)
+                if state == ShardState.DONE:
+                    by_job[job_id]["rows_done"] += int(state_rows or 0)
+        for job_id, value in segments:
+            if job_id in by_job:
+                by_job[job_id]["segments_done"] = int(value or 0)
+        return by_job
+
+    @_retried
     def failed_shards(self, job_id: str) -> list[ShardRecord]:
         """The job's failed shards in row order."""
         with self._transaction() as conn:
@@ -507,6 +634,7 @@ class JobStore:
             ).all()
         return [_shard_record(row) for row in rows]
 
+    @_retried
     def work_by_translator(self, job_id: str) -> list[dict[str, Any]]:
         """Per node and translator, the done shards, segments and busy seconds, summed by the
         database from the shards' stats."""
@@ -536,6 +664,7 @@ class JobStore:
             for node_id, worker_id, count, segments, busy in rows
         ]
 
+    @_retried
     def shard_at(self, job_id: str, row: int) -> ShardRecord | None:
         """The shard whose row range holds `row`; None when no shard does (yet)."""
         with self._transaction() as conn:
@@ -558,9 +687,8 @@ class JobStore:
                 with conn.begin():
                     yield conn
         except sa.exc.DBAPIError as exc:
-            raise StoreError(
-                f"The job store at {self.url} cannot be used: {_reason(exc)}."
-            ) from exc
+            error = TransientStoreError if _transient(exc) else StoreError
+            raise error(f"The job store at {self.url} cannot be used: {_reason(exc)}.") from exc
 
     def _insert_plan(
         self, conn: sa.Connection, job_id: str, shards_plan: Sequence[ShardPlan]
@@ -713,6 +841,22 @@ def _prepare_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
 def _begin_sqlite_transaction(conn: sa.Connection) -> None:
     write = conn.get_execution_options().get("mtfleet_write", False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _transient(exc: sa.exc.DBAPIError) -> bool:
+    """The error passes by itself: judged by its SQLSTATE on PostgreSQL, its message on SQLite."""
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate:
+        return sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES) or sqlstate in _TRANSIENT_SQLSTATES
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    if type(exc.orig).__module__.startswith("sqlite3"):
+        message = str(exc.orig).lower()
+        return any(known in message for known in _TRANSIENT_SQLITE_MESSAGES)
+    # psycopg gives no SQLSTATE when no server answered: refused, reset or closed connections
+    return True
 
 
 def _reason(exc: sa.exc.DBAPIError) -> str:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import ray
 from ray.cluster_utils import Cluster
 
+from mtfleet.cluster.job import JobResult, run_job
 from mtfleet.cluster.runtime import NAMESPACE
+from mtfleet.spec import JobSpec
 
 
 @contextlib.contextmanager
@@ -41,3 +46,43 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 60.0, poll_s: flo
             return
         time.sleep(poll_s)
     raise TimeoutError(f"condition not met in {timeout_s} s")
+
+
+class JobThread(threading.Thread):
+    """Runs a job to its end in the background, keeping its progress reports, while a test (or
+    the chaos bench) changes the cluster under it."""
+
+    def __init__(self, spec: JobSpec, state_dir: Path, store_url: str | None = None) -> None:
+        super().__init__(daemon=True)
+        self.spec, self.state_dir, self.store_url = spec, state_dir, store_url
+        self.reports: list[dict[str, Any]] = []
+        self.result: JobResult | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = run_job(
+                self.spec,
+                state_dir=self.state_dir,
+                store_url=self.store_url,
+                on_progress=self.reports.append,
+            )
+        except BaseException as error:
+            self.error = error
+
+    def shards_done(self) -> int:
+        return self.reports[-1]["shards"]["done"] if self.reports else 0
+
+    def work_dir(self) -> Path:
+        """The job's work dir, once a progress report has named the job."""
+        return Path(self.state_dir).resolve() / "jobs" / self.reports[-1]["job_id"]
+
+    def outcome(self, timeout_s: float = 180) -> JobResult:
+        """The job's result, once it has ended; raises what the job raised."""
+        self.join(timeout_s)
+        if self.is_alive():
+            raise TimeoutError(f"the job did not end in {timeout_s} s")
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result

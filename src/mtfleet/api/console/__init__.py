@@ -3,17 +3,13 @@ public /v1 API with the operator's token, so the page shows nothing the API does
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import FastAPI
-from starlette.exceptions import HTTPException
-from starlette.responses import Response
-from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from fastapi.responses import FileResponse
 
 FILES = Path(__file__).parent
-# what the page is made of; "." is `/`, answered with index.html (this module is not served)
-SERVED = frozenset({".", "index.html", "console.js", "console.css"})
 # No inline script or style, nothing from another origin; the token never leaves in a cookie.
 HEADERS = {
     "Content-Security-Policy": (
@@ -26,17 +22,26 @@ HEADERS = {
 }
 
 
-class ConsoleFiles(StaticFiles):
-    """The console's files, each answered with the page's security headers."""
-
-    async def get_response(self, path: str, scope: Scope) -> Response:
-        if path not in SERVED:
-            raise HTTPException(status_code=404)
-        response = await super().get_response(path, scope)
-        response.headers.update(HEADERS)
-        return response
+# path -> (file, media type): only these are served, never this module
+ROUTES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/console.js": ("console.js", "text/javascript; charset=utf-8"),
+    "/console.css": ("console.css", "text/css; charset=utf-8"),
+}
 
 
 def mount_console(app: FastAPI) -> None:
-    """Serves the console at `/`; mounted last, so every route added before it still answers."""
-    app.mount("/", ConsoleFiles(directory=FILES, html=True), name="console")
+    """Serves the console's files at `/` as plain GET routes (not a mount over every path), so
+    another method on an API route still answers 405 and an unknown path 404, as without it."""
+    for path, (name, media_type) in ROUTES.items():
+        app.add_api_route(
+            path, _file_route(FILES / name, media_type), methods=["GET"], include_in_schema=False
+        )
+
+
+def _file_route(file: Path, media_type: str) -> Callable[[], FileResponse]:
+    def serve() -> FileResponse:
+        return FileResponse(file, media_type=media_type, headers=HEADERS)
+
+    return serve

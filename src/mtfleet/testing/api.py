@@ -1,0 +1,78 @@
+"""The API for tests: served in a thread of this process, or as `mtfleet serve` in a process."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+
+import httpx
+import uvicorn
+
+from mtfleet.api.server import ServerSettings, create_app
+from mtfleet.testing.cluster import wait_for
+
+
+@contextlib.contextmanager
+def serving(settings: ServerSettings) -> Iterator[str]:
+    """The API on a free loopback port, in a thread of this process; yields its URL. It starts
+    (or joins) Ray as `settings` say and stops what it started when it ends."""
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started or not thread.is_alive(), timeout_s=120)
+        assert server.started, "the API did not start"
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        listener.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_process(
+    port: int, *options: str, env: Mapping[str, str]
+) -> Iterator[subprocess.Popen[str]]:
+    """`mtfleet serve --port PORT OPTIONS` in a process of its own, once its /healthz answers;
+    the test ends it (a signal) and reads its output with `communicate`."""
+    command = [
+        sys.executable,
+        "-c",
+        "import typer; from mtfleet.cli import console; "
+        "app = typer.Typer(); console.register(app); app()",
+        "serve",
+        "--port",
+        str(port),
+        *options,
+    ]
+    server = subprocess.Popen(
+        command, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/healthz"
+        wait_for(lambda: server.poll() is not None or answers(url), timeout_s=120)
+        assert server.poll() is None, server.stdout.read() if server.stdout else ""
+        yield server
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate(timeout=60)
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.HTTPError:
+        return False
