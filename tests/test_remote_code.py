@@ -266,3 +266,28 @@ def test_a_job_runs_indictrans2_through_its_processor_on_the_local_cluster(
     manifest = json.loads(output.with_name("out.jsonl.manifest.json").read_text())
     assert "trust_remote_code" in json.dumps(manifest)
     assert "indictrans" in json.dumps(manifest)
+
+
+def test_the_health_checks_and_their_retries_translate_through_the_processor() -> None:
+    from mtfleet.health import HealthChecks
+    from mtfleet.pipeline import translate_texts
+
+    engine = IndicTransEngine(PlaceholderEngine(), **LANGUAGES)
+
+    outcome = translate_texts([URL_SENTENCE, "One more."], engine, checks=HealthChecks(**LANGUAGES))
+
+    # the model never sees the URL (it answers <ID1>), and IndicProcessor puts the URL back
+    assert "https://example.com/guide" in outcome.translations[0]
+    assert len(outcome.flags) == 2
+
+
+def test_the_health_checks_reach_the_model_only_through_the_processor(
+    indictrans2: IndicTransEngine,
+) -> None:
+    from mtfleet.checked import translate_watching_caps
+
+    segments = varied_segments(6, seed=22)
+
+    translations, _ = translate_watching_caps(indictrans2, segments)
+
+    assert translations == indictrans2.translate(segments)

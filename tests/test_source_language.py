@@ -121,3 +121,22 @@ def test_a_missing_lingua_is_one_sentence_naming_the_package(
 
     with pytest.raises(ModelError, match="pip install lingua-language-detector"):
         check_model("reverse", "unused", src_lang="auto", tgt_lang="de")
+
+
+def test_the_health_checks_see_each_segment_under_its_own_source_code(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from mtfleet.checked import translate_watching_caps
+
+    model_dir = build_tiny_model("nllb", tmp_path_factory.mktemp("nllb-checked"), **TINY)
+    settings: dict[str, Any] = {"tgt_lang": "deu_Latn", "threads": 1, "max_length_offset": 4}
+    engine = load_engine("hf", str(model_dir), src_lang="auto", **settings)
+    assert isinstance(engine, AutoSourceEngine)
+    engine.detector = SourceDetector("deu_Latn", ["eng_Latn", "fra_Latn", "deu_Latn"])
+
+    translations, capped = translate_watching_caps(engine, [ENGLISH, FRENCH])
+
+    assert translations == engine.translate([ENGLISH, FRENCH])
+    assert len(capped) == 2
+    french = HFEngine(str(model_dir), src_lang="fra_Latn", **settings)
+    assert translations[1] == french.translate([FRENCH])[0]

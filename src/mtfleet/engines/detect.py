@@ -10,14 +10,15 @@ language as its source code; the others take no source language and translate wh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar
 
 from mtfleet.engines.base import Engine
 from mtfleet.errors import ModelError
 from mtfleet.health import language_of
 
+T = TypeVar("T")
 AUTO = "auto"
 PACKAGE = "lingua-language-detector"
 # lingua's confidence (0 to 1, relative to the other candidates) a unit needs in the target
@@ -111,8 +112,33 @@ class AutoSourceEngine:
         return self.engine.count_tokens(texts)
 
     def translate(self, segments: Sequence[str]) -> list[str]:
+        return self._by_source(segments, self.engine.translate)
+
+    def generate_token_ids(self, segments: Sequence[str]) -> list[list[int]]:
+        """The engine's token ids, each segment under its detected source code (hf, ct2)."""
+        return self._by_source(segments, self.engine.generate_token_ids)  # type: ignore[attr-defined]
+
+    @property
+    def tokens(self) -> Any:
+        # decoding and caps do not depend on the source code: the engine's own serve
+        return self.engine.tokens  # type: ignore[attr-defined]
+
+    @property
+    def health_checked(self) -> bool:
+        return getattr(self.engine, "health_checked", True)
+
+    @property
+    def beam(self) -> int | None:
+        return getattr(self.engine, "beam", None)
+
+    @beam.setter
+    def beam(self, beam: int) -> None:
+        self.engine.beam = beam  # type: ignore[attr-defined]
+
+    def _by_source(self, segments: Sequence[str], run: Callable[[list[str]], list[T]]) -> list[T]:
+        """`run` over the segments, a call per detected source code where the model takes one."""
         if self._source_tokenizer is None or not segments:
-            return self.engine.translate(segments)
+            return list(run(list(segments)))
         codes = self.detector.source_codes(segments)
         # a segment lingua cannot place takes the code most of its neighbours have
         known = [code for code in codes if code is not None]
@@ -120,14 +146,11 @@ class AutoSourceEngine:
         by_code: dict[str, list[int]] = {}
         for i, code in enumerate(codes):
             by_code.setdefault(code or fallback, []).append(i)
-        translations: list[str] = [""] * len(segments)
+        results: dict[int, T] = {}
         for code, members in sorted(by_code.items()):
             self._source_tokenizer.src_lang = code
-            for i, text in zip(
-                members, self.engine.translate([segments[i] for i in members]), strict=True
-            ):
-                translations[i] = text
-        return translations
+            results.update(zip(members, run([segments[i] for i in members]), strict=True))
+        return [results[i] for i in range(len(segments))]
 
     def describe(self) -> dict[str, Any]:
         signature = self.engine.describe()
@@ -139,6 +162,3 @@ class AutoSourceEngine:
                 "skip_confidence": SKIP_CONFIDENCE,
             },
         }
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.engine, name)

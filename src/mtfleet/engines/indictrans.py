@@ -145,9 +145,20 @@ class IndicTransEngine:
             "versions": {**signature.get("versions", {}), PACKAGE: metadata.version(PACKAGE)},
         }
 
-    def __getattr__(self, name: str) -> Any:
-        # what a caller asks of the engine beyond the protocol (its tokens, its batch budget)
-        return getattr(self.engine, name)
+    # Only these reach the engine inside: its tokens and token ids would bypass the processor
+    # (the health checks' retries then translate through `translate`, uncapped)
+
+    @property
+    def health_checked(self) -> bool:
+        return getattr(self.engine, "health_checked", True)
+
+    @property
+    def beam(self) -> int | None:
+        return getattr(self.engine, "beam", None)
+
+    @beam.setter
+    def beam(self, beam: int) -> None:
+        self.engine.beam = beam  # type: ignore[attr-defined]
 
     def _preprocessed_for_counting(self, texts: Sequence[str]) -> list[str]:
         if not texts:
