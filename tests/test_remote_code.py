@@ -193,6 +193,8 @@ def test_the_settings_default_off_and_leave_an_older_jobs_identity_alone() -> No
 def test_the_api_refuses_trust_remote_code_unless_served_with_allow_remote_code(
     tmp_path: Path,
 ) -> None:
+    from dataclasses import replace
+
     from fastapi.testclient import TestClient
 
     from mtfleet.api.server import ServerSettings, create_app
@@ -204,13 +206,19 @@ def test_the_api_refuses_trust_remote_code_unless_served_with_allow_remote_code(
         "fields": ["text"],
         "trust_remote_code": True,
     }
-    app = create_app(ServerSettings(data_root=tmp_path, token="t", state_dir=tmp_path / "state"))
+    settings = ServerSettings(data_root=tmp_path, token="t", state_dir=tmp_path / "state")
+    bearer = {"Authorization": "Bearer t"}
 
-    answer = TestClient(app).post("/v1/jobs", json=job, headers={"Authorization": "Bearer t"})
+    answer = TestClient(create_app(settings)).post("/v1/jobs", json=job, headers=bearer)
+    allowed = TestClient(create_app(replace(settings, allow_remote_code=True))).post(
+        "/v1/jobs", json=job, headers=bearer
+    )
 
     assert answer.status_code == 400
     assert answer.json()["error"].startswith("Field trust_remote_code:")
     assert "--allow-remote-code" in answer.json()["error"]
+    # past the gate, the job is checked as any other: its input is missing
+    assert "trust_remote_code" not in allowed.json()["error"]
 
 
 def test_translate_without_the_flag_stops_before_anything_runs(
