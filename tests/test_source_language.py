@@ -140,3 +140,32 @@ def test_the_health_checks_see_each_segment_under_its_own_source_code(
     assert len(capped) == 2
     french = HFEngine(str(model_dir), src_lang="fra_Latn", **settings)
     assert translations[1] == french.translate([FRENCH])[0]
+
+
+def test_a_job_counts_the_units_it_copied_for_being_in_the_target_language(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from mtfleet.cli.main import app
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": t}) + "\n" for t in (ENGLISH, GERMAN)))
+    output = tmp_path / "out.jsonl"
+
+    result = CliRunner().invoke(
+        app,
+        ["translate", str(rows), "--model", "reverse", "--engine", "reverse", "--fields", "text",
+         "--src-lang", "auto", "--tgt-lang", "de", "--output", str(output),
+         "--state-dir", str(tmp_path / "state")],
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["text"] for line in output.read_text().splitlines()] == [
+        ENGLISH[::-1],
+        GERMAN,
+    ]
+    manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
+    assert manifest["units_skipped_target_language"] == 1

@@ -142,6 +142,7 @@ class Tally:
     skipped_non_text: int = 0
     segments: int = 0
     segments_unique: int = 0
+    skipped_target_language: int = 0
     source_tokens: int = 0
     per_node: Counter[str] = field(default_factory=Counter)
     signatures: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -242,6 +243,7 @@ class PartApplier:
         stats = shard.stats
         self.tally.segments += stats.get("segments", 0)
         self.tally.segments_unique += stats.get("segments_unique", 0)
+        self.tally.skipped_target_language += stats.get("units_skipped_target_language", 0)
         self.tally.source_tokens += stats.get("source_tokens", 0)
         self.tally.per_node[stats.get("node_id", "?")] += stats.get("segments", 0)
         signature = stats.get("engine", {})
@@ -299,6 +301,7 @@ def _manifest(
         "units_skipped_non_text": tally.skipped_non_text,
         "segments": tally.segments,
         "segments_unique": tally.segments_unique,
+        "units_skipped_target_language": tally.skipped_target_language,
         "source_tokens": tally.source_tokens,
         "failures": tally.failures,
         "files": files,

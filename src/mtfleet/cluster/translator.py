@@ -202,6 +202,7 @@ class Translator:
             "units": len(shard_units),
             "segments": outcome.segments,
             "segments_unique": outcome.segments_unique,
+            "units_skipped_target_language": outcome.units_skipped_target_language,
             "source_tokens": outcome.source_tokens,
             "node_id": self.node_id,
             "worker_id": self.worker_id,
