@@ -4,8 +4,6 @@ plans it, and a plan the input refuses fails the job with its sentence."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from mtfleet.api.server import ServerSettings, create_app
-from mtfleet.testing.cluster import wait_for
+from mtfleet.api.server import ServerSettings
+from mtfleet.testing.api import serving
 
 TOKEN = "api-planning-token-51c2"
 ROWS = 200_000
@@ -42,23 +39,13 @@ def http(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     settings = ServerSettings(
         data_root=data_root, token=TOKEN, state_dir=tmp_path_factory.mktemp("state")
     )
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started or not thread.is_alive(), timeout_s=120)
-        assert server.started, "the API did not start"
-        base = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        with httpx.Client(
+    with (
+        serving(settings) as base,
+        httpx.Client(
             base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
-        ) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-        listener.close()
+        ) as client,
+    ):
+        yield client
 
 
 def states_until_ended(http: httpx.Client, job_id: str) -> list[str]:

@@ -25,7 +25,7 @@ from mtfleet.cluster import prepare_job, run_job, start_coordinator
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
 from mtfleet.spec import JobSpec
 from mtfleet.store import JobStore
-from mtfleet.testing.cluster import JobThread, local_cluster, wait_for
+from mtfleet.testing.cluster import JobThread, local_cluster, repeated_jsonl, reverse_spec, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -36,22 +36,11 @@ FIELDS = ["instruction", "input", "output"]
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The alpaca sample four times over, as JSONL: 408 rows, 216 empty inputs."""
-    rows = json.loads(ALPACA.read_text()) * 4
-    path = tmp_path_factory.mktemp("data") / "alpaca4.jsonl"
-    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    return path
+    return repeated_jsonl(ALPACA, 4, tmp_path_factory.mktemp("data") / "alpaca4.jsonl")
 
 
 def make_spec(dataset: Path, output: Path, **settings: Any) -> JobSpec:
-    defaults: dict[str, Any] = {"shard_tokens": 250, "lease_ttl_s": 5.0, "max_attempts": 50}
-    return JobSpec(
-        input=str(dataset),
-        output=str(output),
-        model="reverse",
-        engine="reverse",
-        fields=FIELDS,
-        **(defaults | settings),
-    )
+    return reverse_spec(dataset, output, FIELDS, **settings)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from mtfleet.cluster.logs import log_path
 from mtfleet.errors import StoreError
 from mtfleet.spec import JobSpec
 from mtfleet.store import JobState, JobStore, TransientStoreError
-from mtfleet.testing.cluster import JobThread, local_cluster, wait_for
+from mtfleet.testing.cluster import JobThread, local_cluster, repeated_jsonl, reverse_spec, wait_for
 from mtfleet.testing.faults import full_disk, sqlite_locked, throwaway_postgres
 
 pytestmark = pytest.mark.cluster
@@ -37,22 +37,11 @@ FIELDS = ["instruction", "input", "output"]
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The alpaca sample twice over, as JSONL: 204 rows."""
-    rows = json.loads(ALPACA.read_text()) * 2
-    path = tmp_path_factory.mktemp("data") / "alpaca2.jsonl"
-    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    return path
+    return repeated_jsonl(ALPACA, 2, tmp_path_factory.mktemp("data") / "alpaca2.jsonl")
 
 
 def make_spec(dataset: Path, output: Path, **settings: Any) -> JobSpec:
-    defaults: dict[str, Any] = {"shard_tokens": 250, "lease_ttl_s": 5.0, "max_attempts": 50}
-    return JobSpec(
-        input=str(dataset),
-        output=str(output),
-        model="reverse",
-        engine="reverse",
-        fields=FIELDS,
-        **(defaults | settings),
-    )
+    return reverse_spec(dataset, output, FIELDS, **settings)
 
 
 @pytest.fixture(scope="module")

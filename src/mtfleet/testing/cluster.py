@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -16,6 +17,29 @@ from ray.cluster_utils import Cluster
 from mtfleet.cluster.job import JobResult, run_job
 from mtfleet.cluster.runtime import NAMESPACE
 from mtfleet.spec import JobSpec
+
+# The settings of the jobs that cluster and fault tests disturb: small shards, short leases, and
+# attempts enough that only a row the engine refuses is ever failed.
+DISTURBED_JOB = {"shard_tokens": 250, "lease_ttl_s": 5.0, "max_attempts": 50}
+
+
+def reverse_spec(dataset: Path, output: Path, fields: list[str], **settings: Any) -> JobSpec:
+    """A job of the reverse engine over `dataset`, with DISTURBED_JOB's settings unless given."""
+    return JobSpec(
+        input=str(dataset),
+        output=str(output),
+        model="reverse",
+        engine="reverse",
+        fields=fields,
+        **(DISTURBED_JOB | settings),
+    )
+
+
+def repeated_jsonl(source: Path, copies: int, path: Path) -> Path:
+    """The rows of the JSON array `source`, `copies` times over, as JSONL at `path`."""
+    rows = json.loads(source.read_text()) * copies
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    return path
 
 
 @contextlib.contextmanager
