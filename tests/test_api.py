@@ -514,6 +514,28 @@ def mtfleet_cli(api: str) -> Any:
     return run
 
 
+def test_console_submit_sends_protected_spans_a_glossary_and_the_flag_policy(
+    mtfleet_cli: Any, data_root: Path, tmp_path: Path, client: mtfleet.Client
+) -> None:
+    glossary = tmp_path / "terms.tsv"
+    glossary.write_text("hello\tbonjour\n")
+
+    submitted = mtfleet_cli(
+        "submit", "small.jsonl", "-m", "reverse", "-f", "text", "-o", "out/cli-terms.jsonl",
+        "--engine", "reverse", "--job-id", "cli-terms", "--protect", r"Row number \d+",
+        "--glossary", str(glossary), "--on-flag", "source",
+    )  # fmt: skip
+
+    assert submitted.exit_code == 0, submitted.output
+    spec = client.job("cli-terms").status()["spec"]
+    assert spec["protect"] == [r"Row number \d+"]
+    assert spec["glossary"] == {"hello": "bonjour"}
+    assert spec["on_flag"] == "source"
+    missing = mtfleet_cli("submit", "small.jsonl", "-m", "reverse", "-f", "text", "-o",
+                          "out/x.jsonl", "--glossary", str(tmp_path / "none.tsv"))  # fmt: skip
+    assert missing.exit_code == 2 and "none.tsv" in missing.output
+
+
 def test_console_submit_watch_jobs_and_status(mtfleet_cli: Any, data_root: Path) -> None:
     submitted = mtfleet_cli(
         "submit",

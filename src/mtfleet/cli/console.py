@@ -138,6 +138,9 @@ def submit(
     threads: options.Threads = None,
     lease_ttl: options.LeaseTtl = None,
     overwrite: options.Overwrite = None,
+    protect: options.Protect = None,
+    glossary: options.Glossary = None,
+    on_flag: options.OnFlag = None,
     trust_remote_code: options.TrustRemoteCode = None,
     preprocessor: options.Preprocessor = None,
     job_id: options.JobId = None,
@@ -149,16 +152,24 @@ def submit(
 ) -> None:
     """Submit a job to translate FIELDS of INPUT with MODEL into OUTPUT; prints its id.
 
-    Settings left out take the server's defaults, those of `mtfleet translate`.
+    Settings left out take the server's defaults, those of `mtfleet translate`; a --glossary file
+    is read here and sent with the job.
     """
+    from mtfleet.health import read_glossary
+
+    try:
+        terms = read_glossary(glossary) if glossary else None
+    except MtfleetError as error:
+        raise fail(error) from None
     settings = options.job_settings(
         input=input, model=model, fields=fields, output=output, src_lang=src_lang,
         tgt_lang=tgt_lang, engine=engine, beam=beam, max_batch_tokens=max_batch_tokens,
         max_length_factor=max_length_factor, max_length_offset=max_length_offset,
         compute_type=compute_type, shard_tokens=shard_tokens, on_error=on_error,
         cpu_translators_per_node=cpu_translators_per_node, gpus=gpus, threads=threads,
-        lease_ttl_s=lease_ttl, overwrite=overwrite, job_id=job_id,
-        trust_remote_code=trust_remote_code, preprocessor=preprocessor,
+        lease_ttl_s=lease_ttl, overwrite=overwrite, protect=protect, glossary=terms,
+        on_flag=on_flag, job_id=job_id, trust_remote_code=trust_remote_code,
+        preprocessor=preprocessor,
     )  # fmt: skip
     with _api(api) as client:
         job = client.submit(**settings)
