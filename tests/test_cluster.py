@@ -26,6 +26,7 @@ from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
 from mtfleet.spec import JobSpec
 from mtfleet.store import JobStore
 from mtfleet.testing.cluster import JobThread, local_cluster, repeated_jsonl, reverse_spec, wait_for
+from mtfleet.testing.engines import DELAY_VARIABLE
 
 pytestmark = pytest.mark.cluster
 
@@ -77,15 +78,17 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
 
 
 def test_each_gpu_gets_one_translator_and_a_cpu_node_the_configured_count(
-    dataset: Path, tmp_path: Path
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Each shard takes 10 s (under the watchdog's bound), so the job runs while it is looked at;
+    # a paused job would hold no translators at all.
+    monkeypatch.setenv(DELAY_VARIABLE, "10")
     with local_cluster(head_cpus=2) as cluster:
         gpu_node = cluster.add_node(num_cpus=1, num_gpus=2)
         cluster.wait_for_nodes()
         spec = make_spec(dataset, tmp_path / "out.jsonl", cpu_translators_per_node=2, gpus=3)
         handle = prepare_job(spec, state_dir=tmp_path / "state")
         coordinator = start_coordinator(handle)
-        ray.get(coordinator.pause.remote())
 
         def translators() -> list[dict[str, Any]]:
             return [t for t in ray.get(coordinator.translators.remote()) if "gpu_ids" in t]
