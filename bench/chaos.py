@@ -88,7 +88,7 @@ class Bench:
                        engine="reverse", fields=FIELDS, **(defaults | settings))  # fmt: skip
 
     def marked_spec(self, output: Path, **settings: Any) -> JobSpec:
-        defaults = {"shard_tokens": 30, "lease_ttl_s": 2.0, "max_attempts": 1}
+        defaults = {"shard_tokens": 30, "lease_ttl_s": 5.0, "max_attempts": 1}
         return JobSpec(input=str(self.marked), output=str(output), model="reverse",
                        engine="reverse", fields=["text"], **(defaults | settings))  # fmt: skip
 

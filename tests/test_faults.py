@@ -180,7 +180,7 @@ def marked_spec(dataset: Path, **settings: Any) -> JobSpec:
         model="reverse",
         engine="reverse",
         fields=["text"],
-        **({"shard_tokens": 30, "max_attempts": 1, "lease_ttl_s": 2.0} | settings),
+        **({"shard_tokens": 30, "max_attempts": 1, "lease_ttl_s": 5.0} | settings),
     )
 
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from mtfleet.data import (
     set_value,
     style_from_json,
 )
-from mtfleet.errors import JobError, OutputError
+from mtfleet.errors import DatasetError, JobError, OutputError
 from mtfleet.health import HealthReport
 from mtfleet.manifest import versions, write_manifest
 from mtfleet.spec import JobSpec, fingerprint, spec_from_store
@@ -116,19 +116,37 @@ def _write_file(
         )
     except OSError as error:
         raise OutputError(f"Cannot write {output}: {error.strerror or error}.") from error
+    changed = JobError(f"{path} changed while job {applier.job_id} ran; run it again as a new job.")
     with writer:
+        rows = reader.rows()
         row_index = described["first_row"]
-        for row in reader.rows():
-            if applier.apply(row, row_index):
-                writer.write(row)
-            row_index += 1
+        try:
+            for row in rows:
+                if applier.apply(row, row_index):
+                    writer.write(row)
+                row_index += 1
+        except (JobError, DatasetError):
+            # A part that does not fit its row, or a row that does not parse, may only mean that
+            # the input changed: read on to its end and say so when its bytes are not the planned ones.
+            if not _reads_as_planned(reader, rows, described):
+                raise changed from None
+            raise
         if (
             reader.sha256 != described["sha256"]
             or row_index != described["first_row"] + described["rows"]
         ):
-            raise JobError(
-                f"{path} changed while job {applier.job_id} ran; run it again as a new job."
-            )
+            raise changed
+
+
+def _reads_as_planned(
+    reader: DatasetReader, rows: Iterator[dict[str, Any]], described: dict[str, Any]
+) -> bool:
+    try:
+        for _ in rows:
+            pass
+    except DatasetError:
+        return False
+    return reader.sha256 == described["sha256"]
 
 
 @dataclass
