@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -79,7 +80,13 @@ def main(argv: list[str] | None = None) -> int:
 def measure(rows: int, format: str) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="mtfleet-scale-"))
     try:
-        input = generate(folder / f"alpaca.{format}", rows, format)
+        input = folder / f"alpaca.{format}"
+        # in a process of its own, so the generator's memory is not counted as the driver's
+        generator = multiprocessing.get_context("spawn").Process(
+            target=generate, args=(input, rows, format)
+        )
+        generator.start()
+        generator.join()
         spec = JobSpec(
             input=str(input),
             output=str(folder / f"out.{format}"),
