@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +19,12 @@ from typing import Any
 import httpx
 import pytest
 import typer
-import uvicorn
 from ray.cluster_utils import Cluster
 from typer.testing import CliRunner
 
-from mtfleet.api.server import ServerSettings, create_app
+from mtfleet.api.server import ServerSettings
 from mtfleet.cli import console
+from mtfleet.testing.api import serving
 from mtfleet.testing.cluster import local_cluster, wait_for
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
@@ -94,19 +92,8 @@ def api(
         state_dir=tmp_path_factory.mktemp("state"),
         address=cluster.address,
     )
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started or not thread.is_alive(), timeout_s=120)
-        assert server.started, "the API did not start"
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-        listener.close()
+    with serving(settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
