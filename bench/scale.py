@@ -172,17 +172,30 @@ class ProcessPeaks:
 
 
 def processes() -> list[tuple[int, str, float]]:
-    found = []
+    """This process and its descendants (the local Ray cluster it started): pid, command, MB.
+
+    Only descendants: processes of another cluster on the machine (a test run) are not the job's.
+    """
+    children: dict[int, list[int]] = {}
+    found: dict[int, tuple[str, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             pages = int((entry / "statm").read_text().split()[1])
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
-        found.append((int(entry.name), command, pages * PAGE_BYTES / 2**20))
-    return found
+        children.setdefault(parent, []).append(int(entry.name))
+        found[int(entry.name)] = (command, pages * PAGE_BYTES / 2**20)
+    mine, stack = [], [os.getpid()]
+    while stack:
+        pid = stack.pop()
+        if pid in found:
+            mine.append((pid, *found[pid]))
+        stack.extend(children.get(pid, []))
+    return mine
 
 
 def kind_of(command: str) -> str | None:
