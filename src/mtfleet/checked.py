@@ -12,34 +12,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from mtfleet.data.segment import Piece, reassemble, split_clauses
-from mtfleet.engines.base import Engine
+from mtfleet.engines.base import Engine, EngineWrapper
 from mtfleet.health import HealthChecks, LengthBand, log_length_ratio, ordered
 
 RETRY_BEAM = 4
 
 
-class CheckedEngine:
+class CheckedEngine(EngineWrapper):
     """Wraps an engine: `translate` checks every segment and retries the flagged ones once;
     `flags_of` then maps each segment of the last call to its flags, `band` is its length band."""
 
     def __init__(self, engine: Engine, checks: HealthChecks) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.checks = checks
-        self.name = engine.name
         self.flags_of: dict[str, list[str]] = {}
         self.band: LengthBand | None = None
-
-    @property
-    def max_input_tokens(self) -> int:
-        return self.engine.max_input_tokens
-
-    @property
-    def max_batch_tokens(self) -> int:
-        return self.engine.max_batch_tokens
-
-    @max_batch_tokens.setter
-    def max_batch_tokens(self, tokens: int) -> None:
-        self.engine.max_batch_tokens = tokens
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.engine.count_tokens(texts)

@@ -27,3 +27,25 @@ class Engine(Protocol):
     def describe(self) -> dict[str, Any]:
         """Model, settings and versions: the signature a manifest carries."""
         ...
+
+
+class EngineWrapper:
+    """An engine around another (checks, source detection, a preprocessor): its limits, names and
+    signature are the inner engine's, and a translator that halves the batch budget after running
+    out of memory halves the inner one's."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.name = engine.name
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.engine.max_input_tokens
+
+    @property
+    def max_batch_tokens(self) -> int:
+        return self.engine.max_batch_tokens
+
+    @max_batch_tokens.setter
+    def max_batch_tokens(self, tokens: int) -> None:
+        self.engine.max_batch_tokens = tokens

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any, TypeVar
 
-from mtfleet.engines.base import Engine
+from mtfleet.engines.base import Engine, EngineWrapper
 from mtfleet.errors import ModelError
 from mtfleet.health import language_of
 
@@ -74,7 +74,7 @@ class SourceDetector:
         return [self.code_of.get(language) for language in detected]
 
 
-class AutoSourceEngine:
+class AutoSourceEngine(EngineWrapper):
     """An engine whose source language is detected: units in the target language are the
     pipeline's to copy (`in_target_language`), and a model that takes a source code gets each
     segment's own."""
@@ -84,25 +84,12 @@ class AutoSourceEngine:
             raise ModelError(
                 f"--src-lang {AUTO} needs --tgt-lang, so that text already in it is kept."
             )
-        self.engine = engine
-        self.name = engine.name
+        super().__init__(engine)
         tokens = getattr(engine, "tokens", None)
         scheme = tokens.languages if tokens is not None else None
         # only a tokenizer that marks the source needs to be told each segment's language
         self._source_tokenizer = tokens.tokenizer if scheme and scheme.mark == "code" else None
         self.detector = SourceDetector(tgt_lang, list(scheme.codes) if scheme else [])
-
-    @property
-    def max_input_tokens(self) -> int:
-        return self.engine.max_input_tokens
-
-    @property
-    def max_batch_tokens(self) -> int:
-        return self.engine.max_batch_tokens  # type: ignore[attr-defined]
-
-    @max_batch_tokens.setter
-    def max_batch_tokens(self, tokens: int) -> None:
-        self.engine.max_batch_tokens = tokens  # type: ignore[attr-defined]
 
     def in_target_language(self, texts: Sequence[str]) -> list[bool]:
         return self.detector.in_target_language(texts)

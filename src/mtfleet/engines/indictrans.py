@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mtfleet.engines.base import Engine
+from mtfleet.engines.base import Engine, EngineWrapper
 from mtfleet.errors import ModelError
 
 NAME = "indictrans"
@@ -94,31 +94,17 @@ def check_languages(src_lang: str | None, tgt_lang: str | None) -> tuple[str, st
     return src_lang, tgt_lang
 
 
-class IndicTransEngine:
+class IndicTransEngine(EngineWrapper):
     """An engine whose segments go through IndicProcessor before it and after it."""
 
     def __init__(self, engine: Engine, *, src_lang: str | None, tgt_lang: str | None) -> None:
         self.src_lang, self.tgt_lang = check_languages(src_lang, tgt_lang)
         self.processor = indic_processor()
-        self.engine = engine
-        self.name = engine.name
+        super().__init__(engine)
         tokens = getattr(engine, "tokens", None)
         if tokens is not None:
             # as AI4Bharat's inference decodes
             tokens.decode_settings["clean_up_tokenization_spaces"] = True
-
-    @property
-    def max_input_tokens(self) -> int:
-        return self.engine.max_input_tokens
-
-    @property
-    def max_batch_tokens(self) -> int:
-        return self.engine.max_batch_tokens  # type: ignore[attr-defined]
-
-    @max_batch_tokens.setter
-    def max_batch_tokens(self, tokens: int) -> None:
-        # a translator halves the budget of the engine that runs out of memory: the inner one
-        self.engine.max_batch_tokens = tokens  # type: ignore[attr-defined]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.engine.count_tokens(self._preprocessed_for_counting(texts))
