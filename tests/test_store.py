@@ -176,6 +176,21 @@ def test_a_renewed_lease_outlives_its_first_expiry(store: JobStore, clock: FakeC
     assert store.shard(job_id, lease.index).lease_expires_at == clock.now + 1
 
 
+def test_a_lease_handed_to_a_backup_makes_the_backups_completion_the_one_that_counts(
+    store: JobStore,
+) -> None:
+    job_id = running_job(store)
+    primary = store.lease_shard(job_id, "slow", TTL_S)
+
+    assert store.hand_over_lease(job_id, primary.index, primary.lease_id, "backup", "fast", TTL_S)
+    assert store.shard(job_id, primary.index).lease_owner == "fast"
+    assert not store.renew_lease(job_id, primary.index, primary.lease_id, TTL_S)
+    assert not store.complete_shard(job_id, primary.index, primary.lease_id, "slow.part", {})
+    assert store.complete_shard(job_id, primary.index, "backup", "fast.part", {})
+    assert store.shard(job_id, primary.index).part_path == "fast.part"
+    assert not store.hand_over_lease(job_id, primary.index, "backup", "third", "t3", TTL_S)
+
+
 def test_concurrent_leasing_from_threads_never_hands_one_shard_to_two_owners(
     open_store: Callable[[], JobStore],
 ) -> None:

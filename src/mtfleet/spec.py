@@ -29,7 +29,14 @@ MAX_LENGTH_OFFSET = 1024
 FieldPath = Annotated[str, StringConstraints(max_length=FIELD_CHARS)]
 # Settings that decide how a job runs, not what it writes: a job resumes with other values of them.
 RUN_SETTINGS = frozenset(
-    {"cpu_translators_per_node", "gpus", "threads", "lease_ttl_s", "overwrite"}
+    {
+        "cpu_translators_per_node",
+        "gpus",
+        "threads",
+        "lease_ttl_s",
+        "speculative_tail",
+        "overwrite",
+    }
 )
 # Settings that came after jobs were first stored: at their defaults they are no part of a job's
 # identity, so a job stored before them keeps its id, resumes, and may replace its own output.
@@ -101,6 +108,11 @@ class JobSpec(BaseModel):
     )
     # A lease renewed every ttl/3 needs a few seconds: shorter ones expire while a shard runs.
     lease_ttl_s: float = Field(60.0, ge=MIN_LEASE_TTL_S, le=24 * 3600)
+    speculative_tail: bool = Field(
+        True,
+        description="Once no shard is pending, an idle translator backs up the oldest leased "
+        "shard whose translator is expected to finish later; the first to complete wins.",
+    )
     max_attempts: int = Field(3, ge=1, description="Failed attempts before a shard is bisected.")
     overwrite: bool = Field(
         False, description="Replace an existing output that is not this job's own earlier output."

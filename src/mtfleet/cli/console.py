@@ -137,6 +137,7 @@ def submit(
     gpus: options.Gpus = None,
     threads: options.Threads = None,
     lease_ttl: options.LeaseTtl = None,
+    speculative_tail: options.SpeculativeTail = None,
     overwrite: options.Overwrite = None,
     protect: options.Protect = None,
     glossary: options.Glossary = None,
@@ -167,8 +168,8 @@ def submit(
         max_length_factor=max_length_factor, max_length_offset=max_length_offset,
         compute_type=compute_type, shard_tokens=shard_tokens, on_error=on_error,
         cpu_translators_per_node=cpu_translators_per_node, gpus=gpus, threads=threads,
-        lease_ttl_s=lease_ttl, overwrite=overwrite, protect=protect, glossary=terms,
-        on_flag=on_flag, job_id=job_id, trust_remote_code=trust_remote_code,
+        lease_ttl_s=lease_ttl, speculative_tail=speculative_tail, overwrite=overwrite,
+        protect=protect, glossary=terms, on_flag=on_flag, job_id=job_id, trust_remote_code=trust_remote_code,
         preprocessor=preprocessor,
     )  # fmt: skip
     with _api(api) as client:

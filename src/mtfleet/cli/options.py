@@ -94,6 +94,15 @@ LeaseTtl = Annotated[
         help=f"Seconds a shard lease lives without a heartbeat. {_default('lease_ttl_s')}"
     ),
 ]
+SpeculativeTail = Annotated[
+    bool | None,
+    typer.Option(
+        "--speculative-tail/--no-speculative-tail",
+        help="Once no shard is pending, let an idle translator back up the shard of a slower one "
+        "(the first to complete wins; the output is the same). (default: on)",
+        show_default=False,
+    ),
+]
 Overwrite = Annotated[
     bool | None,
     typer.Option(

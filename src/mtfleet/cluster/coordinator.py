@@ -18,6 +18,7 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +32,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from mtfleet.cluster.assemble import assemble
 from mtfleet.cluster.logs import log_path, log_to_work_dir
 from mtfleet.cluster.plan import UnitReader, plan_job
+from mtfleet.cluster.tail import Holding, Rates, pick_backup
 from mtfleet.cluster.translator import Translator
-from mtfleet.errors import MtfleetError, StoreError
+from mtfleet.errors import JobError, MtfleetError, StoreError
 from mtfleet.retry import backoff_s, retry
 from mtfleet.spec import spec_from_store
 from mtfleet.store import (
@@ -40,6 +42,7 @@ from mtfleet.store import (
     TERMINAL,
     JobState,
     JobStore,
+    ShardRecord,
     ShardState,
     TransientStoreError,
 )
@@ -118,6 +121,10 @@ class JobCoordinator:
         self.idle = False
         self.faults_in_a_row = 0
         self.watches: dict[str, Watch] = {}
+        # the leases handed out, backups included, by lease id, and the translators' measured
+        # rates: the speculative tail's memory, gone with this coordinator as its leases are
+        self.holdings: dict[str, Holding] = {}
+        self.rates = Rates()
         # a failure the store could not take when it happened; the fleet loop records it
         self.unrecorded_failure: str | None = None
         if restarted:
@@ -216,7 +223,8 @@ class JobCoordinator:
             return {"action": "wait"}
         shard = self.store.lease_shard(self.job_id, worker_id, self.spec.lease_ttl_s)
         if shard is None:
-            return {"action": "wait"}
+            backup = self._lease_backup(worker_id) if self.spec.speculative_tail else None
+            return {"action": "wait"} if backup is None else backup
         log.info(
             "leased shard %d, rows [%d, %d), to %s (attempt %d)",
             shard.index,
@@ -225,20 +233,64 @@ class JobCoordinator:
             worker_id,
             shard.attempts,
         )
-        return {
-            "action": "translate",
-            "lease": {
-                "index": shard.index,
-                "lease_id": shard.lease_id,
-                "row_start": shard.row_start,
-                "row_end": shard.row_end,
-            },
-        }
+        with self.lock:
+            self.holdings[shard.lease_id] = Holding(
+                shard.index, shard.lease_id, worker_id, shard.est_tokens, time.monotonic()
+            )
+        return _translate_reply(shard, shard.lease_id)
+
+    def _lease_backup(self, worker_id: str) -> dict[str, Any] | None:
+        """A backup lease for `worker_id` on the oldest leased shard whose owner is expected to
+        finish after it would (`tail.pick_backup`); at most one backup a shard."""
+        with self.lock:
+            backed_up = {h.backup_of for h in self.holdings.values() if h.backup_of}
+            primaries = [
+                h
+                for h in self.holdings.values()
+                if h.backup_of is None and h.lease_id not in backed_up
+            ]
+            while picked := pick_backup(primaries, worker_id, self.rates, time.monotonic()):
+                shard = self._current_shard(picked)
+                if shard is not None:
+                    break
+                # the lease ended without this coordinator hearing of it (expired, released)
+                del self.holdings[picked.lease_id]
+                primaries.remove(picked)
+            if picked is None:
+                return None
+            backup = Holding(
+                picked.index,
+                uuid.uuid4().hex,
+                worker_id,
+                picked.est_tokens,
+                time.monotonic(),
+                backup_of=picked.lease_id,
+            )
+            self.holdings[backup.lease_id] = backup
+        self.store.incr_counter(self.job_id, "backup_leases")
+        log.info(
+            "backup lease on shard %d, rows [%d, %d), to %s beside %s",
+            shard.index,
+            shard.row_start,
+            shard.row_end,
+            worker_id,
+            picked.worker_id,
+        )
+        return _translate_reply(shard, backup.lease_id)
 
     def heartbeat(self, worker_id: str, index: int, lease_id: str, progress: int = 0) -> bool:
-        """Renews the lease; `progress` (steps done on the shard) must grow for the watchdog."""
-        renewed = self.store.renew_lease(self.job_id, index, lease_id, self.spec.lease_ttl_s)
+        """Renews the lease; `progress` (steps done on the shard) must grow for the watchdog.
+        False when the lease is gone: the translator stops its shard. A backup's heartbeat renews
+        the primary lease it runs beside, so the shard's lease lives while either holder does."""
         with self.lock:
+            holding = self.holdings.get(lease_id)
+            primary_id = holding.backup_of if holding is not None else None
+        renewed = self.store.renew_lease(
+            self.job_id, index, primary_id or lease_id, self.spec.lease_ttl_s
+        )
+        with self.lock:
+            if primary_id is not None and not renewed:
+                self.holdings.pop(lease_id, None)
             watch = self.watches.get(worker_id)
             if watch is not None and watch.lease_id == lease_id:
                 if progress > watch.progress:
@@ -257,12 +309,35 @@ class JobCoordinator:
     def complete(
         self, worker_id: str, index: int, lease_id: str, part_path: str, stats: dict[str, Any]
     ) -> bool:
-        """Accepts a shard's part unless its lease is stale: a shard done twice counts once."""
-        accepted = self.store.complete_shard(self.job_id, index, lease_id, part_path, stats)
+        """Accepts a shard's part unless its lease is stale: a shard done twice counts once. Of
+        a shard's primary and backup lease, the first to complete wins; the other is told to stop
+        and its part, should it come, is deleted."""
         with self.lock:
+            holding = self.holdings.pop(lease_id, None)
+            backup_won = holding is not None and holding.backup_of is not None
+            if backup_won:
+                # the backup's lease takes the primary's place in the store, then completes
+                self.store.hand_over_lease(
+                    self.job_id,
+                    index,
+                    holding.backup_of,
+                    lease_id,
+                    worker_id,
+                    self.spec.lease_ttl_s,
+                )
+            accepted = self.store.complete_shard(self.job_id, index, lease_id, part_path, stats)
             self._drop_watch(worker_id, lease_id)
             if accepted:
                 self.faults_in_a_row = 0
+                if holding is not None:
+                    self.rates.record(
+                        worker_id, holding.est_tokens, float(stats.get("elapsed_s", 0))
+                    )
+                loser_id = holding.backup_of if backup_won else self._backup_beside(lease_id)
+                if loser_id is not None:
+                    self._stop_lease(self.holdings.pop(loser_id, None))
+        if accepted and backup_won:
+            self.store.incr_counter(self.job_id, "backups_won")
         if not accepted:
             Path(part_path).unlink(missing_ok=True)
         log.info(
@@ -278,6 +353,9 @@ class JobCoordinator:
         log.warning("shard %d failed on %s: %s", index, worker_id, error)
         with self.lock:
             self._drop_watch(worker_id, lease_id)
+            # one of a shard's two holders failing leaves the other's lease alone
+            if self._let_go(index, lease_id):
+                return
             if self.store.release_shard(self.job_id, index, lease_id, error):
                 self._count_failure(index, error)
 
@@ -286,9 +364,9 @@ class JobCoordinator:
         (if any) goes back with no attempt counted, and the translator is told how long to wait
         before it leases again. FAULTS_BEFORE_PAUSE faults in a row across the job, with no shard
         completed in between, pause the job with `cause` as its error."""
-        if index is not None and lease_id is not None:
-            self.store.release_shard(self.job_id, index, lease_id, None)
         with self.lock:
+            if index is not None and lease_id is not None and not self._let_go(index, lease_id):
+                self.store.release_shard(self.job_id, index, lease_id, None)
             self._drop_watch(worker_id, lease_id)
             self.faults_in_a_row += 1
             faults = self.faults_in_a_row
@@ -316,6 +394,44 @@ class JobCoordinator:
             )
             self.store.set_job_state(self.job_id, JobState.PAUSED, error=message)
         log.error("job %s paused: %s", self.job_id, message)
+
+    def _let_go(self, index: int, lease_id: str) -> bool:
+        """Forgets a lease whose holder gives it up; True when the shard stays leased: the lease
+        was a backup's, or the primary's with a live backup beside it, which takes it over."""
+        holding = self.holdings.pop(lease_id, None)
+        if holding is not None and holding.backup_of is not None:
+            log.info("backup lease on shard %d given up; the primary goes on", index)
+            return True
+        backup = self.holdings.get(self._backup_beside(lease_id) or "")
+        if backup is None or backup.worker_id not in self.slots:
+            return False
+        handed = self.store.hand_over_lease(
+            self.job_id, index, lease_id, backup.lease_id, backup.worker_id, self.spec.lease_ttl_s
+        )
+        backup.backup_of = None
+        if handed:
+            log.info("shard %d goes on with its backup lease on %s", index, backup.worker_id)
+        return handed
+
+    def _current_shard(self, holding: Holding) -> ShardRecord | None:
+        """The holding's shard while its lease is current in the store, else None."""
+        with contextlib.suppress(JobError):
+            shard = self.store.shard(self.job_id, holding.index)
+            if shard.state is ShardState.LEASED and shard.lease_id == holding.lease_id:
+                return shard
+        return None
+
+    def _backup_beside(self, lease_id: str) -> str | None:
+        """The lease id of the backup running beside the primary lease `lease_id`, if any."""
+        return next((h.lease_id for h in self.holdings.values() if h.backup_of == lease_id), None)
+
+    def _stop_lease(self, holding: Holding | None) -> None:
+        """Tells the holder of a lease that lost its shard's race to stop translating it."""
+        slot = None if holding is None else self.slots.get(holding.worker_id)
+        if holding is None or slot is None:
+            return
+        log.info("shard %d: %s lost its race and is told to stop", holding.index, holding.worker_id)
+        slot.handle.lose_lease.remote(holding.lease_id)
 
     def _drop_watch(self, worker_id: str, lease_id: str | None) -> None:
         watch = self.watches.get(worker_id)
@@ -493,6 +609,8 @@ class JobCoordinator:
                 del self.slots[slot.worker_id]
                 ray.kill(slot.handle, no_restart=True)
                 self.store.release_owner(self.job_id, slot.worker_id)
+                for holding in [h for h in self.holdings.values() if h.worker_id == slot.worker_id]:
+                    del self.holdings[holding.lease_id]
                 log.info("translator %s stopped: job %s is paused", slot.worker_id, self.job_id)
 
     def _reap(self, nodes: list[dict[str, Any]]) -> None:
@@ -545,6 +663,9 @@ class JobCoordinator:
         del self.slots[slot.worker_id]
         self.watches.pop(slot.worker_id, None)
         ray.kill(slot.handle, no_restart=True)
+        # a shard it held with a backup beside goes on with the backup, never back to the queue
+        for holding in [h for h in self.holdings.values() if h.worker_id == slot.worker_id]:
+            self._let_go(holding.index, holding.lease_id)
         released = self.store.release_owner(self.job_id, slot.worker_id)
         self.store.incr_counter(self.job_id, "translator_deaths")
         cause = cause or ("its node left" if node_left else "died")
@@ -592,6 +713,18 @@ class JobCoordinator:
             self._stop_translators()
         except Exception:
             log.exception("could not stop the translators of job %s", self.job_id)
+
+
+def _translate_reply(shard: ShardRecord, lease_id: str) -> dict[str, Any]:
+    return {
+        "action": "translate",
+        "lease": {
+            "index": shard.index,
+            "lease_id": lease_id,
+            "row_start": shard.row_start,
+            "row_end": shard.row_end,
+        },
+    }
 
 
 def self_handle() -> Any:

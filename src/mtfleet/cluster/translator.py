@@ -10,6 +10,7 @@ out of memory first halves the engine's batch budget and translates the shard ag
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -22,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.exceptions import RayError
 
 from mtfleet.cluster.logs import log_to_work_dir
 from mtfleet.cluster.parts import part_path, write_part
 from mtfleet.cluster.plan import UnitLine, UnitReader
 from mtfleet.engines import Engine, load_engine
+from mtfleet.engines.base import Cancelled, cancellable
 from mtfleet.errors import StoreError
 from mtfleet.health import job_checks
 from mtfleet.pipeline import TranslationOutcome, translate_texts
@@ -41,6 +44,9 @@ IDLE_POLL_S = 0.25
 MIN_BATCH_TOKENS = 32
 # Tests only: while the file this names exists, part files cannot be written (no space left).
 FULL_DISK_VARIABLE = "MTFLEET_TEST_FULL_DISK_WHILE"
+# Tests and the bench only: while the file this names exists, each of its lines `NAME FACTOR` makes
+# the translators whose device (cpu1, gpu0) or worker id is NAME take FACTOR times as long a batch.
+SLOW_VARIABLE = "MTFLEET_TEST_SLOW_WHILE"
 
 
 class MachineFault(Exception):
@@ -71,6 +77,8 @@ class Translator:
         # steps done on the current shard, sent with each heartbeat: the coordinator's watchdog
         # restarts a translator whose count stops growing
         self.progress = 0
+        # the current lease's id and the event that cancels its translation (`lose_lease`)
+        self.cancel: tuple[str, threading.Event] | None = None
         log_to_work_dir(self.work_dir, f"translator-{worker_id}")
 
     def info(self) -> dict[str, Any]:
@@ -81,6 +89,13 @@ class Translator:
             "device": self._device(),
             "pid": os.getpid(),
         }
+
+    def lose_lease(self, lease_id: str) -> None:
+        """The coordinator's word that `lease_id` lost its shard to another translator: the
+        translation stops at its next batch."""
+        current = self.cancel
+        if current is not None and current[0] == lease_id:
+            current[1].set()
 
     def _device(self) -> str:
         if not self.gpu_ids:
@@ -156,8 +171,10 @@ class Translator:
         started = time.monotonic()
         self.progress = 0
         stop_heartbeat = threading.Event()
+        cancel = threading.Event()
+        self.cancel = (lease["lease_id"], cancel)
         heartbeat = threading.Thread(
-            target=self._heartbeat, args=(lease, stop_heartbeat), daemon=True
+            target=self._heartbeat, args=(lease, stop_heartbeat, cancel), daemon=True
         )
         heartbeat.start()
         try:
@@ -166,7 +183,8 @@ class Translator:
             except OSError as error:
                 raise MachineFault(_os_fault(units.path, error)) from error
             self.progress += 1
-            outcome = self._translate(engine, [unit.text for unit in shard_units])
+            with cancellable(cancel, _slow_factor(self.worker_id)):
+                outcome = self._translate(engine, [unit.text for unit in shard_units])
             self.progress += 1
             path = part_path(self.work_dir, lease["row_start"], lease["row_end"], lease["lease_id"])
             try:
@@ -185,6 +203,12 @@ class Translator:
             except OSError as error:
                 raise MachineFault(_os_fault(path.parent, error)) from error
             self.progress += 1
+        except Cancelled:
+            log.info(
+                "shard %d: the lease is gone (another translator completed it); stopped",
+                lease["index"],
+            )
+            return False
         except MachineFault as fault:
             stop_heartbeat.set()
             self._report_fault(lease, str(fault))
@@ -270,15 +294,23 @@ class Translator:
                 )
                 time.sleep(wait_s)
 
-    def _heartbeat(self, lease: dict[str, Any], stop: threading.Event) -> None:
-        """Renews the lease at once and every ttl/3, with the shard's progress."""
+    def _heartbeat(
+        self, lease: dict[str, Any], stop: threading.Event, cancel: threading.Event
+    ) -> None:
+        """Renews the lease at once and every ttl/3, with the shard's progress; a reply that the
+        lease is gone cancels the shard's translation."""
         interval = max(0.05, self.spec.lease_ttl_s / 3)
         while True:
-            self.coordinator.heartbeat.remote(
+            renewed = self.coordinator.heartbeat.remote(
                 self.worker_id, lease["index"], lease["lease_id"], self.progress
             )
             if stop.wait(interval):
                 return
+            ready, _ = ray.wait([renewed], timeout=0)
+            # a heartbeat that raised (the store did not answer) says nothing of the lease
+            with contextlib.suppress(RayError):
+                if ready and ray.get(ready[0]) is False:
+                    cancel.set()
 
 
 def _write_part(path: Path, translations: Iterable[UnitLine]) -> None:
@@ -286,6 +318,23 @@ def _write_part(path: Path, translations: Iterable[UnitLine]) -> None:
     if full_disk_while and Path(full_disk_while).exists():
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     write_part(path, translations)
+
+
+def _slow_factor(worker_id: str) -> float:
+    """How many times its own time each batch of this translator takes (SLOW_VARIABLE): 1.0
+    unless a test or the bench made it slow on purpose."""
+    slow_while = os.environ.get(SLOW_VARIABLE)
+    if not slow_while:
+        return 1.0
+    try:
+        lines = Path(slow_while).read_text().splitlines()
+    except FileNotFoundError:
+        return 1.0
+    for line in lines:
+        name, factor = line.split()
+        if name == worker_id or f"-{name}-" in f"-{worker_id}-":
+            return float(factor)
+    return 1.0
 
 
 def _os_fault(where: Path, error: OSError) -> str:

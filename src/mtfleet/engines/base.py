@@ -1,8 +1,14 @@
-"""The Engine protocol: what a translator needs from a model, and nothing of Ray."""
+"""The Engine protocol: what a translator needs from a model, and nothing of Ray; and the cancel
+check its batch loops make, so a translator whose lease is gone stops between two batches."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -49,3 +55,44 @@ class EngineWrapper:
     @max_batch_tokens.setter
     def max_batch_tokens(self, tokens: int) -> None:
         self.engine.max_batch_tokens = tokens
+
+
+class Cancelled(Exception):
+    """The translator's lease on the shard is gone (another translator completed it, or it
+    expired): the translation stops between two batches. Neither a failure nor a fault."""
+
+
+@dataclass
+class _Guard:
+    cancel: threading.Event
+    slow_factor: float
+    batch_started: float
+
+
+_guard: ContextVar[_Guard | None] = ContextVar("mtfleet_cancel_guard", default=None)
+
+
+@contextmanager
+def cancellable(cancel: threading.Event, slow_factor: float = 1.0) -> Iterator[None]:
+    """Engine calls made inside stop with `Cancelled` at the batch after `cancel` is set.
+
+    `slow_factor` above 1 is a test aid: each batch then takes that many times its own time (a
+    deliberately slow translator), waiting on `cancel` so a slow translator still stops at once.
+    """
+    token = _guard.set(_Guard(cancel, slow_factor, time.monotonic()))
+    try:
+        yield
+    finally:
+        _guard.reset(token)
+
+
+def check_cancelled() -> None:
+    """Called by the engines after each batch: raises `Cancelled` once the lease is gone."""
+    guard = _guard.get()
+    if guard is None:
+        return
+    if guard.slow_factor > 1:
+        guard.cancel.wait((guard.slow_factor - 1) * (time.monotonic() - guard.batch_started))
+    if guard.cancel.is_set():
+        raise Cancelled("the lease on this shard is gone")
+    guard.batch_started = time.monotonic()

@@ -32,6 +32,7 @@ from typing import Any
 import transformers
 from transformers import GenerationConfig
 
+from mtfleet.engines.base import check_cancelled
 from mtfleet.engines.tokens import (
     WEIGHT_FILES,
     TokenizedEngine,
@@ -193,6 +194,7 @@ class CT2Engine(TokenizedEngine):
             )
             for i, limit, result in zip(members, member_limits, results, strict=True):
                 outputs[i] = self._capped(result.hypotheses[0], limit)
+            check_cancelled()
         return outputs
 
     def _calls(self, limits: list[int], lengths: list[int]) -> list[list[int]]:

@@ -23,6 +23,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from mtfleet.engines.base import check_cancelled
 from mtfleet.engines.tokens import (
     DECODER_PROMPT_LENGTH,
     TokenizedEngine,
@@ -171,6 +172,7 @@ class HFEngine(TokenizedEngine):
             generated = self._generate([encoded[i] for i in batch])
             for i, ids in zip(batch, generated, strict=True):
                 outputs[i] = ids
+            check_cancelled()
         return outputs
 
     def _generate(self, rows: list[list[int]]) -> list[list[int]]:

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from mtfleet.engines.base import check_cancelled
+
 # Tests of a cluster under disturbance set this so a job lasts long enough to be disturbed.
 DELAY_VARIABLE = "MTFLEET_REVERSE_DELAY_S"
 # Tests of poison rows set this: a segment containing its value makes translate raise.
@@ -91,6 +93,8 @@ class ReverseEngine:
             self.calls.append(list(segments))
         if self.delay_s:
             time.sleep(self.delay_s)
+        # a call is one batch: a cancelled or slowed translator stops or waits here
+        check_cancelled()
         for segment in segments:
             if self.fail_on and self.fail_on in segment:
                 raise ValueError(f"the reverse engine refuses {segment!r}")

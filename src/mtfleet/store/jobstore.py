@@ -424,6 +424,30 @@ class JobStore:
         return renewed == 1
 
     @_retried
+    def hand_over_lease(
+        self, job_id: str, index: int, lease_id: str, to_lease_id: str, to_owner: str, ttl_s: float
+    ) -> bool:
+        """Make `to_lease_id` of `to_owner` the shard's lease in place of `lease_id` (a backup
+        that completed first, or goes on alone): `lease_id` is stale from then on. False,
+        changing nothing, when `lease_id` is no longer current."""
+        with self._transaction(write=True) as conn:
+            handed = conn.execute(
+                sa.update(shards)
+                .where(
+                    shards.c.job_id == job_id,
+                    shards.c.shard_index == index,
+                    shards.c.state == ShardState.LEASED,
+                    shards.c.lease_id == lease_id,
+                )
+                .values(
+                    lease_id=to_lease_id,
+                    lease_owner=to_owner,
+                    lease_expires_at=self._clock() + ttl_s,
+                )
+            ).rowcount
+        return handed == 1
+
+    @_retried
     def complete_shard(
         self,
         job_id: str,

@@ -1,5 +1,6 @@
 """Faults a job meets, made on purpose: a full disk, a PostgreSQL server that restarts, a SQLite
-store another process locks. The fault tests and `bench/chaos.py` inject them with these."""
+store another process locks, a translator slower than the others. The fault and tail tests,
+`bench/chaos.py` and `bench/run.py` inject them with these."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from glob import glob
 from pathlib import Path
 
-from mtfleet.cluster.translator import FULL_DISK_VARIABLE
+from mtfleet.cluster.translator import FULL_DISK_VARIABLE, SLOW_VARIABLE
 
 FILLER_CHUNK = 1024 * 1024
 
@@ -69,6 +70,29 @@ def full_disk(folder: Path, switch: Path, size_mb: int = 16) -> Iterator[FullDis
         disk.free()
         if mounted:
             subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+class SlowTranslators:
+    """A switch that makes some translators slow on purpose (a test aid, never for production):
+    while it is on, each batch of a translator on device `name` (cpu1, gpu0) or with worker id
+    `name` takes `factor` times its own time (`SLOW_VARIABLE`, which must be in the environment
+    of the processes that run translators, such as a Ray cluster started after it is set)."""
+
+    def __init__(self, switch: Path) -> None:
+        self.switch = switch
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return {SLOW_VARIABLE: str(self.switch)}
+
+    @contextlib.contextmanager
+    def slow(self, name: str, factor: float) -> Iterator[None]:
+        """`name`'s translators are `factor` times slower until this exits."""
+        self.switch.write_text(f"{name} {factor}\n")
+        try:
+            yield
+        finally:
+            self.switch.unlink(missing_ok=True)
 
 
 def free_port() -> int:

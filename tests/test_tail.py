@@ -1,0 +1,174 @@
+"""The speculative tail: once no shard is pending, an idle translator backs up the shard of a slower
+one; the first completion wins, the loser stops, and the output is the same bytes.
+
+The engines stop between batches once their lease is gone (`cancellable`); backups go to the
+translator expected to finish first (`pick_backup`); and a job whose one translator is made slow
+on purpose ends with a backup won and the bytes of a clean run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mtfleet.cluster import run_job
+from mtfleet.cluster.tail import UNMEASURED_SLACK, Holding, Rates, pick_backup
+from mtfleet.engines import load_engine
+from mtfleet.engines.base import Cancelled, cancellable
+from mtfleet.store import JobStore, ShardState
+from mtfleet.testing.cluster import local_cluster, repeated_jsonl, reverse_spec
+from mtfleet.testing.faults import SlowTranslators
+from mtfleet.testing.tiny_model import varied_segments
+
+ALPACA = Path(__file__).parents[1] / "examples" / "alpaca_sample.json"
+FIELDS = ["instruction", "input", "output"]
+
+# --- the engines stop between batches
+
+
+@pytest.fixture(scope="module")
+def ct2_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MTFLEET_CACHE", str(tmp_path_factory.mktemp("mtfleet-cache")))
+        yield
+
+
+@pytest.mark.parametrize("engine_name", ["hf", "ct2"])
+def test_an_engine_whose_lease_is_gone_stops_with_cancelled_and_one_still_held_is_unchanged(
+    engine_name: str, tiny_marian_dir: Path, ct2_cache: None
+) -> None:
+    engine = load_engine(
+        engine_name, str(tiny_marian_dir), max_batch_tokens=64, max_length_offset=3, threads=1
+    )
+    segments = varied_segments(24)
+    unguarded = engine.translate(segments)
+
+    with cancellable(threading.Event()):
+        assert engine.translate(segments) == unguarded
+    gone = threading.Event()
+    gone.set()
+    with cancellable(gone), pytest.raises(Cancelled):
+        engine.translate(segments)
+
+
+def test_a_slowed_translator_waiting_out_its_batches_stops_at_once_when_cancelled() -> None:
+    engine = load_engine("reverse", "unused")
+    gone = threading.Event()
+    gone.set()
+    # a factor this large would wait for ever were the wait not cut short by the cancel
+    with cancellable(gone, slow_factor=1e12), pytest.raises(Cancelled):
+        engine.translate(["one segment"])
+
+
+# --- who backs up whom
+
+
+def holding(worker_id: str, since: float, est_tokens: int = 1000, index: int = 0) -> Holding:
+    return Holding(index, f"lease-{worker_id}-{index}", worker_id, est_tokens, since)
+
+
+def rates(**tokens_per_s: float) -> Rates:
+    measured = Rates()
+    for worker_id, rate in tokens_per_s.items():
+        measured.record(worker_id, int(rate * 10), 10.0)
+    return measured
+
+
+def test_a_faster_translator_backs_up_a_slower_ones_shard_and_a_slower_one_does_not() -> None:
+    measured = rates(fast=400.0, slow=100.0)
+    slow_shard = holding("slow", since=0.0)  # due at 10 s; the fast one needs 2.5 s
+    fast_shard = holding("fast", since=0.0)
+
+    assert pick_backup([slow_shard], "fast", measured, now=2.0) is slow_shard
+    assert pick_backup([fast_shard], "slow", measured, now=2.0) is None
+    # near its due time, the slow one needs less than the fast one would
+    assert pick_backup([slow_shard], "fast", measured, now=8.0) is None
+    # long past it, it is taken to need as long again as it is late
+    assert pick_backup([slow_shard], "fast", measured, now=13.0) is slow_shard
+
+
+def test_the_oldest_of_the_shards_worth_backing_up_is_taken() -> None:
+    measured = rates(fast=400.0, slow=100.0, slower=50.0)
+    older, newer = holding("slow", since=1.0, index=1), holding("slower", since=2.0, index=2)
+
+    assert pick_backup([newer, older], "fast", measured, now=3.0) is older
+
+
+def test_a_translator_with_no_completed_shard_never_backs_up_another() -> None:
+    assert pick_backup([holding("slow", since=0.0)], "new", rates(slow=1.0), now=100.0) is None
+
+
+def test_an_owner_with_no_completed_shard_is_backed_up_only_once_late_for_twice_the_median_time() -> (
+    None
+):
+    measured = rates(fast=100.0)  # the median shard rate: its 1000 tokens take 10 s
+    unmeasured = holding("new", since=0.0)
+    due = UNMEASURED_SLACK * 10.0
+
+    assert pick_backup([unmeasured], "fast", measured, now=0.5) is None
+    assert pick_backup([unmeasured], "fast", measured, now=due + 10.0 - 0.5) is None
+    assert pick_backup([unmeasured], "fast", measured, now=due + 10.0 + 0.5) is unmeasured
+
+
+# --- a job with a slow translator
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The alpaca sample twice over, as JSONL: 204 rows."""
+    return repeated_jsonl(ALPACA, 2, tmp_path_factory.mktemp("data") / "alpaca2.jsonl")
+
+
+@pytest.fixture(scope="module")
+def slow_translators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlowTranslators]:
+    """A one-node cluster of two CPU translators, cpu1 of which a test may make slow."""
+    switch = SlowTranslators(tmp_path_factory.mktemp("switch") / "slow")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in switch.environment.items():
+            patch.setenv(name, value)
+        # every call of the reverse engine takes a little, so a slowed one takes long
+        patch.setenv("MTFLEET_REVERSE_DELAY_S", "0.02")
+        with local_cluster(head_cpus=2):
+            yield switch
+
+
+def run(dataset: Path, work: Path, **settings: Any) -> tuple[bytes, dict[str, int], JobStore]:
+    work.mkdir()
+    spec = reverse_spec(dataset, work / "out.jsonl", FIELDS, cpu_translators_per_node=2, **settings)
+    result = run_job(spec, state_dir=work / "state")
+    assert result.state == "succeeded", result.error
+    store = JobStore.for_state_dir(work / "state")
+    return (work / "out.jsonl").read_bytes(), store.get_job(result.job_id).counters, store
+
+
+@pytest.mark.cluster
+def test_a_slow_translators_shard_is_backed_up_the_backup_wins_and_the_bytes_are_a_clean_runs(
+    dataset: Path, slow_translators: SlowTranslators, tmp_path: Path
+) -> None:
+    clean, clean_counters, _ = run(dataset, tmp_path / "clean")
+    with slow_translators.slow("cpu1", 200):
+        output, counters, store = run(dataset, tmp_path / "slow")
+
+    assert output == clean
+    assert counters["backup_leases"] >= 1 and counters["backups_won"] >= 1
+    # the loser's completion, if it came at all, was not counted: one completion a shard
+    assert counters["segments_done"] == clean_counters["segments_done"]
+    (job,) = store.list_jobs()
+    shards = store.shards(job.id)
+    assert all(shard.state is ShardState.DONE for shard in shards)
+    parts = tmp_path / "slow" / "state" / "jobs" / job.id / "parts"
+    assert sorted(parts.iterdir()) == sorted(Path(shard.part_path) for shard in shards)
+
+
+@pytest.mark.cluster
+def test_with_the_tail_off_no_backup_is_taken(
+    dataset: Path, slow_translators: SlowTranslators, tmp_path: Path
+) -> None:
+    with slow_translators.slow("cpu1", 20):
+        _, counters, _ = run(dataset, tmp_path / "off", speculative_tail=False)
+
+    assert "backup_leases" not in counters
