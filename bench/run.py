@@ -86,6 +86,8 @@ PROFILES = {
                 "mtfleet-job-hf beam5",
                 "mtfleet-job-ct2",
                 "mtfleet-job-ct2 x2",
+                "mtfleet-job-ct2 mixed",
+                "mtfleet-job-ct2 mixed no-tail",
             ),
             "long": (),
             "short": ("mtfleet-job-ct2",),

@@ -13,6 +13,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,9 @@ def mtfleet_engine(engine_name: str) -> Callable[[Workload, Settings], Run]:
     return prepare
 
 
+# the switch that makes a mixed fleet's slow translator slow, in the environment of the cluster
+SLOW_SWITCH = Path(tempfile.gettempdir()) / f"mtfleet-bench-slow-{os.getpid()}"
+
 # seconds each start of the bench's local Ray cluster took
 CLUSTER_STARTS: list[float] = []
 
@@ -188,7 +192,10 @@ def start_cluster() -> None:
     Ray belongs to the cluster's life, not to a job's, and is recorded apart (`CLUSTER_STARTS`).
     """
     from mtfleet.cluster.runtime import connect
+    from mtfleet.testing.faults import SlowTranslators
 
+    # the translators find the mixed fleet's switch: they inherit the cluster's environment
+    os.environ.update(SlowTranslators(SLOW_SWITCH).environment)
     clock = time.perf_counter()
     if connect():  # False when the cluster is already up
         CLUSTER_STARTS.append(round(time.perf_counter() - clock, 2))
@@ -202,12 +209,20 @@ def stop_cluster() -> None:
 
 
 def mtfleet_job(
-    engine_name: str, *, translators: int = 1, beam: int = 1, all_cores: bool = False
+    engine_name: str,
+    *,
+    translators: int = 1,
+    beam: int = 1,
+    all_cores: bool = False,
+    slow_factor: float | None = None,
+    speculative_tail: bool = True,
 ) -> Callable[[Workload, Settings], Run]:
     """A whole `mtfleet translate` job on the running local cluster: planned, run, assembled.
 
     Its translators have one thread each, or with `all_cores` the job's default: the node's
-    cores shared among its translators, as the seed pipeline's torch takes every core.
+    cores shared among its translators, as the seed pipeline's torch takes every core. With
+    `slow_factor`, its second translator (cpu1) is made that many times slower on purpose
+    (`mtfleet.testing.faults.SlowTranslators`, a test aid): a mixed fleet.
     """
 
     def prepare(workload: Workload, settings: Settings) -> Run:
@@ -222,29 +237,44 @@ def mtfleet_job(
             from mtfleet.engines.tokens import files_sha256
 
             converted_model(settings.model_dir, files_sha256(settings.model_dir), "int8")
-        state_dir = Path(tempfile.mkdtemp(prefix="job-", dir=settings.work_dir))
+        job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=settings.work_dir))
+        # the output beside the state directory: a job refuses one inside it
+        state_dir = job_dir / "state"
         engine = settings.engine_settings(beam)
         del engine["device"]  # the cluster places translators
         if all_cores:
             engine["threads"] = None
         spec = JobSpec(
             input=str(workload.path),
-            output=str(state_dir / workload.path.name),
+            output=str(job_dir / workload.path.name),
             model=str(settings.model_dir),
             fields=workload.fields,
             engine=engine_name,
             cpu_translators_per_node=translators,
+            speculative_tail=speculative_tail,
             **engine,
+        )
+        from mtfleet.store import JobStore
+        from mtfleet.testing.faults import SlowTranslators
+
+        slow = (
+            SlowTranslators(SLOW_SWITCH).slow("cpu1", slow_factor) if slow_factor else nullcontext()
         )
 
         def run() -> dict[str, Any]:
-            result = run_job(spec, state_dir=state_dir)
+            with slow:
+                result = run_job(spec, state_dir=state_dir)
             if result.state != "succeeded" or result.manifest is None:
                 raise RuntimeError(f"{engine_name} job ended {result.state}: {result.error}")
             manifest = result.manifest
+            with JobStore.for_state_dir(state_dir) as store:
+                counters = store.get_job(result.job_id).counters
             return {
-                key: manifest[key]
-                for key in ("shards", "segments", "segments_unique", "units_failed")
+                **{
+                    key: manifest[key]
+                    for key in ("shards", "segments", "segments_unique", "units_failed")
+                },
+                **{key: counters.get(key, 0) for key in ("backup_leases", "backups_won")},
             }
 
         return run
@@ -268,4 +298,16 @@ SYSTEMS = (
     ),
     System("mtfleet-job-ct2", mtfleet_job("ct2")),
     System("mtfleet-job-ct2 x2", mtfleet_job("ct2", translators=2), notes={"translators": 2}),
+    System(
+        "mtfleet-job-ct2 mixed",
+        mtfleet_job("ct2", translators=2, slow_factor=4),
+        ("alpaca",),
+        notes={"translators": 2, "cpu1": "4x slower on purpose", "speculative_tail": True},
+    ),
+    System(
+        "mtfleet-job-ct2 mixed no-tail",
+        mtfleet_job("ct2", translators=2, slow_factor=4, speculative_tail=False),
+        ("alpaca",),
+        notes={"translators": 2, "cpu1": "4x slower on purpose", "speculative_tail": False},
+    ),
 )

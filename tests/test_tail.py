@@ -114,6 +114,24 @@ def test_an_owner_with_no_completed_shard_is_backed_up_only_once_late_for_twice_
     assert pick_backup([unmeasured], "fast", measured, now=due + 10.0 + 0.5) is unmeasured
 
 
+# --- the setting
+
+
+def test_the_tail_is_on_by_default_and_turning_it_off_keeps_the_job_id() -> None:
+    from typer.testing import CliRunner
+
+    from mtfleet.cli.main import app
+    from mtfleet.spec import JobSpec
+
+    spec = JobSpec(input="in.jsonl", output="out.jsonl", model="m", fields=["text"])
+    off = spec.model_copy(update={"speculative_tail": False})
+    help_text = CliRunner().invoke(app, ["translate", "--help"], env={"COLUMNS": "240"}).output
+
+    assert spec.speculative_tail is True
+    assert off.default_job_id("key") == spec.default_job_id("key")
+    assert "--no-speculative-tail" in help_text
+
+
 # --- a job with a slow translator
 
 
