@@ -9,6 +9,7 @@ on purpose ends with a backup won and the bytes of a clean run.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -190,3 +191,124 @@ def test_with_the_tail_off_no_backup_is_taken(
         _, counters, _ = run(dataset, tmp_path / "off", speculative_tail=False)
 
     assert "backup_leases" not in counters
+
+
+# --- the coordinator's bookkeeping of a shard's two leases
+
+
+class FakeTranslator:
+    """A translator handle that records what the coordinator tells it."""
+
+    def __init__(self) -> None:
+        self.lost: list[str] = []
+        self.lose_lease = self
+
+    def remote(self, lease_id: str) -> None:
+        self.lost.append(lease_id)
+
+
+def bare_coordinator(store: JobStore, job_id: str, workers: list[str]) -> Any:
+    """The coordinator's methods on a real store, with no Ray: the fleet loop never runs."""
+    from mtfleet.cluster.coordinator import JobCoordinator, TranslatorSlot
+    from mtfleet.spec import JobSpec
+
+    plain_class = JobCoordinator.__ray_metadata__.modified_class.__mro__[1]
+    coordinator = object.__new__(plain_class)
+    coordinator.job_id, coordinator.store = job_id, store
+    coordinator.spec = JobSpec(input="in.jsonl", output="out.jsonl", model="m", fields=["text"])
+    coordinator.lock, coordinator.planned = threading.RLock(), threading.Event()
+    coordinator.planned.set()
+    coordinator.slots = {
+        worker: TranslatorSlot(worker, "node", worker, FakeTranslator(), None, None)
+        for worker in workers
+    }
+    coordinator.holdings, coordinator.rates, coordinator.watches = {}, Rates(), {}
+    coordinator.faults_in_a_row = 0
+    coordinator.failures_by_shard = Counter()
+    return coordinator
+
+
+@pytest.fixture
+def tail_store(tmp_path: Path) -> Iterator[tuple[JobStore, str]]:
+    from mtfleet.store import JobState
+    from mtfleet.store.jobstore import ShardPlan
+
+    with JobStore(f"sqlite:///{tmp_path / 'jobs.db'}") as store:
+        plans = [ShardPlan(0, 10, 10, 1000), ShardPlan(10, 20, 10, 1000)]
+        store.create_job("job", {"spec": "of this test"}, plans)
+        store.set_job_state("job", JobState.RUNNING)
+        yield store, "job"
+
+
+def backed_up(store: JobStore, job_id: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """fast completes shard 0 (its rate measured) while slow holds shard 1; then fast, with no
+    shard pending, gets a backup lease on shard 1."""
+    coordinator = bare_coordinator(store, job_id, ["fast", "slow"])
+    first = coordinator.lease("fast")["lease"]
+    primary = coordinator.lease("slow")["lease"]
+    assert coordinator.complete("fast", 0, first["lease_id"], "fast.part", {"elapsed_s": 1.0})
+    # slow's shard is due in 1 s at fast's rate x UNMEASURED_SLACK; make it late
+    coordinator.holdings[primary["lease_id"]].since -= 60
+    reply = coordinator.lease("fast")
+    assert reply["action"] == "translate"
+    backup = reply["lease"]
+    assert (backup["index"], backup["row_start"]) == (primary["index"], primary["row_start"])
+    assert backup["lease_id"] != primary["lease_id"]
+    assert coordinator.lease("fast") == {"action": "wait"}  # at most one backup a shard
+    return coordinator, primary, backup
+
+
+def test_a_backup_that_completes_first_wins_and_the_primary_is_told_to_stop_and_refused(
+    tail_store: tuple[JobStore, str], tmp_path: Path
+) -> None:
+    store, job_id = tail_store
+    coordinator, primary, backup = backed_up(store, job_id)
+    late_part = tmp_path / "slow.part"
+    late_part.write_text("")
+
+    assert coordinator.heartbeat("fast", 1, backup["lease_id"])
+    assert coordinator.complete("fast", 1, backup["lease_id"], "backup.part", {"elapsed_s": 1})
+    assert coordinator.slots["slow"].handle.lost == [primary["lease_id"]]
+    assert not coordinator.heartbeat("slow", 1, primary["lease_id"])
+    assert not coordinator.complete("slow", 1, primary["lease_id"], str(late_part), {})
+    assert not late_part.exists()
+    assert store.shard(job_id, 1).part_path == "backup.part"
+    assert store.get_job(job_id).counters == {
+        "backup_leases": 1,
+        "backups_won": 1,
+        "segments_done": 0,
+    }
+
+
+def test_a_primary_that_completes_first_tells_the_backup_to_stop(
+    tail_store: tuple[JobStore, str],
+) -> None:
+    store, job_id = tail_store
+    coordinator, primary, backup = backed_up(store, job_id)
+
+    assert coordinator.complete("slow", 1, primary["lease_id"], "primary.part", {})
+    assert coordinator.slots["fast"].handle.lost == [backup["lease_id"]]
+    assert not coordinator.heartbeat("fast", 1, backup["lease_id"])
+    assert not coordinator.complete("fast", 1, backup["lease_id"], "backup.part", {})
+    assert "backups_won" not in store.get_job(job_id).counters
+
+
+def test_a_failing_backup_leaves_the_primary_alone_and_a_failing_primary_hands_over_uncounted(
+    tail_store: tuple[JobStore, str],
+) -> None:
+    store, job_id = tail_store
+    coordinator, primary, backup = backed_up(store, job_id)
+
+    coordinator.fail("fast", 1, backup["lease_id"], "ValueError: the backup's")
+    assert store.shard(job_id, 1).lease_id == primary["lease_id"]
+
+    backup = coordinator.lease("fast")["lease"]
+    coordinator.fault("slow", 1, primary["lease_id"], "No space left on the primary's disk.")
+    shard = store.shard(job_id, 1)
+    assert (shard.state, shard.lease_id, shard.lease_owner) == (
+        ShardState.LEASED,
+        backup["lease_id"],
+        "fast",
+    )
+    assert coordinator.failures_by_shard[1] == 0
+    assert coordinator.complete("fast", 1, backup["lease_id"], "backup.part", {})
