@@ -26,7 +26,12 @@ from typing import Any
 
 import ray
 from ray.autoscaler.sdk import request_resources
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    ActorUnschedulableError,
+    RayActorError,
+)
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mtfleet.cluster.assemble import assemble
@@ -621,7 +626,8 @@ class JobCoordinator:
             alive_nodes = {n["NodeID"] for n in nodes if n.get("Alive")}
             for slot in list(self.slots.values()):
                 if slot.info_ref is not None and _ready(slot.info_ref):
-                    with contextlib.suppress(RayActorError):
+                    # a translator whose node left before it started is unschedulable
+                    with contextlib.suppress(RayActorError, ActorUnschedulableError):
                         slot.info = ray.get(slot.info_ref)
                     slot.info_ref = None
                 if slot.node_id not in alive_nodes:
@@ -631,7 +637,12 @@ class JobCoordinator:
                     continue
                 try:
                     ray.get(slot.run_ref)
-                except (RayActorError, ActorDiedError, ActorUnavailableError):
+                except (
+                    RayActorError,
+                    ActorDiedError,
+                    ActorUnavailableError,
+                    ActorUnschedulableError,
+                ):
                     self._forget(slot, node_left=False)
                     continue
                 except Exception as error:
