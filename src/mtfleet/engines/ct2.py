@@ -34,6 +34,7 @@ from transformers import GenerationConfig
 
 from mtfleet.engines.tokens import (
     WEIGHT_FILES,
+    ModelTokenizer,
     TokenizedEngine,
     files_sha256,
     load_failure,
@@ -118,10 +119,17 @@ class CT2Engine(TokenizedEngine):
         self._eos_token_ids = token_id_set(generation.eos_token_id)
         self._forced_eos_token_ids = token_id_set(generation.forced_eos_token_id)
         self._decoding = self._decoding_options(generation)
-        forced_bos = self.tokens.forced_bos_token_id
-        self._target_prefix = (
-            None if forced_bos is None else [self.tokenizer.convert_ids_to_tokens(forced_bos)]
-        )
+        self._target_prefix = self._prefix_of(self.tokens)
+
+    def for_target(self, tgt_lang: str | None) -> CT2Engine:
+        other = super().for_target(tgt_lang)
+        other._target_prefix = other._prefix_of(other.tokens)
+        return other
+
+    def _prefix_of(self, tokens: ModelTokenizer) -> list[str] | None:
+        """The decoder's prefix: the target language's token, for the families that force it."""
+        forced_bos = tokens.forced_bos_token_id
+        return None if forced_bos is None else [self.tokenizer.convert_ids_to_tokens(forced_bos)]
 
     # --- the Engine protocol (count_tokens and translate are TokenizedEngine's)
 
