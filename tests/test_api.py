@@ -466,6 +466,34 @@ def test_the_client_submits_waits_and_reads_the_manifest(
     assert node["state"] == "alive" and node["head"]
 
 
+def test_a_job_into_several_languages_takes_a_list_and_shows_each_language(
+    client: mtfleet.Client, http: httpx.Client, data_root: Path
+) -> None:
+    job = client.submit(
+        input="small.jsonl",
+        output="out/languages.{tgt_lang}.jsonl",
+        fields=["text"],
+        tgt_lang=["de", "fr", "hi"],
+        **REVERSE,
+    )
+
+    final = job.wait(poll_s=0.2, timeout_s=60)
+
+    assert final["state"] == "succeeded", final["error"]
+    assert [target["tgt_lang"] for target in final["targets"]] == ["de", "fr", "hi"]
+    for target in final["targets"]:
+        assert (target["units_done"], target["units_total"]) == (6, 6)
+        assert target["output"] == str(data_root / "out" / f"languages.{target['tgt_lang']}.jsonl")
+        assert read_jsonl(Path(target["output"])) == reversed_rows(SMALL_ROWS, ["text"])
+    assert list(job.manifest()["targets"]) == ["de", "fr", "hi"]
+    as_comma_string = http.post(
+        "/v1/jobs",
+        json={**SMALL_JOB, "output": "out/commas.{tgt_lang}.jsonl", "tgt_lang": "de,de"},
+    )
+    assert as_comma_string.status_code == 422
+    assert "de is given more than once" in as_comma_string.json()["error"]
+
+
 def test_the_client_pauses_resumes_and_cancels(client: mtfleet.Client) -> None:
     job = client.submit(**big_job(output="out/client-steer.jsonl", job_id="client-steer"))
     # a job is planned before it runs, and only a running job can pause

@@ -24,7 +24,15 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from mtfleet.api.paths import DataRoot
-from mtfleet.api.views import Failure, JobNode, JobSummary, JobView, Node, Translator
+from mtfleet.api.views import (
+    Failure,
+    JobNode,
+    JobSummary,
+    JobView,
+    Node,
+    TargetProgress,
+    Translator,
+)
 from mtfleet.cluster import JobHandle, start_coordinator, submit_job
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
 from mtfleet.cluster.job import (
@@ -34,6 +42,7 @@ from mtfleet.cluster.job import (
     resolve_spec,
     store_url_for,
 )
+from mtfleet.cluster.targets import target_progress
 from mtfleet.data import dataset_files
 from mtfleet.errors import ApiError, JobError, ModelError, MtfleetError
 from mtfleet.spec import MAX_GPUS, JobSpec, input_key
@@ -204,6 +213,10 @@ class JobService:
             translators=translators,
             nodes=_job_nodes(self.store.work_by_translator(job_id), translators),
             health=(record.manifest or {}).get("health"),
+            targets=[
+                TargetProgress(**{**target, "output": _readable(target["output"])})
+                for target in target_progress(record.spec, progress)
+            ],
         )
 
     def pause(self, job_id: str) -> JobView:

@@ -31,6 +31,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from mtfleet.cluster.assemble import assemble
 from mtfleet.cluster.logs import log_path, log_to_work_dir
 from mtfleet.cluster.plan import UnitReader, plan_job
+from mtfleet.cluster.targets import target_progress
 from mtfleet.cluster.translator import Translator
 from mtfleet.errors import MtfleetError, StoreError
 from mtfleet.retry import backoff_s, retry
@@ -338,13 +339,15 @@ class JobCoordinator:
 
     def progress(self) -> dict[str, Any]:
         job = self.store.get_job(self.job_id)
+        progress = self.store.progress(self.job_id)
         return {
             "job_id": self.job_id,
             "state": job.state.value,
             "error": job.error,
             "counters": job.counters,
             "translators": self.translators(),
-            **self.store.progress(self.job_id),
+            **progress,
+            "targets": target_progress(job.spec, progress),
         }
 
     def translators(self) -> list[dict[str, Any]]:

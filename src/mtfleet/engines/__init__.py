@@ -81,7 +81,8 @@ def check_model(
 
     Checks the engine name, the model directory (or hub id), its config, tokenizer and languages;
     it loads no weights. A model with code of its own is refused without `trust_remote_code`,
-    IndicTrans2 without its preprocessor; each of several targets is checked. Raises ModelError with one sentence naming what is wrong.
+    IndicTrans2 without its preprocessor; each of several targets is checked. Raises ModelError
+    with one sentence naming what is wrong.
     """
     if name not in ENGINES:
         raise _unknown_engine(name)
