@@ -13,7 +13,7 @@ batch repeated under each target's `target_prefix` beats a call per target.
 
 Writes bench/results/multi_target.json and .png, and prints the README's table.
 
-    .venv/bin/python bench/multi_target.py [--rows 102] [--d-model 128] [--layers 3]
+    .venv/bin/python bench/multi_target.py [--rows 34] [--d-model 64] [--layers 2] [--skip-ct2]
 """
 
 from __future__ import annotations
@@ -204,9 +204,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=102, help="alpaca rows (default: the sample)")
-    parser.add_argument("--d-model", type=int, default=128)
-    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=34, help="alpaca rows (default 34)")
+    parser.add_argument("--d-model", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--skip-ct2", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -596,6 +597,25 @@ def test_console_submit_watch_jobs_and_status(mtfleet_cli: Any, data_root: Path)
         and "ETA 0:00:00" in shown.stdout
     )
     assert mtfleet_cli("status", "cli", "--watch").exit_code == 0
+
+
+def test_console_submit_takes_several_languages_and_status_lists_them(
+    mtfleet_cli: Any, data_root: Path
+) -> None:
+    submitted = mtfleet_cli(
+        "submit", "small.jsonl", "-m", "reverse", "-f", "text", "-o", "out/cli.{tgt_lang}.jsonl",
+        "--engine", "reverse", "--tgt-lang", "de,fr", "--job-id", "cli-languages", "--watch",
+        "--poll", "0.2",
+    )  # fmt: skip
+
+    assert submitted.exit_code == 0, submitted.output
+    for code in ("de", "fr"):
+        translated = read_jsonl(data_root / "out" / f"cli.{code}.jsonl")
+        assert translated == reversed_rows(SMALL_ROWS, ["text"])
+    shown = mtfleet_cli("status", "cli-languages")
+    assert shown.exit_code == 0
+    assert re.search(r"de\s+6/6\s+6\s+\S*cli\.de\.jsonl", shown.stdout), shown.stdout
+    assert re.search(r"fr\s+6/6\s+6\s+\S*cli\.fr\.jsonl", shown.stdout), shown.stdout
 
 
 def test_console_pause_resume_and_cancel_a_running_job(

@@ -71,11 +71,14 @@ def translate_to_targets(
     *,
     protection: Protection = NO_PROTECTION,
     checks: dict[str, HealthChecks | None] | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> dict[str, TranslationOutcome]:
     """`translate_texts` into each target language of `engines`, by target. Where one encoding
     serves every target, the distinct segments are decoded for all targets first, a batch encoded
     once; each target's translation then takes its own from them, as if it were translated alone.
+    `on_step` is called after that and after each target: a shard's progress, for the watchdog.
     """
+    step = on_step or (lambda: None)
     engine_of = engines.engines
     if engines.shared is not None and texts:
         first = engines.engines[engines.targets[0]]
@@ -85,12 +88,14 @@ def translate_to_targets(
             dict.fromkeys(piece.text for found in pieces for piece in found if piece.translate)
         )
         engine_of = engines.prefetched({target: unique for target in engines.targets})
-    return {
-        target: translate_texts(
+        step()
+    outcomes = {}
+    for target, engine in engine_of.items():
+        outcomes[target] = translate_texts(
             texts, engine, protection=protection, checks=(checks or {}).get(target)
         )
-        for target, engine in engine_of.items()
-    }
+        step()
+    return outcomes
 
 
 def _translate(

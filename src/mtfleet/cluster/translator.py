@@ -230,7 +230,13 @@ class Translator:
                     for target, one in engine.engines.items()
                 }
                 return dict(
-                    translate_to_targets(texts, engine, protection=self.protection, checks=checks)
+                    translate_to_targets(
+                        texts,
+                        engine,
+                        protection=self.protection,
+                        checks=checks,
+                        on_step=self._step,
+                    )
                 )
             except Exception as error:
                 if not _out_of_memory(error):
@@ -251,6 +257,10 @@ class Translator:
                     engine.max_batch_tokens,
                     error,
                 )
+
+    def _step(self) -> None:
+        """One more step of the current shard done: the watchdog sees it growing."""
+        self.progress += 1
 
     def _report_fault(self, lease: dict[str, Any] | None, sentence: str) -> None:
         """Tells the coordinator of a fault (the lease's shard goes back with no attempt counted)
