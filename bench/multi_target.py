@@ -3,9 +3,11 @@
 The alpaca workload goes to three targets (mar_Deva, hin_Deva, tam_Taml) with a tiny NLLB-shaped
 model built here (random weights, NLLB's tokenizer class and codes): once as one job with
 `--tgt-lang mar_Deva,hin_Deva,tam_Taml`, once as three jobs of one target each, all in one local
-Ray cluster started once, on the HF engine (one encoding per batch serves the three targets). The
-ratio is three jobs' time over one job's; each language's output is checked byte for byte against
-its job alone.
+Ray cluster started once, on the HF engine (one encoding per batch serves the three targets), in
+turn for a few rounds, and once on the ct2 engine (the batch repeated per target). The ratio is
+three jobs' time over one job's; each language's output is checked byte for byte against its job
+alone. The tiny model's random output is flagged by the health checks nearly everywhere, so every
+unit is translated again once per language in both: a real model's jobs retry far fewer.
 
 Then the engines alone, the same distinct segments without the job around them: the HF engine's
 shared encoding against a translation per target, and for CTranslate2 whether one call with the
@@ -13,7 +15,8 @@ batch repeated under each target's `target_prefix` beats a call per target.
 
 Writes bench/results/multi_target.json and .png, and prints the README's table.
 
-    .venv/bin/python bench/multi_target.py [--rows 34] [--d-model 64] [--layers 2] [--skip-ct2]
+    .venv/bin/python bench/multi_target.py [--rows 34] [--d-model 64] [--layers 2] [--rounds 2]
+        [--skip-ct2]
 """
 
 from __future__ import annotations
@@ -69,40 +72,41 @@ def timed_job(spec: JobSpec, state_dir: Path) -> tuple[float, dict[str, Any]]:
     return elapsed, result.manifest or {}
 
 
-def jobs(workload: Any, model: Path, work: Path, engine: str) -> dict[str, Any]:
-    """One job into three languages, then three jobs into one each; outputs compared."""
-    (work / "one").mkdir()
-    (work / "three").mkdir()
-    one_s, manifest = timed_job(
-        job_spec(
-            workload,
-            model,
-            str(work / "one" / "alpaca.{tgt_lang}.jsonl"),
-            ",".join(TARGETS),
-            engine,
-        ),
-        work / "state-one",
-    )
-    three = {}
-    for target in TARGETS:
-        three[target], _ = timed_job(
-            job_spec(
-                workload, model, str(work / "three" / f"alpaca.{target}.jsonl"), target, engine
-            ),
-            work / f"state-{target}",
+def jobs(workload: Any, model: Path, work: Path, engine: str, rounds: int) -> dict[str, Any]:
+    """One job into three languages, then three jobs into one each, `rounds` times in turn; each
+    configuration's best round counts (the cores are shared). Outputs compared byte for byte."""
+    one_s, three, identical, manifest = [], [], {}, {}
+    for round_ in range(rounds):
+        folder = work / f"{engine}-{round_}"
+        (folder / "one").mkdir(parents=True)
+        (folder / "three").mkdir()
+        together = str(folder / "one" / "alpaca.{tgt_lang}.jsonl")
+        seconds, manifest = timed_job(
+            job_spec(workload, model, together, ",".join(TARGETS), engine), folder / "state-one"
         )
-    identical = {
-        target: (work / "one" / f"alpaca.{target}.jsonl").read_bytes()
-        == (work / "three" / f"alpaca.{target}.jsonl").read_bytes()
-        for target in TARGETS
-    }
-    three_s = sum(three.values())
+        one_s.append(seconds)
+        each = {}
+        for target in TARGETS:
+            alone = str(folder / "three" / f"alpaca.{target}.jsonl")
+            each[target], _ = timed_job(
+                job_spec(workload, model, alone, target, engine), folder / f"state-{target}"
+            )
+            identical[f"{target}, round {round_}"] = (
+                folder / "one" / f"alpaca.{target}.jsonl"
+            ).read_bytes() == Path(alone).read_bytes()
+        three.append(each)
+    best_three = min(three, key=lambda each: sum(each.values()))
     return {
-        "what": f"mtfleet translate, {engine} engine, one local Ray cluster, one CPU translator",
-        "one_job_s": round(one_s, 2),
-        "three_jobs_s": round(three_s, 2),
-        "each_job_s": {target: round(seconds, 2) for target, seconds in three.items()},
-        "ratio": round(three_s / one_s, 2),
+        "what": f"mtfleet translate, {engine} engine, one local Ray cluster, one CPU translator; "
+        f"best of {rounds} rounds",
+        "one_job_s": round(min(one_s), 2),
+        "three_jobs_s": round(sum(best_three.values()), 2),
+        "each_job_s": {target: round(seconds, 2) for target, seconds in best_three.items()},
+        "rounds": {
+            "one_job_s": [round(seconds, 2) for seconds in one_s],
+            "three_jobs_s": [round(sum(each.values()), 2) for each in three],
+        },
+        "ratio": round(sum(best_three.values()) / min(one_s), 2),
         "outputs_identical": identical,
         "segments_unique": manifest.get("segments_unique"),
         "encoder_shared": (manifest.get("engine_signature") or {}).get("encoder_shared"),
@@ -207,6 +211,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=34, help="alpaca rows (default 34)")
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the HF jobs")
     parser.add_argument("--skip-ct2", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -230,7 +235,9 @@ def main() -> None:
         if not args.skip_ct2:
             results["ct2_repeated_batch"] = ct2_repeated_batch(workload.texts(), model)
         connect()
-        results["jobs"] = jobs(workload, model, work, "hf")
+        results["jobs"] = jobs(workload, model, work, "hf", args.rounds)
+        if not args.skip_ct2:
+            results["jobs_ct2"] = jobs(workload, model, work, "ct2", 1)
     results.update(
         {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -251,6 +258,15 @@ def table(results: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: | --- |",
         f"| jobs (`mtfleet translate`, HF engine) | {job['three_jobs_s']} s | "
         f"{job['one_job_s']} s | **{job['ratio']}x** | {all(job['outputs_identical'].values())} |",
+    ]
+    ct2_job = results.get("jobs_ct2")
+    if ct2_job:
+        lines.append(
+            f"| jobs (`mtfleet translate`, ct2 engine) | {ct2_job['three_jobs_s']} s | "
+            f"{ct2_job['one_job_s']} s | **{ct2_job['ratio']}x** | "
+            f"{all(ct2_job['outputs_identical'].values())} |"
+        )
+    lines += [
         f"| HF engine alone (shared encoder) | {engine['per_target_s']} s | "
         f"{engine['shared_encoder_s']} s | {engine['ratio']}x | {engine['identical']} |",
     ]

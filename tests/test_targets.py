@@ -10,8 +10,10 @@ import torch
 from pydantic import ValidationError
 
 from mtfleet.engines import check_model, load_engine
+from mtfleet.engines.ct2 import CT2Engine
 from mtfleet.engines.hf import HFEngine
 from mtfleet.errors import ModelError
+from mtfleet.health import job_checks
 from mtfleet.pipeline import translate_texts, translate_to_targets
 from mtfleet.spec import JobSpec
 from mtfleet.testing.tiny_model import build_tiny_model, varied_segments
@@ -104,9 +106,7 @@ def test_one_encoding_per_batch_decodes_what_each_target_alone_does(
     for target in targets:
         alone = HFEngine(model, src_lang=source, tgt_lang=target, beam=beam, **SETTINGS)
         assert together[target].translations == translate_texts(texts, alone).translations
-        assert engines.engines[target].generate_token_ids(texts) == alone.generate_token_ids(
-            texts
-        )
+        assert engines.engines[target].generate_token_ids(texts) == alone.generate_token_ids(texts)
 
 
 def test_a_family_that_tags_its_sources_translates_once_per_target(
@@ -122,4 +122,50 @@ def test_a_family_that_tags_its_sources_translates_once_per_target(
     assert engines.shared is None
     for target in targets:
         alone = HFEngine(model, tgt_lang=target, **SETTINGS)
+        assert together[target].translations == translate_texts(texts, alone).translations
+
+
+def test_health_checks_retry_each_language_as_a_job_into_it_alone_does(
+    model_dirs: dict[str, Path],
+) -> None:
+    source, targets = LANGUAGES["nllb"]
+    model = str(model_dirs["nllb"])
+    spec = JobSpec(
+        **{**BASE, "model": model},
+        output="out.{tgt_lang}.jsonl",
+        src_lang=source,
+        tgt_lang=targets,
+    )
+    engines = load_engine("hf", model, src_lang=source, tgt_lang=targets, **SETTINGS)
+    protection, _ = job_checks(spec, engines)
+    checks = {t: job_checks(spec.for_target(t), engines.engines[t])[1] for t in targets}
+    texts = varied_segments(6, seed=7)
+
+    together = translate_to_targets(texts, engines, protection=protection, checks=checks)
+
+    for target in targets:
+        alone = HFEngine(model, src_lang=source, tgt_lang=target, **SETTINGS)
+        _, alone_checks = job_checks(spec.for_target(target), alone)
+        expected = translate_texts(texts, alone, protection=protection, checks=alone_checks)
+        assert together[target].flags == expected.flags
+        assert any(together[target].flags), "a random model's output is flagged and retried"
+        assert together[target].translations == expected.translations
+
+
+@pytest.mark.parametrize("family", ["nllb", "m2m100"])
+def test_ct2_decodes_the_batch_repeated_per_target_as_each_target_alone(
+    family: str, model_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MTFLEET_CACHE", str(tmp_path / "cache"))
+    source, targets = LANGUAGES[family]
+    model = str(model_dirs[family])
+    settings = {"src_lang": source, "compute_type": "float32", "threads": 1, **SETTINGS}
+    engines = load_engine("ct2", model, tgt_lang=targets, **settings)
+    texts = varied_segments(20, seed=8)
+
+    together = translate_to_targets(texts, engines)
+
+    assert engines.shared is not None
+    for target in targets:
+        alone = CT2Engine(model, tgt_lang=target, **settings)
         assert together[target].translations == translate_texts(texts, alone).translations
