@@ -25,14 +25,11 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mtfleet.cluster.job import run_job
 from mtfleet.cluster.runtime import connect
@@ -40,8 +37,8 @@ from mtfleet.engines import load_engine
 from mtfleet.engines.targets import TargetEngines
 from mtfleet.manifest import versions
 from mtfleet.pipeline import translate_texts, translate_to_targets
+from mtfleet.random_models import build_tiny_model
 from mtfleet.spec import JobSpec
-from mtfleet.testing.tiny_model import build_tiny_model
 from workloads import alpaca
 
 RESULTS = Path(__file__).resolve().parent / "results" / "multi_target.json"

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from mtfleet.cli.main import app
 from mtfleet.cluster.assemble import outputs_intact
-from mtfleet.testing.tiny_model import build_tiny_model
+from mtfleet.random_models import build_tiny_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 

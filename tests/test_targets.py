@@ -15,8 +15,8 @@ from mtfleet.engines.hf import HFEngine
 from mtfleet.errors import ModelError
 from mtfleet.health import job_checks
 from mtfleet.pipeline import translate_texts, translate_to_targets
+from mtfleet.random_models import build_tiny_model, varied_segments
 from mtfleet.spec import JobSpec
-from mtfleet.testing.tiny_model import build_tiny_model, varied_segments
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 
