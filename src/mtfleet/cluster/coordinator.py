@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import secrets
 import threading
 import time
 from collections import Counter
@@ -123,6 +124,8 @@ class JobCoordinator:
         self.stopping = threading.Event()
         self.fleet_thread: threading.Thread | None = None
         self.placed = 0
+        # in worker ids: a detached translator of an earlier incarnation never passes for one of ours
+        self.incarnation = secrets.token_hex(2)
         # jobs that want translators now, this one included: a node's devices are shared by them
         self.sharing_jobs = 1
         self.pool: Any = None
@@ -516,7 +519,7 @@ class JobCoordinator:
         """A warm translator of this job's engine key on the node, or a new one (idle ones of other
         models there are evicted first: this job needs their devices)."""
         self.placed += 1
-        worker_id = f"{node_id[:8]}-{device}-{self.placed}"
+        worker_id = f"{node_id[:8]}-{device}-{self.incarnation}{self.placed}"
         on_gpu = device.startswith("gpu")
         threads = self._threads(free_cpus)
         key = engine_key(self.spec, "gpu" if on_gpu else "cpu", threads)
@@ -576,7 +579,7 @@ class JobCoordinator:
                 continue
             slot.placed_at = now
             self.placed += 1
-            worker_id = f"{node_id[:8]}-{slot.device}-{self.placed}"
+            worker_id = f"{node_id[:8]}-{slot.device}-{self.incarnation}{self.placed}"
             handle = self._attach_warm(slot.key, node_id, worker_id)
             if handle is None:
                 self._ask_pool("evict", node_id, slot.key)
