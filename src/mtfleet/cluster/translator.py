@@ -183,8 +183,11 @@ class Translator:
             return "cpu"
         import torch
 
-        # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU, so it is always cuda:0 here.
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPUs: they are cuda:0... here, and a
+        # translator of --gpus-per-translator K splits its model over all K (`cuda:0,1`).
+        return "cuda:" + ",".join(str(index) for index in range(len(self.gpu_ids)))
 
     def _serve_job(self) -> dict[str, Any]:
         """The lease loop of one job."""
