@@ -523,10 +523,9 @@ class JobCoordinator:
         on_gpu = device.startswith("gpu")
         threads = self._threads(free_cpus)
         key = engine_key(self.spec, "gpu" if on_gpu else "cpu", threads)
-        handle = self._attach_warm(key, node_id, worker_id) if self.keep_warm_s else None
+        handle = self._attach_warm(key, node_id, worker_id)
         if handle is None:
-            if self.keep_warm_s:
-                self._ask_pool("evict", node_id, key)
+            self._ask_pool("evict", node_id, key)
             handle = Translator.options(
                 num_gpus=self.spec.gpus_per_translator if on_gpu else 0,
                 num_cpus=0 if on_gpu else min(1, free_cpus),
@@ -571,8 +570,6 @@ class JobCoordinator:
     def _unblock(self, node_id: str, slots: list[TranslatorSlot]) -> None:
         """A translator still waiting for its device: idle translators of other models on its
         node are evicted, or a warm one of its own key (a job that just ended) takes its place."""
-        if not self.keep_warm_s:
-            return
         now = time.monotonic()
         for slot in slots:
             if slot.info_ref is None or now - slot.placed_at < PENDING_S or _ready(slot.info_ref):
