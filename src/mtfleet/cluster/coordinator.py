@@ -540,15 +540,16 @@ class JobCoordinator:
                 on_gpu,
                 threads,
             )
-            info_ref = handle.info.remote()
             log.info("placed translator %s on node %s", worker_id, node_id)
         else:
-            info_ref = handle.info.remote()
             log.info("took warm translator %s on node %s", worker_id, node_id)
-        slot = TranslatorSlot(worker_id, node_id, device, handle, None, info_ref, key=key)
+        self._start_loop(TranslatorSlot(worker_id, node_id, device, handle, None, None, key=key))
+
+    def _start_loop(self, slot: TranslatorSlot) -> None:
         # The slot exists before the loop starts, so the translator's first lease finds it.
-        self.slots[worker_id] = slot
-        slot.run_ref = handle.run.remote()
+        self.slots[slot.worker_id] = slot
+        slot.info_ref = slot.handle.info.remote()
+        slot.run_ref = slot.handle.run.remote()
 
     def _attach_warm(self, key: str, node_id: str, worker_id: str) -> Any | None:
         """A warm translator from the pool, attached to this job, or None."""
@@ -583,11 +584,9 @@ class JobCoordinator:
                 continue
             del self.slots[slot.worker_id]
             ray.kill(slot.handle, no_restart=True)
-            warm = TranslatorSlot(
-                worker_id, node_id, slot.device, handle, None, handle.info.remote(), key=slot.key
+            self._start_loop(
+                TranslatorSlot(worker_id, node_id, slot.device, handle, None, None, key=slot.key)
             )
-            self.slots[worker_id] = warm
-            warm.run_ref = handle.run.remote()
             log.info("warm translator %s took the place of waiting %s", worker_id, slot.worker_id)
 
     def _release_idle_translators(self, worker_ids: set[str] | None, why: str) -> None:
@@ -605,23 +604,23 @@ class JobCoordinator:
                 ):
                     continue
                 del self.slots[slot.worker_id]
-                self._let_go(slot, keep_warm=True)
+                if not self._let_go(slot, keep_warm=True):
+                    self.store.release_owner(self.job_id, slot.worker_id)
                 log.info("translator %s let go: job %s is %s", slot.worker_id, self.job_id, why)
 
-    def _let_go(self, slot: TranslatorSlot, keep_warm: bool) -> None:
-        """Hands a translator no longer in `slots` to the warm pool, or stops it."""
+    def _let_go(self, slot: TranslatorSlot, keep_warm: bool) -> bool:
+        """Hands a translator no longer in `slots` to the warm pool (True), or stops it."""
         if keep_warm and self.keep_warm_s:
             try:
                 ray.get(slot.handle.release.remote(self.keep_warm_s), timeout=POOL_CALL_S)
             except (RayActorError, GetTimeoutError):
                 ray.kill(slot.handle, no_restart=True)
-                return
+                return False
             gpus = self.spec.gpus_per_translator if slot.device.startswith("gpu") else 0
-            pool = self._pool()
-            pool.keep.remote(slot.handle, slot.key, slot.node_id, gpus, self.keep_warm_s)
-            return
+            self._pool().keep.remote(slot.handle, slot.key, slot.node_id, gpus, self.keep_warm_s)
+            return True
         ray.kill(slot.handle, no_restart=True)
-        self.store.release_owner(self.job_id, slot.worker_id)
+        return False
 
     def _reap(self, nodes: list[dict[str, Any]]) -> None:
         """Forgets translators that died, hung or whose node left, and puts their shards back at
@@ -691,8 +690,7 @@ class JobCoordinator:
             self.watches.clear()
             for slot in slots:
                 self._let_go(slot, keep_warm)
-        if self.pool is not None or self.spec.gpus:
-            self._ask_pool("leave", self.job_id)
+        self._ask_pool("leave", self.job_id)
 
     def _finish(self) -> None:
         # every shard is done: the translators go warm now, for the next job, while this assembles
