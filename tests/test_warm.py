@@ -14,10 +14,13 @@ import pytest
 import ray
 from ray.exceptions import RayActorError
 
+from mtfleet.api.server import ServerSettings
 from mtfleet.cluster import pool as pool_module
 from mtfleet.cluster import prepare_job, run_job, start_coordinator
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
+from mtfleet.cluster.job import with_keep_warm
 from mtfleet.cluster.pool import JOB_SILENCE_S, JobRegistry, warm_pool
+from mtfleet.errors import ApiError
 from mtfleet.spec import JobSpec
 from mtfleet.testing.cluster import JobThread, local_cluster, repeated_jsonl, reverse_spec, wait_for
 from mtfleet.testing.engines import DELAY_VARIABLE
@@ -223,3 +226,17 @@ def test_a_translator_spans_k_gpus_of_one_node_and_cpu_translators_use_the_cores
         ray.kill(coordinator, no_restart=True)
     assert len(gpu_sets) == 2 and all(len(ids) == 2 for ids in gpu_sets)
     assert sorted(i for ids in gpu_sets for i in ids) == [0, 1, 2, 3]
+
+
+def test_a_job_keeps_its_own_keep_warm_time_else_the_clusters_default(dataset: Path) -> None:
+    spec = make_spec(dataset, dataset.with_suffix(".out.jsonl"))
+    assert with_keep_warm(spec, 300).keep_warm_s == 300
+    assert with_keep_warm(spec.model_copy(update={"keep_warm_s": 0}), 300).keep_warm_s == 0
+    # a run setting: the job is the same job, whatever its translators' keep-warm time
+    assert with_keep_warm(spec, 300).default_job_id("k") == spec.default_job_id("k")
+
+
+def test_a_server_refuses_a_negative_keep_warm_in_one_sentence(tmp_path: Path) -> None:
+    settings = ServerSettings(data_root=tmp_path, insecure_no_auth=True, keep_warm_s=-1)
+    with pytest.raises(ApiError, match=r"^--keep-warm must be 0 or more seconds\.$"):
+        settings.check()
