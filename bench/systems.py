@@ -233,14 +233,16 @@ def mtfleet_job(
             from mtfleet.engines.tokens import files_sha256
 
             converted_model(settings.model_dir, files_sha256(settings.model_dir), "int8")
-        state_dir = Path(tempfile.mkdtemp(prefix="job-", dir=settings.work_dir))
+        job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=settings.work_dir))
+        # the output may not lie in the state dir (a job refuses it): side by side
+        state_dir = job_dir / "state"
         engine = settings.engine_settings(beam)
         del engine["device"]  # the cluster places translators
         if all_cores:
             engine["threads"] = None
         spec = JobSpec(
             input=str(workload.path),
-            output=str(state_dir / workload.path.name),
+            output=str(job_dir / workload.path.name),
             model=str(settings.model_dir),
             fields=workload.fields,
             engine=engine_name,
@@ -249,9 +251,7 @@ def mtfleet_job(
             **engine,
         )
         if warm:
-            first = spec.model_copy(
-                update={"output": str(state_dir / f"first-{workload.path.name}")}
-            )
+            first = spec.model_copy(update={"output": str(job_dir / f"first-{workload.path.name}")})
             if run_job(first, state_dir=state_dir).state != "succeeded":
                 raise RuntimeError(f"the {engine_name} job that warms the translators failed")
 
