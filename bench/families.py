@@ -1,7 +1,7 @@
 """Engine parity per model family (issue 12): does each engine generate what the model's own
 `generate` does?
 
-For each family's tiny random-weight model (`mtfleet.testing.tiny_model`, built here), the same
+For each family's tiny random-weight model (`mtfleet.random_models`, built here), the same
 varied segments go through (1) the model card's own call of `generate`, one segment at a time,
 (2) mtfleet's HF engine, greedy, in length-sorted token-budget batches, and (3) the ct2 engine in
 float32, where CTranslate2 converts the family. A segment counts as identical when its token ids
@@ -32,8 +32,8 @@ from mtfleet.engines.hf import HFEngine
 from mtfleet.engines.indictrans import indic_processor
 from mtfleet.errors import ModelError
 from mtfleet.manifest import versions
+from mtfleet.random_models import build_tiny_model, varied_segments
 from mtfleet.testing.families import FAMILIES, generate_alone
-from mtfleet.testing.tiny_model import build_tiny_model, varied_segments
 
 RESULTS = Path(__file__).resolve().parent / "results" / "families.json"
 FACTOR, OFFSET, BUDGET = 1.0, 8, 512

@@ -115,7 +115,7 @@ def multi30k(count: int) -> tuple[list[str], list[str]]:
 
 
 def tiny_model(scratch: Path) -> Path:
-    from mtfleet.testing.tiny_model import build_tiny_marian
+    from mtfleet.random_models import build_tiny_marian
 
     return build_tiny_marian(scratch / "tiny-marian")
 

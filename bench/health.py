@@ -27,10 +27,10 @@ import sacrebleu
 
 from mtfleet.cluster import run_job
 from mtfleet.data.segment import segment
+from mtfleet.engines.faulty import CAUGHT_AS, FAULTS, FaultInjector
 from mtfleet.health import CHECKS, flags_path
 from mtfleet.spec import JobSpec
 from mtfleet.testing.engines import FAULT_EVERY_VARIABLE, FAULTS_VARIABLE, ReverseEngine
-from mtfleet.testing.faulty import CAUGHT_AS, FAULTS, FaultInjector
 from mtfleet.training import read_lines
 
 ROOT = Path(__file__).resolve().parent.parent

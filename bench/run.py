@@ -1,6 +1,6 @@
 """mtfleet's speed against its peers, side by side in one process, as ratios (issue 5).
 
-Builds a benchmark model with mtfleet.testing.tiny_model, three workloads, and runs every system
+Builds a benchmark model with mtfleet.random_models, three workloads, and runs every system
 on them one after another in this process; prints the table and the ratios, writes
 bench/results/latest.json (quick: quick.json), a PNG chart, and, for a full run, the README table.
 
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def build_model(profile: Profile, out_dir: Path) -> Path:
-    from mtfleet.testing.tiny_model import build_tiny_marian, sample_sentences
+    from mtfleet.random_models import build_tiny_marian, sample_sentences
 
     return build_tiny_marian(
         out_dir,
@@ -281,7 +281,7 @@ def model_card(model_dir: Path) -> dict[str, Any]:
     config = json.loads((model_dir / "config.json").read_text())
     weights = sum(path.stat().st_size for path in model_dir.glob("*.safetensors"))
     return {
-        "builder": "mtfleet.testing.tiny_model.build_tiny_marian (random weights)",
+        "builder": "mtfleet.random_models.build_tiny_marian (random weights)",
         "architecture": config["architectures"][0],
         "d_model": config["d_model"],
         "encoder_layers": config["encoder_layers"],

@@ -46,7 +46,7 @@ def slow_engine(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def tiny_marian_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Marian model directory (random weights, SentencePiece vocabulary)."""
-    from mtfleet.testing.tiny_model import build_tiny_marian
+    from mtfleet.random_models import build_tiny_marian
 
     return build_tiny_marian(tmp_path_factory.mktemp("tiny-marian"))
 
@@ -54,6 +54,6 @@ def tiny_marian_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_m2m100_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny M2M100 model directory whose tokenizer knows M2M100's language codes."""
-    from mtfleet.testing.tiny_model import build_tiny_m2m100
+    from mtfleet.random_models import build_tiny_m2m100
 
     return build_tiny_m2m100(tmp_path_factory.mktemp("tiny-m2m100"))

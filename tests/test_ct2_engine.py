@@ -17,7 +17,7 @@ from mtfleet.engines import ct2 as ct2_module
 from mtfleet.engines.ct2 import CT2Engine, cache_root
 from mtfleet.engines.hf import HFEngine
 from mtfleet.errors import ModelError
-from mtfleet.testing.tiny_model import sample_sentences, varied_segments
+from mtfleet.random_models import sample_sentences, varied_segments
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 

@@ -14,8 +14,8 @@ from mtfleet.engines import check_model
 from mtfleet.engines.ct2 import CT2Engine, cache_root
 from mtfleet.engines.hf import HFEngine
 from mtfleet.errors import ModelError
+from mtfleet.random_models import build_tiny_model, varied_segments
 from mtfleet.testing.families import FAMILIES, generate_alone
-from mtfleet.testing.tiny_model import build_tiny_model, varied_segments
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from mtfleet.cli.main import app
 from mtfleet.data.segment import segment
+from mtfleet.engines.faulty import CAUGHT_AS, FAULTS, FaultInjector
 from mtfleet.testing.engines import FAULT_EVERY_VARIABLE, FAULTS_VARIABLE, ReverseEngine
-from mtfleet.testing.faulty import CAUGHT_AS, FAULTS, FaultInjector
 
 MULTI30K_DE = Path(__file__).parents[2] / "shared" / "data" / "multi30k" / "test_2016_flickr.de.gz"
 EVERY = 5

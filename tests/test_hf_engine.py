@@ -17,8 +17,8 @@ from mtfleet.engines import ENGINES, Engine, check_model, load_engine
 from mtfleet.engines.base import split_device
 from mtfleet.engines.hf import HFEngine
 from mtfleet.errors import ModelError
+from mtfleet.random_models import varied_segments
 from mtfleet.testing.engines import ReverseEngine
-from mtfleet.testing.tiny_model import varied_segments
 
 # MarianTokenizer's advice to install sacremoses is noise here
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")

@@ -16,8 +16,8 @@ from mtfleet.engines.ct2 import CT2Engine
 from mtfleet.engines.hf import HFEngine
 from mtfleet.engines.indictrans import IndicTransEngine, indic_processor
 from mtfleet.errors import ModelError
+from mtfleet.random_models import build_tiny_model, varied_segments
 from mtfleet.testing.engines import ReverseEngine
-from mtfleet.testing.tiny_model import build_tiny_model, varied_segments
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 

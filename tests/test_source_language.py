@@ -15,8 +15,8 @@ from mtfleet.engines.detect import AutoSourceEngine, SourceDetector
 from mtfleet.engines.hf import HFEngine
 from mtfleet.errors import ModelError
 from mtfleet.pipeline import translate_texts
+from mtfleet.random_models import build_tiny_model
 from mtfleet.testing.engines import ReverseEngine
-from mtfleet.testing.tiny_model import build_tiny_model
 
 ENGLISH = "Where is the nearest pharmacy, and is it open on Sundays?"
 GERMAN = "Wo ist die nächste Apotheke, und hat sie am Sonntag geöffnet?"

@@ -357,11 +357,12 @@ MEMORY_BUDGET = 20 * 2**20
 
 
 @pytest.mark.parametrize("format", ["jsonl", "json", "csv"])
-def test_streaming_200000_rows_stays_within_a_fixed_memory_budget(
+def test_streaming_100000_rows_stays_within_a_fixed_memory_budget(
     tmp_path: Path, format: str
 ) -> None:
+    # held as Python dicts, these rows take 58 MiB: three times the budget
     source = tmp_path / f"in.{format}"
-    write_source(source, format, 200_000)
+    write_source(source, format, 100_000)
 
     # The planner's pass gives the style; the assembler's pass streams under tracemalloc.
     planner = DatasetReader(source)

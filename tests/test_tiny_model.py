@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from mtfleet.testing.tiny_model import (
+from mtfleet.random_models import (
     M2M100_LANGUAGES,
     build_tiny_marian,
     main,

@@ -33,7 +33,7 @@ def demo_model(console: Console) -> Path:
     if (TRAINED_MODEL / "config.json").exists():
         console.print(f"model: {TRAINED_MODEL} (trained on Multi30k captions, English -> German)")
         return TRAINED_MODEL
-    from mtfleet.testing.tiny_model import build_tiny_marian
+    from mtfleet.random_models import build_tiny_marian
 
     tiny = STATE_DIR / "models" / "tiny-marian"
     if not (tiny / "config.json").exists():

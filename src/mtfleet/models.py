@@ -1,6 +1,6 @@
 """Building translation models' files: SentencePiece vocabularies and Marian models in the
 Hugging Face layout. `mtfleet train` saves its trained models with them, and the tiny test models
-(`mtfleet.testing.tiny_model`) their random ones.
+(`mtfleet.random_models`) their random ones.
 """
 
 from __future__ import annotations

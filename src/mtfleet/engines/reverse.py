@@ -21,7 +21,7 @@ HANG_ON_VARIABLE = "MTFLEET_REVERSE_HANG_ON"
 # Tests of a device out of memory set this: a batch of more tokens raises OutOfMemoryError.
 OOM_ABOVE_VARIABLE = "MTFLEET_REVERSE_OOM_ABOVE"
 # Tests of the health checks set these: faults (comma-separated, of FAULTS) injected into one
-# segment in FAULT_EVERY, chosen by the segment's text (see testing/faulty.py).
+# segment in FAULT_EVERY, chosen by the segment's text (see engines/faulty.py).
 FAULTS_VARIABLE = "MTFLEET_REVERSE_FAULTS"
 FAULT_EVERY_VARIABLE = "MTFLEET_REVERSE_FAULT_EVERY"
 
@@ -76,7 +76,7 @@ class ReverseEngine:
         self.faults = None
         if faults:
             # a test's switch: only a test imports the injector
-            from mtfleet.testing.faulty import FaultInjector
+            from mtfleet.engines.faulty import FaultInjector
 
             self.faults = FaultInjector(
                 faults.split(","), int(os.environ.get(FAULT_EVERY_VARIABLE, 10))
