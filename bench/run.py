@@ -88,9 +88,10 @@ PROFILES = {
                 "mtfleet-job-ct2 x2",
                 "mtfleet-job-ct2 mixed",
                 "mtfleet-job-ct2 mixed no-tail",
+                "mtfleet-job-hf warm",
             ),
             "long": (),
-            "short": ("mtfleet-job-ct2",),
+            "short": ("mtfleet-job-ct2", "mtfleet-job-ct2 warm"),
         },
     ),
 }

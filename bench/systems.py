@@ -208,6 +208,10 @@ def stop_cluster() -> None:
         ray.shutdown()
 
 
+# how long the warm rows keep their translators: past the timed job, gone before the next workload
+WARM_KEEP_S = 120.0
+
+
 def mtfleet_job(
     engine_name: str,
     *,
@@ -216,18 +220,23 @@ def mtfleet_job(
     all_cores: bool = False,
     slow_factor: float | None = None,
     speculative_tail: bool = True,
+    warm: bool = False,
 ) -> Callable[[Workload, Settings], Run]:
     """A whole `mtfleet translate` job on the running local cluster: planned, run, assembled.
 
     Its translators have one thread each, or with `all_cores` the job's default: the node's
-    cores shared among its translators, as the seed pipeline's torch takes every core. With
-    `slow_factor`, its second translator (cpu1) is made that many times slower on purpose
+    cores shared among its translators, as the seed pipeline's torch takes every core. A `warm`
+    job is the second of two on a long-lived cluster: the first (before the clock) leaves its
+    translators warm, engines loaded, and the timed one takes them. With `slow_factor`, its
+    second translator (cpu1) is made that many times slower on purpose
     (`mtfleet.testing.faults.SlowTranslators`, a test aid): a mixed fleet.
     """
 
     def prepare(workload: Workload, settings: Settings) -> Run:
         from mtfleet.cluster import run_job
         from mtfleet.spec import JobSpec
+        from mtfleet.store import JobStore
+        from mtfleet.testing.faults import SlowTranslators
 
         start_cluster()
 
@@ -238,7 +247,7 @@ def mtfleet_job(
 
             converted_model(settings.model_dir, files_sha256(settings.model_dir), "int8")
         job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=settings.work_dir))
-        # the output beside the state directory: a job refuses one inside it
+        # the output may not lie in the state dir (a job refuses it): side by side
         state_dir = job_dir / "state"
         engine = settings.engine_settings(beam)
         del engine["device"]  # the cluster places translators
@@ -251,12 +260,14 @@ def mtfleet_job(
             fields=workload.fields,
             engine=engine_name,
             cpu_translators_per_node=translators,
+            keep_warm_s=WARM_KEEP_S if warm else None,
             speculative_tail=speculative_tail,
             **engine,
         )
-        from mtfleet.store import JobStore
-        from mtfleet.testing.faults import SlowTranslators
-
+        if warm:
+            first = spec.model_copy(update={"output": str(job_dir / f"first-{workload.path.name}")})
+            if run_job(first, state_dir=state_dir).state != "succeeded":
+                raise RuntimeError(f"the {engine_name} job that warms the translators failed")
         slow = (
             SlowTranslators(SLOW_SWITCH).slow("cpu1", slow_factor) if slow_factor else nullcontext()
         )
@@ -309,5 +320,18 @@ SYSTEMS = (
         mtfleet_job("ct2", translators=2, slow_factor=4, speculative_tail=False),
         ("alpaca",),
         notes={"translators": 2, "cpu1": "4x slower on purpose", "speculative_tail": False},
+    ),
+    # last of the jobs: a job of the same settings that runs after them must start cold
+    System(
+        "mtfleet-job-hf warm",
+        mtfleet_job("hf", warm=True),
+        ("alpaca",),
+        notes={"second job": f"translators kept warm {WARM_KEEP_S:.0f} s by the first"},
+    ),
+    System(
+        "mtfleet-job-ct2 warm",
+        mtfleet_job("ct2", warm=True),
+        ("alpaca", "short"),
+        notes={"second job": f"translators kept warm {WARM_KEEP_S:.0f} s by the first"},
     ),
 )

@@ -24,7 +24,15 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from mtfleet.api.paths import DataRoot
-from mtfleet.api.views import Failure, JobNode, JobSummary, JobView, Node, Translator
+from mtfleet.api.views import (
+    Failure,
+    JobNode,
+    JobSummary,
+    JobView,
+    Node,
+    TargetProgress,
+    Translator,
+)
 from mtfleet.cluster import JobHandle, start_coordinator, submit_job
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
 from mtfleet.cluster.job import (
@@ -33,10 +41,12 @@ from mtfleet.cluster.job import (
     reassemble,
     resolve_spec,
     store_url_for,
+    with_keep_warm,
 )
+from mtfleet.cluster.targets import target_progress
 from mtfleet.data import dataset_files
 from mtfleet.errors import ApiError, JobError, ModelError, MtfleetError
-from mtfleet.spec import MAX_GPUS, JobSpec, input_key
+from mtfleet.spec import DEFAULT_KEEP_WARM_S, MAX_GPUS, JobSpec, input_key
 from mtfleet.store import ACTIVE, TERMINAL, JobRecord, JobState, JobStore
 
 log = logging.getLogger(__name__)
@@ -99,6 +109,7 @@ class JobService:
         *,
         max_jobs: int = MAX_JOBS,
         max_gpus: int = MAX_GPUS,
+        keep_warm_s: float = DEFAULT_KEEP_WARM_S,
     ) -> None:
         self.state_dir = Path(state_dir).expanduser().resolve()
         self.store_url = store_url_for(self.state_dir, store_url)
@@ -107,6 +118,7 @@ class JobService:
         self.root = DataRoot(data_root, private=[self.state_dir, self.store.directory()])
         self.max_jobs = max_jobs
         self.max_gpus = max_gpus
+        self.keep_warm_s = keep_warm_s
         self.cluster_nodes = ClusterNodes()
         self.followed: dict[str, Followed] = {}
         self.lock = threading.RLock()
@@ -137,7 +149,7 @@ class JobService:
         """Creates the job (its coordinator plans it), or finds it to resume it (queued again if
         it failed or was cancelled), and starts its coordinator; True when this call created it.
         Its paths are taken relative to the data root, and refused outside it."""
-        spec = self.root.contain(spec)
+        spec = with_keep_warm(self.root.contain(spec), self.keep_warm_s)
         self._check_fleet_settings(spec)
         with self.submitting:
             self._check_room(spec, job_id)
@@ -204,6 +216,10 @@ class JobService:
             translators=translators,
             nodes=_job_nodes(self.store.work_by_translator(job_id), translators),
             health=(record.manifest or {}).get("health"),
+            targets=[
+                TargetProgress(**{**target, "output": _readable(target["output"])})
+                for target in target_progress(record.spec, progress)
+            ],
         )
 
     def pause(self, job_id: str) -> JobView:

@@ -62,6 +62,8 @@ def translate(
     on_flag: options.OnFlag = None,
     cpu_translators_per_node: options.CpuTranslators = None,
     gpus: options.Gpus = None,
+    gpus_per_translator: options.GpusPerTranslator = None,
+    keep_warm: options.KeepWarm = None,
     threads: options.Threads = None,
     lease_ttl: options.LeaseTtl = None,
     speculative_tail: options.SpeculativeTail = None,
@@ -96,6 +98,7 @@ def translate(
                 max_length_offset=max_length_offset, compute_type=compute_type,
                 shard_tokens=shard_tokens, on_error=on_error,
                 cpu_translators_per_node=cpu_translators_per_node, gpus=gpus, threads=threads,
+                gpus_per_translator=gpus_per_translator, keep_warm_s=keep_warm,
                 lease_ttl_s=lease_ttl, speculative_tail=speculative_tail, overwrite=overwrite,
                 protect=protect, on_flag=on_flag,
                 glossary=read_glossary(glossary) if glossary else None,
@@ -128,7 +131,7 @@ def translate(
 
 
 def _print_summary(manifest: dict[str, Any]) -> None:
-    from mtfleet.manifest import manifest_path
+    from mtfleet.manifest import job_manifest_path, manifest_path
 
     out.print(
         f"[green]done[/] {manifest['rows']} rows, {manifest['units_translated']} fields translated, "
@@ -136,8 +139,14 @@ def _print_summary(manifest: dict[str, Any]) -> None:
         f"{manifest['segments']} segments ({manifest['segments_unique']} unique) in {manifest['elapsed_s']:.1f} s",
         highlight=False,
     )
-    out.print(f"output:   {manifest['output']}", highlight=False, soft_wrap=True)
-    out.print(f"manifest: {manifest_path(manifest['output'])}", highlight=False, soft_wrap=True)
+    for target, language in manifest.get("targets", {}).items():
+        out.print(f"{target}: {language['output']}", highlight=False, soft_wrap=True)
+    if "targets" in manifest:
+        path = job_manifest_path(manifest["output"])
+    else:
+        out.print(f"output:   {manifest['output']}", highlight=False, soft_wrap=True)
+        path = manifest_path(manifest["output"])
+    out.print(f"manifest: {path}", highlight=False, soft_wrap=True)
 
 
 def _first_validation_error(error: Any) -> str:

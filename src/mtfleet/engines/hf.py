@@ -22,8 +22,9 @@ from transformers import (
     StoppingCriteria,
     StoppingCriteriaList,
 )
+from transformers.modeling_outputs import BaseModelOutput
 
-from mtfleet.engines.base import check_cancelled
+from mtfleet.engines.base import check_cancelled, split_device
 from mtfleet.engines.tokens import (
     DECODER_PROMPT_LENGTH,
     TokenizedEngine,
@@ -119,11 +120,13 @@ class HFEngine(TokenizedEngine):
         )
         if threads is not None:
             torch.set_num_threads(threads)
-        self.device = _pick_device(device)
+        self.devices = _pick_devices(device)
+        # inputs go to the first device; a model split over several GPUs passes them along
+        self.device = self.devices[0]
         self.dtype = COMPUTE_TYPES[compute_type] or (
             torch.float16 if self.device.type == "cuda" else torch.float32
         )
-        self.model = _load_model(self.tokens.source, self.dtype, trust_remote_code).to(self.device)
+        self.model = _load_model(self.tokens.source, self.dtype, trust_remote_code, self.devices)
         self.model_dir = local_dir(self.tokens.source)
         self._eos_token_ids = token_id_set(self.model.generation_config.eos_token_id)
         self._forced_eos_token_ids = self._take_over_length_settings()
@@ -150,7 +153,7 @@ class HFEngine(TokenizedEngine):
                 "max_batch_tokens": self.tokens.max_batch_tokens,
                 "max_length_factor": self.tokens.max_length_factor,
                 "max_length_offset": self.tokens.max_length_offset,
-                "device": str(self.device),
+                "device": _device_name(self.devices),
                 "dtype": str(self.dtype).removeprefix("torch."),
                 "threads": torch.get_num_threads(),
                 "trust_remote_code": self.trust_remote_code,
@@ -166,38 +169,61 @@ class HFEngine(TokenizedEngine):
         The same as the model's `generate` on each segment alone with `max_new_tokens` at its
         `output_cap`, because sorting, padding and batching change nothing per segment.
         """
+        return self.generate_for_targets(segments, [self])[0]
+
+    def generate_for_targets(
+        self, segments: Sequence[str], targets: Sequence[TokenizedEngine]
+    ) -> list[list[list[int]]]:
+        """`generate_token_ids` of each of `targets` (this engine's `for_target` views, of a
+        family that `decodes_target`), each batch encoded once and decoded once per target."""
         encoded = self.tokens.encode_segments(segments)
-        outputs: list[list[int]] = [[] for _ in encoded]
+        outputs: list[list[list[int]]] = [[[] for _ in encoded] for _ in targets]
+        first_tokens = [target.tokens.forced_bos_token_id for target in targets]
         for batch in self.tokens.batches(encoded):
-            generated = self._generate([encoded[i] for i in batch])
-            for i, ids in zip(batch, generated, strict=True):
-                outputs[i] = ids
+            generated = self._generate([encoded[i] for i in batch], first_tokens)
+            for target_outputs, target_generated in zip(outputs, generated, strict=True):
+                for i, ids in zip(batch, target_generated, strict=True):
+                    target_outputs[i] = ids
             check_cancelled()
         return outputs
 
-    def _generate(self, rows: list[list[int]]) -> list[list[int]]:
+    def _generate(
+        self, rows: list[list[int]], first_tokens: list[int | None]
+    ) -> list[list[list[int]]]:
+        """Each row's generated ids for each forced first token; several share one encoding."""
         caps = [self.tokens.output_cap(len(ids)) for ids in rows]
         inputs = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.device)
         logits_processor = LogitsProcessorList()
         if self._forced_eos_token_ids:
             logits_processor.append(SegmentForcedEos(caps, sorted(self._forced_eos_token_ids)))
-        forced_bos = self.tokens.forced_bos_token_id
-        languages = {} if forced_bos is None else {"forced_bos_token_id": forced_bos}
+        encoded: dict[str, Any] = {}
+        results = []
         with torch.inference_mode():
-            sequences = self.model.generate(
-                **inputs,
-                **languages,
-                num_beams=self.beam,
-                do_sample=False,
-                num_return_sequences=1,
-                max_new_tokens=max(caps),
-                stopping_criteria=StoppingCriteriaList([SegmentLengthCap(caps)]),
-                logits_processor=logits_processor,
-            )
-        return [
-            self._trim(row[DECODER_PROMPT_LENGTH:].tolist(), cap)
-            for row, cap in zip(sequences, caps, strict=True)
-        ]
+            if len(first_tokens) > 1:
+                hidden = self.model.get_encoder()(**inputs, return_dict=True).last_hidden_state
+            for forced_bos in first_tokens:
+                languages = {} if forced_bos is None else {"forced_bos_token_id": forced_bos}
+                if len(first_tokens) > 1:
+                    # a fresh output each time: beam search expands it in place
+                    encoded = {"encoder_outputs": BaseModelOutput(last_hidden_state=hidden)}
+                sequences = self.model.generate(
+                    **inputs,
+                    **encoded,
+                    **languages,
+                    num_beams=self.beam,
+                    do_sample=False,
+                    num_return_sequences=1,
+                    max_new_tokens=max(caps),
+                    stopping_criteria=StoppingCriteriaList([SegmentLengthCap(caps)]),
+                    logits_processor=logits_processor,
+                )
+                results.append(
+                    [
+                        self._trim(row[DECODER_PROMPT_LENGTH:].tolist(), cap)
+                        for row, cap in zip(sequences, caps, strict=True)
+                    ]
+                )
+        return results
 
     def _trim(self, ids: list[int], cap: int) -> list[int]:
         # a row that finished early is padded to the batch's longest; it ended at EOS or its cap
@@ -216,6 +242,23 @@ class HFEngine(TokenizedEngine):
         # max_new_tokens replaces it; left set, generate warns on every call
         generation.max_length = None
         return forced_eos
+
+
+def _pick_devices(device: str) -> list[torch.device]:
+    """The device, or the GPUs (`cuda:0,1`) a model is split over with accelerate's device_map."""
+    try:
+        kind, indices = split_device(device)
+    except ValueError as error:
+        raise ModelError(str(error)) from error
+    if kind == "cuda" and len(indices) > 1:
+        return [_pick_device(f"cuda:{index}") for index in indices]
+    return [_pick_device(device)]
+
+
+def _device_name(devices: list[torch.device]) -> str:
+    if len(devices) == 1:
+        return str(devices[0])
+    return "cuda:" + ",".join(str(device.index) for device in devices)
 
 
 def _pick_device(device: str) -> torch.device:
@@ -237,10 +280,20 @@ def _pick_device(device: str) -> torch.device:
     return picked
 
 
-def _load_model(source: str, dtype: torch.dtype, trust_remote_code: bool) -> PreTrainedModel:
+def _load_model(
+    source: str, dtype: torch.dtype, trust_remote_code: bool, devices: list[torch.device]
+) -> PreTrainedModel:
+    """The model on `devices`: one, or split layer by layer over several GPUs (accelerate)."""
+    if len(devices) == 1:
+        split: dict[str, Any] = {}
+    else:
+        # "balanced" over exactly these GPUs: accelerate places whole layers on each
+        memory = {d.index: torch.cuda.get_device_properties(d).total_memory for d in devices}
+        split = {"device_map": "balanced", "max_memory": memory}
     try:
-        return AutoModelForSeq2SeqLM.from_pretrained(
-            source, dtype=dtype, trust_remote_code=trust_remote_code
+        model = AutoModelForSeq2SeqLM.from_pretrained(
+            source, dtype=dtype, trust_remote_code=trust_remote_code, **split
         ).eval()
+        return model if split else model.to(devices[0])
     except Exception as error:  # missing, truncated or mismatched weights fail in many ways
         raise ModelError(load_failure(source, "its weights", error)) from error
