@@ -183,7 +183,9 @@ class HFEngine(TokenizedEngine):
                     target_outputs[i] = ids
         return outputs
 
-    def _generate(self, rows: list[list[int]], first_tokens: list[int | None]) -> list[list[list[int]]]:
+    def _generate(
+        self, rows: list[list[int]], first_tokens: list[int | None]
+    ) -> list[list[list[int]]]:
         """Each row's generated ids for each forced first token; several share one encoding."""
         caps = [self.tokens.output_cap(len(ids)) for ids in rows]
         inputs = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.device)
