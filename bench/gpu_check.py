@@ -3,7 +3,8 @@
 On a machine with CUDA GPUs, in a few minutes: checks that torch and CTranslate2 see them; runs
 the HF engine in float16 and CTranslate2 in float16 and int8_float16 on GPU 0 against CPU float32
 (greedy tokens on the tiny model, BLEU on the demo model's Multi30k test set); runs an
-`mtfleet translate` job with one translator per GPU; and writes bench/results/gpu.json with the
+`mtfleet translate` job with one translator per GPU (and, on a machine with two GPUs or more, a job
+whose translators span two GPUs each: `--gpus-per-translator 2`, HF and ct2); and writes bench/results/gpu.json with the
 device, tokens/s and rows/s per engine and compute type, peak GPU memory, and each engine's ratio
 to CTranslate2 called by hand on the same GPU. Without a GPU it says so and exits 0.
 
@@ -64,6 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["tiny_model_parity"] = parity(tiny, sources[:200], kinds, device)
         report["engines"] = engines(DEMO_MODEL, sources, references, kinds, device)
         report["job"] = job(DEMO_MODEL, len(gpus), Path(scratch))
+        if args.device == "cuda" and len(gpus) >= 2:
+            report["job_spanning_gpus"] = {
+                engine: job(
+                    DEMO_MODEL, len(gpus), Path(scratch), engine=engine, gpus_per_translator=2
+                )
+                for engine in ("hf", "ct2")
+            }
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["checks"] = verdicts(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -217,17 +225,22 @@ def ct2_direct(model: Path, compute_type: str, device: str) -> Callable[[list[st
     return translate
 
 
-def job(model: Path, gpus: int, scratch: Path) -> dict[str, Any]:
-    """The alpaca sample through `mtfleet translate` on a local cluster: one translator per GPU."""
+def job(
+    model: Path, gpus: int, scratch: Path, engine: str = "hf", gpus_per_translator: int = 1
+) -> dict[str, Any]:
+    """The alpaca sample through `mtfleet translate` on a local cluster: one translator per GPU,
+    or per `gpus_per_translator` GPUs, its model split over them."""
     from mtfleet.cluster import run_job
     from mtfleet.spec import JobSpec
 
     spec = JobSpec(
         input=str(ALPACA),
-        output=str(scratch / "alpaca.de.json"),
+        output=str(scratch / f"alpaca.de.{engine}.k{gpus_per_translator}.json"),
         model=str(model),
         fields=["instruction", "input", "output"],
         shard_tokens=2000,
+        engine=engine,
+        gpus_per_translator=gpus_per_translator,
     )
     clock = time.perf_counter()
     result = run_job(spec, state_dir=scratch / "state")
@@ -239,7 +252,7 @@ def job(model: Path, gpus: int, scratch: Path) -> dict[str, Any]:
         "error": result.error,
         "seconds": round(seconds, 2),
         "rows_per_s": round(manifest.get("rows", 0) / seconds, 2),
-        "translators_expected": gpus,
+        "translators_expected": gpus // gpus_per_translator,
         "nodes": manifest.get("segments_per_node", {}),
         "devices": sorted(str(device) for device in devices),
     }
@@ -259,6 +272,12 @@ def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     checks.append({"check": "the job succeeded on the GPUs", "ok": report["job"]["state"] == "succeeded",
                    "value": report["job"]["devices"]})  # fmt: skip
+    for engine, spanning in report.get("job_spanning_gpus", {}).items():
+        checks.append({
+            "check": f"a {engine} job with translators of two GPUs each succeeded on cuda:0,1",
+            "ok": spanning["state"] == "succeeded" and spanning["devices"] == ["cuda:0,1"],
+            "value": spanning["devices"],
+        })  # fmt: skip
     return checks
 
 

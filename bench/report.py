@@ -16,6 +16,8 @@ RATIOS = {
     "ct2_job_vs_ct2_direct": ("mtfleet-job-ct2", "ct2-direct", "short", 0.9),
     "job_vs_engine": ("mtfleet-job-hf", "mtfleet-engine-hf", "alpaca", 0.85),
     "two_translators_vs_one": ("mtfleet-job-ct2 x2", "mtfleet-job-ct2", "alpaca", 1.7),
+    "warm_hf_job_vs_engine": ("mtfleet-job-hf warm", "mtfleet-engine-hf", "alpaca", 0.9),
+    "warm_ct2_job_vs_ct2_direct": ("mtfleet-job-ct2 warm", "ct2-direct", "short", 0.95),
 }
 TABLE_START, TABLE_END = "<!-- latest table -->", "<!-- /latest table -->"
 

@@ -86,9 +86,10 @@ PROFILES = {
                 "mtfleet-job-hf beam5",
                 "mtfleet-job-ct2",
                 "mtfleet-job-ct2 x2",
+                "mtfleet-job-hf warm",
             ),
             "long": (),
-            "short": ("mtfleet-job-ct2",),
+            "short": ("mtfleet-job-ct2", "mtfleet-job-ct2 warm"),
         },
     ),
 }

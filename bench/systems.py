@@ -201,13 +201,24 @@ def stop_cluster() -> None:
         ray.shutdown()
 
 
+# how long the warm rows keep their translators: past the timed job, gone before the next workload
+WARM_KEEP_S = 120.0
+
+
 def mtfleet_job(
-    engine_name: str, *, translators: int = 1, beam: int = 1, all_cores: bool = False
+    engine_name: str,
+    *,
+    translators: int = 1,
+    beam: int = 1,
+    all_cores: bool = False,
+    warm: bool = False,
 ) -> Callable[[Workload, Settings], Run]:
     """A whole `mtfleet translate` job on the running local cluster: planned, run, assembled.
 
     Its translators have one thread each, or with `all_cores` the job's default: the node's
-    cores shared among its translators, as the seed pipeline's torch takes every core.
+    cores shared among its translators, as the seed pipeline's torch takes every core. A `warm`
+    job is the second of two on a long-lived cluster: the first (before the clock) leaves its
+    translators warm, engines loaded, and the timed one takes them.
     """
 
     def prepare(workload: Workload, settings: Settings) -> Run:
@@ -222,20 +233,27 @@ def mtfleet_job(
             from mtfleet.engines.tokens import files_sha256
 
             converted_model(settings.model_dir, files_sha256(settings.model_dir), "int8")
-        state_dir = Path(tempfile.mkdtemp(prefix="job-", dir=settings.work_dir))
+        job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=settings.work_dir))
+        # the output may not lie in the state dir (a job refuses it): side by side
+        state_dir = job_dir / "state"
         engine = settings.engine_settings(beam)
         del engine["device"]  # the cluster places translators
         if all_cores:
             engine["threads"] = None
         spec = JobSpec(
             input=str(workload.path),
-            output=str(state_dir / workload.path.name),
+            output=str(job_dir / workload.path.name),
             model=str(settings.model_dir),
             fields=workload.fields,
             engine=engine_name,
             cpu_translators_per_node=translators,
+            keep_warm_s=WARM_KEEP_S if warm else None,
             **engine,
         )
+        if warm:
+            first = spec.model_copy(update={"output": str(job_dir / f"first-{workload.path.name}")})
+            if run_job(first, state_dir=state_dir).state != "succeeded":
+                raise RuntimeError(f"the {engine_name} job that warms the translators failed")
 
         def run() -> dict[str, Any]:
             result = run_job(spec, state_dir=state_dir)
@@ -268,4 +286,17 @@ SYSTEMS = (
     ),
     System("mtfleet-job-ct2", mtfleet_job("ct2")),
     System("mtfleet-job-ct2 x2", mtfleet_job("ct2", translators=2), notes={"translators": 2}),
+    # last of the jobs: a job of the same settings that runs after them must start cold
+    System(
+        "mtfleet-job-hf warm",
+        mtfleet_job("hf", warm=True),
+        ("alpaca",),
+        notes={"second job": f"translators kept warm {WARM_KEEP_S:.0f} s by the first"},
+    ),
+    System(
+        "mtfleet-job-ct2 warm",
+        mtfleet_job("ct2", warm=True),
+        ("alpaca", "short"),
+        notes={"second job": f"translators kept warm {WARM_KEEP_S:.0f} s by the first"},
+    ),
 )

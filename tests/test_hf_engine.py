@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from mtfleet.engines import ENGINES, Engine, check_model, load_engine
+from mtfleet.engines.base import split_device
 from mtfleet.engines.hf import HFEngine
 from mtfleet.errors import ModelError
 from mtfleet.random_models import varied_segments
@@ -451,3 +452,21 @@ def test_check_model_names_what_a_job_could_not_use(tiny_m2m100_dir: Path, tmp_p
 
 def test_check_model_needs_no_model_for_the_reverse_engine() -> None:
     check_model("reverse", "anything")
+
+
+@pytest.mark.parametrize(
+    ("device", "split"),
+    [("cpu", ("cpu", [])), ("cuda:2", ("cuda", [2])), ("cuda:0,1", ("cuda", [0, 1]))],
+)
+def test_a_device_names_one_gpu_or_the_gpus_of_one_node_a_model_spans(
+    device: str, split: tuple[str, list[int]]
+) -> None:
+    assert split_device(device) == split
+
+
+@pytest.mark.skipif(torch.cuda.device_count() >= 2, reason="the machine has two GPUs")
+def test_a_model_split_over_gpus_the_machine_lacks_is_one_sentence(tiny_marian_dir: Path) -> None:
+    with pytest.raises(ModelError, match=r"Device 'cuda:\d' is not on this machine"):
+        HFEngine(str(tiny_marian_dir), device="cuda:0,1")
+    with pytest.raises(ModelError, match=r"not a device name such as cuda:0,1"):
+        HFEngine(str(tiny_marian_dir), device="cuda:0,x")

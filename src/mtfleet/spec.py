@@ -40,8 +40,19 @@ FieldPath = Annotated[str, StringConstraints(max_length=FIELD_CHARS)]
 LanguageCode = Annotated[str, StringConstraints(min_length=1, max_length=LANGUAGE_CHARS)]
 # Settings that decide how a job runs, not what it writes: a job resumes with other values of them.
 RUN_SETTINGS = frozenset(
-    {"cpu_translators_per_node", "gpus", "threads", "lease_ttl_s", "overwrite"}
+    {
+        "cpu_translators_per_node",
+        "gpus",
+        "gpus_per_translator",
+        "threads",
+        "lease_ttl_s",
+        "overwrite",
+        "keep_warm_s",
+    }
 )
+# How long a long-lived cluster (`--address`, `mtfleet serve`) keeps an idle translator's engine
+# loaded for the next job of the same model; a local cluster ends with its command, so 0 there.
+DEFAULT_KEEP_WARM_S = 300.0
 # Settings that came after jobs were first stored: at their defaults they are no part of a job's
 # identity, so a job stored before them keeps its id, resumes, and may replace its own output.
 LATER_SETTINGS = {"trust_remote_code": False, "preprocessor": None}
@@ -103,9 +114,27 @@ class JobSpec(BaseModel):
     on_flag: OnFlag = Field(
         "keep", description="A unit still flagged after its retry: keep it, its source, or no row."
     )
-    cpu_translators_per_node: int = Field(1, ge=0, le=64)
+    cpu_translators_per_node: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="CPU translators per node, on GPU nodes with the cores GPU translators leave.",
+    )
     gpus: int = Field(
         0, ge=0, le=MAX_GPUS, description="GPUs to ask Ray's autoscaler for while work is left."
+    )
+    gpus_per_translator: int = Field(
+        1,
+        ge=1,
+        le=MAX_GPUS,
+        description="GPUs of one node each GPU translator splits its model over.",
+    )
+    keep_warm_s: float | None = Field(
+        None,
+        ge=0,
+        le=24 * 3600,
+        description="Seconds an idle translator keeps its engine loaded for the next job of the "
+        f"same model; default {DEFAULT_KEEP_WARM_S:.0f} on a long-lived cluster, 0 on a local one.",
     )
     threads: int | None = Field(
         None,

@@ -41,11 +41,12 @@ from mtfleet.cluster.job import (
     reassemble,
     resolve_spec,
     store_url_for,
+    with_keep_warm,
 )
 from mtfleet.cluster.targets import target_progress
 from mtfleet.data import dataset_files
 from mtfleet.errors import ApiError, JobError, ModelError, MtfleetError
-from mtfleet.spec import MAX_GPUS, JobSpec, input_key
+from mtfleet.spec import DEFAULT_KEEP_WARM_S, MAX_GPUS, JobSpec, input_key
 from mtfleet.store import ACTIVE, TERMINAL, JobRecord, JobState, JobStore
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class JobService:
         *,
         max_jobs: int = MAX_JOBS,
         max_gpus: int = MAX_GPUS,
+        keep_warm_s: float = DEFAULT_KEEP_WARM_S,
     ) -> None:
         self.state_dir = Path(state_dir).expanduser().resolve()
         self.store_url = store_url_for(self.state_dir, store_url)
@@ -116,6 +118,7 @@ class JobService:
         self.root = DataRoot(data_root, private=[self.state_dir, self.store.directory()])
         self.max_jobs = max_jobs
         self.max_gpus = max_gpus
+        self.keep_warm_s = keep_warm_s
         self.cluster_nodes = ClusterNodes()
         self.followed: dict[str, Followed] = {}
         self.lock = threading.RLock()
@@ -146,7 +149,7 @@ class JobService:
         """Creates the job (its coordinator plans it), or finds it to resume it (queued again if
         it failed or was cancelled), and starts its coordinator; True when this call created it.
         Its paths are taken relative to the data root, and refused outside it."""
-        spec = self.root.contain(spec)
+        spec = with_keep_warm(self.root.contain(spec), self.keep_warm_s)
         self._check_fleet_settings(spec)
         with self.submitting:
             self._check_room(spec, job_id)

@@ -38,7 +38,7 @@ from mtfleet.api.views import (
 )
 from mtfleet.cluster.runtime import connect
 from mtfleet.errors import ApiError, JobError, MtfleetError, StoreError
-from mtfleet.spec import MAX_GPUS
+from mtfleet.spec import DEFAULT_KEEP_WARM_S, MAX_GPUS
 from mtfleet.store import JobState
 
 LOOPBACK = "127.0.0.1"
@@ -82,6 +82,8 @@ class ServerSettings:
     max_body_bytes: int = MAX_BODY_BYTES
     max_jobs: int = MAX_JOBS
     max_gpus: int = MAX_GPUS
+    # a job that does not say how long its translators stay warm gets this
+    keep_warm_s: float = DEFAULT_KEEP_WARM_S
 
     def check(self) -> None:
         if not self.token and not self.insecure_no_auth:
@@ -92,6 +94,8 @@ class ServerSettings:
         for name in ("max_body_bytes", "max_jobs"):
             if getattr(self, name) < 1:
                 raise ApiError(f"--{name.replace('_', '-')} must be at least 1.")
+        if self.keep_warm_s < 0:
+            raise ApiError("--keep-warm must be 0 or more seconds.")
         if not 0 <= self.max_gpus <= MAX_GPUS:
             raise ApiError(f"--max-gpus must be between 0 and {MAX_GPUS}.")
 
@@ -184,6 +188,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         settings.store_url,
         max_jobs=settings.max_jobs,
         max_gpus=settings.max_gpus,
+        keep_warm_s=settings.keep_warm_s,
     )
     requests = RequestCounter(
         "mtfleet_api_requests",

@@ -27,6 +27,7 @@ from mtfleet.api.client import ENDED, Client, Job
 from mtfleet.cli import options
 from mtfleet.cli.output import console, fail, out
 from mtfleet.errors import MtfleetError
+from mtfleet.spec import DEFAULT_KEEP_WARM_S
 
 Api = Annotated[
     str,
@@ -88,6 +89,14 @@ def serve(
     max_gpus: Annotated[
         int, typer.Option(help="Most GPUs one job may ask the autoscaler for.")
     ] = 64,
+    keep_warm: Annotated[
+        float,
+        typer.Option(
+            "--keep-warm",
+            help="Seconds idle translators keep their engine loaded for the next job of the same "
+            "model, for jobs that do not say.",
+        ),
+    ] = DEFAULT_KEEP_WARM_S,
 ) -> None:
     """Serve the REST API (token: MTFLEET_API_TOKEN) for the jobs of a Ray cluster."""
     from mtfleet.api.server import LOOPBACK, ServerSettings
@@ -104,6 +113,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         max_jobs=max_jobs,
         max_gpus=max_gpus,
+        keep_warm_s=keep_warm,
     )
     if insecure_no_auth and host != LOOPBACK:
         console.print(f"note: without a token the API listens on {LOOPBACK} only, not {host}.")
@@ -135,6 +145,8 @@ def submit(
     on_error: options.OnError = None,
     cpu_translators_per_node: options.CpuTranslators = None,
     gpus: options.Gpus = None,
+    gpus_per_translator: options.GpusPerTranslator = None,
+    keep_warm: options.KeepWarm = None,
     threads: options.Threads = None,
     lease_ttl: options.LeaseTtl = None,
     overwrite: options.Overwrite = None,
@@ -167,6 +179,7 @@ def submit(
         max_length_factor=max_length_factor, max_length_offset=max_length_offset,
         compute_type=compute_type, shard_tokens=shard_tokens, on_error=on_error,
         cpu_translators_per_node=cpu_translators_per_node, gpus=gpus, threads=threads,
+        gpus_per_translator=gpus_per_translator, keep_warm_s=keep_warm,
         lease_ttl_s=lease_ttl, overwrite=overwrite, protect=protect, glossary=terms,
         on_flag=on_flag, job_id=job_id, trust_remote_code=trust_remote_code,
         preprocessor=preprocessor,

@@ -79,7 +79,24 @@ OnError = Annotated[
 CpuTranslators = Annotated[
     int | None,
     typer.Option(
-        help=f"Translators on a node without GPUs. {_default('cpu_translators_per_node')}"
+        help="CPU translators per node; on a GPU node, on the cores its GPU translators leave. "
+        f"{_default('cpu_translators_per_node')}"
+    ),
+]
+GpusPerTranslator = Annotated[
+    int | None,
+    typer.Option(
+        help="GPUs of one node each GPU translator splits its model over (a model larger than "
+        f"one GPU). {_default('gpus_per_translator')}"
+    ),
+]
+KeepWarm = Annotated[
+    float | None,
+    typer.Option(
+        "--keep-warm",
+        help="Seconds idle translators keep their engine loaded for the next job of the same "
+        "model. (default: 300 with --address, 0 on a local cluster)",
+        show_default=False,
     ),
 ]
 Gpus = Annotated[

@@ -2,9 +2,13 @@
 
 Every transition goes to the job store first, so a coordinator that crashes is rebuilt from the store
 by the next one started under the same name, or by Ray itself (`max_restarts=-1`): a restarted
-coordinator starts the job again on its own, with no driver or API alive. Translators are owned by
-the coordinator: Ray kills them with it, so a new coordinator starts from a fleet of none and every
-lease of the old one goes back to the queue.
+coordinator starts the job again on its own, with no driver or API alive. A new coordinator starts
+from a fleet of none and every lease of the old one goes back to the queue: translators are owned
+by the coordinator (Ray kills them with it), or, with `keep_warm_s`, detached, and then they end
+themselves once a coordinator that does not know them answers their next lease.
+
+Jobs share the cluster through the warm pool (`pool.py`): each takes at most its fair share of a
+node's devices, hands its translators to the pool when it ends, and takes warm ones from it.
 
 Failures are told apart: a translator's `fail` is an error that may follow the shard's rows
 (counted toward bisection); its `fault` is an error of its machine (retried with backoff, and the
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import secrets
 import threading
 import time
 from collections import Counter
@@ -24,15 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.autoscaler.sdk import request_resources
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mtfleet.cluster.assemble import assemble
 from mtfleet.cluster.logs import log_path, log_to_work_dir
 from mtfleet.cluster.plan import UnitReader, plan_job
+from mtfleet.cluster.pool import warm_pool
 from mtfleet.cluster.targets import target_progress
-from mtfleet.cluster.translator import Translator
+from mtfleet.cluster.translator import Translator, engine_key
 from mtfleet.errors import MtfleetError, StoreError
 from mtfleet.retry import backoff_s, retry
 from mtfleet.spec import spec_from_store
@@ -59,6 +65,11 @@ FAULT_BACKOFF_MAX_S = 30.0
 WATCHDOG_FLOOR_TOKENS_PER_S = 10.0
 # A paused or planning job's loop has little to do: it looks less often (the plan's end wakes it).
 IDLE_TICK_S = 2.0
+# Calls to the warm pool and to a warm translator being attached or released wait this long at most.
+POOL_CALL_S = 10.0
+# A translator not started this long after it was placed waits for a device: idle ones of other
+# models on its node are evicted, or a warm one of its own key takes its place.
+PENDING_S = 1.0
 
 
 def coordinator_name(job_id: str) -> str:
@@ -76,6 +87,9 @@ class TranslatorSlot:
     run_ref: Any
     info_ref: Any
     info: dict[str, Any] = field(default_factory=dict)
+    # the engine key a warm pool files it under
+    key: str = ""
+    placed_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -111,7 +125,11 @@ class JobCoordinator:
         self.stopping = threading.Event()
         self.fleet_thread: threading.Thread | None = None
         self.placed = 0
-        self.gpus_requested = 0
+        # in worker ids: a detached translator of an earlier incarnation never passes for one of ours
+        self.incarnation = secrets.token_hex(2)
+        # jobs that want translators now, this one included: a node's devices are shared by them
+        self.sharing_jobs = 1
+        self.pool: Any = None
         self.started_at = time.time()
         # set once the unit file and the shards exist: translators lease nothing before
         self.planned = threading.Event()
@@ -404,16 +422,17 @@ class JobCoordinator:
         """One round of the fleet loop; True when the job has ended."""
         job = self.store.get_job(self.job_id)
         if job.state in TERMINAL:
-            self._stop_translators()
+            self._stop_translators(keep_warm=job.state is not JobState.FAILED)
             return True
         nodes = ray.nodes()
         self._reap(nodes)
         self.idle = job.state is JobState.PAUSED or not self.planned.is_set()
         if job.state is JobState.PAUSED:
             # A paused job holds no CPU or GPU: translators go once their leased shards are done.
-            self._release_idle_translators()
+            self._release_idle_translators(None, "paused")
         if not self.planned.is_set():
             # Translators are placed while the job is planned, so they load their models meanwhile.
+            self._share(job.state, None)
             self._place(nodes, job.state)
             return False
         expired = self.store.expire_leases(self.job_id)
@@ -427,63 +446,155 @@ class JobCoordinator:
         if not left:
             self._finish()
             return True
-        self._ask_autoscaler(0 if job.state is JobState.PAUSED else left)
+        self._share(job.state, left)
         self._place(nodes, job.state)
         return False
 
-    def _ask_autoscaler(self, shards_left: int) -> None:
-        """With --gpus N, asks for up to N one-GPU bundles while shards are left; pending nodes then join."""
-        wanted = min(self.spec.gpus, shards_left)
-        if wanted != self.gpus_requested:
-            request_resources(bundles=[{"GPU": 1}] * wanted)
-            self.gpus_requested = wanted
+    # --- sharing the cluster with other jobs: the warm pool
+
+    @property
+    def keep_warm_s(self) -> float:
+        return self.spec.keep_warm_s or 0.0
+
+    def _pool(self) -> Any:
+        if self.pool is None:
+            self.pool = warm_pool()
+        return self.pool
+
+    def _ask_pool(self, method: str, *args: Any) -> Any:
+        """A call to the warm pool; None when it does not answer (it is started again next time)."""
+        try:
+            return ray.get(getattr(self._pool(), method).remote(*args), timeout=POOL_CALL_S)
+        except (RayActorError, GetTimeoutError) as error:
+            log.warning("the warm pool did not answer %s: %s", method, error)
+            self.pool = None
+            return None
+
+    def _share(self, state: JobState, shards_left: int | None) -> None:
+        """Tells the pool what this job wants (translators unless paused; with --gpus N, up to N
+        GPUs of the autoscaler while shards are left) and learns how many jobs share the fleet."""
+        wants = state is not JobState.PAUSED
+        gpus = min(self.spec.gpus, shards_left) if wants and shards_left is not None else 0
+        sharing = self._ask_pool("share", self.job_id, wants, gpus)
+        self.sharing_jobs = sharing or self.sharing_jobs
+
+    def _fleet_of(self, node: dict[str, Any]) -> tuple[list[str], int]:
+        """The devices this job's translators take on `node` (its fair share of GPU translators,
+        `gpus_per_translator` GPUs each, then of `cpu_translators_per_node` CPU translators on the
+        cores the GPU translators leave) and the cores left to the CPU translators."""
+        resources = node.get("Resources", {})
+        gpu_slots = int(resources.get("GPU", 0)) // self.spec.gpus_per_translator
+        free_cpus = max(0, int(resources.get("CPU", 0)) - gpu_slots)
+        cpu_slots = min(self.spec.cpu_translators_per_node, free_cpus)
+        share = self.sharing_jobs
+        return [
+            *(f"gpu{i}" for i in range(math.ceil(gpu_slots / share))),
+            *(f"cpu{i}" for i in range(math.ceil(cpu_slots / share))),
+        ], free_cpus
 
     def _place(self, nodes: list[dict[str, Any]], state: JobState) -> None:
-        """One translator per GPU of each live node; `cpu_translators_per_node` on a CPU-only node;
-        none while the job is paused."""
+        """This job's fair share of each live node (`_fleet_of`); none while the job is paused.
+        A translator over the share is let go once its shard is done."""
         if state is JobState.PAUSED:
             return
         with self.lock:
+            over_share: set[str] = set()
             for node in nodes:
                 if not node.get("Alive"):
                     continue
                 node_id = node["NodeID"]
-                resources = node.get("Resources", {})
-                gpus = int(resources.get("GPU", 0))
-                cpus = int(resources.get("CPU", 0))
-                if gpus:
-                    wanted = [f"gpu{i}" for i in range(gpus)]
-                elif cpus:
-                    wanted = [f"cpu{i}" for i in range(self.spec.cpu_translators_per_node)]
-                else:
-                    wanted = []
-                present = {s.device for s in self.slots.values() if s.node_id == node_id}
+                wanted, free_cpus = self._fleet_of(node)
+                present = {s.device: s for s in self.slots.values() if s.node_id == node_id}
+                over_share.update(s.worker_id for d, s in present.items() if d not in wanted)
                 for device in wanted:
                     if device not in present:
-                        self._start_translator(node_id, device, cpus)
+                        self._start_translator(node_id, device, free_cpus)
+                self._unblock(node_id, [s for s in present.values() if s.device in wanted])
+            if over_share:
+                self._release_idle_translators(over_share, "over its fair share")
 
-    def _start_translator(self, node_id: str, device: str, node_cpus: int) -> None:
-        self.placed += 1
-        worker_id = f"{node_id[:8]}-{device}-{self.placed}"
-        on_gpu = device.startswith("gpu")
-        per_node = max(1, self.spec.cpu_translators_per_node)
+    def _threads(self, free_cpus: int) -> int:
+        per_node = max(1, min(self.spec.cpu_translators_per_node, free_cpus))
         # never more threads than the node has CPUs: a million of them took a node down
-        threads = min(self.spec.threads or node_cpus // per_node, node_cpus) or 1
-        handle = Translator.options(
-            num_gpus=1 if on_gpu else 0,
-            num_cpus=0 if on_gpu else min(1, node_cpus),
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-        ).remote(
-            self_handle(), worker_id, self.spec.model_dump(), str(self.work_dir), on_gpu, threads
-        )
-        slot = TranslatorSlot(worker_id, node_id, device, handle, None, handle.info.remote())
-        # The slot exists before the loop starts, so the translator's first lease finds it.
-        self.slots[worker_id] = slot
-        slot.run_ref = handle.run.remote()
-        log.info("placed translator %s on node %s", worker_id, node_id)
+        return min(self.spec.threads or free_cpus // per_node, free_cpus) or 1
 
-    def _release_idle_translators(self) -> None:
-        """Stops the translators that hold no lease; one that leased in a race gives it back."""
+    def _start_translator(self, node_id: str, device: str, free_cpus: int) -> None:
+        """A warm translator of this job's engine key on the node, or a new one (idle ones of other
+        models there are evicted first: this job needs their devices)."""
+        self.placed += 1
+        worker_id = f"{node_id[:8]}-{device}-{self.incarnation}{self.placed}"
+        on_gpu = device.startswith("gpu")
+        threads = self._threads(free_cpus)
+        key = engine_key(self.spec, "gpu" if on_gpu else "cpu", threads)
+        handle = self._attach_warm(key, node_id, worker_id)
+        if handle is None:
+            self._ask_pool("evict", node_id, key)
+            handle = Translator.options(
+                num_gpus=self.spec.gpus_per_translator if on_gpu else 0,
+                num_cpus=0 if on_gpu else min(1, free_cpus),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                # detached, it may outlive this job in the warm pool; it ends itself otherwise
+                lifetime="detached" if self.keep_warm_s else None,
+            ).remote(
+                self_handle(),
+                worker_id,
+                self.spec.model_dump(),
+                str(self.work_dir),
+                on_gpu,
+                threads,
+            )
+            log.info("placed translator %s on node %s", worker_id, node_id)
+        else:
+            log.info("took warm translator %s on node %s", worker_id, node_id)
+        self._start_loop(TranslatorSlot(worker_id, node_id, device, handle, None, None, key=key))
+
+    def _start_loop(self, slot: TranslatorSlot) -> None:
+        # The slot exists before the loop starts, so the translator's first lease finds it.
+        self.slots[slot.worker_id] = slot
+        slot.info_ref = slot.handle.info.remote()
+        slot.run_ref = slot.handle.run.remote()
+
+    def _attach_warm(self, key: str, node_id: str, worker_id: str) -> Any | None:
+        """A warm translator from the pool, attached to this job, or None."""
+        while (handle := self._ask_pool("take", key, node_id)) is not None:
+            try:
+                ray.get(
+                    handle.attach.remote(
+                        self_handle(), worker_id, self.spec.model_dump(), str(self.work_dir)
+                    ),
+                    timeout=POOL_CALL_S,
+                )
+                return handle
+            except (RayActorError, GetTimeoutError) as error:
+                # it ended its keep-warm time as it was taken: another, or a new one
+                log.info("a warm translator could not be attached: %s", error)
+                ray.kill(handle, no_restart=True)
+        return None
+
+    def _unblock(self, node_id: str, slots: list[TranslatorSlot]) -> None:
+        """A translator still waiting for its device: idle translators of other models on its
+        node are evicted, or a warm one of its own key (a job that just ended) takes its place."""
+        now = time.monotonic()
+        for slot in slots:
+            if slot.info_ref is None or now - slot.placed_at < PENDING_S or _ready(slot.info_ref):
+                continue
+            slot.placed_at = now
+            self.placed += 1
+            worker_id = f"{node_id[:8]}-{slot.device}-{self.incarnation}{self.placed}"
+            handle = self._attach_warm(slot.key, node_id, worker_id)
+            if handle is None:
+                self._ask_pool("evict", node_id, slot.key)
+                continue
+            del self.slots[slot.worker_id]
+            ray.kill(slot.handle, no_restart=True)
+            self._start_loop(
+                TranslatorSlot(worker_id, node_id, slot.device, handle, None, None, key=slot.key)
+            )
+            log.info("warm translator %s took the place of waiting %s", worker_id, slot.worker_id)
+
+    def _release_idle_translators(self, worker_ids: set[str] | None, why: str) -> None:
+        """Lets go of the translators `worker_ids` (None: all) that hold no lease: to the warm
+        pool, or stopped. One that leased in a race finishes its shard (warm) or gives it back."""
         if not self.slots:
             return
         busy = {
@@ -491,12 +602,28 @@ class JobCoordinator:
         }
         with self.lock:
             for slot in list(self.slots.values()):
-                if slot.worker_id in busy:
+                if slot.worker_id in busy or (
+                    worker_ids is not None and slot.worker_id not in worker_ids
+                ):
                     continue
                 del self.slots[slot.worker_id]
+                if not self._let_go(slot, keep_warm=True):
+                    self.store.release_owner(self.job_id, slot.worker_id)
+                log.info("translator %s let go: job %s is %s", slot.worker_id, self.job_id, why)
+
+    def _let_go(self, slot: TranslatorSlot, keep_warm: bool) -> bool:
+        """Hands a translator no longer in `slots` to the warm pool (True), or stops it."""
+        if keep_warm and self.keep_warm_s:
+            try:
+                ray.get(slot.handle.release.remote(self.keep_warm_s), timeout=POOL_CALL_S)
+            except (RayActorError, GetTimeoutError):
                 ray.kill(slot.handle, no_restart=True)
-                self.store.release_owner(self.job_id, slot.worker_id)
-                log.info("translator %s stopped: job %s is paused", slot.worker_id, self.job_id)
+                return False
+            gpus = self.spec.gpus_per_translator if slot.device.startswith("gpu") else 0
+            self._pool().keep.remote(slot.handle, slot.key, slot.node_id, gpus, self.keep_warm_s)
+            return True
+        ray.kill(slot.handle, no_restart=True)
+        return False
 
     def _reap(self, nodes: list[dict[str, Any]]) -> None:
         """Forgets translators that died, hung or whose node left, and puts their shards back at
@@ -557,15 +684,20 @@ class JobCoordinator:
             for index in released:
                 self._count_failure(index, f"translator {slot.worker_id} {cause}")
 
-    def _stop_translators(self) -> None:
-        if self.gpus_requested:
-            self._ask_autoscaler(0)
+    def _stop_translators(self, keep_warm: bool) -> None:
+        """The job ended: its translators go to the warm pool (`keep_warm`, a job that did not
+        fail) or stop, and the job leaves the pool's registry (its GPUs are no longer asked for)."""
         with self.lock:
-            for slot in list(self.slots.values()):
-                ray.kill(slot.handle, no_restart=True)
+            slots = list(self.slots.values())
             self.slots.clear()
+            self.watches.clear()
+            for slot in slots:
+                self._let_go(slot, keep_warm)
+        self._ask_pool("leave", self.job_id)
 
     def _finish(self) -> None:
+        # every shard is done: the translators go warm now, for the next job, while this assembles
+        self._stop_translators(keep_warm=True)
         failed = self.store.failed_shards(self.job_id)
         if failed and self.spec.on_error == "fail":
             rows = ", ".join(str(s.row_start) for s in failed[:10])
@@ -578,7 +710,6 @@ class JobCoordinator:
             return
         self.store.set_manifest(self.job_id, manifest)
         self.store.set_job_state(self.job_id, JobState.SUCCEEDED)
-        self._stop_translators()
 
     def _finish_failed(self, message: str) -> None:
         """Fails the job with `message` and stops its translators. Never raises: a failure the
@@ -592,7 +723,7 @@ class JobCoordinator:
             log.exception("could not record that job %s failed: %s", self.job_id, message)
             self.unrecorded_failure = message
         try:
-            self._stop_translators()
+            self._stop_translators(keep_warm=False)
         except Exception:
             log.exception("could not stop the translators of job %s", self.job_id)
 

@@ -24,6 +24,7 @@ from mtfleet.engines import check_model
 from mtfleet.errors import JobError, OutputError
 from mtfleet.manifest import job_manifest_path, manifest_path
 from mtfleet.spec import (
+    DEFAULT_KEEP_WARM_S,
     JobSpec,
     fingerprint,
     input_key,
@@ -144,6 +145,13 @@ def submit_job(
         # Paused by its coordinator on a fault that persisted (a full disk...): rerunning resumes.
         store.set_job_state(job_id, JobState.RUNNING)
     return handle, False
+
+
+def with_keep_warm(spec: JobSpec, default_s: float) -> JobSpec:
+    """The spec with its keep-warm time: its own, or `default_s` (the cluster's kind decides)."""
+    if spec.keep_warm_s is not None:
+        return spec
+    return spec.model_copy(update={"keep_warm_s": default_s})
 
 
 def check_output_writable(output: str, *, sharded: bool) -> None:
@@ -339,6 +347,7 @@ def run_job(
     """Runs a job to its end (or, detached, starts it and returns); the CLI and the API call this."""
     if detach and not address:
         raise JobError("--detach needs --address: a local cluster ends with this command.")
+    spec = with_keep_warm(spec, DEFAULT_KEEP_WARM_S if address else 0.0)
     handle = prepare_job(spec, state_dir=state_dir, store_url=store_url, job_id=job_id)
     finished = finished_result(handle)
     if finished is not None:

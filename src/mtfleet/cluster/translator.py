@@ -6,11 +6,18 @@ its `failed` state. An error of the machine (a full disk, an unreadable unit fil
 a model this node cannot load) is reported with `fault`: the shard goes back without an attempt
 counted, and the translator waits as long as the coordinator says before it leases again. A device
 out of memory first halves the engine's batch budget and translates the shard again.
+
+A translator outlives its job only when its coordinator `release`s it to the warm pool: it then
+keeps its engine for `keep_warm_s`, and a job of the same engine key `attach`es it and runs it
+again without loading the model. Any other end of its lease loop (the coordinator said stop, or
+is gone) ends the translator itself, as does a release past its time or an attach that no run
+follows: a detached translator never holds a device for nobody.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import sys
@@ -23,7 +30,7 @@ from typing import Any
 
 import ray
 
-from mtfleet.cluster.logs import log_to_work_dir
+from mtfleet.cluster.logs import log_to_work_dir, stop_logging_to_work_dirs
 from mtfleet.cluster.parts import part_path, write_part
 from mtfleet.cluster.plan import UnitLine, UnitReader
 from mtfleet.engines import Engine, load_engine
@@ -42,13 +49,39 @@ IDLE_POLL_S = 0.25
 MIN_BATCH_TOKENS = 32
 # Tests only: while the file this names exists, part files cannot be written (no space left).
 FULL_DISK_VARIABLE = "MTFLEET_TEST_FULL_DISK_WHILE"
+# A translator whose run has not started this long after it was placed or attached ends itself.
+ATTACH_GRACE_S = 60.0
+# How often a translator looks whether its time is over.
+GUARD_POLL_S = 0.5
+# The settings that decide the engine a translator loads: a warm one serves a job equal in them.
+ENGINE_SETTINGS = (
+    "engine",
+    "model",
+    "src_lang",
+    "tgt_lang",
+    "beam",
+    "max_batch_tokens",
+    "max_length_factor",
+    "max_length_offset",
+    "compute_type",
+    "trust_remote_code",
+    "preprocessor",
+    "gpus_per_translator",
+)
+
+
+def engine_key(spec: JobSpec, device: str, threads: int) -> str:
+    """What a warm translator must share with a job to serve it: the engine settings, the kind of
+    device (`cpu` or `gpu`) and the threads; the node is the pool's to match."""
+    settings = {name: getattr(spec, name) for name in ENGINE_SETTINGS}
+    return json.dumps({**settings, "device": device, "threads": threads}, sort_keys=True)
 
 
 class MachineFault(Exception):
     """An error of this translator's machine, not of the rows it translates; one sentence."""
 
 
-@ray.remote(max_restarts=0, max_concurrency=2)
+@ray.remote(max_restarts=0, max_concurrency=4)
 class Translator:
     def __init__(
         self,
@@ -73,6 +106,17 @@ class Translator:
         # restarts a translator whose count stops growing
         self.progress = 0
         log_to_work_dir(self.work_dir, f"translator-{worker_id}")
+        self.engine: Engine | None = None
+        self.engine_key: str | None = None
+        self.engine_loads = 0
+        self.jobs = 0
+        # one lease loop at a time: an attach waits for the last job's loop to end
+        self.running = threading.Lock()
+        self.released = False
+        self.kept_until = 0.0
+        # when this translator ends itself; None while a lease loop runs
+        self.deadline: float | None = time.monotonic() + ATTACH_GRACE_S
+        threading.Thread(target=self._guard, name="guard", daemon=True).start()
 
     def info(self) -> dict[str, Any]:
         return {
@@ -81,25 +125,80 @@ class Translator:
             "gpu_ids": self.gpu_ids,
             "device": self._device(),
             "pid": os.getpid(),
+            "engine_loads": self.engine_loads,
+            "jobs": self.jobs,
         }
+
+    def attach(
+        self, coordinator: Any, worker_id: str, spec: dict[str, Any], work_dir: str
+    ) -> dict[str, Any]:
+        """Takes a warm translator into job `spec`'s fleet; its coordinator calls `run` next.
+        Job-level settings (checks, protection, glossary) are the new job's."""
+        with self.running:
+            self.coordinator = coordinator
+            self.worker_id = worker_id
+            self.spec = JobSpec(**spec)
+            self.work_dir = Path(work_dir)
+            self.released = False
+            self.deadline = time.monotonic() + ATTACH_GRACE_S
+        stop_logging_to_work_dirs()
+        log_to_work_dir(self.work_dir, f"translator-{worker_id}")
+        log.info(
+            "warm translator attached as %s, engine loaded %d times", worker_id, self.engine_loads
+        )
+        return self.info()
+
+    def release(self, keep_warm_s: float) -> None:
+        """The coordinator lets this translator go to the warm pool: its lease loop ends before
+        its next lease (a shard it holds is finished first), and it ends itself after
+        `keep_warm_s` unless a job attaches it."""
+        self.kept_until = time.monotonic() + keep_warm_s
+        self.released = True
+        if not self.running.locked():
+            self.deadline = self.kept_until
+        log.info("released to the warm pool for %.0f s", keep_warm_s)
+
+    def run(self) -> dict[str, Any]:
+        """Leases, translates and completes shards until the coordinator says stop or releases
+        this translator; then it ends itself, or, released, waits warm for another job."""
+        with self.running:
+            self.deadline = None
+            self.jobs += 1
+            try:
+                return self._serve_job()
+            finally:
+                self.deadline = self.kept_until if self.released else time.monotonic()
+
+    def _guard(self) -> None:
+        """Ends this process once its deadline has passed: no job runs on it, none will."""
+        while True:
+            time.sleep(GUARD_POLL_S)
+            deadline = self.deadline
+            if deadline is not None and time.monotonic() >= deadline:
+                log.info("translator %s ends: no job holds it", self.worker_id)
+                logging.shutdown()
+                os._exit(0)
 
     def _device(self) -> str:
         if not self.gpu_ids:
             return "cpu"
         import torch
 
-        # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU, so it is always cuda:0 here.
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPUs: they are cuda:0... here, and a
+        # translator of --gpus-per-translator K splits its model over all K (`cuda:0,1`).
+        return "cuda:" + ",".join(str(index) for index in range(len(self.gpu_ids)))
 
-    def run(self) -> dict[str, Any]:
-        """Leases, translates and completes shards until the coordinator says stop."""
-        engine = self._load_engine()
+    def _serve_job(self) -> dict[str, Any]:
+        """The lease loop of one job."""
+        engine = self._warm_engine()
         signature = engine.describe()
         self.protection, self.checks = job_checks(self.spec, engine)
         units: UnitReader | None = None
         shards_done = 0
         while True:
-            reply = self._ask("lease", self.worker_id)
+            reply = {"action": "stop"} if self.released else self._ask("lease", self.worker_id)
             if reply["action"] == "stop":
                 log.info("stopping after %d shards", shards_done)
                 return {"worker_id": self.worker_id, "shards": shards_done}
@@ -121,6 +220,18 @@ class Translator:
                 continue
             if self._translate_shard(engine, signature, units, lease):
                 shards_done += 1
+
+    def _warm_engine(self) -> Engine:
+        """The engine loaded for an earlier job of the same engine key, or a new one."""
+        key = engine_key(self.spec, "gpu" if self.gpu_ids else "cpu", self.threads)
+        if self.engine is None or key != self.engine_key:
+            self.engine = None
+            self.engine = self._load_engine()
+            self.engine_key = key
+            self.engine_loads += 1
+        # an out of memory may have halved it for the last job; each job starts from its own
+        self.engine.max_batch_tokens = self.spec.max_batch_tokens
+        return self.engine
 
     def _load_engine(self) -> Engine:
         """The job's engine, loaded on this node; a failure (a model missing here, no memory) is a

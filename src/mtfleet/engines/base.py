@@ -49,3 +49,15 @@ class EngineWrapper:
     @max_batch_tokens.setter
     def max_batch_tokens(self, tokens: int) -> None:
         self.engine.max_batch_tokens = tokens
+
+
+def split_device(device: str) -> tuple[str, list[int]]:
+    """`cuda:0,1` -> ("cuda", [0, 1]): a model split over (HF) or replicated on (CTranslate2)
+    several GPUs of one node; `cuda:2` -> ("cuda", [2]); `cpu`, `cuda`, `auto` -> (kind, [])."""
+    kind, _, indices = device.partition(":")
+    if not indices or "," not in indices:
+        return kind, [int(indices)] if indices.isdigit() else []
+    parts = indices.split(",")
+    if kind != "cuda" or not all(part.isdigit() for part in parts):
+        raise ValueError(f"Device {device!r} is not a device name such as cuda:0,1.")
+    return kind, [int(part) for part in parts]

@@ -32,6 +32,7 @@ from typing import Any
 import transformers
 from transformers import GenerationConfig
 
+from mtfleet.engines.base import split_device
 from mtfleet.engines.tokens import (
     WEIGHT_FILES,
     ModelTokenizer,
@@ -103,7 +104,8 @@ class CT2Engine(TokenizedEngine):
             trust_remote_code=trust_remote_code,
         )
         self.threads = threads
-        self.device, self.device_index = _pick_device(device)
+        self.device, self.device_indices = _pick_device(device)
+        self.device_index = self.device_indices[0]
         self.compute_type = _pick_compute_type(compute_type, self.device, self.device_index)
         self.model_dir = local_dir(self.tokens.source, fetch=True)
         self._files_sha256 = files_sha256(self.model_dir)
@@ -111,7 +113,7 @@ class CT2Engine(TokenizedEngine):
             self.model_dir, self._files_sha256, self.compute_type, trust_remote_code
         )
         self.translator = _load_translator(
-            self.converted_dir, self.device, self.device_index, self.compute_type, threads
+            self.converted_dir, self.device, self.device_indices, self.compute_type, threads
         )
         _LIVE_ENGINES.add(self)
         self._target_ids = _target_vocabulary(self.converted_dir)
@@ -277,7 +279,9 @@ class CT2Engine(TokenizedEngine):
         }
 
     def _device_name(self) -> str:
-        return f"cuda:{self.device_index}" if self.device == "cuda" else "cpu"
+        if self.device != "cuda":
+            return "cpu"
+        return "cuda:" + ",".join(str(index) for index in self.device_indices)
 
 
 def _stop_at(limits: list[int]) -> Callable[[Any], bool]:
@@ -393,15 +397,20 @@ def _convert(
 
 
 def _load_translator(
-    converted_dir: Path, device: str, device_index: int, compute_type: str, threads: int | None
+    converted_dir: Path,
+    device: str,
+    device_indices: list[int],
+    compute_type: str,
+    threads: int | None,
 ) -> ctranslate2.Translator:
     try:
+        # several GPUs: a replica on each, and the sub-batches of one call run on them at once
         return ctranslate2.Translator(
             str(converted_dir),
             device=device,
-            device_index=device_index,
+            device_index=device_indices if len(device_indices) > 1 else device_indices[0],
             compute_type=compute_type,
-            inter_threads=1,
+            inter_threads=len(device_indices),
             intra_threads=threads or 0,
         )
     except (RuntimeError, ValueError, OSError) as error:
@@ -435,18 +444,23 @@ def _setting(value: Any, default: Any) -> Any:
 # --- devices
 
 
-def _pick_device(device: str) -> tuple[str, int]:
+def _pick_device(device: str) -> tuple[str, list[int]]:
+    """The kind and the device indices: one, or several GPUs (`cuda:0,1`)."""
     cuda_devices = ctranslate2.get_cuda_device_count()
     if device == "auto":
-        return ("cuda", 0) if cuda_devices else ("cpu", 0)
-    kind, _, index = device.partition(":")
-    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        return ("cuda", [0]) if cuda_devices else ("cpu", [0])
+    try:
+        kind, indices = split_device(device)
+    except ValueError as error:
+        raise ModelError(str(error)) from error
+    named = bool(device.partition(":")[2])
+    if kind not in ("cpu", "cuda") or (named and not indices) or (kind == "cpu" and named):
         raise ModelError(f"Device {device!r} is not a device name such as cpu, cuda or cuda:0.")
-    if kind == "cuda" and int(index or 0) >= cuda_devices:
+    if kind == "cuda" and max(indices or [0]) >= cuda_devices:
         raise ModelError(
             f"Device {device!r} is not on this machine, which has {cuda_devices} CUDA devices."
         )
-    return kind, int(index or 0)
+    return kind, indices or [0]
 
 
 def _pick_compute_type(compute_type: str, device: str, device_index: int) -> str:

@@ -24,6 +24,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutput
 
+from mtfleet.engines.base import split_device
 from mtfleet.engines.tokens import (
     DECODER_PROMPT_LENGTH,
     TokenizedEngine,
@@ -119,11 +120,13 @@ class HFEngine(TokenizedEngine):
         )
         if threads is not None:
             torch.set_num_threads(threads)
-        self.device = _pick_device(device)
+        self.devices = _pick_devices(device)
+        # inputs go to the first device; a model split over several GPUs passes them along
+        self.device = self.devices[0]
         self.dtype = COMPUTE_TYPES[compute_type] or (
             torch.float16 if self.device.type == "cuda" else torch.float32
         )
-        self.model = _load_model(self.tokens.source, self.dtype, trust_remote_code).to(self.device)
+        self.model = _load_model(self.tokens.source, self.dtype, trust_remote_code, self.devices)
         self.model_dir = local_dir(self.tokens.source)
         self._eos_token_ids = token_id_set(self.model.generation_config.eos_token_id)
         self._forced_eos_token_ids = self._take_over_length_settings()
@@ -150,7 +153,7 @@ class HFEngine(TokenizedEngine):
                 "max_batch_tokens": self.tokens.max_batch_tokens,
                 "max_length_factor": self.tokens.max_length_factor,
                 "max_length_offset": self.tokens.max_length_offset,
-                "device": str(self.device),
+                "device": _device_name(self.devices),
                 "dtype": str(self.dtype).removeprefix("torch."),
                 "threads": torch.get_num_threads(),
                 "trust_remote_code": self.trust_remote_code,
@@ -240,6 +243,23 @@ class HFEngine(TokenizedEngine):
         return forced_eos
 
 
+def _pick_devices(device: str) -> list[torch.device]:
+    """The device, or the GPUs (`cuda:0,1`) a model is split over with accelerate's device_map."""
+    try:
+        kind, indices = split_device(device)
+    except ValueError as error:
+        raise ModelError(str(error)) from error
+    if kind == "cuda" and len(indices) > 1:
+        return [_pick_device(f"cuda:{index}") for index in indices]
+    return [_pick_device(device)]
+
+
+def _device_name(devices: list[torch.device]) -> str:
+    if len(devices) == 1:
+        return str(devices[0])
+    return "cuda:" + ",".join(str(device.index) for device in devices)
+
+
 def _pick_device(device: str) -> torch.device:
     if device == "auto":
         if torch.cuda.is_available():
@@ -259,10 +279,20 @@ def _pick_device(device: str) -> torch.device:
     return picked
 
 
-def _load_model(source: str, dtype: torch.dtype, trust_remote_code: bool) -> PreTrainedModel:
+def _load_model(
+    source: str, dtype: torch.dtype, trust_remote_code: bool, devices: list[torch.device]
+) -> PreTrainedModel:
+    """The model on `devices`: one, or split layer by layer over several GPUs (accelerate)."""
+    if len(devices) == 1:
+        split: dict[str, Any] = {}
+    else:
+        # "balanced" over exactly these GPUs: accelerate places whole layers on each
+        memory = {d.index: torch.cuda.get_device_properties(d).total_memory for d in devices}
+        split = {"device_map": "balanced", "max_memory": memory}
     try:
-        return AutoModelForSeq2SeqLM.from_pretrained(
-            source, dtype=dtype, trust_remote_code=trust_remote_code
+        model = AutoModelForSeq2SeqLM.from_pretrained(
+            source, dtype=dtype, trust_remote_code=trust_remote_code, **split
         ).eval()
+        return model if split else model.to(devices[0])
     except Exception as error:  # missing, truncated or mismatched weights fail in many ways
         raise ModelError(load_failure(source, "its weights", error)) from error

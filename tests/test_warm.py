@@ -1,0 +1,242 @@
+"""Jobs that share a cluster: warm translators between jobs, fair shares, summed autoscaler asks,
+and translators that span GPUs.
+
+The jobs run the deterministic reverse engine; its load is counted by the translator
+(`engine_loads` in its info), so a warm job is seen not to load its engine again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from ray.exceptions import RayActorError
+
+from mtfleet.api.server import ServerSettings
+from mtfleet.cluster import pool as pool_module
+from mtfleet.cluster import prepare_job, run_job, start_coordinator
+from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
+from mtfleet.cluster.job import with_keep_warm
+from mtfleet.cluster.pool import JOB_SILENCE_S, JobRegistry, warm_pool
+from mtfleet.errors import ApiError
+from mtfleet.spec import JobSpec
+from mtfleet.testing.cluster import JobThread, local_cluster, repeated_jsonl, reverse_spec, wait_for
+from mtfleet.testing.engines import DELAY_VARIABLE
+
+ALPACA = Path(__file__).parents[1] / "examples" / "alpaca_sample.json"
+FIELDS = ["instruction", "input", "output"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return repeated_jsonl(ALPACA, 2, tmp_path_factory.mktemp("data") / "alpaca2.jsonl")
+
+
+@pytest.fixture(scope="module")
+def clean_output(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The output of the job alone on a local cluster: what every shared run must equal."""
+    work = tmp_path_factory.mktemp("clean")
+    result = run_job(reverse_spec(dataset, work / "out.jsonl", FIELDS), state_dir=work / "state")
+    assert result.state == "succeeded", result.error
+    return (work / "out.jsonl").read_bytes()
+
+
+def make_spec(dataset: Path, output: Path, **settings: Any) -> JobSpec:
+    return reverse_spec(dataset, output, FIELDS, **settings)
+
+
+def run(spec: JobSpec, state_dir: Path) -> dict[str, Any]:
+    result = run_job(spec, state_dir=state_dir)
+    assert result.state == "succeeded", result.error
+    return result.manifest or {}
+
+
+def warm_translators() -> list[tuple[Any, dict[str, Any]]]:
+    """The pool's idle translators with their info; they stay in the pool."""
+    pool = warm_pool()
+    kept = []
+    for idle in ray.get(pool.idle.remote()):
+        handle = ray.get(pool.take.remote(idle["key"], idle["node_id"]))
+        kept.append((handle, ray.get(handle.info.remote())))
+        pool.keep.remote(handle, idle["key"], idle["node_id"], idle["gpus"], idle["left_s"])
+    return kept
+
+
+def ended(handle: Any) -> bool:
+    try:
+        ray.get(handle.info.remote(), timeout=10)
+    except RayActorError:
+        return True
+    return False
+
+
+def test_a_second_job_of_the_same_model_runs_on_the_first_jobs_translator_without_loading_it(
+    dataset: Path, tmp_path: Path, clean_output: bytes
+) -> None:
+    with local_cluster(head_cpus=1):
+        run(make_spec(dataset, tmp_path / "first.jsonl", keep_warm_s=120), tmp_path / "state")
+        [(_, first)] = warm_translators()
+        assert first["engine_loads"] == 1 and first["jobs"] == 1
+        run(make_spec(dataset, tmp_path / "second.jsonl", keep_warm_s=120), tmp_path / "state")
+        [(_, second)] = warm_translators()
+    assert second["pid"] == first["pid"]
+    assert second["jobs"] == 2
+    assert second["engine_loads"] == 1
+    assert (tmp_path / "second.jsonl").read_bytes() == clean_output
+
+
+def test_a_job_of_another_model_evicts_the_idle_translator_holding_the_node(
+    dataset: Path, tmp_path: Path, clean_output: bytes
+) -> None:
+    with local_cluster(head_cpus=1):
+        run(make_spec(dataset, tmp_path / "first.jsonl", keep_warm_s=120), tmp_path / "state")
+        [(first, _)] = warm_translators()
+        # another batch budget is another engine: it needs the node's one CPU the warm one holds
+        other = make_spec(dataset, tmp_path / "other.jsonl", keep_warm_s=120, max_batch_tokens=2048)
+        run(other, tmp_path / "state")
+        assert ended(first)
+        [(_, second)] = warm_translators()
+    assert second["engine_loads"] == 1
+    assert (tmp_path / "other.jsonl").read_bytes() == clean_output
+
+
+def test_a_kept_translator_ends_itself_when_its_keep_warm_time_is_over(
+    dataset: Path, tmp_path: Path
+) -> None:
+    with local_cluster(head_cpus=1):
+        run(make_spec(dataset, tmp_path / "out.jsonl", keep_warm_s=3), tmp_path / "state")
+        # taken out of the pool, it is no one's to kill: it ends itself
+        [(translator, _)] = warm_translators()
+        pool = warm_pool()
+        [idle] = ray.get(pool.idle.remote())
+        ray.get(pool.take.remote(idle["key"], idle["node_id"]))
+        wait_for(lambda: ended(translator))
+        wait_for(lambda: ray.available_resources().get("CPU") == 1.0)
+
+
+@pytest.mark.parametrize("restart", [True, False], ids=["restarted", "killed"])
+def test_a_translator_whose_coordinator_is_gone_or_does_not_know_it_ends_itself(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restart: bool
+) -> None:
+    monkeypatch.setenv(DELAY_VARIABLE, "0.5")
+    with local_cluster(head_cpus=2):
+        spec = make_spec(
+            dataset, tmp_path / "out.jsonl", keep_warm_s=120, cpu_translators_per_node=2
+        )
+        coordinator = start_coordinator(prepare_job(spec, state_dir=tmp_path / "state"))
+
+        def placed() -> list[dict[str, Any]]:
+            return [t for t in ray.get(coordinator.translators.remote()) if "pid" in t]
+
+        wait_for(lambda: len(placed()) == 2)
+        workers = [t["worker_id"] for t in placed()]
+        handles = [
+            ray.get(coordinator.__ray_call__.remote(lambda self, w=w: self.slots[w].handle))
+            for w in workers
+        ]
+        ray.kill(coordinator, no_restart=not restart)
+        for handle in handles:
+            wait_for(lambda handle=handle: ended(handle))
+        if restart:
+            # the restarted coordinator goes on with translators of its own
+            wait_for(lambda: len(placed()) == 2)
+            assert not {t["worker_id"] for t in placed()} & set(workers)
+            ray.kill(ray.get_actor(coordinator_name(spec_job_id(tmp_path)), namespace=NAMESPACE))
+
+
+def spec_job_id(tmp_path: Path) -> str:
+    from mtfleet.store import JobStore
+
+    [job] = JobStore.for_state_dir(tmp_path / "state").list_jobs()
+    return job.id
+
+
+def test_two_jobs_at_once_each_get_a_fair_share_and_write_what_each_writes_alone(
+    dataset: Path, tmp_path: Path, clean_output: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DELAY_VARIABLE, "0.3")
+    with local_cluster(head_cpus=2):
+        jobs = [
+            JobThread(
+                make_spec(dataset, tmp_path / f"out{i}.jsonl", cpu_translators_per_node=2),
+                tmp_path / "state",
+            )
+            for i in range(2)
+        ]
+        for job in jobs:
+            job.start()
+        # each job holds a translator at the same time: the node's two are shared one and one
+        wait_for(lambda: all(job.reports and job.reports[-1]["translators"] for job in jobs))
+        wait_for(lambda: all(len(job.reports[-1]["translators"]) == 1 for job in jobs))
+        results = [job.outcome() for job in jobs]
+    assert [r.state for r in results] == ["succeeded", "succeeded"]
+    for i in range(2):
+        assert (tmp_path / f"out{i}.jsonl").read_bytes() == clean_output
+
+
+def test_the_autoscaler_is_asked_once_for_the_gpus_every_active_job_wants() -> None:
+    asked: list[int] = []
+    now = [0.0]
+    registry = JobRegistry(asked.append, clock=lambda: now[0])
+    assert registry.share("a", True, 2) == 1
+    assert registry.share("b", True, 3) == 2
+    # a paused job wants no translators and no GPUs: the others' share grows
+    assert registry.share("c", False, 0) == 2
+    registry.leave("a")
+    assert asked == [2, 5, 3]
+    # a job whose coordinator went silent no longer counts
+    now[0] = JOB_SILENCE_S + 1
+    assert registry.share("d", True, 1) == 1
+    assert asked == [2, 5, 3, 1]
+
+
+def test_the_gpu_sum_goes_to_the_autoscaler_as_one_gpu_bundles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    requests: list[list[dict[str, int]]] = []
+    monkeypatch.setattr(pool_module, "request_resources", lambda bundles: requests.append(bundles))
+    pool_module.ask_autoscaler(3)
+    assert requests == [[{"GPU": 1}] * 3]
+
+
+def test_a_translator_spans_k_gpus_of_one_node_and_cpu_translators_use_the_cores_left(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DELAY_VARIABLE, "10")
+    with local_cluster(head_cpus=1) as cluster:
+        gpu_node = cluster.add_node(num_cpus=3, num_gpus=4)
+        cluster.wait_for_nodes()
+        spec = make_spec(
+            dataset, tmp_path / "out.jsonl", gpus_per_translator=2, cpu_translators_per_node=2
+        )
+        coordinator = start_coordinator(prepare_job(spec, state_dir=tmp_path / "state"))
+
+        def on_gpu_node() -> list[dict[str, Any]]:
+            return [
+                t
+                for t in ray.get(coordinator.translators.remote())
+                if "pid" in t and t["node_id"] == gpu_node.node_id
+            ]
+
+        # 4 GPUs in translators of 2; 3 cores less the 2 GPU translators' leave one CPU translator
+        wait_for(lambda: len(on_gpu_node()) == 3)
+        gpu_sets = sorted(t["gpu_ids"] for t in on_gpu_node() if t["gpu_ids"])
+        ray.kill(coordinator, no_restart=True)
+    assert len(gpu_sets) == 2 and all(len(ids) == 2 for ids in gpu_sets)
+    assert sorted(i for ids in gpu_sets for i in ids) == [0, 1, 2, 3]
+
+
+def test_a_job_keeps_its_own_keep_warm_time_else_the_clusters_default(dataset: Path) -> None:
+    spec = make_spec(dataset, dataset.with_suffix(".out.jsonl"))
+    assert with_keep_warm(spec, 300).keep_warm_s == 300
+    assert with_keep_warm(spec.model_copy(update={"keep_warm_s": 0}), 300).keep_warm_s == 0
+    # a run setting: the job is the same job, whatever its translators' keep-warm time
+    assert with_keep_warm(spec, 300).default_job_id("k") == spec.default_job_id("k")
+
+
+def test_a_server_refuses_a_negative_keep_warm_in_one_sentence(tmp_path: Path) -> None:
+    settings = ServerSettings(data_root=tmp_path, insecure_no_auth=True, keep_warm_s=-1)
+    with pytest.raises(ApiError, match=r"^--keep-warm must be 0 or more seconds\.$"):
+        settings.check()
