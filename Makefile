@@ -49,6 +49,11 @@ bench-scale: install
 bench-families: install
 	$(BIN)/python bench/families.py
 
+# three target languages: one job against three jobs (bench/results/multi_target.json)
+.PHONY: bench-multi-target
+bench-multi-target: install
+	$(BIN)/python bench/multi_target.py
+
 quality: install
 	$(BIN)/python bench/quality.py
 

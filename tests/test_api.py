@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -466,6 +467,34 @@ def test_the_client_submits_waits_and_reads_the_manifest(
     assert node["state"] == "alive" and node["head"]
 
 
+def test_a_job_into_several_languages_takes_a_list_and_shows_each_language(
+    client: mtfleet.Client, http: httpx.Client, data_root: Path
+) -> None:
+    job = client.submit(
+        input="small.jsonl",
+        output="out/languages.{tgt_lang}.jsonl",
+        fields=["text"],
+        tgt_lang=["de", "fr", "hi"],
+        **REVERSE,
+    )
+
+    final = job.wait(poll_s=0.2, timeout_s=60)
+
+    assert final["state"] == "succeeded", final["error"]
+    assert [target["tgt_lang"] for target in final["targets"]] == ["de", "fr", "hi"]
+    for target in final["targets"]:
+        assert (target["units_done"], target["units_total"]) == (6, 6)
+        assert target["output"] == str(data_root / "out" / f"languages.{target['tgt_lang']}.jsonl")
+        assert read_jsonl(Path(target["output"])) == reversed_rows(SMALL_ROWS, ["text"])
+    assert list(job.manifest()["targets"]) == ["de", "fr", "hi"]
+    as_comma_string = http.post(
+        "/v1/jobs",
+        json={**SMALL_JOB, "output": "out/commas.{tgt_lang}.jsonl", "tgt_lang": "de,de"},
+    )
+    assert as_comma_string.status_code == 422
+    assert "de is given more than once" in as_comma_string.json()["error"]
+
+
 def test_the_client_pauses_resumes_and_cancels(client: mtfleet.Client) -> None:
     job = client.submit(**big_job(output="out/client-steer.jsonl", job_id="client-steer"))
     # a job is planned before it runs, and only a running job can pause
@@ -568,6 +597,25 @@ def test_console_submit_watch_jobs_and_status(mtfleet_cli: Any, data_root: Path)
         and "ETA 0:00:00" in shown.stdout
     )
     assert mtfleet_cli("status", "cli", "--watch").exit_code == 0
+
+
+def test_console_submit_takes_several_languages_and_status_lists_them(
+    mtfleet_cli: Any, data_root: Path
+) -> None:
+    submitted = mtfleet_cli(
+        "submit", "small.jsonl", "-m", "reverse", "-f", "text", "-o", "out/cli.{tgt_lang}.jsonl",
+        "--engine", "reverse", "--tgt-lang", "de,fr", "--job-id", "cli-languages", "--watch",
+        "--poll", "0.2",
+    )  # fmt: skip
+
+    assert submitted.exit_code == 0, submitted.output
+    for code in ("de", "fr"):
+        translated = read_jsonl(data_root / "out" / f"cli.{code}.jsonl")
+        assert translated == reversed_rows(SMALL_ROWS, ["text"])
+    shown = mtfleet_cli("status", "cli-languages")
+    assert shown.exit_code == 0
+    assert re.search(r"de\s+6/6\s+6\s+\S*cli\.de\.jsonl", shown.stdout), shown.stdout
+    assert re.search(r"fr\s+6/6\s+6\s+\S*cli\.fr\.jsonl", shown.stdout), shown.stdout
 
 
 def test_console_pause_resume_and_cancel_a_running_job(

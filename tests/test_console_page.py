@@ -386,6 +386,31 @@ def test_the_sample_viewer_shows_a_done_shards_rows_beside_their_translations(
     page.screenshot(path=screens / "sample.png", full_page=True)
 
 
+def test_a_job_into_several_languages_lists_them_and_samples_each(
+    page: Page, errors: Errors, api: str, http: httpx.Client, screens: Path
+) -> None:
+    final = run_to_end(
+        http,
+        job_spec(
+            "out/languages.{tgt_lang}.jsonl", "languages", input="small.jsonl", tgt_lang="de,fr,hi"
+        ),
+    )
+    assert final["state"] == "succeeded", final["error"]
+
+    sign_in(page, api, "#/job/languages")
+
+    languages = page.locator("#job-targets tbody tr")
+    expect(languages).to_have_count(3)
+    for position, code in enumerate(["de", "fr", "hi"]):
+        expect(languages.nth(position)).to_contain_text(code)
+        expect(languages.nth(position)).to_contain_text("6 / 6")
+        expect(languages.nth(position)).to_contain_text(f"languages.{code}.jsonl")
+    shards(page, "done").nth(1).click()
+    translation = page.locator("#sample-rows tbody tr .translation")
+    expect(translation).to_contain_text(f"fr: {SMALL_ROWS[1]['text'][::-1]}")
+    page.screenshot(path=screens / "job-languages.png", full_page=True)
+
+
 def test_the_logs_panel_shows_only_when_the_api_serves_a_jobs_logs(
     page: Page, errors: Errors, api: str, http: httpx.Client, finished: dict[str, Any]
 ) -> None:

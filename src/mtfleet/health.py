@@ -300,9 +300,10 @@ def language_of(code: str | None) -> Any:
 
 def job_checks(spec: Any, engine: Any) -> tuple[Protection, HealthChecks | None]:
     """A job's protected spans and its checks; no checks for an engine whose output is not a
-    translation (the reverse engine, unless it injects faults)."""
+    translation (the reverse engine, unless it injects faults). A job with several target
+    languages has its checks made per language (`spec.for_target`), not here."""
     protection = Protection(patterns=tuple(spec.protect), glossary=dict(spec.glossary))
-    if not getattr(engine, "health_checked", True):
+    if isinstance(spec.tgt_lang, list) or not getattr(engine, "health_checked", True):
         return protection, None
     return protection, HealthChecks(
         tgt_lang=spec.tgt_lang, src_lang=spec.src_lang, protection=protection

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mtfleet.data import write_bytes_atomically
+from mtfleet.spec import TARGET_PLACEHOLDER
 
 PACKAGES = ("mtfleet", "torch", "transformers", "sentencepiece", "ctranslate2", "ray", "pyarrow")
 
@@ -26,6 +27,23 @@ def versions() -> dict[str, str]:
 def manifest_path(output: str | Path) -> Path:
     output = Path(output)
     return output.with_name(output.name + ".manifest.json")
+
+
+def job_manifest_path(output: str | Path) -> Path:
+    """The manifest of a job with several target languages, beside theirs: OUT with `targets` in
+    place of {tgt_lang} (out/alpaca.{tgt_lang}.jsonl -> out/alpaca.targets.jsonl.manifest.json)."""
+    return manifest_path(_all_targets(output))
+
+
+def write_job_manifest(
+    output: str | Path, manifest: dict[str, Any], *, confine_to: Path | None = None
+) -> Path:
+    """Writes the manifest of a job with several target languages (`job_manifest_path`)."""
+    return write_manifest(_all_targets(output), manifest, confine_to=confine_to)
+
+
+def _all_targets(output: str | Path) -> str:
+    return str(output).replace(TARGET_PLACEHOLDER, "targets")
 
 
 def write_manifest(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from mtfleet.checked import CheckedEngine, value_flags
 from mtfleet.data.segment import NO_PROTECTION, Protection, reassemble, segment_texts
 from mtfleet.engines.base import Engine
+from mtfleet.engines.targets import TargetEngines
 from mtfleet.errors import ModelError
 from mtfleet.health import HealthChecks
 
@@ -62,6 +63,39 @@ def translate_texts(
     outcome.translations, outcome.flags = translations, flags
     outcome.skipped_target_language = list(skipped)
     return outcome
+
+
+def translate_to_targets(
+    texts: Sequence[str],
+    engines: TargetEngines,
+    *,
+    protection: Protection = NO_PROTECTION,
+    checks: dict[str, HealthChecks | None] | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> dict[str, TranslationOutcome]:
+    """`translate_texts` into each target language of `engines`, by target. Where one encoding
+    serves every target, the distinct segments are decoded for all targets first, a batch encoded
+    once; each target's translation then takes its own from them, as if it were translated alone.
+    `on_step` is called after that and after each target: a shard's progress, for the watchdog.
+    """
+    step = on_step or (lambda: None)
+    engine_of = engines.engines
+    if engines.shared is not None and texts:
+        first = engines.engines[engines.targets[0]]
+        counts = _RememberedCounts(first.count_tokens)
+        pieces = segment_texts(texts, first.max_input_tokens, counts, protection)
+        unique = list(
+            dict.fromkeys(piece.text for found in pieces for piece in found if piece.translate)
+        )
+        engine_of = engines.prefetched({target: unique for target in engines.targets})
+        step()
+    outcomes = {}
+    for target, engine in engine_of.items():
+        outcomes[target] = translate_texts(
+            texts, engine, protection=protection, checks=(checks or {}).get(target)
+        )
+        step()
+    return outcomes
 
 
 def _translate(

@@ -9,7 +9,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 EngineName = Literal["hf", "ct2", "reverse"]
 Preprocessor = Literal["indictrans"]
@@ -26,7 +33,11 @@ MAX_THREADS = 1024
 MIN_LEASE_TTL_S = 5.0
 MAX_LENGTH_FACTOR = 16.0
 MAX_LENGTH_OFFSET = 1024
+MAX_TARGETS = 64
+# Where each target language's code goes in the output path of a job with several targets.
+TARGET_PLACEHOLDER = "{tgt_lang}"
 FieldPath = Annotated[str, StringConstraints(max_length=FIELD_CHARS)]
+LanguageCode = Annotated[str, StringConstraints(min_length=1, max_length=LANGUAGE_CHARS)]
 # Settings that decide how a job runs, not what it writes: a job resumes with other values of them.
 RUN_SETTINGS = frozenset(
     {
@@ -71,8 +82,11 @@ class JobSpec(BaseModel):
     src_lang: str | None = Field(
         None, max_length=LANGUAGE_CHARS, description="Source language code (M2M100, NLLB, mBART)."
     )
-    tgt_lang: str | None = Field(
-        None, max_length=LANGUAGE_CHARS, description="Target language code (M2M100, NLLB, mBART)."
+    # One target is a string, as jobs stored before several targets have it (their ids stay).
+    tgt_lang: LanguageCode | list[LanguageCode] | None = Field(
+        None,
+        description="Target language code (M2M100, NLLB, mBART), or several (a list or a comma "
+        "string) translated in one job: the output path then holds {tgt_lang}.",
     )
     engine: EngineName = "hf"
     beam: int = Field(1, ge=1, le=16, description="1 is greedy decoding.")
@@ -154,10 +168,54 @@ class JobSpec(BaseModel):
             return [part.strip() for item in value for part in str(item).split(",") if part.strip()]
         return value
 
+    @field_validator("tgt_lang", mode="before")
+    @classmethod
+    def _split_targets(cls, value: object) -> object:
+        if isinstance(value, str) and "," in value:
+            value = value.split(",")
+        if isinstance(value, list):
+            codes = [str(code).strip() for code in value if str(code).strip()]
+            if len(codes) > MAX_TARGETS:
+                raise ValueError(f"at most {MAX_TARGETS} target languages, not {len(codes)}")
+            return codes[0] if len(codes) == 1 else codes or None
+        return value
+
+    @field_validator("tgt_lang")
+    @classmethod
+    def _check_targets(cls, value: object, info: ValidationInfo) -> object:
+        targets = value if isinstance(value, list) else [value]
+        repeated = sorted({code for code in targets if targets.count(code) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} is given more than once")
+        source = info.data.get("src_lang")
+        if source is not None and source in targets:
+            raise ValueError(f"{source} is also the source language (src_lang)")
+        output = info.data.get("output", "")
+        if len(targets) > 1 and TARGET_PLACEHOLDER not in output:
+            raise ValueError(
+                f"several target languages need {TARGET_PLACEHOLDER} in the output path "
+                f"(such as out/data.{{tgt_lang}}.jsonl), and {output} has none"
+            )
+        return value
+
     @field_validator("protect")
     @classmethod
     def _compile_protect(cls, patterns: list[str]) -> list[str]:
         return check_patterns(patterns)
+
+    def targets(self) -> list[str | None]:
+        """The target languages, in the order given: [None] for a model that takes none."""
+        if isinstance(self.tgt_lang, list):
+            return list(self.tgt_lang)
+        return [self.tgt_lang]
+
+    def output_for(self, tgt_lang: str | None) -> str:
+        """The output path of one target language: {tgt_lang} in the path replaced by it."""
+        return self.output.replace(TARGET_PLACEHOLDER, tgt_lang or "")
+
+    def for_target(self, tgt_lang: str | None) -> JobSpec:
+        """The spec of one target language of this job: its output, its manifest, its checks."""
+        return self.model_copy(update={"tgt_lang": tgt_lang, "output": self.output_for(tgt_lang)})
 
     def settings(self) -> dict[str, object]:
         """The decoding and scheduling settings, for the manifest."""

@@ -47,7 +47,8 @@ class Client:
 
     def submit(self, **spec: Any) -> Job:
         """Submits a job: `input`, `output`, `model`, `fields` and any setting of `mtfleet
-        translate`, with paths under the server's data root; `job_id` names it (default: derived
+        translate`, with paths under the server's data root (several target languages as a list,
+        `tgt_lang=["mar_Deva", "hin_Deva"]`, with {tgt_lang} in `output`); `job_id` names it (default: derived
         from the spec and input, so submitting it again finds it). An output that exists and is
         not this job's own earlier output is refused unless `overwrite=True`."""
         return Job(self, self.request("POST", "/v1/jobs", json=spec))

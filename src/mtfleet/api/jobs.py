@@ -24,7 +24,15 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from mtfleet.api.paths import DataRoot
-from mtfleet.api.views import Failure, JobNode, JobSummary, JobView, Node, Translator
+from mtfleet.api.views import (
+    Failure,
+    JobNode,
+    JobSummary,
+    JobView,
+    Node,
+    TargetProgress,
+    Translator,
+)
 from mtfleet.cluster import JobHandle, start_coordinator, submit_job
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
 from mtfleet.cluster.job import (
@@ -35,6 +43,7 @@ from mtfleet.cluster.job import (
     store_url_for,
     with_keep_warm,
 )
+from mtfleet.cluster.targets import target_progress
 from mtfleet.data import dataset_files
 from mtfleet.errors import ApiError, JobError, ModelError, MtfleetError
 from mtfleet.spec import DEFAULT_KEEP_WARM_S, MAX_GPUS, JobSpec, input_key
@@ -207,6 +216,10 @@ class JobService:
             translators=translators,
             nodes=_job_nodes(self.store.work_by_translator(job_id), translators),
             health=(record.manifest or {}).get("health"),
+            targets=[
+                TargetProgress(**{**target, "output": _readable(target["output"])})
+                for target in target_progress(record.spec, progress)
+            ],
         )
 
     def pause(self, job_id: str) -> JobView:

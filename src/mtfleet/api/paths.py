@@ -19,7 +19,7 @@ from mtfleet.spec import JobSpec
 
 # A Hugging Face hub id: "name" or "owner/name", letters, digits, "-", "_" and ".".
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-TEXT_FIELDS = ("input", "output", "model", "src_lang", "tgt_lang")
+TEXT_FIELDS = ("input", "output", "model", "src_lang")
 
 
 class DataRoot:
@@ -102,6 +102,7 @@ def check_text(spec: JobSpec) -> None:
     """Paths, names and field paths are printable text: no control characters, null bytes or
     lone surrogates, which no file system, store or JSON answer takes back faithfully."""
     named = [(field, getattr(spec, field)) for field in TEXT_FIELDS]
+    named += [("tgt_lang", code) for code in spec.targets()]
     named += [("fields", path) for path in spec.fields]
     for field, value in named:
         if value is None:

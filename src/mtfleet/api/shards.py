@@ -15,7 +15,7 @@ from mtfleet.api.jobs import JobService
 from mtfleet.api.views import JOB_ID_PATTERN
 from mtfleet.cluster.job import handle_for
 from mtfleet.cluster.parts import read_part
-from mtfleet.cluster.plan import UnitReader
+from mtfleet.cluster.plan import UnitLine, UnitReader
 from mtfleet.errors import ApiError
 from mtfleet.store import JobStore, ShardState
 
@@ -136,7 +136,9 @@ def sample(store: JobStore, work_dir: Path, job_id: str, row_start: int, limit: 
     shown, rest = units[:limit], units[limit:]
     wanted = {unit.unit for unit in shown}
     translations = {
-        line.unit: line.text for line in read_part(Path(shard.part_path)) if line.unit in wanted
+        line.unit: _translation(line)
+        for line in read_part(Path(shard.part_path))
+        if line.unit in wanted
     }
     return Sample(
         job_id=job_id,
@@ -171,3 +173,10 @@ def _next_row(row_start: int, first_unshown: int, shard_end: int) -> int | None:
     # a row with more units than a sample holds is shown in part, then skipped
     following = first_unshown if first_unshown > row_start else row_start + 1
     return following if following < shard_end else None
+
+
+def _translation(line: UnitLine) -> str:
+    """A part line's translation; with several target languages, one line per language."""
+    if line.targets is None:
+        return line.text
+    return "\n".join(f"{target}: {text}" for target, (text, _) in line.targets.items())

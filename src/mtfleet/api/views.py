@@ -76,6 +76,17 @@ class JobHealth(BaseModel):
     per_field: dict[str, dict[str, int]] = Field(description="Flagged units per field and check.")
 
 
+class TargetProgress(BaseModel):
+    """One target language of a job: its output, and what is translated into it (one lease covers
+    every language of a shard, so a done shard is done in each)."""
+
+    tgt_lang: str | None
+    output: str
+    units_total: int
+    units_done: int
+    segments_done: int
+
+
 class JobView(JobSummary):
     spec: dict[str, Any]
     units_total: int
@@ -94,6 +105,9 @@ class JobView(JobSummary):
     )
     translators: list[Translator]
     nodes: list[JobNode]
+    targets: list[TargetProgress] = Field(
+        description="Each target language: its output and progress (one entry for one target)."
+    )
     health: JobHealth | None = Field(
         None, description="The health checks' counts, from the manifest once the job is done."
     )

@@ -306,6 +306,8 @@ def render_job(view: dict[str, Any]) -> RenderableType:
     shards = ", ".join(f"{count} {state}" for state, count in view["shards"].items())
     counters = "".join(f"   {name} {value}" for name, value in sorted(view["counters"].items()))
     parts: list[RenderableType] = [title, bar, Text(f"shards: {shards}{counters}", style="dim")]
+    if len(view.get("targets", [])) > 1:
+        parts.append(_target_table(view))
     if view["nodes"]:
         parts.append(_node_table(view))
     if view["failures"]:
@@ -319,6 +321,19 @@ def render_job(view: dict[str, Any]) -> RenderableType:
     if view["error"]:
         parts.append(Text(f"error: {view['error']}", style="bold red"))
     return Group(*parts)
+
+
+def _target_table(view: dict[str, Any]) -> Table:
+    """Per target language: its output and what is translated into it."""
+    table = Table("language", "units", "segments", "output", box=None)
+    for target in view["targets"]:
+        table.add_row(
+            str(target["tgt_lang"]),
+            f"{target['units_done']}/{target['units_total']}",
+            str(target["segments_done"]),
+            _short_path(target["output"]),
+        )
+    return table
 
 
 def _node_table(view: dict[str, Any]) -> Table:

@@ -129,7 +129,7 @@ def translate(
 
 
 def _print_summary(manifest: dict[str, Any]) -> None:
-    from mtfleet.manifest import manifest_path
+    from mtfleet.manifest import job_manifest_path, manifest_path
 
     out.print(
         f"[green]done[/] {manifest['rows']} rows, {manifest['units_translated']} fields translated, "
@@ -137,8 +137,14 @@ def _print_summary(manifest: dict[str, Any]) -> None:
         f"{manifest['segments']} segments ({manifest['segments_unique']} unique) in {manifest['elapsed_s']:.1f} s",
         highlight=False,
     )
-    out.print(f"output:   {manifest['output']}", highlight=False, soft_wrap=True)
-    out.print(f"manifest: {manifest_path(manifest['output'])}", highlight=False, soft_wrap=True)
+    for target, language in manifest.get("targets", {}).items():
+        out.print(f"{target}: {language['output']}", highlight=False, soft_wrap=True)
+    if "targets" in manifest:
+        path = job_manifest_path(manifest["output"])
+    else:
+        out.print(f"output:   {manifest['output']}", highlight=False, soft_wrap=True)
+        path = manifest_path(manifest["output"])
+    out.print(f"manifest: {path}", highlight=False, soft_wrap=True)
 
 
 def _first_validation_error(error: Any) -> str:

@@ -32,7 +32,11 @@ SrcLang = Annotated[
 ]
 TgtLang = Annotated[
     str | None,
-    typer.Option(help="Target language code (M2M100, NLLB, mBART, MADLAD, multi-target Marian)."),
+    typer.Option(
+        help="Target language code (M2M100, NLLB, mBART, MADLAD, multi-target Marian), or "
+        "several, comma-separated, in one job: the output path then holds {tgt_lang} "
+        "(out/data.{tgt_lang}.jsonl), one output and manifest per language."
+    ),
 ]
 Engine = Annotated[
     str | None,

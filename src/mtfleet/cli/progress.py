@@ -64,5 +64,11 @@ class JobProgress:
             total=rows_total,
             rate=rate,
             fleet=fleet,
-            description=f"{report['job_id']} {report['state']}",
+            description=f"{report['job_id']} {report['state']}{_languages(report)}",
         )
+
+
+def _languages(report: dict[str, Any]) -> str:
+    """` into mar_Deva, hin_Deva` for a job with several target languages."""
+    targets = [str(found["tgt_lang"]) for found in report.get("targets", [])]
+    return f" into {', '.join(targets)}" if len(targets) > 1 else ""

@@ -32,7 +32,7 @@ from mtfleet.data import (
 )
 from mtfleet.errors import DatasetError, JobError, OutputError
 from mtfleet.health import HealthReport
-from mtfleet.manifest import versions, write_manifest
+from mtfleet.manifest import manifest_path, versions, write_job_manifest, write_manifest
 from mtfleet.spec import JobSpec, fingerprint, spec_from_store
 from mtfleet.store import JobStore, ShardRecord, ShardState
 
@@ -41,12 +41,28 @@ _SHARD_PAGE = 512
 
 
 def assemble(store: JobStore, job_id: str, work_dir: Path) -> dict[str, Any]:
-    """Writes the output (one file, or a folder mirroring a sharded input) and its manifest."""
+    """Writes the output (one file, or a folder mirroring a sharded input) and its manifest; with
+    several target languages, those of each language and a job manifest listing them."""
     job = store.get_job(job_id)
     # confined to the API's data root again now that it writes: a folder may have become a symlink
     spec, _, confine_to = spec_from_store(job.spec)
     facts = read_plan_facts(work_dir)
-    applier = PartApplier(store, job_id, parse_field_paths(spec.fields))
+    manifests = {
+        target: _assemble_target(store, job, spec.for_target(target), facts, confine_to)
+        for target in spec.targets()
+    }
+    if len(manifests) == 1:
+        return next(iter(manifests.values()))
+    manifest = _job_manifest(spec, manifests)
+    write_job_manifest(spec.output, manifest, confine_to=confine_to)
+    return manifest
+
+
+def _assemble_target(
+    store: JobStore, job: Any, spec: JobSpec, facts: dict[str, Any], confine_to: Path | None
+) -> dict[str, Any]:
+    """The output and manifest of one target language (`spec` is that language's own)."""
+    applier = PartApplier(store, job.id, parse_field_paths(spec.fields), target=spec.tgt_lang)
     applier.health = HealthReport(spec.output, spec.on_flag)
     try:
         files = _write_files(spec, facts, applier, confine_to)
@@ -54,10 +70,47 @@ def assemble(store: JobStore, job_id: str, work_dir: Path) -> dict[str, Any]:
         applier.health.discard()
         raise
     applier.health.close()
-    manifest = _manifest(job_id, job, spec, facts, files, applier)
+    manifest = _manifest(job.id, job, spec, facts, files, applier)
     manifest["health"] = applier.health.to_json()
     write_manifest(spec.output, manifest, confine_to=confine_to)
     return manifest
+
+
+def _job_manifest(spec: JobSpec, manifests: dict[str | None, dict[str, Any]]) -> dict[str, Any]:
+    """What a job with several target languages wrote: each language's output and manifest (as a
+    job with that language alone would have written them), and every file for `outputs_intact`."""
+    first = next(iter(manifests.values()))
+    files = [entry for manifest in manifests.values() for entry in manifest["files"]]
+    languages = {
+        str(target): {
+            "output": manifest["output"],
+            "output_sha256": manifest["output_sha256"],
+            "manifest": str(manifest_path(manifest["output"])),
+            **{key: manifest[key] for key in TARGET_COUNTS},
+            "health": manifest["health"],
+        }
+        for target, manifest in manifests.items()
+    }
+    return {
+        **{key: value for key, value in first.items() if key != "health"},
+        "output": spec.output,
+        "output_sha256": _combined_sha256(files, "output_sha256"),
+        "tgt_lang": spec.targets(),
+        "settings": spec.settings(),
+        "targets": languages,
+        "files": files,
+    }
+
+
+# What a job manifest tells of each target language, from that language's manifest
+TARGET_COUNTS = (
+    "units_translated",
+    "units_failed",
+    "units_skipped_target_language",
+    "segments",
+    "segments_unique",
+    "source_tokens",
+)
 
 
 def _write_files(
@@ -172,7 +225,16 @@ class PartApplier:
     """Walks the job's shards in row order beside the rows and puts each part's text in place,
     holding one shard's translations at a time."""
 
-    def __init__(self, store: JobStore, job_id: str, paths: Sequence[FieldPath]) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        paths: Sequence[FieldPath],
+        *,
+        target: str | None = None,
+    ) -> None:
+        """`target`: the language whose texts are applied, of parts holding several."""
+        self.target = target
         self.store = store
         self.job_id = job_id
         self.paths = paths
@@ -251,14 +313,20 @@ class PartApplier:
         self.tally.shards += 1
         if shard.state is ShardState.FAILED:
             return
-        for line in read_part(Path(shard.part_path or "")):
+        for found in read_part(Path(shard.part_path or "")):
+            line = found.for_target(self.target)
+            if line is None:
+                raise JobError(
+                    f"The part of shard {shard.index} of job {self.job_id} holds no {self.target} "
+                    f"text for unit {found.unit} at row {found.row}; nothing was written."
+                )
             if not shard.row_start <= line.row < shard.row_end:
                 raise JobError(
                     f"The part of shard {shard.index} of job {self.job_id} holds row {line.row}, "
                     f"outside its rows {shard.row_start}-{shard.row_end - 1}; nothing was written."
                 )
             self._translations[line.unit] = line
-        stats = shard.stats
+        stats = {**shard.stats, **shard.stats.get("targets", {}).get(self.target, {})}
         self.tally.segments += stats.get("segments", 0)
         self.tally.segments_unique += stats.get("segments_unique", 0)
         self.tally.skipped_target_language += stats.get("units_skipped_target_language", 0)

@@ -37,6 +37,7 @@ from mtfleet.cluster.assemble import assemble
 from mtfleet.cluster.logs import log_path, log_to_work_dir
 from mtfleet.cluster.plan import UnitReader, plan_job
 from mtfleet.cluster.pool import warm_pool
+from mtfleet.cluster.targets import target_progress
 from mtfleet.cluster.translator import Translator, engine_key
 from mtfleet.errors import MtfleetError, StoreError
 from mtfleet.retry import backoff_s, retry
@@ -356,13 +357,15 @@ class JobCoordinator:
 
     def progress(self) -> dict[str, Any]:
         job = self.store.get_job(self.job_id)
+        progress = self.store.progress(self.job_id)
         return {
             "job_id": self.job_id,
             "state": job.state.value,
             "error": job.error,
             "counters": job.counters,
             "translators": self.translators(),
-            **self.store.progress(self.job_id),
+            **progress,
+            "targets": target_progress(job.spec, progress),
         }
 
     def translators(self) -> list[dict[str, Any]]:

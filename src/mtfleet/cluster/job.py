@@ -22,12 +22,13 @@ from mtfleet.data import check_output_writable as check_file_writable
 from mtfleet.data import dataset_files, mirrored_output
 from mtfleet.engines import check_model
 from mtfleet.errors import JobError, OutputError
-from mtfleet.manifest import manifest_path
+from mtfleet.manifest import job_manifest_path, manifest_path
 from mtfleet.spec import (
     DEFAULT_KEEP_WARM_S,
     JobSpec,
     fingerprint,
     input_key,
+    spec_from_store,
     stored_identity,
     stored_spec,
 )
@@ -122,7 +123,8 @@ def submit_job(
     key = input_key(files)
     job_id = job_id or spec.default_job_id(key)
     # before the state dir is made, which may be a folder the output names
-    check_output_writable(spec.output, sharded=not Path(spec.input).is_file())
+    for output in spec_outputs(spec):
+        check_output_writable(output, sharded=not Path(spec.input).is_file())
     state_dir = Path(state_dir).expanduser().resolve()
     url = store_url_for(state_dir, store_url)
     handle = handle_for(job_id, state_dir, url)
@@ -164,14 +166,35 @@ def check_output_writable(output: str, *, sharded: bool) -> None:
         raise OutputError(f"Cannot write {path}: folder {path.parent} does not exist.")
 
 
+def spec_outputs(spec: JobSpec) -> list[str]:
+    """The output path of each target language: one, or one per language."""
+    return [spec.output_for(target) for target in spec.targets()]
+
+
 def written_paths(spec: JobSpec) -> list[Path]:
-    """Every file the job writes: its outputs (one, or one per input file) and the manifest."""
+    """Every file the job writes: each target language's outputs (one, or one per input file)
+    and manifest, and with several languages the job manifest."""
     root, files = dataset_files(spec.input)
-    if Path(spec.input).is_file():
-        outputs = [Path(spec.output)]
-    else:
-        outputs = [mirrored_output(root, file, Path(spec.output)) for file in files]
-    return [*outputs, manifest_path(spec.output)]
+    written = []
+    for output in spec_outputs(spec):
+        if Path(spec.input).is_file():
+            written.append(Path(output))
+        else:
+            written += [mirrored_output(root, file, Path(output)) for file in files]
+        written.append(manifest_path(output))
+    if len(spec.targets()) > 1:
+        written.append(job_manifest_path(spec.output))
+    return written
+
+
+def _stored_outputs(stored: dict[str, Any]) -> list[Path]:
+    """The outputs and manifests of a stored job's spec, one per target language."""
+    try:
+        spec = spec_from_store(stored)[0]
+    except ValueError:  # a spec stored by another version: its output as it is written
+        return [Path(str(stored["output"])), manifest_path(str(stored["output"]))]
+    outputs = spec_outputs(spec)
+    return [Path(output) for output in outputs] + [manifest_path(output) for output in outputs]
 
 
 def check_output(spec: JobSpec, job_id: str, store: JobStore, state_dir: Path) -> None:
@@ -180,9 +203,10 @@ def check_output(spec: JobSpec, job_id: str, store: JobStore, state_dir: Path) -
     written = written_paths(spec)
     root, inputs = dataset_files(spec.input)
     protected = [(file, "the job's own input") for file in inputs]
-    if not Path(spec.input).is_file() and (
-        Path(spec.output).resolve().is_relative_to(root.resolve())
-        or root.resolve().is_relative_to(Path(spec.output).resolve())
+    if not Path(spec.input).is_file() and any(
+        Path(output).resolve().is_relative_to(root.resolve())
+        or root.resolve().is_relative_to(Path(output).resolve())
+        for output in spec_outputs(spec)
     ):
         raise OutputError(
             f"Field output: {spec.output} and the input folder {root} lie inside one another; "
@@ -191,13 +215,10 @@ def check_output(spec: JobSpec, job_id: str, store: JobStore, state_dir: Path) -
     for record in store.list_jobs():
         if record.id == job_id or record.state not in ACTIVE:
             continue
-        for side in ("input", "output"):
-            protected.append(
-                (Path(str(record.spec[side])), f"the {side} of active job {record.id}")
-            )
-        protected.append(
-            (manifest_path(str(record.spec["output"])), f"a file of active job {record.id}")
-        )
+        protected.append((Path(str(record.spec["input"])), f"the input of active job {record.id}"))
+        protected += [
+            (path, f"a file of active job {record.id}") for path in _stored_outputs(record.spec)
+        ]
     store_dir = store.directory()
     for path in written:
         for other, what in protected:
@@ -214,12 +235,15 @@ def check_output(spec: JobSpec, job_id: str, store: JobStore, state_dir: Path) -
                     f"Field output: {spec.output} lies in {what} {folder}; "
                     "choose another output path."
                 )
-    existing = [path for path in written[:-1] if path.exists()]
-    if existing and not spec.overwrite and not _own_outputs(spec.output, job_id, existing):
-        raise OutputError(
-            f"Field output: {existing[0]} exists and is not this job's earlier output; "
-            "pass --overwrite (overwrite: true over the API) to replace it."
-        )
+    manifests = {manifest_path(output) for output in spec_outputs(spec)}
+    for target in spec.targets():
+        one = spec.for_target(target)
+        existing = [path for path in written_paths(one) if path not in manifests and path.exists()]
+        if existing and not spec.overwrite and not _own_outputs(one.output, job_id, existing):
+            raise OutputError(
+                f"Field output: {existing[0]} exists and is not this job's earlier output; "
+                "pass --overwrite (overwrite: true over the API) to replace it."
+            )
 
 
 def _same_file(path: Path, other: Path) -> bool:

@@ -1,7 +1,9 @@
 """Part files: the translations of one shard, written once by write-then-rename.
 
 A part line names its place as well as its unit ({"unit", "row", "loc", "text"}), so assembly can
-refuse a part that does not belong where it would be applied.
+refuse a part that does not belong where it would be applied. A job with several target languages
+writes one part per shard too, its lines holding a text per language ({..., "texts": {"hin_Deva":
+...}}).
 """
 
 from __future__ import annotations
@@ -28,14 +30,21 @@ def write_part(path: Path, translations: Iterable[UnitLine]) -> None:
     try:
         with open(fd, "w", encoding="utf-8") as stream:
             for line in translations:
-                record = {
+                record: dict[str, object] = {
                     "unit": line.unit,
                     "row": line.row,
                     "loc": line.location,
-                    "text": line.text,
                 }
-                if line.flags:
-                    record["flags"] = list(line.flags)
+                if line.targets is None:
+                    record["text"] = line.text
+                    if line.flags:
+                        record["flags"] = list(line.flags)
+                else:
+                    # several target languages: a text per language, flags where there are some
+                    record["texts"] = {target: text for target, (text, _) in line.targets.items()}
+                    flagged = {target: list(f) for target, (_, f) in line.targets.items() if f}
+                    if flagged:
+                        record["flags"] = flagged
                 stream.write(json.dumps(record, ensure_ascii=False) + "\n")
             stream.flush()
             os.fsync(stream.fileno())
@@ -49,10 +58,23 @@ def read_part(path: Path) -> Iterator[UnitLine]:
     with open(path, encoding="utf-8") as stream:
         for line in stream:
             record = json.loads(line)
+            texts = record.get("texts")
+            if texts is None:
+                yield UnitLine(
+                    record["unit"],
+                    record["row"],
+                    record["loc"],
+                    record["text"],
+                    tuple(record.get("flags", ())),
+                )
+                continue
+            flags = record.get("flags", {})
             yield UnitLine(
                 record["unit"],
                 record["row"],
                 record["loc"],
-                record["text"],
-                tuple(record.get("flags", ())),
+                "",
+                targets={
+                    target: (text, tuple(flags.get(target, ()))) for target, text in texts.items()
+                },
             )

@@ -54,6 +54,17 @@ class UnitLine:
     text: str
     flags: tuple[str, ...] = ()
     """What the health checks found in its translation (part files only)."""
+    targets: dict[str, tuple[str, tuple[str, ...]]] | None = None
+    """A job with several target languages (part files only): each one's text and flags."""
+
+    def for_target(self, tgt_lang: str | None) -> UnitLine | None:
+        """The line as a job with only `tgt_lang` would have it; None when it has no such text."""
+        if self.targets is None:
+            return self
+        if tgt_lang not in self.targets:
+            return None
+        text, flags = self.targets[tgt_lang]
+        return UnitLine(self.unit, self.row, self.location, text, flags)
 
 
 def check_fields(spec: JobSpec) -> None:

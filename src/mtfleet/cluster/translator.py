@@ -23,7 +23,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,10 @@ from mtfleet.cluster.logs import log_to_work_dir, stop_logging_to_work_dirs
 from mtfleet.cluster.parts import part_path, write_part
 from mtfleet.cluster.plan import UnitLine, UnitReader
 from mtfleet.engines import Engine, load_engine
+from mtfleet.engines.targets import TargetEngines
 from mtfleet.errors import StoreError
 from mtfleet.health import job_checks
-from mtfleet.pipeline import TranslationOutcome, translate_texts
+from mtfleet.pipeline import TranslationOutcome, translate_texts, translate_to_targets
 from mtfleet.retry import backoff_s
 from mtfleet.spec import JobSpec
 
@@ -277,22 +278,11 @@ class Translator:
             except OSError as error:
                 raise MachineFault(_os_fault(units.path, error)) from error
             self.progress += 1
-            outcome = self._translate(engine, [unit.text for unit in shard_units])
+            outcomes = self._translate(engine, [unit.text for unit in shard_units])
             self.progress += 1
             path = part_path(self.work_dir, lease["row_start"], lease["row_end"], lease["lease_id"])
             try:
-                _write_part(
-                    path,
-                    (
-                        replace(unit, text=translation, flags=tuple(flags))
-                        for unit, translation, flags in zip(
-                            shard_units,
-                            outcome.translations,
-                            outcome.flags or [()] * len(shard_units),
-                            strict=True,
-                        )
-                    ),
-                )
+                _write_part(path, _part_lines(shard_units, outcomes))
             except OSError as error:
                 raise MachineFault(_os_fault(path.parent, error)) from error
             self.progress += 1
@@ -308,18 +298,19 @@ class Translator:
             return False
         finally:
             stop_heartbeat.set()
+        outcome = next(iter(outcomes.values()))
         stats = {
             "rows": lease["row_end"] - lease["row_start"],
             "units": len(shard_units),
-            "segments": outcome.segments,
-            "segments_unique": outcome.segments_unique,
-            "units_skipped_target_language": outcome.units_skipped_target_language,
-            "source_tokens": outcome.source_tokens,
+            **_outcome_stats(outcome),
             "node_id": self.node_id,
             "worker_id": self.worker_id,
             "elapsed_s": round(time.monotonic() - started, 3),
             "engine": signature,
         }
+        if len(outcomes) > 1:
+            # by language: detected sources (--src-lang auto) skip other units in each language
+            stats["targets"] = {target: _outcome_stats(found) for target, found in outcomes.items()}
         accepted = self._ask(
             "complete", self.worker_id, lease["index"], lease["lease_id"], str(path), stats
         )
@@ -331,13 +322,32 @@ class Translator:
         )
         return True
 
-    def _translate(self, engine: Engine, texts: list[str]) -> TranslationOutcome:
-        """`translate_texts`, again with half the batch budget while the device runs out of
-        memory; errors of the machine become a MachineFault, any other may follow the rows."""
+    def _translate(
+        self, engine: Engine | TargetEngines, texts: list[str]
+    ) -> dict[str | None, TranslationOutcome]:
+        """`translate_texts` into each target language, again with half the batch budget while
+        the device runs out of memory; errors of the machine become a MachineFault, any other may
+        follow the rows."""
         while True:
             try:
-                return translate_texts(
-                    texts, engine, protection=self.protection, checks=self.checks
+                if not isinstance(engine, TargetEngines):
+                    return {
+                        self.spec.tgt_lang: translate_texts(  # type: ignore[dict-item]
+                            texts, engine, protection=self.protection, checks=self.checks
+                        )
+                    }
+                checks = {
+                    target: job_checks(self.spec.for_target(target), one)[1]
+                    for target, one in engine.engines.items()
+                }
+                return dict(
+                    translate_to_targets(
+                        texts,
+                        engine,
+                        protection=self.protection,
+                        checks=checks,
+                        on_step=self._step,
+                    )
                 )
             except Exception as error:
                 if not _out_of_memory(error):
@@ -358,6 +368,10 @@ class Translator:
                     engine.max_batch_tokens,
                     error,
                 )
+
+    def _step(self) -> None:
+        """One more step of the current shard done: the watchdog sees it growing."""
+        self.progress += 1
 
     def _report_fault(self, lease: dict[str, Any] | None, sentence: str) -> None:
         """Tells the coordinator of a fault (the lease's shard goes back with no attempt counted)
@@ -390,6 +404,38 @@ class Translator:
             )
             if stop.wait(interval):
                 return
+
+
+def _part_lines(
+    units: list[UnitLine], outcomes: dict[str | None, TranslationOutcome]
+) -> Iterator[UnitLine]:
+    """Each unit with its translation, or with one per target language when there are several."""
+    if len(outcomes) == 1:
+        (outcome,) = outcomes.values()
+        flags = outcome.flags or [[]] * len(units)
+        for unit, text, found in zip(units, outcome.translations, flags, strict=True):
+            yield replace(unit, text=text, flags=tuple(found))
+        return
+    for position, unit in enumerate(units):
+        yield replace(
+            unit,
+            targets={
+                str(target): (
+                    outcome.translations[position],
+                    tuple(outcome.flags[position]) if outcome.flags else (),
+                )
+                for target, outcome in outcomes.items()
+            },
+        )
+
+
+def _outcome_stats(outcome: TranslationOutcome) -> dict[str, int]:
+    return {
+        "segments": outcome.segments,
+        "segments_unique": outcome.segments_unique,
+        "units_skipped_target_language": outcome.units_skipped_target_language,
+        "source_tokens": outcome.source_tokens,
+    }
 
 
 def _write_part(path: Path, translations: Iterable[UnitLine]) -> None:

@@ -18,27 +18,37 @@ def load_engine(
 ) -> Engine:
     """The engine `name` loaded with `model`; settings are its keyword arguments. With a
     `preprocessor` (one of PREPROCESSORS) every segment goes through it before and after.
+    A list of target languages (`tgt_lang`) gives a `TargetEngines`: one engine per target on
+    one copy of the model's weights.
 
     Engines are imported here, not at the top, so that choosing one never imports another's
     libraries (torch and transformers take seconds to import).
     """
     _check_preprocessor_name(preprocessor)
-    detect_source = _detects_source(settings.get("src_lang"), preprocessor)
-    engine = _load(name, model, **settings)
-    tokens = getattr(engine, "tokens", None)
-    if tokens is not None:
-        _check_preprocessor_fits(tokens, preprocessor)
-    if detect_source:
-        from mtfleet.engines.detect import AutoSourceEngine
+    src_lang, targets = settings.get("src_lang"), settings.get("tgt_lang")
+    detect_source = _detects_source(src_lang, preprocessor)
 
-        return AutoSourceEngine(engine, tgt_lang=settings.get("tgt_lang"))
-    if preprocessor is None:
-        return engine
-    from mtfleet.engines.indictrans import IndicTransEngine
+    def wrap(engine: Engine, tgt_lang: str | None) -> Engine:
+        tokens = getattr(engine, "tokens", None)
+        if tokens is not None:
+            _check_preprocessor_fits(tokens, preprocessor)
+        if detect_source:
+            from mtfleet.engines.detect import AutoSourceEngine
 
-    return IndicTransEngine(
-        engine, src_lang=settings.get("src_lang"), tgt_lang=settings.get("tgt_lang")
-    )
+            return AutoSourceEngine(engine, tgt_lang=tgt_lang)
+        if preprocessor is None:
+            return engine
+        from mtfleet.engines.indictrans import IndicTransEngine
+
+        return IndicTransEngine(engine, src_lang=src_lang, tgt_lang=tgt_lang)
+
+    if isinstance(targets, list):
+        from mtfleet.engines.targets import load_target_engines
+
+        return load_target_engines(  # type: ignore[return-value]
+            targets, lambda tgt_lang: _load(name, model, **{**settings, "tgt_lang": tgt_lang}), wrap
+        )
+    return wrap(_load(name, model, **settings), targets)
 
 
 def _load(name: str, model: str, **settings: Any) -> Engine:
@@ -63,7 +73,7 @@ def check_model(
     model: str,
     *,
     src_lang: str | None = None,
-    tgt_lang: str | None = None,
+    tgt_lang: str | list[str] | None = None,
     trust_remote_code: bool = False,
     preprocessor: str | None = None,
 ) -> None:
@@ -71,34 +81,40 @@ def check_model(
 
     Checks the engine name, the model directory (or hub id), its config, tokenizer and languages;
     it loads no weights. A model with code of its own is refused without `trust_remote_code`,
-    IndicTrans2 without its preprocessor. Raises ModelError with one sentence naming what is wrong.
+    IndicTrans2 without its preprocessor; each of several targets is checked. Raises ModelError
+    with one sentence naming what is wrong.
     """
     if name not in ENGINES:
         raise _unknown_engine(name)
     _check_preprocessor_name(preprocessor)
     detect_source = _detects_source(src_lang, preprocessor)
+    targets = tgt_lang if isinstance(tgt_lang, list) else [tgt_lang]
     if preprocessor is not None:
         from mtfleet.engines.indictrans import check_languages, indic_processor
 
-        check_languages(src_lang, tgt_lang)
+        for target in targets:
+            check_languages(src_lang, target)
         indic_processor()
     codes: list[str] = []
     if name != "reverse":
         from mtfleet.engines.tokens import ModelTokenizer
 
         tokens = ModelTokenizer(
-            model, src_lang=src_lang, tgt_lang=tgt_lang, trust_remote_code=trust_remote_code
+            model, src_lang=src_lang, tgt_lang=targets[0], trust_remote_code=trust_remote_code
         )
+        for target in targets[1:]:
+            tokens.for_target(src_lang, target)
         _check_preprocessor_fits(tokens, preprocessor)
         codes = list(tokens.languages.codes)
     if detect_source:
         from mtfleet.engines.detect import SourceDetector
 
-        if tgt_lang is None:
+        if targets[0] is None:
             raise ModelError(
                 "--src-lang auto needs --tgt-lang, so that text already in it is kept."
             )
-        SourceDetector(tgt_lang, codes)
+        for target in targets:
+            SourceDetector(target, codes)
 
 
 def _detects_source(src_lang: str | None, preprocessor: str | None) -> bool:

@@ -22,6 +22,7 @@ from transformers import (
     StoppingCriteria,
     StoppingCriteriaList,
 )
+from transformers.modeling_outputs import BaseModelOutput
 
 from mtfleet.engines.base import split_device
 from mtfleet.engines.tokens import (
@@ -168,37 +169,58 @@ class HFEngine(TokenizedEngine):
         The same as the model's `generate` on each segment alone with `max_new_tokens` at its
         `output_cap`, because sorting, padding and batching change nothing per segment.
         """
+        return self.generate_for_targets(segments, [self])[0]
+
+    def generate_for_targets(
+        self, segments: Sequence[str], targets: Sequence[TokenizedEngine]
+    ) -> list[list[list[int]]]:
+        """`generate_token_ids` of each of `targets` (this engine's `for_target` views, of a
+        family that `decodes_target`), each batch encoded once and decoded once per target."""
         encoded = self.tokens.encode_segments(segments)
-        outputs: list[list[int]] = [[] for _ in encoded]
+        outputs: list[list[list[int]]] = [[[] for _ in encoded] for _ in targets]
+        first_tokens = [target.tokens.forced_bos_token_id for target in targets]
         for batch in self.tokens.batches(encoded):
-            generated = self._generate([encoded[i] for i in batch])
-            for i, ids in zip(batch, generated, strict=True):
-                outputs[i] = ids
+            generated = self._generate([encoded[i] for i in batch], first_tokens)
+            for target_outputs, target_generated in zip(outputs, generated, strict=True):
+                for i, ids in zip(batch, target_generated, strict=True):
+                    target_outputs[i] = ids
         return outputs
 
-    def _generate(self, rows: list[list[int]]) -> list[list[int]]:
+    def _generate(self, rows: list[list[int]], first_tokens: list[int | None]) -> list[list[list[int]]]:
+        """Each row's generated ids for each forced first token; several share one encoding."""
         caps = [self.tokens.output_cap(len(ids)) for ids in rows]
         inputs = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.device)
         logits_processor = LogitsProcessorList()
         if self._forced_eos_token_ids:
             logits_processor.append(SegmentForcedEos(caps, sorted(self._forced_eos_token_ids)))
-        forced_bos = self.tokens.forced_bos_token_id
-        languages = {} if forced_bos is None else {"forced_bos_token_id": forced_bos}
+        encoded: dict[str, Any] = {}
+        results = []
         with torch.inference_mode():
-            sequences = self.model.generate(
-                **inputs,
-                **languages,
-                num_beams=self.beam,
-                do_sample=False,
-                num_return_sequences=1,
-                max_new_tokens=max(caps),
-                stopping_criteria=StoppingCriteriaList([SegmentLengthCap(caps)]),
-                logits_processor=logits_processor,
-            )
-        return [
-            self._trim(row[DECODER_PROMPT_LENGTH:].tolist(), cap)
-            for row, cap in zip(sequences, caps, strict=True)
-        ]
+            if len(first_tokens) > 1:
+                hidden = self.model.get_encoder()(**inputs, return_dict=True).last_hidden_state
+            for forced_bos in first_tokens:
+                languages = {} if forced_bos is None else {"forced_bos_token_id": forced_bos}
+                if len(first_tokens) > 1:
+                    # a fresh output each time: beam search expands it in place
+                    encoded = {"encoder_outputs": BaseModelOutput(last_hidden_state=hidden)}
+                sequences = self.model.generate(
+                    **inputs,
+                    **encoded,
+                    **languages,
+                    num_beams=self.beam,
+                    do_sample=False,
+                    num_return_sequences=1,
+                    max_new_tokens=max(caps),
+                    stopping_criteria=StoppingCriteriaList([SegmentLengthCap(caps)]),
+                    logits_processor=logits_processor,
+                )
+                results.append(
+                    [
+                        self._trim(row[DECODER_PROMPT_LENGTH:].tolist(), cap)
+                        for row, cap in zip(sequences, caps, strict=True)
+                    ]
+                )
+        return results
 
     def _trim(self, ids: list[int], cap: int) -> list[int]:
         # a row that finished early is padded to the batch's longest; it ended at EOS or its cap

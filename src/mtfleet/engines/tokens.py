@@ -9,6 +9,7 @@ token-budget batches. It loads no weights: checking a model costs seconds.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import fnmatch
 import hashlib
@@ -140,6 +141,14 @@ class ModelTokenizer:
         self.max_input_tokens = min(positions, _tokenizer_limit(self.tokenizer, positions))
         # the decoder's start token and the output share the model's positions
         self.max_output_tokens = positions - DECODER_PROMPT_LENGTH
+
+    def for_target(self, src_lang: str | None, tgt_lang: str | None) -> ModelTokenizer:
+        """This tokenizer set up for another target language; the loaded tokenizer is shared."""
+        other = copy.copy(self)
+        other.source_prefix = ""
+        other.forced_bos_token_id = None
+        other._set_languages(src_lang, tgt_lang)
+        return other
 
     @classmethod
     def without_languages(cls, model: str, *, trust_remote_code: bool = False) -> ModelTokenizer:
@@ -477,6 +486,20 @@ class TokenizedEngine:
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
         self.max_input_tokens = self.tokens.max_input_tokens
         self.beam = beam
+
+    def for_target(self, tgt_lang: str | None) -> TokenizedEngine:
+        """This engine translating into `tgt_lang`: the model's weights are shared, not loaded
+        again. A code family's target is only the decoder's first token (`decodes_target`)."""
+        other = copy.copy(self)
+        other.tokens = self.tokens.for_target(self.src_lang, tgt_lang)
+        other.tgt_lang = tgt_lang
+        return other
+
+    @property
+    def decodes_target(self) -> bool:
+        """The target language is chosen in the decoder alone (M2M100, NLLB, mBART-50), so one
+        encoding of a source serves every target."""
+        return self.tokens.languages.mark == "code"
 
     # --- the Engine protocol
 

@@ -513,6 +513,24 @@ function jobView(jobId) {
         `${number(view.segments_done)} segments · ${dash(view.rows_per_s, rate)} rows · `,
         `${dash(view.segments_per_s, rate)} segments · ETA ${dash(view.eta_s, duration)}`,
       ),
+      // several target languages: one lease covers them all, so each shows the done shards' units
+      view.targets.length > 1
+        ? table(
+            "job-targets",
+            ["language", "units", "segments", "output"],
+            view.targets.map((target) =>
+              h(
+                "tr",
+                { dataset: { language: target.tgt_lang } },
+                h("td", null, target.tgt_lang),
+                h("td", { class: "num" }, `${number(target.units_done)} / ${number(target.units_total)}`),
+                h("td", { class: "num" }, number(target.segments_done)),
+                h("td", null, path(target.output)),
+              ),
+            ),
+            "",
+          )
+        : null,
     );
     fill(
       counters,

@@ -1,0 +1,171 @@
+"""Several target languages in one job: the spec that names them, and engines that translate into
+each, one encoding of a batch serving every target where the family chooses it in the decoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from mtfleet.engines import check_model, load_engine
+from mtfleet.engines.ct2 import CT2Engine
+from mtfleet.engines.hf import HFEngine
+from mtfleet.errors import ModelError
+from mtfleet.health import job_checks
+from mtfleet.pipeline import translate_texts, translate_to_targets
+from mtfleet.random_models import build_tiny_model, varied_segments
+from mtfleet.spec import JobSpec
+
+pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
+
+SETTINGS = {"max_batch_tokens": 256, "max_length_factor": 1.0, "max_length_offset": 4}
+TINY = {"d_model": 32, "layers": 1, "heads": 2, "ffn": 64, "vocab_size": 300}
+# family -> (source, three targets)
+LANGUAGES = {
+    "nllb": ("eng_Latn", ["mar_Deva", "hin_Deva", "tam_Taml"]),
+    "m2m100": ("en", ["de", "fr", "hi"]),
+    "marian-multi": (None, ["de", "fr", "hi"]),
+}
+BASE = {"input": "in.jsonl", "model": "m", "fields": ["text"]}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("targets")
+    return {family: build_tiny_model(family, root / family, **TINY) for family in LANGUAGES}
+
+
+# --- the spec
+
+
+def test_targets_are_a_list_or_a_comma_string_and_one_target_stays_a_string() -> None:
+    several = JobSpec(**BASE, output="out.{tgt_lang}.jsonl", tgt_lang="mar_Deva, hin_Deva")
+    listed = JobSpec(**BASE, output="out.{tgt_lang}.jsonl", tgt_lang=["mar_Deva", "hin_Deva"])
+    one = JobSpec(**BASE, output="out.jsonl", tgt_lang=["mar_Deva"])
+
+    assert several == listed
+    assert several.targets() == ["mar_Deva", "hin_Deva"]
+    assert several.for_target("hin_Deva").output == "out.hin_Deva.jsonl"
+    assert one.tgt_lang == "mar_Deva"
+    assert one.identity() == JobSpec(**BASE, output="out.jsonl", tgt_lang="mar_Deva").identity()
+    assert JobSpec(**BASE, output="out.jsonl").targets() == [None]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"output": "out.jsonl", "tgt_lang": "de,fr"}, "{tgt_lang} in the output path"),
+        ({"output": "out.{tgt_lang}.jsonl", "tgt_lang": "de,fr,de"}, "de is given more than once"),
+        (
+            {"output": "out.{tgt_lang}.jsonl", "tgt_lang": "de,en", "src_lang": "en"},
+            "en is also the source language",
+        ),
+    ],
+)
+def test_a_spec_with_targets_it_cannot_write_is_one_sentence_on_tgt_lang(
+    settings: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        JobSpec(**BASE, **settings)
+
+    (error,) = raised.value.errors()
+    assert error["loc"] == ("tgt_lang",)
+    assert message in error["msg"]
+
+
+def test_each_target_is_checked_against_the_model(model_dirs: dict[str, Path]) -> None:
+    with pytest.raises(ModelError, match="no language code 'xx_Yyyy'"):
+        check_model(
+            "hf", str(model_dirs["nllb"]), src_lang="eng_Latn", tgt_lang=["mar_Deva", "xx_Yyyy"]
+        )
+
+
+# --- the engines
+
+
+@pytest.mark.parametrize("beam", [1, 2])
+@pytest.mark.parametrize("family", ["nllb", "m2m100"])
+def test_one_encoding_per_batch_decodes_what_each_target_alone_does(
+    family: str, beam: int, model_dirs: dict[str, Path]
+) -> None:
+    source, targets = LANGUAGES[family]
+    model = str(model_dirs[family])
+    engines = load_engine("hf", model, src_lang=source, tgt_lang=targets, beam=beam, **SETTINGS)
+    texts = varied_segments(20, seed=5)
+
+    together = translate_to_targets(texts, engines)
+
+    assert engines.shared is not None
+    for target in targets:
+        alone = HFEngine(model, src_lang=source, tgt_lang=target, beam=beam, **SETTINGS)
+        assert together[target].translations == translate_texts(texts, alone).translations
+        assert engines.engines[target].generate_token_ids(texts) == alone.generate_token_ids(texts)
+
+
+def test_a_family_that_tags_its_sources_translates_once_per_target(
+    model_dirs: dict[str, Path],
+) -> None:
+    _, targets = LANGUAGES["marian-multi"]
+    model = str(model_dirs["marian-multi"])
+    engines = load_engine("hf", model, tgt_lang=targets, **SETTINGS)
+    texts = varied_segments(8, seed=6)
+
+    together = translate_to_targets(texts, engines)
+
+    assert engines.shared is None
+    for target in targets:
+        alone = HFEngine(model, tgt_lang=target, **SETTINGS)
+        assert together[target].translations == translate_texts(texts, alone).translations
+
+
+def test_health_checks_retry_each_language_as_a_job_into_it_alone_does(
+    model_dirs: dict[str, Path],
+) -> None:
+    source, targets = LANGUAGES["nllb"]
+    model = str(model_dirs["nllb"])
+    spec = JobSpec(
+        **{**BASE, "model": model},
+        output="out.{tgt_lang}.jsonl",
+        src_lang=source,
+        tgt_lang=targets,
+    )
+    engines = load_engine("hf", model, src_lang=source, tgt_lang=targets, **SETTINGS)
+    protection, _ = job_checks(spec, engines)
+    checks = {t: job_checks(spec.for_target(t), engines.engines[t])[1] for t in targets}
+    texts = varied_segments(6, seed=7)
+
+    together = translate_to_targets(texts, engines, protection=protection, checks=checks)
+
+    for target in targets:
+        alone = HFEngine(model, src_lang=source, tgt_lang=target, **SETTINGS)
+        _, alone_checks = job_checks(spec.for_target(target), alone)
+        expected = translate_texts(texts, alone, protection=protection, checks=alone_checks)
+        assert together[target].flags == expected.flags
+        assert any(together[target].flags), "a random model's output is flagged and retried"
+        assert together[target].translations == expected.translations
+
+
+@pytest.mark.parametrize("family", ["nllb", "m2m100"])
+def test_ct2_decodes_the_batch_repeated_per_target_as_each_target_alone(
+    family: str, model_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MTFLEET_CACHE", str(tmp_path / "cache"))
+    source, targets = LANGUAGES[family]
+    model = str(model_dirs[family])
+    settings = {"src_lang": source, "compute_type": "float32", "threads": 1, **SETTINGS}
+    engines = load_engine("ct2", model, tgt_lang=targets, **settings)
+    texts = varied_segments(20, seed=8)
+
+    together = translate_to_targets(texts, engines)
+
+    assert engines.shared is not None
+    for target in targets:
+        alone = CT2Engine(model, tgt_lang=target, **settings)
+        assert together[target].translations == translate_texts(texts, alone).translations
