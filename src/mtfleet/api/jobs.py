@@ -216,10 +216,7 @@ class JobService:
             translators=translators,
             nodes=_job_nodes(self.store.work_by_translator(job_id), translators),
             health=(record.manifest or {}).get("health"),
-            targets=[
-                TargetProgress(**{**target, "output": _readable(target["output"])})
-                for target in target_progress(record.spec, progress)
-            ],
+            targets=_targets(record.spec, progress),
         )
 
     def pause(self, job_id: str) -> JobView:
@@ -534,4 +531,16 @@ def _job_nodes(work: list[dict[str, Any]], translators: list[Translator]) -> lis
             or None,
         )
         for node_id in sorted(present.keys() | by_node.keys())
+    ]
+
+
+def _targets(stored: dict[str, Any], progress: dict[str, Any]) -> list[TargetProgress]:
+    """Each target language's output and progress; none for a stored spec that no longer reads
+    as one (the job is still shown)."""
+    try:
+        targets = target_progress(stored, progress)
+    except ValueError:
+        return []
+    return [
+        TargetProgress(**{**target, "output": _readable(target["output"])}) for target in targets
     ]

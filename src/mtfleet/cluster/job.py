@@ -187,14 +187,13 @@ def written_paths(spec: JobSpec) -> list[Path]:
     return written
 
 
-def _stored_outputs(stored: dict[str, Any]) -> list[Path]:
-    """The outputs and manifests of a stored job's spec, one per target language."""
+def _stored_outputs(stored: dict[str, Any]) -> tuple[list[Path], list[Path]]:
+    """The outputs and the manifests of a stored job's spec, one each per target language."""
     try:
-        spec = spec_from_store(stored)[0]
+        outputs = spec_outputs(spec_from_store(stored)[0])
     except ValueError:  # a spec stored by another version: its output as it is written
-        return [Path(str(stored["output"])), manifest_path(str(stored["output"]))]
-    outputs = spec_outputs(spec)
-    return [Path(output) for output in outputs] + [manifest_path(output) for output in outputs]
+        outputs = [str(stored["output"])]
+    return [Path(output) for output in outputs], [manifest_path(output) for output in outputs]
 
 
 def check_output(spec: JobSpec, job_id: str, store: JobStore, state_dir: Path) -> None:
@@ -216,9 +215,9 @@ def check_output(spec: JobSpec, job_id: str, store: JobStore, state_dir: Path) -
         if record.id == job_id or record.state not in ACTIVE:
             continue
         protected.append((Path(str(record.spec["input"])), f"the input of active job {record.id}"))
-        protected += [
-            (path, f"a file of active job {record.id}") for path in _stored_outputs(record.spec)
-        ]
+        outputs, manifests = _stored_outputs(record.spec)
+        protected += [(path, f"the output of active job {record.id}") for path in outputs]
+        protected += [(path, f"a file of active job {record.id}") for path in manifests]
     store_dir = store.directory()
     for path in written:
         for other, what in protected:
