@@ -410,18 +410,9 @@ class JobStore:
     @_retried
     def renew_lease(self, job_id: str, index: int, lease_id: str, ttl_s: float) -> bool:
         """Push the lease's expiry to now + `ttl_s`; False when the lease is no longer current."""
-        with self._transaction(write=True) as conn:
-            renewed = conn.execute(
-                sa.update(shards)
-                .where(
-                    shards.c.job_id == job_id,
-                    shards.c.shard_index == index,
-                    shards.c.state == ShardState.LEASED,
-                    shards.c.lease_id == lease_id,
-                )
-                .values(lease_expires_at=self._clock() + ttl_s)
-            ).rowcount
-        return renewed == 1
+        return self._update_current_lease(
+            job_id, index, lease_id, lease_expires_at=self._clock() + ttl_s
+        )
 
     @_retried
     def hand_over_lease(
@@ -430,22 +421,31 @@ class JobStore:
         """Make `to_lease_id` of `to_owner` the shard's lease in place of `lease_id` (a backup
         that completed first, or goes on alone): `lease_id` is stale from then on. False,
         changing nothing, when `lease_id` is no longer current."""
+        return self._update_current_lease(
+            job_id,
+            index,
+            lease_id,
+            lease_id=to_lease_id,
+            lease_owner=to_owner,
+            lease_expires_at=self._clock() + ttl_s,
+        )
+
+    def _update_current_lease(
+        self, job_id: str, index: int, current: str, /, **values: object
+    ) -> bool:
+        """Sets `values` on the shard while `current` is its lease id; False otherwise."""
         with self._transaction(write=True) as conn:
-            handed = conn.execute(
+            updated = conn.execute(
                 sa.update(shards)
                 .where(
                     shards.c.job_id == job_id,
                     shards.c.shard_index == index,
                     shards.c.state == ShardState.LEASED,
-                    shards.c.lease_id == lease_id,
+                    shards.c.lease_id == current,
                 )
-                .values(
-                    lease_id=to_lease_id,
-                    lease_owner=to_owner,
-                    lease_expires_at=self._clock() + ttl_s,
-                )
+                .values(**values)
             ).rowcount
-        return handed == 1
+        return updated == 1
 
     @_retried
     def complete_shard(
