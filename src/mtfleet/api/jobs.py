@@ -46,7 +46,7 @@ from mtfleet.cluster.job import (
 from mtfleet.cluster.targets import target_progress
 from mtfleet.data import dataset_files
 from mtfleet.errors import ApiError, JobError, ModelError, MtfleetError
-from mtfleet.spec import DEFAULT_KEEP_WARM_S, MAX_GPUS, JobSpec, input_key
+from mtfleet.spec import DEFAULT_KEEP_WARM_S, MAX_GPUS, JobSpec, input_key, spec_from_store
 from mtfleet.store import ACTIVE, TERMINAL, JobRecord, JobState, JobStore
 
 log = logging.getLogger(__name__)
@@ -538,9 +538,10 @@ def _targets(stored: dict[str, Any], progress: dict[str, Any]) -> list[TargetPro
     """Each target language's output and progress; none for a stored spec that no longer reads
     as one (the job is still shown)."""
     try:
-        targets = target_progress(stored, progress)
+        spec = spec_from_store(stored)[0]
     except ValueError:
         return []
     return [
-        TargetProgress(**{**target, "output": _readable(target["output"])}) for target in targets
+        TargetProgress(**{**target, "output": _readable(target["output"])})
+        for target in target_progress(spec, progress)
     ]

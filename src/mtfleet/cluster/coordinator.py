@@ -491,7 +491,7 @@ class JobCoordinator:
             "counters": job.counters,
             "translators": self.translators(),
             **progress,
-            "targets": target_progress(job.spec, progress),
+            "targets": target_progress(self.spec, progress),
         }
 
     def translators(self) -> list[dict[str, Any]]:

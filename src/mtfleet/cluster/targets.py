@@ -5,19 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mtfleet.spec import spec_from_store
+from mtfleet.spec import JobSpec
 
 
-def target_progress(
-    stored: Mapping[str, object], progress: Mapping[str, Any]
-) -> list[dict[str, Any]]:
-    """Each target language of a stored job's spec, its output and what is translated into it.
+def target_progress(spec: JobSpec, progress: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each target language of a job's spec, its output and what is translated into it.
 
     One lease covers every language of a shard and a shard is done once all are written, so each
     language has the units and segments of the done shards (a unit already in a language, with
     `--src-lang auto`, is copied and counted in its manifest).
     """
-    spec = spec_from_store(stored)[0]
     return [
         {
             "tgt_lang": target,
