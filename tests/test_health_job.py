@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from mtfleet.cli.main import app
 from mtfleet.data.segment import segment
 from mtfleet.engines.faulty import CAUGHT_AS, FAULTS, FaultInjector
+from mtfleet.spec import JobSpec
 from mtfleet.testing.engines import FAULT_EVERY_VARIABLE, FAULTS_VARIABLE, ReverseEngine
 
 MULTI30K_DE = Path(__file__).parents[2] / "shared" / "data" / "multi30k" / "test_2016_flickr.de.gz"
@@ -116,3 +117,45 @@ def test_on_flag_drop_row_leaves_out_the_rows_still_flagged(
     assert result.exit_code == 0, result.output
     rows = dropped.read_text().splitlines()
     assert len(rows) == len(texts()) - manifest["health"]["units_flagged"]
+
+
+def test_with_checks_off_nothing_is_checked_or_retried(
+    faulty_job: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output, _ = faulty_job
+    monkeypatch.setenv(FAULTS_VARIABLE, ",".join(FAULTS))
+    monkeypatch.setenv(FAULT_EVERY_VARIABLE, str(EVERY))
+    unchecked = output.with_name("unchecked.jsonl")
+    result = translate(output.with_name("texts.jsonl"), unchecked, "--no-checks")
+    assert result.exit_code == 0, result.output
+    assert "checks:   off" in result.output
+    # every injected fault is left as the engine wrote it: no segment was translated again
+    faulty = FaultInjector(FAULTS, EVERY)
+    outputs = [json.loads(line)["text"] for line in unchecked.read_text().splitlines()]
+    assert outputs == [faulty.translate(text) for text in texts()]
+    health = json.loads(unchecked.with_name("unchecked.jsonl.manifest.json").read_text())["health"]
+    assert health["checks"] == "off"
+    assert health["units_checked"] == health["units_flagged"] == 0
+    assert not unchecked.with_name("unchecked.jsonl.flags.jsonl").exists()
+    refused = runner.invoke(app, ["inspect", str(unchecked)])
+    assert refused.exit_code == 2
+    assert "ran with its health checks off" in refused.output
+
+
+def test_checks_off_is_refused_with_an_on_flag_that_acts_on_them(tmp_path: Path) -> None:
+    source = tmp_path / "texts.jsonl"
+    source.write_text('{"text": "Hallo Welt."}\n')
+    result = translate(source, tmp_path / "out.jsonl", "--no-checks", "--on-flag", "source")
+    assert result.exit_code == 2
+    assert "on_flag source acts on what the health checks flag" in result.output
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_checks_on_is_no_part_of_a_job_id_and_off_is() -> None:
+    spec = JobSpec(input="in.jsonl", output="out.jsonl", model="m", fields=["text"])
+    assert "checks" not in spec.identity()
+    assert spec.model_copy(update={"checks": True}).default_job_id("key") == spec.default_job_id(
+        "key"
+    )
+    unchecked = JobSpec(**{**spec.model_dump(), "checks": False})
+    assert unchecked.default_job_id("key") != spec.default_job_id("key")

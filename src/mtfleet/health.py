@@ -300,10 +300,14 @@ def language_of(code: str | None) -> Any:
 
 def job_checks(spec: Any, engine: Any) -> tuple[Protection, HealthChecks | None]:
     """A job's protected spans and its checks; no checks for an engine whose output is not a
-    translation (the reverse engine, unless it injects faults). A job with several target
-    languages has its checks made per language (`spec.for_target`), not here."""
+    translation (the reverse engine, unless it injects faults) or for a job that turned them off.
+    A job with several target languages has its checks made per language (`spec.for_target`)."""
     protection = Protection(patterns=tuple(spec.protect), glossary=dict(spec.glossary))
-    if isinstance(spec.tgt_lang, list) or not getattr(engine, "health_checked", True):
+    if (
+        isinstance(spec.tgt_lang, list)
+        or not spec.checks
+        or not getattr(engine, "health_checked", True)
+    ):
         return protection, None
     return protection, HealthChecks(
         tgt_lang=spec.tgt_lang, src_lang=spec.src_lang, protection=protection
@@ -327,9 +331,10 @@ class HealthReport:
     """Counts flags per check and per field while assembly applies the parts, and writes every
     flagged unit to OUT.flags.jsonl (through a temporary file renamed in place at `close`)."""
 
-    def __init__(self, output: str | Path, on_flag: str) -> None:
+    def __init__(self, output: str | Path, on_flag: str, *, checks: bool = True) -> None:
         self.path = flags_path(output)
         self.on_flag = on_flag
+        self.checks = checks
         self.units_checked = 0
         self.units_flagged = 0
         self.rows_dropped = 0
@@ -345,7 +350,9 @@ class HealthReport:
     def add(
         self, row: int, location: str, flags: Sequence[str], source: str, translation: str
     ) -> None:
-        """One translated unit and its flags (none for a healthy one)."""
+        """One translated unit and its flags (none for a healthy one, or with the checks off)."""
+        if not self.checks:
+            return
         self.units_checked += 1
         if not flags:
             return
@@ -376,6 +383,7 @@ class HealthReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "checks": "on" if self.checks else "off",
             "on_flag": self.on_flag,
             "units_checked": self.units_checked,
             "units_flagged": self.units_flagged,

@@ -56,7 +56,7 @@ RUN_SETTINGS = frozenset(
 DEFAULT_KEEP_WARM_S = 300.0
 # Settings that came after jobs were first stored: at their defaults they are no part of a job's
 # identity, so a job stored before them keeps its id, resumes, and may replace its own output.
-LATER_SETTINGS = {"trust_remote_code": False, "preprocessor": None}
+LATER_SETTINGS = {"trust_remote_code": False, "preprocessor": None, "checks": True}
 
 
 class JobSpec(BaseModel):
@@ -114,6 +114,11 @@ class JobSpec(BaseModel):
     )
     on_flag: OnFlag = Field(
         "keep", description="A unit still flagged after its retry: keep it, its source, or no row."
+    )
+    checks: bool = Field(
+        True,
+        description="Check every translation and translate a flagged unit once more; off, "
+        "nothing is checked or retried (faster, as the model alone) and the manifest says so.",
     )
     cpu_translators_per_node: int = Field(
         1,
@@ -201,6 +206,16 @@ class JobSpec(BaseModel):
             raise ValueError(
                 f"several target languages need {TARGET_PLACEHOLDER} in the output path "
                 f"(such as out/data.{{tgt_lang}}.jsonl), and {output} has none"
+            )
+        return value
+
+    @field_validator("checks")
+    @classmethod
+    def _checks_for_on_flag(cls, value: bool, info: ValidationInfo) -> bool:
+        on_flag = info.data.get("on_flag", "keep")
+        if not value and on_flag != "keep":
+            raise ValueError(
+                f"on_flag {on_flag} acts on what the health checks flag, so they cannot be off"
             )
         return value
 

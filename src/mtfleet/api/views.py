@@ -68,6 +68,7 @@ class JobHealth(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
+    checks: str = Field("on", description="on, or off for a job run with its checks off.")
     on_flag: str
     units_checked: int
     units_flagged: int

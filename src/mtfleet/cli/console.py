@@ -154,6 +154,7 @@ def submit(
     protect: options.Protect = None,
     glossary: options.Glossary = None,
     on_flag: options.OnFlag = None,
+    checks: options.Checks = None,
     trust_remote_code: options.TrustRemoteCode = None,
     preprocessor: options.Preprocessor = None,
     job_id: options.JobId = None,
@@ -182,7 +183,7 @@ def submit(
         cpu_translators_per_node=cpu_translators_per_node, gpus=gpus, threads=threads,
         gpus_per_translator=gpus_per_translator, keep_warm_s=keep_warm,
         lease_ttl_s=lease_ttl, speculative_tail=speculative_tail, overwrite=overwrite,
-        protect=protect, glossary=terms, on_flag=on_flag, job_id=job_id,
+        protect=protect, glossary=terms, on_flag=on_flag, checks=checks, job_id=job_id,
         trust_remote_code=trust_remote_code,
         preprocessor=preprocessor,
     )  # fmt: skip

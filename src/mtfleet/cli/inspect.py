@@ -35,6 +35,8 @@ def inspect(
     health = manifest.get("health")
     if health is None:
         raise fail(f"The manifest of {output} has no health section (made before the checks).")
+    if health.get("checks") == "off":
+        raise fail(f"The job that wrote {output} ran with its health checks off (--no-checks).")
     counts = ", ".join(f"{name} {count}" for name, count in health["per_check"].items())
     out.print(
         f"{health['units_flagged']} of {health['units_checked']} units flagged"

@@ -60,6 +60,7 @@ def translate(
     protect: options.Protect = None,
     glossary: options.Glossary = None,
     on_flag: options.OnFlag = None,
+    checks: options.Checks = None,
     cpu_translators_per_node: options.CpuTranslators = None,
     gpus: options.Gpus = None,
     gpus_per_translator: options.GpusPerTranslator = None,
@@ -100,7 +101,7 @@ def translate(
                 cpu_translators_per_node=cpu_translators_per_node, gpus=gpus, threads=threads,
                 gpus_per_translator=gpus_per_translator, keep_warm_s=keep_warm,
                 lease_ttl_s=lease_ttl, speculative_tail=speculative_tail, overwrite=overwrite,
-                protect=protect, on_flag=on_flag,
+                protect=protect, on_flag=on_flag, checks=checks,
                 glossary=read_glossary(glossary) if glossary else None,
                 trust_remote_code=trust_remote_code, preprocessor=preprocessor,
             ),
@@ -147,6 +148,18 @@ def _print_summary(manifest: dict[str, Any]) -> None:
         out.print(f"output:   {manifest['output']}", highlight=False, soft_wrap=True)
         path = manifest_path(manifest["output"])
     out.print(f"manifest: {path}", highlight=False, soft_wrap=True)
+    health = manifest.get("health")
+    if health is not None:
+        out.print(f"checks:   {_checked(health)}", highlight=False, soft_wrap=True)
+
+
+def _checked(health: dict[str, Any]) -> str:
+    if health.get("checks") == "off":
+        return "off (--no-checks): nothing was checked or retried"
+    return (
+        f"{health['units_flagged']} of {health['units_checked']} units flagged "
+        f"(mtfleet inspect OUTPUT lists them)"
+    )
 
 
 def _first_validation_error(error: Any) -> str:

@@ -179,6 +179,15 @@ Glossary = Annotated[
     Path | None,
     typer.Option(help="TSV of 'source term<TAB>target term': terms the output must hold."),
 ]
+Checks = Annotated[
+    bool | None,
+    typer.Option(
+        "--checks/--no-checks",
+        help="Check every translation and translate a flagged unit once more; --no-checks runs "
+        "the model alone, faster, and the manifest says nothing was checked. (default: on)",
+        show_default=False,
+    ),
+]
 OnFlag = Annotated[
     str | None,
     typer.Option(

@@ -63,7 +63,7 @@ def _assemble_target(
 ) -> dict[str, Any]:
     """The output and manifest of one target language (`spec` is that language's own)."""
     applier = PartApplier(store, job.id, parse_field_paths(spec.fields), target=spec.tgt_lang)
-    applier.health = HealthReport(spec.output, spec.on_flag)
+    applier.health = HealthReport(spec.output, spec.on_flag, checks=spec.checks)
     try:
         files = _write_files(spec, facts, applier, confine_to)
     except BaseException:
