@@ -24,6 +24,8 @@ RATIOS = {
 # at most the target (None: recorded, no target)
 TIME_RATIOS = {
     "mixed_fleet_vs_fast_alone": ("mtfleet-job-ct2 mixed", "mtfleet-job-ct2", "alpaca", 1.15),
+    # what the health checks cost a job (language ID per unit, a flagged segment translated again)
+    "checked_vs_unchecked_hf_job": ("mtfleet-job-hf checked", "mtfleet-job-hf", "alpaca", None),
     "mixed_fleet_no_tail_vs_fast_alone": (
         "mtfleet-job-ct2 mixed no-tail",
         "mtfleet-job-ct2",

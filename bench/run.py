@@ -83,6 +83,7 @@ PROFILES = {
         job_rows={
             "alpaca": (
                 "mtfleet-job-hf",
+                "mtfleet-job-hf checked",
                 "mtfleet-job-hf beam5",
                 "mtfleet-job-ct2",
                 "mtfleet-job-ct2 x2",

@@ -221,8 +221,13 @@ def mtfleet_job(
     slow_factor: float | None = None,
     speculative_tail: bool = True,
     warm: bool = False,
+    checks: bool = False,
 ) -> Callable[[Workload, Settings], Run]:
     """A whole `mtfleet translate` job on the running local cluster: planned, run, assembled.
+
+    Its health checks are off (`--no-checks`) unless `checks`: the rows it is weighed against (an
+    engine in one call, ct2 alone, the seed pipeline) check nothing, so a job's row times the same
+    decoding plus what the fleet adds. The `checked` row prices the checks themselves.
 
     Its translators have one thread each, or with `all_cores` the job's default: the node's
     cores shared among its translators, as the seed pipeline's torch takes every core. A `warm`
@@ -262,6 +267,7 @@ def mtfleet_job(
             cpu_translators_per_node=translators,
             keep_warm_s=WARM_KEEP_S if warm else None,
             speculative_tail=speculative_tail,
+            checks=checks,
             **engine,
         )
         if warm:
@@ -306,6 +312,12 @@ SYSTEMS = (
         ("alpaca",),
         True,
         {"beam": 5, "threads": "all cores, as seed-baseline"},
+    ),
+    System(
+        "mtfleet-job-hf checked",
+        mtfleet_job("hf", checks=True),
+        ("alpaca",),
+        notes={"checks": "on: language ID per unit, a flagged segment translated again"},
     ),
     System("mtfleet-job-ct2", mtfleet_job("ct2")),
     System("mtfleet-job-ct2 x2", mtfleet_job("ct2", translators=2), notes={"translators": 2}),

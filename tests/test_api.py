@@ -380,6 +380,10 @@ def test_a_model_that_is_no_path_is_taken_as_a_hub_id(http: httpx.Client) -> Non
         ({"engine": "gpt"}, "Field engine: Input should be 'hf', 'ct2' or 'reverse'."),
         ({"job_id": "../up"}, "Field job_id: String should match pattern"),
         ({"fields": []}, "Field fields: List should have at least 1 item after validation"),
+        (
+            {"checks": False, "on_flag": "drop-row"},
+            "Field checks: Value error, on_flag drop-row acts on what the health checks flag",
+        ),
     ],
 )
 def test_a_bad_spec_is_refused_with_422_naming_the_field(
