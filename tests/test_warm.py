@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import ray
+import ray.autoscaler.sdk
 from ray.exceptions import RayActorError
 
 from mtfleet.api.server import ServerSettings
@@ -196,7 +197,9 @@ def test_the_gpu_sum_goes_to_the_autoscaler_as_one_gpu_bundles(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     requests: list[list[dict[str, int]]] = []
-    monkeypatch.setattr(pool_module, "request_resources", lambda bundles: requests.append(bundles))
+    monkeypatch.setattr(
+        ray.autoscaler.sdk, "request_resources", lambda bundles: requests.append(bundles)
+    )
     pool_module.ask_autoscaler(3)
     assert requests == [[{"GPU": 1}] * 3]
 

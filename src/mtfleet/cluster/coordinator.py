@@ -40,7 +40,6 @@ from ray.exceptions import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from mtfleet.cluster.assemble import assemble
 from mtfleet.cluster.logs import log_path, log_to_work_dir
 from mtfleet.cluster.plan import UnitReader, plan_job
 from mtfleet.cluster.pool import warm_pool
@@ -838,6 +837,9 @@ class JobCoordinator:
             rows = ", ".join(str(s.row_start) for s in failed[:10])
             self._finish_failed(f"Translation failed on row(s) {rows}: {failed[0].error}")
             return
+        # imported here, once the job is translated: a new coordinator's process starts sooner
+        from mtfleet.cluster.assemble import assemble
+
         try:
             manifest = assemble(self.store, self.job_id, self.work_dir)
         except MtfleetError as error:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.autoscaler.sdk import request_resources
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mtfleet.cluster.runtime import NAMESPACE, head_node_id
@@ -97,6 +96,10 @@ class JobRegistry:
 
 def ask_autoscaler(gpus: int) -> None:
     """Asks Ray's autoscaler for `gpus` one-GPU bundles; pending nodes then join (KubeRay)."""
+    # Imported here, in the pool's process: the autoscaler's SDK (prometheus, jsonschema, click)
+    # would be loaded by every coordinator, which imports this module, as its process starts.
+    from ray.autoscaler.sdk import request_resources
+
     request_resources(bundles=[{"GPU": 1}] * gpus)
 
 
