@@ -7,6 +7,7 @@ The jobs run the deterministic reverse engine; its load is counted by the transl
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import ray.autoscaler.sdk
 from ray.exceptions import RayActorError
 
 from mtfleet.api.server import ServerSettings
+from mtfleet.cluster import coordinator as coordinator_module
 from mtfleet.cluster import pool as pool_module
 from mtfleet.cluster import prepare_job, run_job, start_coordinator
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
@@ -23,7 +25,16 @@ from mtfleet.cluster.job import with_keep_warm
 from mtfleet.cluster.pool import JOB_SILENCE_S, JobRegistry, warm_pool
 from mtfleet.errors import ApiError
 from mtfleet.spec import JobSpec
-from mtfleet.testing.cluster import JobThread, local_cluster, repeated_jsonl, reverse_spec, wait_for
+from mtfleet.store import JobState, JobStore
+from mtfleet.store.jobstore import ShardPlan
+from mtfleet.testing.cluster import (
+    JobThread,
+    bare_coordinator,
+    local_cluster,
+    repeated_jsonl,
+    reverse_spec,
+    wait_for,
+)
 from mtfleet.testing.engines import DELAY_VARIABLE
 
 ALPACA = Path(__file__).parents[1] / "examples" / "alpaca_sample.json"
@@ -191,6 +202,37 @@ def test_the_autoscaler_is_asked_once_for_the_gpus_every_active_job_wants() -> N
     now[0] = JOB_SILENCE_S + 1
     assert registry.share("d", True, 1) == 1
     assert asked == [2, 5, 3, 1]
+
+
+class PlanWatched(threading.Event):
+    """The coordinator's `planned` event, which says when someone waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.awaited = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.awaited.set()
+        return super().wait(timeout)
+
+
+def test_a_translator_asking_while_its_job_is_planned_gets_a_shard_once_the_plan_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a translator is told to wait only when the plan takes longer than this; never in this test
+    monkeypatch.setattr(coordinator_module, "PLAN_WAIT_S", 600.0)
+    with JobStore(f"sqlite:///{tmp_path / 'jobs.db'}") as store:
+        store.create_job("job", {"spec": "of this test"}, [ShardPlan(0, 10, 10, 1000)])
+        store.set_job_state("job", JobState.RUNNING)
+        coordinator = bare_coordinator(store, "job", ["warm"])
+        coordinator.planned = PlanWatched()
+        replies: list[dict[str, Any]] = []
+        asking = threading.Thread(target=lambda: replies.append(coordinator.lease("warm")))
+        asking.start()
+        assert coordinator.planned.awaited.wait(timeout=60), "the lease did not wait for the plan"
+        coordinator.planned.set()
+        asking.join()
+    assert replies[0]["action"] == "translate"
 
 
 def test_the_gpu_sum_goes_to_the_autoscaler_as_one_gpu_bundles(

@@ -78,6 +78,9 @@ POOL_CALL_S = 10.0
 # A translator not started this long after it was placed waits for a device: idle ones of other
 # models on its node are evicted, or a warm one of its own key takes its place.
 PENDING_S = 1.0
+# A translator that asks for a shard while the job is planned waits this long for the plan before
+# it is told to wait: its first shard comes the moment the plan is written.
+PLAN_WAIT_S = 1.0
 
 
 def coordinator_name(job_id: str) -> str:
@@ -240,6 +243,8 @@ class JobCoordinator:
 
     def lease(self, worker_id: str) -> dict[str, Any]:
         """A shard for `worker_id`, or `wait` (paused, or all shards leased), or `stop`."""
+        if not self.planned.is_set():
+            self.planned.wait(PLAN_WAIT_S)
         job = self.store.get_job(self.job_id)
         if job.state in TERMINAL or worker_id not in self.slots:
             return {"action": "stop"}
