@@ -140,6 +140,8 @@ class JobCoordinator:
         self.incarnation = secrets.token_hex(2)
         # jobs that want translators now, this one included: a node's devices are shared by them
         self.sharing_jobs = 1
+        # translators over this job's fair share: each goes at its next lease, between two shards
+        self.over_share: set[str] = set()
         self.pool: Any = None
         self.started_at = time.time()
         # set once the unit file and the shards exist: translators lease nothing before
@@ -242,10 +244,13 @@ class JobCoordinator:
     # --- the translators' calls
 
     def lease(self, worker_id: str) -> dict[str, Any]:
-        """A shard for `worker_id`, or `wait` (paused, or all shards leased), or `stop`."""
+        """A shard for `worker_id`, or `wait` (paused, or all shards leased), or `stop`. A
+        translator over the job's fair share is let go here, between two of its shards."""
         if not self.planned.is_set():
             self.planned.wait(PLAN_WAIT_S)
         job = self.store.get_job(self.job_id)
+        if worker_id in self.over_share:
+            self._release_idle_translators({worker_id}, "over its fair share")
         if job.state in TERMINAL or worker_id not in self.slots:
             return {"action": "stop"}
         if job.state is not JobState.RUNNING or not self.planned.is_set():
@@ -628,20 +633,20 @@ class JobCoordinator:
         if state is JobState.PAUSED:
             return
         with self.lock:
-            over_share: set[str] = set()
+            self.over_share = set()
             for node in nodes:
                 if not node.get("Alive"):
                     continue
                 node_id = node["NodeID"]
                 wanted, free_cpus = self._fleet_of(node)
                 present = {s.device: s for s in self.slots.values() if s.node_id == node_id}
-                over_share.update(s.worker_id for d, s in present.items() if d not in wanted)
+                self.over_share.update(s.worker_id for d, s in present.items() if d not in wanted)
                 for device in wanted:
                     if device not in present:
                         self._start_translator(node_id, device, free_cpus)
                 self._unblock(node_id, [s for s in present.values() if s.device in wanted])
-            if over_share:
-                self._release_idle_translators(over_share, "over its fair share")
+            if self.over_share:
+                self._release_idle_translators(self.over_share, "over its fair share")
 
     def _threads(self, free_cpus: int) -> int:
         per_node = max(1, min(self.spec.cpu_translators_per_node, free_cpus))

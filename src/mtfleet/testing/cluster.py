@@ -145,4 +145,5 @@ def bare_coordinator(store: JobStore | None, job_id: str, workers: list[str]) ->
     coordinator.holdings, coordinator.rates, coordinator.watches = {}, Rates(), {}
     coordinator.faults_in_a_row = 0
     coordinator.failures_by_shard = Counter()
+    coordinator.over_share = set()
     return coordinator
