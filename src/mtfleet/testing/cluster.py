@@ -145,5 +145,6 @@ def bare_coordinator(store: JobStore | None, job_id: str, workers: list[str]) ->
     coordinator.holdings, coordinator.rates, coordinator.watches = {}, Rates(), {}
     coordinator.faults_in_a_row = 0
     coordinator.failures_by_shard = Counter()
+    coordinator.told_pool, coordinator.told_pool_at, coordinator.sharing_jobs = None, 0.0, 1
     coordinator.over_share = set()
     return coordinator
