@@ -9,7 +9,6 @@ on purpose ends with a backup won and the bytes of a clean run.
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from mtfleet.cluster.tail import UNMEASURED_SLACK, Holding, Rates, pick_backup
 from mtfleet.engines import load_engine
 from mtfleet.engines.base import Cancelled, cancellable
 from mtfleet.store import JobStore, ShardState
-from mtfleet.testing.cluster import local_cluster, repeated_jsonl, reverse_spec
+from mtfleet.testing.cluster import bare_coordinator, local_cluster, repeated_jsonl, reverse_spec
 from mtfleet.testing.faults import SlowTranslators
 from mtfleet.testing.tiny_model import varied_segments
 
@@ -194,38 +193,6 @@ def test_with_the_tail_off_no_backup_is_taken(
 
 
 # --- the coordinator's bookkeeping of a shard's two leases
-
-
-class FakeTranslator:
-    """A translator handle that records what the coordinator tells it."""
-
-    def __init__(self) -> None:
-        self.lost: list[str] = []
-        self.lose_lease = self
-
-    def remote(self, lease_id: str) -> None:
-        self.lost.append(lease_id)
-
-
-def bare_coordinator(store: JobStore, job_id: str, workers: list[str]) -> Any:
-    """The coordinator's methods on a real store, with no Ray: the fleet loop never runs."""
-    from mtfleet.cluster.coordinator import JobCoordinator, TranslatorSlot
-    from mtfleet.spec import JobSpec
-
-    plain_class = JobCoordinator.__ray_metadata__.modified_class.__mro__[1]
-    coordinator = object.__new__(plain_class)
-    coordinator.job_id, coordinator.store = job_id, store
-    coordinator.spec = JobSpec(input="in.jsonl", output="out.jsonl", model="m", fields=["text"])
-    coordinator.lock, coordinator.planned = threading.RLock(), threading.Event()
-    coordinator.planned.set()
-    coordinator.slots = {
-        worker: TranslatorSlot(worker, "node", worker, FakeTranslator(), None, None)
-        for worker in workers
-    }
-    coordinator.holdings, coordinator.rates, coordinator.watches = {}, Rates(), {}
-    coordinator.faults_in_a_row = 0
-    coordinator.failures_by_shard = Counter()
-    return coordinator
 
 
 @pytest.fixture

@@ -7,22 +7,45 @@ The jobs run the deterministic reverse engine; its load is counted by the transl
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
+import ray.autoscaler.sdk
 from ray.exceptions import RayActorError
 
 from mtfleet.api.server import ServerSettings
+from mtfleet.cluster import coordinator as coordinator_module
 from mtfleet.cluster import pool as pool_module
 from mtfleet.cluster import prepare_job, run_job, start_coordinator
-from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
+from mtfleet.cluster.coordinator import (
+    NAMESPACE,
+    SHARE_EVERY_S,
+    TranslatorSlot,
+    coordinator_name,
+)
 from mtfleet.cluster.job import with_keep_warm
-from mtfleet.cluster.pool import JOB_SILENCE_S, JobRegistry, warm_pool
+from mtfleet.cluster.pool import (
+    JOB_SILENCE_S,
+    JobRegistry,
+    WarmTranslator,
+    evictions,
+    warm_pool,
+)
 from mtfleet.errors import ApiError
 from mtfleet.spec import JobSpec
-from mtfleet.testing.cluster import JobThread, local_cluster, repeated_jsonl, reverse_spec, wait_for
+from mtfleet.store import JobState, JobStore
+from mtfleet.store.jobstore import ShardPlan
+from mtfleet.testing.cluster import (
+    JobThread,
+    bare_coordinator,
+    local_cluster,
+    repeated_jsonl,
+    reverse_spec,
+    wait_for,
+)
 from mtfleet.testing.engines import DELAY_VARIABLE
 
 ALPACA = Path(__file__).parents[1] / "examples" / "alpaca_sample.json"
@@ -60,7 +83,7 @@ def warm_translators() -> list[tuple[Any, dict[str, Any]]]:
     for idle in ray.get(pool.idle.remote()):
         handle = ray.get(pool.take.remote(idle["key"], idle["node_id"]))
         kept.append((handle, ray.get(handle.info.remote())))
-        pool.keep.remote(handle, idle["key"], idle["node_id"], idle["gpus"], idle["left_s"])
+        pool.keep.remote(handle, idle["key"], idle["node_id"], idle["resources"], idle["left_s"])
     return kept
 
 
@@ -87,18 +110,23 @@ def test_a_second_job_of_the_same_model_runs_on_the_first_jobs_translator_withou
     assert (tmp_path / "second.jsonl").read_bytes() == clean_output
 
 
-def test_a_job_of_another_model_evicts_the_idle_translator_holding_the_node(
-    dataset: Path, tmp_path: Path, clean_output: bytes
+# A second model on a node: with one CPU, the first model's idle translator holds what the job
+# needs; with two, the job has room for its one translator beside it.
+@pytest.mark.parametrize("head_cpus, evicted", [(1, True), (2, False)], ids=["full", "room"])
+def test_a_job_of_another_model_evicts_an_idle_translator_only_where_the_node_has_no_room(
+    dataset: Path, tmp_path: Path, clean_output: bytes, head_cpus: int, evicted: bool
 ) -> None:
-    with local_cluster(head_cpus=1):
+    with local_cluster(head_cpus=head_cpus):
         run(make_spec(dataset, tmp_path / "first.jsonl", keep_warm_s=120), tmp_path / "state")
         [(first, _)] = warm_translators()
-        # another batch budget is another engine: it needs the node's one CPU the warm one holds
+        # another batch budget is another engine
         other = make_spec(dataset, tmp_path / "other.jsonl", keep_warm_s=120, max_batch_tokens=2048)
         run(other, tmp_path / "state")
-        assert ended(first)
-        [(_, second)] = warm_translators()
-    assert second["engine_loads"] == 1
+        assert ended(first) is evicted
+        kept = [info for _, info in warm_translators()]
+    # the other model's translator, and the first model's where it stayed warm for its next job
+    assert [info["jobs"] for info in kept] == [1] * (1 if evicted else 2)
+    assert all(info["engine_loads"] == 1 for info in kept)
     assert (tmp_path / "other.jsonl").read_bytes() == clean_output
 
 
@@ -192,11 +220,91 @@ def test_the_autoscaler_is_asked_once_for_the_gpus_every_active_job_wants() -> N
     assert asked == [2, 5, 3, 1]
 
 
+def test_the_registry_counts_what_the_other_jobs_translators_hold_on_a_node() -> None:
+    registry = JobRegistry(lambda gpus: None)
+    registry.share("a", True, 0, {"n1": {"CPU": 2}, "n2": {"GPU": 1}})
+    registry.share("b", True, 0, {"n1": {"CPU": 1, "GPU": 2}})
+    assert registry.held_on("n1", but="a") == {"CPU": 1, "GPU": 2}
+    assert registry.held_on("n1", but="c") == {"CPU": 3, "GPU": 2}
+    assert registry.held_on("n3", but="c") == {}
+
+
+def test_idle_translators_go_only_as_far_as_a_node_is_short_soonest_to_expire_first() -> None:
+    cpu_soon = WarmTranslator(None, "a", "n", {"CPU": 1}, expires_at=1.0)
+    cpu_late = WarmTranslator(None, "b", "n", {"CPU": 1}, expires_at=2.0)
+    gpus = WarmTranslator(None, "c", "n", {"GPU": 2}, expires_at=0.0)
+    idle = [cpu_late, gpus, cpu_soon]
+    # room left (zero or more): nothing is evicted
+    assert evictions(idle, {"CPU": 0}) == []
+    assert evictions(idle, {"CPU": -3, "GPU": 0}) == []
+    assert evictions(idle, {"CPU": 1}) == [cpu_soon]
+    assert evictions(idle, {"CPU": 2}) == [cpu_soon, cpu_late]
+    assert evictions(idle, {"GPU": 1}) == [gpus]
+    # short of more than they hold: those that hold what is short, no others
+    assert evictions(idle, {"CPU": 5}) == [cpu_soon, cpu_late]
+
+
+def test_a_job_tells_the_pool_what_it_wants_when_that_changes_and_every_few_seconds() -> None:
+    coordinator = bare_coordinator(None, "job", [])
+    told: list[tuple[Any, ...]] = []
+    coordinator._ask_pool = lambda method, *args: told.append((method, *args)) or 2
+
+    for _ in range(3):
+        coordinator._share(JobState.RUNNING, 5)
+    assert told == [("share", "job", True, 0, {})]
+    assert coordinator.sharing_jobs == 2
+    coordinator.slots["w"] = TranslatorSlot("w", "node", "cpu0", None, None, None)  # placed
+    coordinator._share(JobState.RUNNING, 5)
+    coordinator._share(JobState.PAUSED, 5)
+    coordinator._share(JobState.PAUSED, 5)
+    assert told[1:] == [
+        ("share", "job", True, 0, {"node": {"CPU": 1}}),
+        ("share", "job", False, 0, {"node": {"CPU": 1}}),
+    ]
+    # nothing changed, but the pool must hear from a job within JOB_SILENCE_S
+    coordinator.told_pool_at -= SHARE_EVERY_S
+    coordinator._share(JobState.PAUSED, 5)
+    assert len(told) == 4
+
+
+class PlanWatched(threading.Event):
+    """The coordinator's `planned` event, which says when someone waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.awaited = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.awaited.set()
+        return super().wait(timeout)
+
+
+def test_a_translator_asking_while_its_job_is_planned_gets_a_shard_once_the_plan_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a translator is told to wait only when the plan takes longer than this; never in this test
+    monkeypatch.setattr(coordinator_module, "PLAN_WAIT_S", 600.0)
+    with JobStore(f"sqlite:///{tmp_path / 'jobs.db'}") as store:
+        store.create_job("job", {"spec": "of this test"}, [ShardPlan(0, 10, 10, 1000)])
+        store.set_job_state("job", JobState.RUNNING)
+        coordinator = bare_coordinator(store, "job", ["warm"])
+        coordinator.planned = PlanWatched()
+        replies: list[dict[str, Any]] = []
+        asking = threading.Thread(target=lambda: replies.append(coordinator.lease("warm")))
+        asking.start()
+        assert coordinator.planned.awaited.wait(timeout=60), "the lease did not wait for the plan"
+        coordinator.planned.set()
+        asking.join()
+    assert replies[0]["action"] == "translate"
+
+
 def test_the_gpu_sum_goes_to_the_autoscaler_as_one_gpu_bundles(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     requests: list[list[dict[str, int]]] = []
-    monkeypatch.setattr(pool_module, "request_resources", lambda bundles: requests.append(bundles))
+    monkeypatch.setattr(
+        ray.autoscaler.sdk, "request_resources", lambda bundles: requests.append(bundles)
+    )
     pool_module.ask_autoscaler(3)
     assert requests == [[{"GPU": 1}] * 3]
 

@@ -40,13 +40,12 @@ from ray.exceptions import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from mtfleet.cluster.assemble import assemble
 from mtfleet.cluster.logs import log_path, log_to_work_dir
 from mtfleet.cluster.plan import UnitReader, plan_job
-from mtfleet.cluster.pool import warm_pool
+from mtfleet.cluster.pool import JOB_SILENCE_S, Resources, warm_pool
 from mtfleet.cluster.tail import Holding, Rates, pick_backup
 from mtfleet.cluster.targets import target_progress
-from mtfleet.cluster.translator import Translator, engine_key
+from mtfleet.cluster.translator import Translator, engine_key, translator_resources
 from mtfleet.errors import JobError, MtfleetError, StoreError
 from mtfleet.retry import backoff_s, retry
 from mtfleet.spec import spec_from_store
@@ -76,9 +75,19 @@ WATCHDOG_FLOOR_TOKENS_PER_S = 10.0
 IDLE_TICK_S = 2.0
 # Calls to the warm pool and to a warm translator being attached or released wait this long at most.
 POOL_CALL_S = 10.0
-# A translator not started this long after it was placed waits for a device: idle ones of other
-# models on its node are evicted, or a warm one of its own key takes its place.
+# A translator not started this long after it was placed may wait for a device: a warm one of its
+# own key takes its place, or idle ones of other models on its node make room.
 PENDING_S = 1.0
+# A translator still not started this long after it was placed waits for a device that the pool
+# counts as free (something the pool does not know of holds it): every idle translator of another
+# model on its node is evicted. Far above any translator's start on a loaded machine.
+STUCK_S = 15.0
+# The pool hears what a job wants when it changes, and at least this often: a job silent for
+# JOB_SILENCE_S no longer shares the fleet, and other jobs learn of a new one this soon.
+SHARE_EVERY_S = JOB_SILENCE_S / 4
+# A translator that asks for a shard while the job is planned waits this long for the plan before
+# it is told to wait: its first shard comes the moment the plan is written.
+PLAN_WAIT_S = 1.0
 
 
 def coordinator_name(job_id: str) -> str:
@@ -99,6 +108,8 @@ class TranslatorSlot:
     # the engine key a warm pool files it under
     key: str = ""
     placed_at: float = field(default_factory=time.monotonic)
+    # when `_unblock` last looked whether it waits for a device
+    checked_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -138,7 +149,12 @@ class JobCoordinator:
         self.incarnation = secrets.token_hex(2)
         # jobs that want translators now, this one included: a node's devices are shared by them
         self.sharing_jobs = 1
+        # translators over this job's fair share: each goes at its next lease, between two shards
+        self.over_share: set[str] = set()
         self.pool: Any = None
+        # what the pool last heard from this job, and when (`_share`)
+        self.told_pool: tuple[bool, int, dict[str, Resources]] | None = None
+        self.told_pool_at = 0.0
         self.started_at = time.time()
         # set once the unit file and the shards exist: translators lease nothing before
         self.planned = threading.Event()
@@ -240,8 +256,13 @@ class JobCoordinator:
     # --- the translators' calls
 
     def lease(self, worker_id: str) -> dict[str, Any]:
-        """A shard for `worker_id`, or `wait` (paused, or all shards leased), or `stop`."""
+        """A shard for `worker_id`, or `wait` (paused, or all shards leased), or `stop`. A
+        translator over the job's fair share is let go here, between two of its shards."""
+        if not self.planned.is_set():
+            self.planned.wait(PLAN_WAIT_S)
         job = self.store.get_job(self.job_id)
+        if worker_id in self.over_share:
+            self._release_idle_translators({worker_id}, "over its fair share")
         if job.state in TERMINAL or worker_id not in self.slots:
             return {"action": "stop"}
         if job.state is not JobState.RUNNING or not self.planned.is_set():
@@ -598,11 +619,45 @@ class JobCoordinator:
 
     def _share(self, state: JobState, shards_left: int | None) -> None:
         """Tells the pool what this job wants (translators unless paused; with --gpus N, up to N
-        GPUs of the autoscaler while shards are left) and learns how many jobs share the fleet."""
+        GPUs of the autoscaler while shards are left) and what its translators hold on each node,
+        and learns how many jobs share the fleet: when any of it changed, else every
+        SHARE_EVERY_S."""
         wants = state is not JobState.PAUSED
         gpus = min(self.spec.gpus, shards_left) if wants and shards_left is not None else 0
-        sharing = self._ask_pool("share", self.job_id, wants, gpus)
-        self.sharing_jobs = sharing or self.sharing_jobs
+        with self.lock:
+            held = {n: self._held_on(n) for n in {s.node_id for s in self.slots.values()}}
+        said = (wants, gpus, held)
+        now = time.monotonic()
+        if said == self.told_pool and now - self.told_pool_at < SHARE_EVERY_S:
+            return
+        sharing = self._ask_pool("share", self.job_id, wants, gpus, held)
+        if sharing is not None:
+            self.told_pool, self.told_pool_at = said, now
+            self.sharing_jobs = sharing
+
+    def _held_on(self, node_id: str) -> Resources:
+        """What this job's translators on node `node_id` hold, or wait for."""
+        held: Counter[str] = Counter()
+        for slot in self.slots.values():
+            if slot.node_id == node_id:
+                on_gpu = slot.device.startswith("gpu")
+                held.update(translator_resources(on_gpu, self.spec.gpus_per_translator))
+        return dict(held)
+
+    def _make_room(self, node: dict[str, Any], key: str, placing: Resources) -> None:
+        """Asks the pool to evict idle translators of other models from `node` as far as this
+        job's translators there, with one it places now (`placing`), need their devices."""
+        wanted = Counter(self._held_on(node["NodeID"]))
+        wanted.update(placing)
+        total = node.get("Resources", {})
+        self._ask_pool(
+            "make_room",
+            node["NodeID"],
+            key,
+            self.job_id,
+            dict(wanted),
+            {name: total.get(name, 0) for name in wanted},
+        )
 
     def _fleet_of(self, node: dict[str, Any]) -> tuple[list[str], int]:
         """The devices this job's translators take on `node` (its fair share of GPU translators,
@@ -624,29 +679,30 @@ class JobCoordinator:
         if state is JobState.PAUSED:
             return
         with self.lock:
-            over_share: set[str] = set()
+            self.over_share = set()
             for node in nodes:
                 if not node.get("Alive"):
                     continue
                 node_id = node["NodeID"]
                 wanted, free_cpus = self._fleet_of(node)
                 present = {s.device: s for s in self.slots.values() if s.node_id == node_id}
-                over_share.update(s.worker_id for d, s in present.items() if d not in wanted)
+                self.over_share.update(s.worker_id for d, s in present.items() if d not in wanted)
                 for device in wanted:
                     if device not in present:
-                        self._start_translator(node_id, device, free_cpus)
-                self._unblock(node_id, [s for s in present.values() if s.device in wanted])
-            if over_share:
-                self._release_idle_translators(over_share, "over its fair share")
+                        self._start_translator(node, device, free_cpus)
+                self._unblock(node, [s for s in present.values() if s.device in wanted])
+            if self.over_share:
+                self._release_idle_translators(self.over_share, "over its fair share")
 
     def _threads(self, free_cpus: int) -> int:
         per_node = max(1, min(self.spec.cpu_translators_per_node, free_cpus))
         # never more threads than the node has CPUs: a million of them took a node down
         return min(self.spec.threads or free_cpus // per_node, free_cpus) or 1
 
-    def _start_translator(self, node_id: str, device: str, free_cpus: int) -> None:
+    def _start_translator(self, node: dict[str, Any], device: str, free_cpus: int) -> None:
         """A warm translator of this job's engine key on the node, or a new one (idle ones of other
-        models there are evicted first: this job needs their devices)."""
+        models there are evicted first where the node has no room for it)."""
+        node_id = node["NodeID"]
         self.placed += 1
         worker_id = f"{node_id[:8]}-{device}-{self.incarnation}{self.placed}"
         on_gpu = device.startswith("gpu")
@@ -654,10 +710,11 @@ class JobCoordinator:
         key = engine_key(self.spec, "gpu" if on_gpu else "cpu", threads)
         handle = self._attach_warm(key, node_id, worker_id)
         if handle is None:
-            self._ask_pool("evict", node_id, key)
+            resources = translator_resources(on_gpu, self.spec.gpus_per_translator)
+            self._make_room(node, key, resources)
             handle = Translator.options(
-                num_gpus=self.spec.gpus_per_translator if on_gpu else 0,
-                num_cpus=0 if on_gpu else min(1, free_cpus),
+                num_gpus=resources.get("GPU", 0),
+                num_cpus=resources.get("CPU", 0),
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
                 # detached, it may outlive this job in the warm pool; it ends itself otherwise
                 lifetime="detached" if self.keep_warm_s else None,
@@ -697,19 +754,24 @@ class JobCoordinator:
                 ray.kill(handle, no_restart=True)
         return None
 
-    def _unblock(self, node_id: str, slots: list[TranslatorSlot]) -> None:
-        """A translator still waiting for its device: idle translators of other models on its
-        node are evicted, or a warm one of its own key (a job that just ended) takes its place."""
+    def _unblock(self, node: dict[str, Any], slots: list[TranslatorSlot]) -> None:
+        """A translator not started PENDING_S after it was placed may wait for its device: a warm
+        one of its own key (a job that just ended) takes its place, or idle translators of other
+        models on its node make room, all of them once it has waited STUCK_S."""
+        node_id = node["NodeID"]
         now = time.monotonic()
         for slot in slots:
-            if slot.info_ref is None or now - slot.placed_at < PENDING_S or _ready(slot.info_ref):
+            if slot.info_ref is None or now - slot.checked_at < PENDING_S or _ready(slot.info_ref):
                 continue
-            slot.placed_at = now
+            slot.checked_at = now
             self.placed += 1
             worker_id = f"{node_id[:8]}-{slot.device}-{self.incarnation}{self.placed}"
             handle = self._attach_warm(slot.key, node_id, worker_id)
             if handle is None:
-                self._ask_pool("evict", node_id, slot.key)
+                if now - slot.placed_at < STUCK_S:
+                    self._make_room(node, slot.key, {})
+                else:
+                    self._ask_pool("evict", node_id, slot.key)
                 continue
             del self.slots[slot.worker_id]
             ray.kill(slot.handle, no_restart=True)
@@ -745,8 +807,12 @@ class JobCoordinator:
             except (RayActorError, GetTimeoutError):
                 ray.kill(slot.handle, no_restart=True)
                 return False
-            gpus = self.spec.gpus_per_translator if slot.device.startswith("gpu") else 0
-            self._pool().keep.remote(slot.handle, slot.key, slot.node_id, gpus, self.keep_warm_s)
+            resources = translator_resources(
+                slot.device.startswith("gpu"), self.spec.gpus_per_translator
+            )
+            self._pool().keep.remote(
+                slot.handle, slot.key, slot.node_id, resources, self.keep_warm_s
+            )
             return True
         ray.kill(slot.handle, no_restart=True)
         return False
@@ -838,6 +904,9 @@ class JobCoordinator:
             rows = ", ".join(str(s.row_start) for s in failed[:10])
             self._finish_failed(f"Translation failed on row(s) {rows}: {failed[0].error}")
             return
+        # imported here, once the job is translated: a new coordinator's process starts sooner
+        from mtfleet.cluster.assemble import assemble
+
         try:
             manifest = assemble(self.store, self.job_id, self.work_dir)
         except MtfleetError as error:

@@ -5,25 +5,29 @@ It keeps two things no single job's coordinator can:
 - **Warm translators**: a job's coordinator hands its translators here when the job ends (or when
   it gives devices up to another job), with their engines loaded; the next job of the same engine
   key on the same node takes one instead of loading its model again. A translator kept past its
-  `keep_warm_s` is killed, and one a job of another model needs the device of is evicted. The
-  pool only finds translators: each one also ends itself when its keep-warm time is over, so a
-  pool that dies holds no device forever.
-- **The registry of active jobs**: each coordinator says every tick whether it wants translators
-  and how many GPUs it wants; it gets back how many jobs share the fleet (its fair share of a
-  node is that node's devices over that count), and the autoscaler is asked for the sum of the
-  GPUs every job wants, in one `request_resources` call (a call per job would replace the last).
+  `keep_warm_s` is killed, and one a job of another model needs the device of is evicted: only
+  when the node has no room for that job's translators besides it. The pool only finds
+  translators: each one also ends itself when its keep-warm time is over, so a pool that dies
+  holds no device forever.
+- **The registry of active jobs**: each coordinator says whether it wants translators, how many
+  GPUs it wants and what its translators hold on each node, when that changes and at least every
+  few seconds; it gets back how many jobs share the fleet (its fair share of a node is that
+  node's devices over that count), and the autoscaler is asked for the sum of the GPUs every job
+  wants, in one `request_resources` call (a call per job would replace the last). What the jobs'
+  translators and the warm ones hold is how the pool knows a node's room: its own count, as Ray's
+  maintainers advise schedulers built on Ray (Ray has no public per-node view of free resources).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.autoscaler.sdk import request_resources
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mtfleet.cluster.runtime import NAMESPACE, head_node_id
@@ -34,6 +38,9 @@ POOL_NAME = "mtfleet-warm-pool"
 # A job whose coordinator has not said it is alive for this long no longer shares the fleet.
 JOB_SILENCE_S = 10.0
 
+# Ray resources by name ("CPU", "GPU"): what a translator holds, what a node has.
+Resources = dict[str, float]
+
 
 @dataclass
 class WarmTranslator:
@@ -42,7 +49,7 @@ class WarmTranslator:
     handle: Any
     key: str
     node_id: str
-    gpus: int
+    resources: Resources
     expires_at: float
 
 
@@ -51,6 +58,8 @@ class ActiveJob:
     wants_translators: bool
     gpus: int
     seen_at: float
+    # what its translators hold (or wait for) on each node, by node id
+    held: dict[str, Resources] = field(default_factory=dict)
 
 
 class JobRegistry:
@@ -66,13 +75,28 @@ class JobRegistry:
         self.jobs: dict[str, ActiveJob] = {}
         self.gpus_asked = 0
 
-    def share(self, job_id: str, wants_translators: bool, gpus: int) -> int:
-        """Records what job `job_id` wants; the number of jobs that want translators now (at
-        least 1), which its share of each node's devices is divided by."""
-        self.jobs[job_id] = ActiveJob(wants_translators, gpus, self.clock())
+    def share(
+        self,
+        job_id: str,
+        wants_translators: bool,
+        gpus: int,
+        held: dict[str, Resources] | None = None,
+    ) -> int:
+        """Records what job `job_id` wants and what its translators hold on each node; the number
+        of jobs that want translators now (at least 1), which its share of each node's devices is
+        divided by."""
+        self.jobs[job_id] = ActiveJob(wants_translators, gpus, self.clock(), held or {})
         self._forget_silent()
         self._ask()
         return max(1, sum(job.wants_translators for job in self.jobs.values()))
+
+    def held_on(self, node_id: str, but: str) -> Counter[str]:
+        """What the translators of every job but `but` hold on node `node_id`."""
+        held: Counter[str] = Counter()
+        for job_id, job in self.jobs.items():
+            if job_id != but:
+                held.update(job.held.get(node_id, {}))
+        return held
 
     def leave(self, job_id: str) -> None:
         self.jobs.pop(job_id, None)
@@ -95,8 +119,31 @@ class JobRegistry:
             self.gpus_asked = wanted
 
 
+def evictions(idle: list[WarmTranslator], short: Resources) -> list[WarmTranslator]:
+    """The idle translators to evict from a node `short` of resources (by name, what it lacks for
+    a job's translators; zero or less where it has room): the soonest to expire first, and only
+    those that hold a resource it is short of, until it is short of none."""
+    short = {name: amount for name, amount in short.items() if amount > 0}
+    evicted = []
+    for kept in sorted(idle, key=lambda k: k.expires_at):
+        if not short:
+            break
+        if not any(kept.resources.get(name, 0) > 0 for name in short):
+            continue
+        evicted.append(kept)
+        for name in list(short):
+            short[name] -= kept.resources.get(name, 0)
+            if short[name] <= 0:
+                del short[name]
+    return evicted
+
+
 def ask_autoscaler(gpus: int) -> None:
     """Asks Ray's autoscaler for `gpus` one-GPU bundles; pending nodes then join (KubeRay)."""
+    # Imported here, in the pool's process: the autoscaler's SDK (prometheus, jsonschema, click)
+    # would be loaded by every coordinator, which imports this module, as its process starts.
+    from ray.autoscaler.sdk import request_resources
+
     request_resources(bundles=[{"GPU": 1}] * gpus)
 
 
@@ -108,10 +155,14 @@ class WarmPool:
 
     # --- warm translators
 
-    def keep(self, handle: Any, key: str, node_id: str, gpus: int, keep_warm_s: float) -> None:
-        """Keeps an idle translator (its coordinator already released it) for `keep_warm_s`."""
+    def keep(
+        self, handle: Any, key: str, node_id: str, resources: Resources, keep_warm_s: float
+    ) -> None:
+        """Keeps an idle translator (its coordinator already released it), which holds
+        `resources` on its node, for `keep_warm_s`."""
         self._expire()
-        self.warm.append(WarmTranslator(handle, key, node_id, gpus, time.monotonic() + keep_warm_s))
+        expires_at = time.monotonic() + keep_warm_s
+        self.warm.append(WarmTranslator(handle, key, node_id, resources, expires_at))
 
     def take(self, key: str, node_id: str) -> Any | None:
         """An idle translator of engine key `key` on node `node_id`, no longer kept, or None."""
@@ -122,11 +173,29 @@ class WarmPool:
                 return kept.handle
         return None
 
-    def evict(self, node_id: str, key: str) -> int:
-        """Kills the idle translators of other keys on node `node_id`: a job that needs the
-        node's devices is starting translators there. Returns how many."""
+    def make_room(
+        self, node_id: str, key: str, job_id: str, wanted: Resources, total: Resources
+    ) -> int:
+        """Evicts idle translators of other keys on node `node_id` (see `evictions`) as far as
+        job `job_id` needs their devices: `wanted` is what its translators there hold with the one
+        it places, `total` what the node has; the other jobs' translators and the warm ones hold
+        the rest. A node with room loses no warm translator. Returns how many were evicted."""
         self._expire()
-        evicted = [k for k in self.warm if k.node_id == node_id and k.key != key]
+        held = self.registry.held_on(node_id, but=job_id)
+        on_node = [k for k in self.warm if k.node_id == node_id]
+        for kept in on_node:
+            held.update(kept.resources)
+        short = {name: held[name] + amount - total.get(name, 0) for name, amount in wanted.items()}
+        return self._evict(node_id, evictions([k for k in on_node if k.key != key], short))
+
+    def evict(self, node_id: str, key: str) -> int:
+        """Kills every idle translator of another key on node `node_id`: a translator of a job
+        waits there for a device that the pool's count says is free (Ray's view is the truth).
+        Returns how many."""
+        self._expire()
+        return self._evict(node_id, [k for k in self.warm if k.node_id == node_id and k.key != key])
+
+    def _evict(self, node_id: str, evicted: list[WarmTranslator]) -> int:
         for kept in evicted:
             self.warm.remove(kept)
             ray.kill(kept.handle, no_restart=True)
@@ -137,11 +206,16 @@ class WarmPool:
         return len(evicted)
 
     def idle(self) -> list[dict[str, Any]]:
-        """The translators kept now: key, node, GPUs and seconds left."""
+        """The translators kept now: key, node, the resources they hold and seconds left."""
         self._expire()
         now = time.monotonic()
         return [
-            {"key": k.key, "node_id": k.node_id, "gpus": k.gpus, "left_s": k.expires_at - now}
+            {
+                "key": k.key,
+                "node_id": k.node_id,
+                "resources": k.resources,
+                "left_s": k.expires_at - now,
+            }
             for k in self.warm
         ]
 
@@ -153,9 +227,11 @@ class WarmPool:
 
     # --- the jobs sharing the fleet
 
-    def share(self, job_id: str, wants_translators: bool, gpus: int) -> int:
+    def share(
+        self, job_id: str, wants_translators: bool, gpus: int, held: dict[str, Resources]
+    ) -> int:
         self._expire()
-        return self.registry.share(job_id, wants_translators, gpus)
+        return self.registry.share(job_id, wants_translators, gpus, held)
 
     def leave(self, job_id: str) -> None:
         self.registry.leave(job_id)

@@ -84,6 +84,11 @@ def engine_key(spec: JobSpec, device: str, threads: int) -> str:
     return json.dumps({**settings, "device": device, "threads": threads}, sort_keys=True)
 
 
+def translator_resources(on_gpu: bool, gpus_per_translator: int) -> dict[str, float]:
+    """The Ray resources a translator holds on its node: its GPUs, or one CPU."""
+    return {"GPU": gpus_per_translator} if on_gpu else {"CPU": 1}
+
+
 class MachineFault(Exception):
     """An error of this translator's machine, not of the rows it translates; one sentence."""
 

@@ -7,6 +7,7 @@ PostgreSQL a cluster; several processes may open the same store at once.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import threading
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from mtfleet.errors import JobError, StoreError
 from mtfleet.retry import retry
@@ -813,9 +813,9 @@ _NO_LEASE: dict[str, Any] = {"lease_id": None, "lease_owner": None, "lease_expir
 
 
 def _upsert_base(conn: sa.Connection, table: sa.Table) -> Any:
-    """An INSERT that can take ON CONFLICT, in the connection's dialect."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
+    """An INSERT that can take ON CONFLICT, in the connection's dialect (sqlite or postgresql):
+    its module is loaded with the engine, so a process on SQLite never loads PostgreSQL's."""
+    return importlib.import_module(f"sqlalchemy.dialects.{conn.dialect.name}").insert(table)
 
 
 def _parse_url(url: str) -> sa.URL:
