@@ -34,7 +34,10 @@ from mtfleet.cluster.runtime import NAMESPACE, head_node_id
 
 log = logging.getLogger(__name__)
 
-POOL_NAME = "mtfleet-warm-pool"
+# The name carries the version of the pool's calls: a cluster upgraded in place starts a pool of
+# the new calls beside the old one (whose translators end with their keep-warm time), instead of
+# new coordinators calling an old pool that does not take their arguments.
+POOL_NAME = "mtfleet-warm-pool-2"
 # A job whose coordinator has not said it is alive for this long no longer shares the fleet.
 JOB_SILENCE_S = 10.0
 
