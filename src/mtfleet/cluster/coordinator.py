@@ -124,9 +124,10 @@ class Watch:
     bound_s: float
 
 
-# max_task_retries: calls made while Ray restarts the coordinator wait for the new one.
-@ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=64, num_cpus=0)
 class JobCoordinator:
+    """One job's coordinator, as a plain class (its actor is `JobCoordinatorActor`, whose process
+    Ray names after this class): tests build one on a store with no Ray."""
+
     def __init__(self, job_id: str, store_url: str, work_dir: str) -> None:
         self.job_id = job_id
         self.work_dir = Path(work_dir)
@@ -930,6 +931,12 @@ class JobCoordinator:
             self._stop_translators(keep_warm=False)
         except Exception:
             log.exception("could not stop the translators of job %s", self.job_id)
+
+
+# max_task_retries: calls made while Ray restarts the coordinator wait for the new one.
+JobCoordinatorActor = ray.remote(
+    max_restarts=-1, max_task_retries=-1, max_concurrency=64, num_cpus=0
+)(JobCoordinator)
 
 
 def _translate_reply(shard: ShardRecord, lease_id: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mtfleet.cluster.assemble import assemble, outputs_intact
-from mtfleet.cluster.coordinator import JobCoordinator, coordinator_name
+from mtfleet.cluster.coordinator import JobCoordinatorActor, coordinator_name
 from mtfleet.cluster.plan import check_fields
 from mtfleet.cluster.runtime import NAMESPACE, connect, head_node_id
 from mtfleet.data import check_output_writable as check_file_writable
@@ -276,7 +276,7 @@ def start_coordinator(handle: JobHandle, timeout_s: float | None = None) -> Any:
     `timeout_s` for it to start (GetTimeoutError), so a cluster without room hangs no caller."""
     head = head_node_id()
     strategy = NodeAffinitySchedulingStrategy(head, soft=True) if head else None
-    coordinator = JobCoordinator.options(
+    coordinator = JobCoordinatorActor.options(
         name=coordinator_name(handle.job_id),
         namespace=NAMESPACE,
         lifetime="detached",

@@ -132,8 +132,7 @@ def bare_coordinator(store: JobStore | None, job_id: str, workers: list[str]) ->
     translator slot each, on node `node`."""
     from mtfleet.cluster.coordinator import JobCoordinator, TranslatorSlot
 
-    plain_class = JobCoordinator.__ray_metadata__.modified_class.__mro__[1]
-    coordinator = object.__new__(plain_class)
+    coordinator = object.__new__(JobCoordinator)
     coordinator.job_id, coordinator.store = job_id, store
     coordinator.spec = JobSpec(input="in.jsonl", output="out.jsonl", model="m", fields=["text"])
     coordinator.lock, coordinator.planned = threading.RLock(), threading.Event()
