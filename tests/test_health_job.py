@@ -44,14 +44,25 @@ def translate(source: Path, output: Path, *extra: str) -> Any:
     )  # fmt: skip
 
 
+def inject_faults(patch: pytest.MonkeyPatch) -> None:
+    """The reverse engine of the jobs started under `patch` injects every fault, one segment in
+    EVERY."""
+    patch.setenv(FAULTS_VARIABLE, ",".join(FAULTS))
+    patch.setenv(FAULT_EVERY_VARIABLE, str(EVERY))
+
+
+@pytest.fixture
+def faults(monkeypatch: pytest.MonkeyPatch) -> None:
+    inject_faults(monkeypatch)
+
+
 @pytest.fixture(scope="module")
 def faulty_job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
     work = tmp_path_factory.mktemp("health")
     source = work / "texts.jsonl"
     source.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts()))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(FAULTS_VARIABLE, ",".join(FAULTS))
-        patch.setenv(FAULT_EVERY_VARIABLE, str(EVERY))
+        inject_faults(patch)
         output = work / "out.jsonl"
         result = translate(source, output)
         assert result.exit_code == 0, result.output
@@ -107,11 +118,9 @@ def test_inspect_shows_flagged_units_beside_their_source(faulty_job: tuple[Path,
 
 
 def test_on_flag_drop_row_leaves_out_the_rows_still_flagged(
-    faulty_job: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch
+    faulty_job: tuple[Path, Any], faults: None
 ) -> None:
     output, manifest = faulty_job
-    monkeypatch.setenv(FAULTS_VARIABLE, ",".join(FAULTS))
-    monkeypatch.setenv(FAULT_EVERY_VARIABLE, str(EVERY))
     dropped = output.with_name("dropped.jsonl")
     result = translate(output.with_name("texts.jsonl"), dropped, "--on-flag", "drop-row")
     assert result.exit_code == 0, result.output
@@ -120,11 +129,9 @@ def test_on_flag_drop_row_leaves_out_the_rows_still_flagged(
 
 
 def test_with_checks_off_nothing_is_checked_or_retried(
-    faulty_job: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch
+    faulty_job: tuple[Path, Any], faults: None
 ) -> None:
     output, _ = faulty_job
-    monkeypatch.setenv(FAULTS_VARIABLE, ",".join(FAULTS))
-    monkeypatch.setenv(FAULT_EVERY_VARIABLE, str(EVERY))
     unchecked = output.with_name("unchecked.jsonl")
     result = translate(output.with_name("texts.jsonl"), unchecked, "--no-checks")
     assert result.exit_code == 0, result.output
