@@ -130,9 +130,14 @@ def test_a_tagged_family_puts_the_target_tag_first_in_every_source(
     engine = hf_engines[family]
     tag = FAMILIES[family].target_mark
 
-    first_ids = [ids[0] for ids in engine.tokens.encode(["The cat sleeps.", "Hi."])]
+    texts = ["The cat sleeps.", "Hi."]
 
-    assert engine.tokenizer.convert_ids_to_tokens(first_ids) == [tag, tag]
+    given = engine.tokens.encode(texts)
+
+    # the documented `<2xx> text`: the tag's token, then the text's own, with no stray '▁' between
+    tag_id = engine.tokenizer.convert_tokens_to_ids(tag)
+    assert given == [[tag_id, *engine.tokenizer(text)["input_ids"]] for text in texts]
+    assert engine.tokenizer.convert_ids_to_tokens([ids[0] for ids in given]) == [tag, tag]
     assert engine.tokens.forced_bos_token_id is None
 
 

@@ -131,7 +131,8 @@ class ModelTokenizer:
         self.config = _load_config(self.source, self.remote_code, trust_remote_code)
         self.tokenizer = _load_tokenizer(self.source, trust_remote_code)
         self.languages = language_scheme(self.config, self.tokenizer)
-        self.source_prefix = ""
+        # the target's tag token (multi-target Marian, MADLAD), put first in every source
+        self.source_tag_id: int | None = None
         # batch_decode's settings besides skip_special_tokens (a preprocessor may add its own)
         self.decode_settings: dict[str, Any] = {}
         self.forced_bos_token_id: int | None = None
@@ -145,7 +146,7 @@ class ModelTokenizer:
     def for_target(self, src_lang: str | None, tgt_lang: str | None) -> ModelTokenizer:
         """This tokenizer set up for another target language; the loaded tokenizer is shared."""
         other = copy.copy(self)
-        other.source_prefix = ""
+        other.source_tag_id = None
         other.forced_bos_token_id = None
         other._set_languages(src_lang, tgt_lang)
         return other
@@ -161,8 +162,12 @@ class ModelTokenizer:
         """Source token ids of each text, special tokens and language marks included."""
         if not texts:
             return []
-        sources = [self.source_prefix + text for text in texts]
-        return self.tokenizer(sources, add_special_tokens=True)["input_ids"]
+        encoded = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        if self.source_tag_id is None:
+            return encoded
+        # `<2xx> text` as MADLAD and OPUS-MT document it, the tag as its own id: how a tokenizer
+        # splits a leading special token from text differs between versions (a stray '▁' first)
+        return [[self.source_tag_id, *ids] for ids in encoded]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.encode(texts)]
@@ -258,7 +263,7 @@ class ModelTokenizer:
         # a multi-target OPUS-MT model's sources need not be among its targets; MADLAD's are
         if src_lang not in (None, AUTO) and self.languages.family == "t5":
             self._check_code(src_lang)
-        self.source_prefix = self.languages.tag.format(tgt_lang) + " "
+        self.source_tag_id = codes[tgt_lang]
 
     def _check_code(self, code: str) -> None:
         codes = self.languages.codes

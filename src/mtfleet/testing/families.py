@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 
@@ -58,15 +59,17 @@ def generate_alone(
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=remote)
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, trust_remote_code=remote)
     settings: dict[str, object] = {"num_beams": 1, "do_sample": False}
-    prefix = ""
+    tag: list[int] = []
     if spec.forced_bos:
         tokenizer.src_lang = spec.src_lang
         settings["forced_bos_token_id"] = tokenizer.convert_tokens_to_ids(spec.target_mark)
     elif spec.target_mark:
-        prefix = f"{spec.target_mark} "
+        # the documented `<2xx> text`: the tag's token, then the text's
+        tag = [tokenizer.convert_tokens_to_ids(spec.target_mark)]
     outputs = []
     for segment in segments:
-        inputs = tokenizer([prefix + segment], return_tensors="pt")
+        ids = torch.tensor([tag + tokenizer(segment)["input_ids"]])
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         cap = math.ceil(max_length_factor * inputs["input_ids"].shape[1] + max_length_offset)
         sequence = model.generate(**inputs, max_new_tokens=cap, **settings)[0]
         outputs.append(sequence[1:].tolist())
