@@ -33,6 +33,42 @@ def test_a_repeated_word_or_phrase_is_a_loop_unless_the_source_repeats_it() -> N
     assert not repetition_loop("A man.", "Ein Mann, ein Mann.")
 
 
+@pytest.mark.parametrize(
+    ("source", "translation"),
+    [
+        ("Identify the odd one out.", "Issssssss, einer ausgewinininin ist."),
+        ("Very good.", "Silsssssss, gut."),
+        ("It is unbelievable.", "Es ist unbebebebebebesssssssssssss."),
+        ("Choose one.", "wähtttelteltelteltelte"),
+    ],
+)
+def test_a_word_that_stutters_in_letters_is_a_loop(source: str, translation: str) -> None:
+    assert flags(source, translation) == ["loop"]
+
+
+def test_letters_the_source_repeats_as_much_are_no_stutter() -> None:
+    assert not repetition_loop("Brrrrr, it is cold.", "Brrrrr, es ist kalt.")
+    assert not repetition_loop("She laughed: hahaha.", "Sie lachte: hahaha.")
+    assert not repetition_loop("A trip to Mississippi.", "Eine Reise nach Mississippi.")
+    assert not repetition_loop("Shipping on the river.", "Schifffahrt auf dem Fluss.")
+
+
+def test_an_emoji_or_symbol_the_translation_lost_is_flagged() -> None:
+    source = "A happy dog 🐶 in the snow ❄️ with 👧👦! 🎉 (© 2024, 5 €)"
+
+    assert flags(source, "Ein glücklicher Hund im Schnee mit ! 🎉 (© 2024, 5 €)") == [
+        "lost_symbols"
+    ]
+    assert flags(source, "Ein glücklicher Hund 🐶 im Schnee ❄️ mit 👧👦! 🎉 (© 2024, 5 €)") == []
+
+
+def test_markdown_emphasis_table_pipes_and_tabs_that_vanish_are_flagged() -> None:
+    assert flags("A **big** dog.", "Ein großer Hund.") == ["markdown"]
+    assert flags("| dog | cat |", "Hund Katze") == ["markdown"]
+    assert flags("Name:\tdog", "Name: Hund") == ["markdown"]
+    assert flags("A **big** dog.", "Ein **großer** Hund.") == []
+
+
 def test_a_copied_source_is_untranslated_but_names_and_numbers_are_not() -> None:
     assert untranslated("A man rides a bike.", "A man rides a bike.")
     assert untranslated("A man rides a bike.", "A man rides a bike!")

@@ -18,6 +18,7 @@ import os
 import re
 import statistics
 import tempfile
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ CHECKS = (
     "code",
     "urls",
     "emails",
+    "lost_symbols",
+    "markdown",
     "lines",
     "protected",
     "glossary",
@@ -49,6 +52,10 @@ CHECKS = (
 LOOP_REPEATS = 3
 LOOP_TOKEN_REPEATS = 4
 LOOP_MAX_N = 6
+# Character stutter ("Issssss", "ausgewinininin", "wähtelteltelte"): one letter this many times in a
+# row, or a unit of 2-4 letters this many times, when the source has no run as long.
+STUTTER_LETTER_REPEATS = 4
+STUTTER_UNIT_REPEATS = 3
 # Length ratio band: a segment is an outlier when its log length ratio lies further from the
 # job's median than LENGTH_Z robust deviations (1.4826 * MAD, floored at LENGTH_MIN_SPREAD so a
 # job of near-identical ratios does not flag every small wobble), over at least LENGTH_MIN_SAMPLES.
@@ -81,6 +88,12 @@ _CODE = re.compile(r"`[^`\n]+`")
 _URL = re.compile(r"\b(?:(?:https?|ftp)://|www\.)[^\s<>\"'`]+")
 _URL_TRAILERS = ".,;:!?'\")]}>"
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_STUTTER = re.compile(
+    rf"([^\W\d_])\1{{{STUTTER_LETTER_REPEATS - 1},}}"
+    rf"|([^\W\d_]{{2,4}}?)\2{{{STUTTER_UNIT_REPEATS - 1},}}"
+)
+# Markdown that must survive translation: emphasis and strike markers, table pipes, tabs.
+_MARKDOWN = re.compile(r"\*\*|__|~~|\||\t")
 # Tags of the do-not-translate convention (IndicTrans2), removed from the output.
 _DNT_TAG = "dnt"
 
@@ -133,7 +146,10 @@ def ordered(flags: Iterable[str]) -> list[str]:
 
 
 def repetition_loop(source: str, translation: str) -> bool:
-    """The translation repeats an n-gram (or one token) in a row more than its source does."""
+    """The translation repeats an n-gram (or one token) in a row more than its source does, or
+    stutters within words (a letter or a few letters over and over) where its source does not."""
+    if _stutter(translation) > _stutter(source):
+        return True
     found = _repeats(_loop_tokens(translation))
     if not found:
         return False
@@ -142,6 +158,11 @@ def repetition_loop(source: str, translation: str) -> bool:
         count >= (LOOP_TOKEN_REPEATS if n == 1 else LOOP_REPEATS) and count > allowed.get(n, 1)
         for n, count in found.items()
     )
+
+
+def _stutter(text: str) -> int:
+    """The longest stutter of `text` in characters (0 for none); case is ignored."""
+    return max((len(match.group()) for match in _STUTTER.finditer(text.lower())), default=0)
 
 
 def _loop_tokens(text: str) -> list[str]:
@@ -219,6 +240,16 @@ def _survival_flags(source: str, translation: str) -> Iterator[str]:
         yield "urls"
     if _missing(_EMAIL.findall(source), _EMAIL.findall(translation)):
         yield "emails"
+    if _missing(symbols(source), symbols(translation)):
+        yield "lost_symbols"
+    if _missing(_MARKDOWN.findall(source), _MARKDOWN.findall(translation)):
+        yield "markdown"
+
+
+def symbols(text: str) -> list[str]:
+    """The emoji and other symbols of `text` (Unicode's So and Sc: 🐶, ❄, ©, €), which most
+    translation vocabularies lack and so drop or turn into their unknown token."""
+    return [character for character in text if unicodedata.category(character) in ("So", "Sc")]
 
 
 def _missing(expected: list[str], found: list[str]) -> bool:

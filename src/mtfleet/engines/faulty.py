@@ -12,7 +12,7 @@ import re
 import zlib
 from collections.abc import Sequence
 
-FAULTS = ("loop", "drop", "copy", "numbers", "placeholders", "language")
+FAULTS = ("loop", "drop", "copy", "numbers", "placeholders", "language", "stutter")
 # What each fault should be caught as.
 CAUGHT_AS = {
     "loop": "loop",
@@ -21,11 +21,13 @@ CAUGHT_AS = {
     "numbers": "numbers",
     "placeholders": "placeholders",
     "language": "language",
+    "stutter": "loop",
 }
 # The wrong language: French, whatever the target (the bench's target is German).
 WRONG_LANGUAGE = "Le chat dort tranquillement sur le canapé pendant que les enfants jouent dehors."
 
 _PLACEHOLDER = re.compile(r"\{[A-Za-z0-9_]*\}|%[sd]")
+_LONG_WORD = re.compile(r"[^\W\d_]{4,}")
 
 
 class FaultInjector:
@@ -55,6 +57,7 @@ class FaultInjector:
             for fault in self.faults
             if fault not in ("numbers", "placeholders")
             and (fault not in ("loop", "drop") or len(segment.split()) >= 3)
+            and (fault != "stutter" or _LONG_WORD.search(segment))
         ]
         return applicable[digest // self.every % len(applicable)] if applicable else None
 
@@ -74,4 +77,9 @@ class FaultInjector:
             return _PLACEHOLDER.sub("", clean)
         if fault == "language":
             return WRONG_LANGUAGE
+        if fault == "stutter":
+            # a word's last letters over and over, as small models do: "spielenenenennnnnn"
+            return _LONG_WORD.sub(
+                lambda word: word.group() + word.group()[-2:] * 3 + word.group()[-1] * 5, clean, 1
+            )
         return clean
