@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mtfleet.cli.main import app
-from mtfleet.data.segment import segment
+from mtfleet.data.segment import reassemble, segment
 from mtfleet.engines.faulty import CAUGHT_AS, FAULTS, FaultInjector
 from mtfleet.spec import JobSpec
 from mtfleet.testing.engines import FAULT_EVERY_VARIABLE, FAULTS_VARIABLE, ReverseEngine
@@ -31,6 +31,14 @@ def texts() -> list[str]:
     sentences += [f"Hallo {{name}}, du hast {n} neue Nachrichten im Postfach." for n in range(20)]
     sentences += [f"Der Zug fährt um {n}:30 Uhr von Gleis %s ab." for n in range(10, 30)]
     return sentences
+
+
+def injected(text: str) -> str:
+    """What the fault-injecting reverse engine makes of `text` through segmentation: each piece
+    sent, translated by the injector, and put back with the spans taken out of it."""
+    faulty = FaultInjector(FAULTS, EVERY)
+    pieces = segment(text, 128, ReverseEngine().count_tokens)
+    return reassemble(pieces, [faulty.translate(piece.text) for piece in pieces if piece.translate])
 
 
 def translate(source: Path, output: Path, *extra: str) -> Any:
@@ -90,10 +98,9 @@ def test_every_injected_fault_is_flagged_as_what_it_is(faulty_job: tuple[Path, A
         for entry in map(json.loads, output.with_name("out.jsonl.flags.jsonl").open())
     }
     outputs = [json.loads(line)["text"] for line in output.read_text().splitlines()]
-    faulty = FaultInjector(FAULTS, EVERY)
     for row, checks in expected.items():
         # a segment is retried only when flagged; a retry that cures it leaves no flag behind
-        cured = outputs[row] != faulty.translate(texts()[row])
+        cured = outputs[row] != injected(texts()[row])
         assert cured or checks <= flagged.get(row, set()), (row, texts()[row])
     clean_flagged = set(flagged) - set(expected)
     assert len(clean_flagged) <= 0.02 * (len(texts()) - len(expected)), clean_flagged
@@ -113,7 +120,11 @@ def test_inspect_shows_flagged_units_beside_their_source(faulty_job: tuple[Path,
     result = runner.invoke(app, ["inspect", str(output), "--check", "numbers"])
     assert result.exit_code == 0, result.output
     assert "units flagged" in result.output
-    assert "numbers" in result.output and "Nachrichten" in result.output
+    flagged = map(json.loads, output.with_name("out.jsonl.flags.jsonl").open())
+    numbers_rows = [entry["row"] for entry in flagged if "numbers" in entry["checks"]]
+    assert numbers_rows
+    for row in numbers_rows:
+        assert f"│ {row} " in result.output
     assert runner.invoke(app, ["inspect", str(output), "--check", "nope"]).exit_code == 2
 
 
@@ -137,9 +148,8 @@ def test_with_checks_off_nothing_is_checked_or_retried(
     assert result.exit_code == 0, result.output
     assert "checks:   off" in result.output
     # every injected fault is left as the engine wrote it: no segment was translated again
-    faulty = FaultInjector(FAULTS, EVERY)
     outputs = [json.loads(line)["text"] for line in unchecked.read_text().splitlines()]
-    assert outputs == [faulty.translate(text) for text in texts()]
+    assert outputs == [injected(text) for text in texts()]
     health = json.loads(unchecked.with_name("unchecked.jsonl.manifest.json").read_text())["health"]
     assert health["checks"] == "off"
     assert health["units_checked"] == health["units_flagged"] == 0

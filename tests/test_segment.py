@@ -70,7 +70,7 @@ def short(text: str) -> str:
 @pytest.mark.parametrize("text", CASES, ids=short)
 def test_pieces_join_back_to_the_text_exactly(text: str, max_tokens: int) -> None:
     pieces = segment(text, max_tokens, count_words)
-    assert "".join(piece.text for piece in pieces) == text
+    assert "".join(piece.original for piece in pieces) == text
     assert reassemble(pieces, [piece.text for piece in pieces if piece.translate]) == text
 
 
@@ -127,28 +127,98 @@ def test_fenced_code_inline_code_urls_and_emails_are_never_sent() -> None:
         "Call `print()` or see https://example.com/docs. Mail a@b.org today."
     )
     pieces = segment(text, 128, count_words)
-    verbatim = "".join(piece.text for piece in pieces if not piece.translate)
-    for kept in (
-        "```bash\necho 'Hello. World'\n```",
+
+    assert [piece.text for piece in pieces if piece.translate] == [
+        "Run this:",
+        "Call or see.",
+        "Mail today.",
+    ]
+    assert "```bash\necho 'Hello. World'\n```" in "".join(
+        piece.text for piece in pieces if not piece.translate
+    )
+    assert [hole.output for piece in pieces for hole in piece.holes] == [
         "`print()`",
         "https://example.com/docs",
         "a@b.org",
-    ):
-        assert kept in verbatim
-    sent_pieces = [piece.text for piece in pieces if piece.translate]
-    assert sent_pieces == ["Run this:", "Call", "or see", "Mail", "today."]
+    ]
+
+
+def test_a_sentence_is_sent_whole_without_its_spans_and_gets_them_back_in_place() -> None:
+    pieces = segment("See https://a.org/x and http://b.org for details.", 128, count_words)
+
+    assert [piece.text for piece in pieces if piece.translate] == ["See and for details."]
+    assert (
+        reassemble(pieces, ["Siehe und für Details."])
+        == "Siehe https://a.org/x und http://b.org für Details."
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "sent_text", "translation", "expected"),
+    [
+        ("Hello, {name}!", "Hello,!", "Hallo,!", "Hallo, {name}!"),
+        ("Use %s or %(count)d here.", "Use or here.", "Nimm oder hier.", None),
+        ("Click <b>here</b> now.", "Click here now.", "Klick hier jetzt.", None),
+        ("A **big** dog.", "A big dog.", "Ein großer Hund.", "Ein **großer** Hund."),
+        ("An _odd_ cat.", "An odd cat.", "Eine seltsame Katze.", None),
+        (
+            "A happy dog 🐶 in the snow ❄️ with 👧👦!",
+            "A happy dog in the snow with!",
+            "Ein glücklicher Hund im Schnee mit!",
+            None,
+        ),
+        ("Check `x`.", "Check.", "Prüfe.", "Prüfe `x`."),
+        (
+            "See (https://en.wikipedia.org/wiki/Rust_(language)).",
+            "See.",
+            "Siehe.",
+            "Siehe (https://en.wikipedia.org/wiki/Rust_(language)).",
+        ),
+    ],
+)
+def test_placeholders_tags_emphasis_and_emoji_travel_as_holes(
+    text: str, sent_text: str, translation: str, expected: str | None
+) -> None:
+    pieces = segment(text, 128, count_words)
+
+    assert [piece.text for piece in pieces if piece.translate] == [sent_text]
+    back = reassemble(pieces, [translation])
+    for hole in (hole for piece in pieces for hole in piece.holes):
+        assert hole.output in back
+    if expected is not None:
+        assert back == expected
+
+
+def test_spans_at_a_sentence_edge_stay_outside_it() -> None:
+    pieces = segment("`foo()` returns a list. 🎉", 128, count_words)
+
+    assert pieces == [
+        Piece("`foo()` ", False),
+        Piece("returns a list.", True),
+        Piece(" 🎉", False),
+    ]
+
+
+def test_a_table_row_is_translated_cell_by_cell_and_tabs_cut_a_line() -> None:
+    assert sent("| Name | Age |\n|---|---|\n| Tom | three |") == ["Name", "Age", "Tom", "three"]
+    assert sent("Name:\tdog\tcat") == ["Name:", "dog", "cat"]
+
+
+def test_an_over_long_sentence_with_holes_is_cut_at_its_spans() -> None:
+    text = "one two `a` three four `b` five six."
+
+    pieces = segment(text, 5, count_words)
+
+    assert [piece.text for piece in pieces if piece.translate] == [
+        "one two",
+        "three four",
+        "five six.",
+    ]
+    assert "".join(piece.original for piece in pieces) == text
 
 
 def test_a_fence_opening_a_line_without_a_close_keeps_the_rest_verbatim() -> None:
     assert sent("Code follows.\n```\nx = 1. Not prose") == ["Code follows."]
-
-
-def test_a_url_leaves_its_trailing_punctuation_to_the_sentence() -> None:
-    pieces = segment("See (https://en.wikipedia.org/wiki/Rust_(language)).", 128, count_words)
-    assert pieces == [
-        Piece("See", True),
-        Piece(" (https://en.wikipedia.org/wiki/Rust_(language)).", False),
-    ]
 
 
 def test_whitespace_around_and_inside_a_value_is_verbatim() -> None:
@@ -182,7 +252,7 @@ def test_an_over_long_word_is_cut_into_characters_never_truncated() -> None:
 
     word = "abcdefghij" * 10
     pieces = segment(word, 16, count_characters)
-    assert "".join(piece.text for piece in pieces) == word
+    assert "".join(piece.original for piece in pieces) == word
     assert all(piece.translate and len(piece.text) <= 15 for piece in pieces)
 
 
@@ -200,7 +270,7 @@ def test_tokens_are_counted_in_a_few_batches_however_long_the_text() -> None:
 
     text = " ".join(f"word{index}" for index in range(5000))
     pieces = segment(text, 128, counting)
-    assert "".join(piece.text for piece in pieces) == text
+    assert "".join(piece.original for piece in pieces) == text
     assert len(calls) <= 5
 
 

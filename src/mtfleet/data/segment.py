@@ -1,13 +1,18 @@
 """Segmentation: a value cut into pieces a model can take, and the pieces' translations joined back.
 
-A value becomes a list of pieces whose texts join back to the value exactly. Pieces to translate
-are single sentences (or parts of an over-long one) without their surrounding whitespace; every
-other piece (whitespace, line ends, list markers, code, URLs, text without letters) is verbatim.
+A value becomes a list of pieces whose originals join back to the value exactly. Pieces to
+translate are single sentences (or parts of an over-long one) without their surrounding
+whitespace; every other piece (whitespace, line ends, list markers, fenced code, table pipes, tabs,
+text without letters) is verbatim. Spans inside a sentence that a model must not touch (inline
+code, URLs, e-mails, `{x}`/`%s` placeholders, tags, emphasis markers, emoji and other symbols,
+`--protect` and <dnt> spans, glossary terms) are taken out of it: the model is sent the sentence
+whole without them, and each is put back at its place in the translation (a `Hole`).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,6 +20,23 @@ from itertools import groupby
 from typing import NamedTuple
 
 CountTokens = Callable[[Sequence[str]], list[int]]
+
+
+@dataclass(frozen=True)
+class Hole:
+    """A span taken out of a sentence to translate, and where it goes back.
+
+    `start` and `end` are its place in the sentence's original; `words_before` counts the words of
+    the text sent before it. `glue_before` / `glue_after`: no space between it and the text before
+    / after it in the original (an emphasis marker, a tag, punctuation after a URL).
+    """
+
+    start: int
+    end: int
+    output: str
+    words_before: int
+    glue_before: bool
+    glue_after: bool
 
 
 @dataclass(frozen=True)
@@ -26,6 +48,15 @@ class Piece:
     output: str | None = None
     """What the output holds in a verbatim piece's place when not its text: a <dnt> span without
     its tags, a glossary term's target."""
+    holes: tuple[Hole, ...] = ()
+    """Spans taken out of a piece to translate: `text` is what the model is sent without them."""
+    source: str | None = None
+    """The piece's original text when holes were taken out of it."""
+
+    @property
+    def original(self) -> str:
+        """The run of the value this piece stands for."""
+        return self.text if self.source is None else self.source
 
 
 class ProtectedSpan(NamedTuple):
@@ -91,11 +122,39 @@ _VERBATIM = re.compile(
     | `[^`\n]+`
     | (?P<url>\b(?:(?:https?|ftp)://|www\.)[^\s<>"'`]+)
     | (?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+
+    | (?P<inline>
+        \{\{[^{}\n]{0,40}\}\}
+      | \{[A-Za-z0-9_.:!\[\]-]{0,40}\}
+      | %(?:\([A-Za-z_]\w*\))?[-+\#0]*\d*(?:\.\d+)?[sdifxXeEgGcr](?![A-Za-z])
+      | \$\{\w+\} | \$[A-Za-z_]\w*
+      | </?[A-Za-z][\w-]*\b[^<>\n]*?/?>
+      | (?<![\w*])\*\*(?=\S) | (?<=\S)\*\*(?![\w*])
+      | (?<![\w_])__(?=\S) | (?<=\S)__(?![\w_])
+      | (?<!~)~~(?=\S) | (?<=\S)~~(?!~)
+      )
     """,
     re.MULTILINE | re.VERBOSE,
 )
+# `*italic*` and `_italic_`: their markers are spans, the words between them are translated.
+_ITALIC = re.compile(
+    r"(?<![\w*])([*_])(?=[^\s*_])[^*_\n]*?[^\s*_]\1(?![\w*])|(?<![\w*])([*_])[^\s*_]\2(?![\w*])"
+)
 # Characters a URL may hold but that, at its end, more likely belong to the sentence around it.
 _URL_TRAILERS = ".,;:!?'\"]}>"
+# A symbol run (emoji with their joiners, variation selectors and skin tones, dingbats, arrows):
+# most translation vocabularies have none of them and drop them or make them unknown tokens.
+_SYMBOL_JOINERS = frozenset("\u200d\ufe0e\ufe0f\u20e3") | frozenset(
+    map(chr, range(0x1F3FB, 0x1F400))
+)
+_SYMBOLS_FROM = 0x2000
+# A Markdown table row: its cells are translated one by one, the pipes kept.
+_TABLE_ROW = re.compile(r"[ \t]*\|.*\|[ \t]*$")
+# Brackets and quotes that, around a span alone, go with it.
+_PAIRS = frozenset(
+    {("(", ")"), ("[", "]"), ("{", "}"), ('"', '"'), ("'", "'"), ("“", "”"), ("«", "»")}
+)
+# Punctuation a span's sentence may end with after it: the span goes back before it.
+_CLOSING = ".,;:!?…。！？、)]}\"'”’»"
 
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 # IndicTrans2's do-not-translate tags: the span is kept, the tags are not.
@@ -141,6 +200,16 @@ _CUT_LEVELS = (
 Span = tuple[int, int]
 
 
+class _Span(NamedTuple):
+    """A span no model may touch: its place, its output when not its text, and whether it is a
+    block (a fence, or a span over lines) that cuts the value, or one inside a line."""
+
+    start: int
+    end: int
+    output: str | None
+    block: bool
+
+
 def segment(
     text: str, max_tokens: int, count_tokens: CountTokens, protection: Protection = NO_PROTECTION
 ) -> list[Piece]:
@@ -154,10 +223,24 @@ def segment_texts(
     count_tokens: CountTokens,
     protection: Protection = NO_PROTECTION,
 ) -> list[list[Piece]]:
-    """`segment` for many texts at once, counting the tokens of distinct sentences in one call."""
+    """`segment` for many texts at once, counting the tokens of distinct sentences in one call.
+
+    A sentence with holes that is over the limit is cut at its spans instead (as before holes),
+    and its parts fitted like any other sentence.
+    """
     drafts = [_draft_pieces(text, protection) for text in texts]
-    sentences = list(dict.fromkeys(p.text for pieces in drafts for p in pieces if p.translate))
-    tokens = dict(zip(sentences, count_tokens(sentences) if sentences else [], strict=True))
+    tokens = _count_new({}, drafts, count_tokens)
+    drafts = [
+        [
+            cut
+            for piece in pieces
+            for cut in (
+                cut_at_holes(piece) if piece.holes and tokens[piece.text] > max_tokens else (piece,)
+            )
+        ]
+        for pieces in drafts
+    ]
+    tokens = _count_new(tokens, drafts, count_tokens)
     fitter = _Fitter(max_tokens, count_tokens)
     refits = {
         sentence: fitter.fit(sentence, count)
@@ -165,6 +248,20 @@ def segment_texts(
         if count > max_tokens
     }
     return [_merge_verbatim(_expand(pieces, refits)) for pieces in drafts]
+
+
+def _count_new(
+    tokens: dict[str, int], drafts: list[list[Piece]], count_tokens: CountTokens
+) -> dict[str, int]:
+    """`tokens` with the counts of the drafts' distinct sentences it lacks, counted in one call."""
+    new = list(
+        dict.fromkeys(
+            p.text for pieces in drafts for p in pieces if p.translate and p.text not in tokens
+        )
+    )
+    if new:
+        tokens = {**tokens, **dict(zip(new, count_tokens(new), strict=True))}
+    return tokens
 
 
 def reassemble(pieces: Sequence[Piece], translations: Iterable[str]) -> str:
@@ -179,33 +276,148 @@ def reassemble(pieces: Sequence[Piece], translations: Iterable[str]) -> str:
         if translation is None:
             raise ValueError("fewer translations than pieces to translate")
         # The verbatim pieces around it hold the whitespace; a model's own would double it.
-        parts.append(translation.strip())
+        parts.append(put_back_holes(piece, translation.strip()))
     if next(remaining, None) is not None:
         raise ValueError("more translations than pieces to translate")
     return "".join(parts)
 
 
+def put_back_holes(piece: Piece, translation: str) -> str:
+    """`translation` of a piece with each of its holes' spans put back where it was: before the
+    word at the same share of the words, glued to a word where it was glued, before the
+    sentence's closing punctuation where it stood before the source's; a span that closes what
+    the one before it opened (`**`, `</b>`) never goes before it."""
+    if not piece.holes:
+        return translation
+    words = [match.span() for match in _WORD_RUN.finditer(translation)]
+    sent_words = len(piece.text.split())
+    insertions: list[tuple[int, int, str]] = []
+    previous: tuple[Hole, int] | None = None
+    for order, hole in enumerate(piece.holes):
+        index = _word_index(hole, len(words), sent_words)
+        if previous is not None:
+            opener, opened_at = previous
+            closes = opener.glue_after and hole.glue_before and not opener.glue_before
+            index = max(index, min(opened_at + 1, len(words)) if closes else opened_at)
+        offset, text = _hole_place(piece, hole, translation, words, index)
+        insertions.append((offset, order, text))
+        previous = (hole, index)
+    out = translation
+    for offset, _, text in sorted(insertions, reverse=True):
+        out = out[:offset] + text + out[offset:]
+    return out
+
+
+_WORD_RUN = re.compile(r"\S+")
+
+
+def _word_index(hole: Hole, count: int, sent_words: int) -> int:
+    """The word of the translation a hole goes before (`count`: after the last)."""
+    if hole.words_before >= sent_words:
+        return count
+    if hole.words_before == 0 or count == 0:
+        return 0
+    index = round(hole.words_before * count / sent_words)
+    return min(max(index, 1), count - 1 if count > 1 else count)
+
+
+def _hole_place(
+    piece: Piece, hole: Hole, translation: str, words: list[tuple[int, int]], index: int
+) -> tuple[int, str]:
+    """Where in `translation` a hole's span goes, before word `index`, and the span with the
+    space it needs."""
+    count = len(words)
+    if count == 0:
+        return len(translation), (" " if translation and not hole.glue_before else "") + hole.output
+    if index >= count:
+        # after the last word: before the closing punctuation the source had after the span too
+        start, end = words[-1]
+        after = len(piece.original[hole.end :].strip())
+        closing = _closing_length(translation[start:end])
+        if hole.glue_before:
+            return end - closing, hole.output
+        return end - min(after, closing), " " + hole.output
+    punctuation_after = piece.original[hole.end : hole.end + 1] in tuple(_CLOSING)
+    if (hole.glue_before or punctuation_after) and index > 0:
+        # glued to the word before, or to the punctuation after it: after that word's letters
+        start, end = words[index - 1]
+        space = "" if hole.glue_before else " "
+        return end - _closing_length(translation[start:end]), space + hole.output
+    return words[index][0], hole.output + ("" if hole.glue_after else " ")
+
+
+def _closing_length(word: str) -> int:
+    """How many characters of closing punctuation end `word` (all of them for punctuation alone)."""
+    stripped = word.rstrip(_CLOSING)
+    return len(word) - len(stripped) if stripped else 0
+
+
 def _draft_pieces(text: str, protection: Protection) -> list[Piece]:
-    """Pieces at verbatim spans, line ends and sentence ends, before any length is known."""
+    """Pieces at block spans, line ends and sentence ends, before any length is known; spans
+    inside a sentence become its holes."""
     pieces: list[Piece] = []
     position = 0
-    for start, end, output in _verbatim_spans(text, protection):
-        pieces += _prose_pieces(text, position, start)
-        pieces.append(Piece(text[start:end], translate=False, output=output))
-        position = end
-    pieces += _prose_pieces(text, position, len(text))
+    inline: list[_Span] = []
+    for span in _verbatim_spans(text, protection):
+        if not span.block:
+            inline.append(span)
+            continue
+        pieces += _prose_pieces(text, position, span.start, inline)
+        pieces.append(Piece(text[span.start : span.end], translate=False, output=span.output))
+        position, inline = span.end, []
+    pieces += _prose_pieces(text, position, len(text), inline)
     return pieces
 
 
-def _verbatim_spans(text: str, protection: Protection) -> list[tuple[int, int, str | None]]:
-    """Code, URLs and protected spans, in order; of overlapping ones the first and longest."""
-    spans = [(match.start(), _verbatim_end(match), None) for match in _VERBATIM.finditer(text)]
-    spans += [(span.start, span.end, span.output) for span in protection.spans(text)]
-    chosen: list[tuple[int, int, str | None]] = []
-    for start, end, output in sorted(spans, key=lambda span: (span[0], -span[1])):
-        if not chosen or start >= chosen[-1][1]:
-            chosen.append((start, end, output))
+def _verbatim_spans(text: str, protection: Protection) -> list[_Span]:
+    """Code, URLs, placeholders, markup, symbols and protected spans, in order; of overlapping
+    ones the first and longest."""
+    spans = [
+        _Span(
+            match.start(),
+            _verbatim_end(match),
+            None,
+            match.lastgroup == "fence" or "\n" in match.group() or "\r" in match.group(),
+        )
+        for match in _VERBATIM.finditer(text)
+    ]
+    spans += [
+        _Span(marker, marker + 1, None, False)
+        for match in _ITALIC.finditer(text)
+        for marker in (match.start(), match.end() - 1)
+    ]
+    spans += _symbol_spans(text)
+    spans += [
+        _Span(span.start, span.end, span.output, "\n" in text[span.start : span.end])
+        for span in protection.spans(text)
+    ]
+    chosen: list[_Span] = []
+    for span in sorted(spans, key=lambda span: (span.start, -span.end)):
+        if not chosen or span.start >= chosen[-1].end:
+            chosen.append(span)
     return chosen
+
+
+def _symbol_spans(text: str) -> list[_Span]:
+    """Runs of emoji and other symbols (with their joiners), each one span."""
+    spans: list[_Span] = []
+    start: int | None = None
+    has_symbol = False
+    for index, character in enumerate([*text, ""]):
+        symbol = (
+            character != ""
+            and ord(character) >= _SYMBOLS_FROM
+            and unicodedata.category(character) == "So"
+        )
+        if symbol or (character != "" and character in _SYMBOL_JOINERS):
+            if start is None:
+                start, has_symbol = index, False
+            has_symbol = has_symbol or symbol
+            continue
+        if start is not None and has_symbol:
+            spans.append(_Span(start, index, None, False))
+        start = None
+    return spans
 
 
 def _verbatim_end(match: re.Match[str]) -> int:
@@ -222,29 +434,170 @@ def _verbatim_end(match: re.Match[str]) -> int:
     return end
 
 
-def _prose_pieces(text: str, start: int, end: int) -> Iterator[Piece]:
+def _prose_pieces(text: str, start: int, end: int, spans: Sequence[_Span]) -> Iterator[Piece]:
     line_start = start
     for newline in _NEWLINE.finditer(text, start, end):
-        yield from _line_pieces(text, line_start, newline.start())
+        yield from _line_pieces(text, line_start, newline.start(), spans)
         yield Piece(newline.group(), translate=False)
         line_start = newline.end()
-    yield from _line_pieces(text, line_start, end)
+    yield from _line_pieces(text, line_start, end, spans)
 
 
-def _line_pieces(text: str, start: int, end: int) -> Iterator[Piece]:
+def _line_pieces(text: str, start: int, end: int, spans: Sequence[_Span]) -> Iterator[Piece]:
+    """A line's pieces: its list marker, then its cells (a table row) or the runs between its
+    tabs, each cut at sentence ends."""
     if start == end:
         return
+    spans = [span for span in spans if start <= span.start and span.end <= end]
     if start == 0 or text[start - 1] in "\r\n":
         marker = _LIST_MARKER.match(text, start, end)
-        if marker:
+        if marker and not any(span.start < marker.end() for span in spans):
             yield Piece(marker.group(), translate=False)
             start = marker.end()
-    cut = start
-    for match in _SENTENCE_END.finditer(text, start, end):
-        if _ends_sentence(text, match, start):
-            yield from _stripped_pieces(text[cut : match.end()])
+    separators = "|" if _TABLE_ROW.match(text, start, end) else "\t"
+    run_start = start
+    for index in range(start, end):
+        if text[index] in separators and not any(s.start <= index < s.end for s in spans):
+            yield from _sentence_pieces(text, run_start, index, spans)
+            yield Piece(text[index], translate=False)
+            run_start = index + 1
+    yield from _sentence_pieces(text, run_start, end, spans)
+
+
+def _sentence_pieces(text: str, start: int, end: int, spans: Sequence[_Span]) -> Iterator[Piece]:
+    """A run cut at its sentence ends, found as if each span were a word."""
+    if start == end:
+        return
+    spans = [
+        _bracketed(text, span, start, end)
+        for span in spans
+        if start <= span.start and span.end <= end
+    ]
+    probe = list(text[start:end])
+    for span in spans:
+        probe[span.start - start : span.end - start] = "X" * (span.end - span.start)
+    line = "".join(probe)
+    cut = 0
+    for match in _SENTENCE_END.finditer(line):
+        if _ends_sentence(line, match, 0):
+            yield from _chunk_pieces(text, start + cut, start + match.end(), spans)
             cut = match.end()
-    yield from _stripped_pieces(text[cut:end])
+    yield from _chunk_pieces(text, start + cut, end, spans)
+
+
+def _bracketed(text: str, span: _Span, start: int, end: int) -> _Span:
+    """The span with the brackets or quotes that enclose nothing but it: "(https://x.org)"."""
+    first, last = span.start, span.end
+    while start < first and last < end and (text[first - 1], text[last]) in _PAIRS:
+        first, last = first - 1, last + 1
+    if (first, last) == (span.start, span.end) or span.output is not None:
+        return span
+    return _Span(first, last, None, span.block)
+
+
+def _chunk_pieces(text: str, start: int, end: int, spans: Sequence[_Span]) -> Iterator[Piece]:
+    """A sentence's core as a piece to translate, its inner spans as holes; the whitespace,
+    stray brackets and spans around the core as verbatim pieces."""
+    inside = [span for span in spans if start <= span.start and span.end <= end]
+    starting = {span.start: span for span in inside}
+    ending = {span.end: span for span in inside}
+    core_start, core_end = start, end
+    while core_start < core_end:
+        if text[core_start].isspace() or text[core_start] in _STRAY_BEFORE:
+            core_start += 1
+        elif core_start in starting:
+            core_start = starting[core_start].end
+        else:
+            break
+    while core_end > core_start:
+        if text[core_end - 1].isspace() or text[core_end - 1] in _STRAY_AFTER:
+            core_end -= 1
+        elif core_end in ending and ending[core_end].start >= core_start:
+            core_end = ending[core_end].start
+        else:
+            break
+    yield from _verbatim_run(text, start, core_start, inside)
+    if core_start < core_end:
+        inner = [span for span in inside if core_start <= span.start and span.end <= core_end]
+        yield from _core_pieces(text, core_start, core_end, inner)
+    yield from _verbatim_run(text, core_end, end, inside)
+
+
+def _verbatim_run(text: str, start: int, end: int, spans: Sequence[_Span]) -> Iterator[Piece]:
+    """Verbatim pieces of text[start:end], a span with an output of its own as a piece apart."""
+    position = start
+    for span in spans:
+        if start <= span.start and span.end <= end and span.output is not None:
+            if span.start > position:
+                yield Piece(text[position : span.start], False)
+            yield Piece(text[span.start : span.end], False, span.output)
+            position = span.end
+    if end > position:
+        yield Piece(text[position:end], False)
+
+
+def _core_pieces(text: str, start: int, end: int, spans: Sequence[_Span]) -> Iterator[Piece]:
+    """The core of a sentence: one piece to translate with its spans as holes, or verbatim
+    pieces when nothing is left to translate without them."""
+    core = text[start:end]
+    kept = [
+        span
+        for span in spans
+        if not (
+            span.start > start
+            and span.end < end
+            and text[span.start - 1].isalnum()
+            and text[span.end].isalnum()
+        )
+    ]
+    sent = ""
+    holes: list[Hole] = []
+    position = start
+    for span in kept:
+        sent = _joined(sent, text[position : span.start])
+        holes.append(
+            Hole(
+                start=span.start - start,
+                end=span.end - start,
+                output=text[span.start : span.end] if span.output is None else span.output,
+                words_before=len(sent.split()),
+                glue_before=not text[span.start - 1].isspace(),
+                glue_after=span.end < end and not text[span.end].isspace(),
+            )
+        )
+        position = span.end
+    sent = _joined(sent, text[position:end])
+    if not any(character.isalpha() for character in sent):
+        yield from cut_at_holes(Piece(sent, True, holes=tuple(holes), source=core))
+    elif holes:
+        yield Piece(sent, True, holes=tuple(holes), source=core)
+    else:
+        yield Piece(core, True)
+
+
+def _joined(left: str, right: str) -> str:
+    """`left` and `right` as one text where a span stood between them: one space where both had
+    one, none before punctuation that closes the sentence."""
+    if left and left[-1].isspace() and right[:1].isspace():
+        return left + right.lstrip()
+    if left and left[-1].isspace() and right[:1] and right[0] in _CLOSING:
+        return left.rstrip() + right
+    return left + right
+
+
+def cut_at_holes(piece: Piece) -> list[Piece]:
+    """A piece with holes cut at them instead, as segmentation did before holes: its spans
+    verbatim, the text between them translated in parts."""
+    pieces: list[Piece] = []
+    position = 0
+    original = piece.original
+    for hole in piece.holes:
+        pieces += _stripped_pieces(original[position : hole.start])
+        output = None if hole.output == original[hole.start : hole.end] else hole.output
+        pieces.append(Piece(original[hole.start : hole.end], False, output))
+        position = hole.end
+    pieces += _stripped_pieces(original[position:])
+    return _merge_verbatim(pieces)
 
 
 def _ends_sentence(text: str, match: re.Match[str], line_start: int) -> bool:
