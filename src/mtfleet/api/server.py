@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mtfleet.api.console import mount_console
+from mtfleet.api.flags import flag_routes
 from mtfleet.api.jobs import MAX_JOBS, JobService
 from mtfleet.api.metrics import FleetCollector, method_label
 from mtfleet.api.shards import shard_routes
@@ -290,6 +291,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return service.nodes()
 
     v1.include_router(shard_routes(service))
+    v1.include_router(flag_routes(service))
     app.include_router(v1)
 
     @app.get(

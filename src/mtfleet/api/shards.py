@@ -17,6 +17,7 @@ from mtfleet.cluster.job import handle_for
 from mtfleet.cluster.parts import read_part
 from mtfleet.cluster.plan import UnitLine, UnitReader
 from mtfleet.errors import ApiError
+from mtfleet.health import ordered
 from mtfleet.store import JobStore, ShardState
 
 SHARD_PAGE_DEFAULT = 2000
@@ -48,6 +49,9 @@ class SampleUnit(BaseModel):
     loc: str = Field(description="Where in the row: file, field path and list positions.")
     source: str
     translation: str | None = Field(description="Null when the shard's part has no line for it.")
+    checks: list[str] = Field(
+        default_factory=list, description="What the health checks flagged in its translation."
+    )
 
 
 class Sample(BaseModel):
@@ -135,11 +139,7 @@ def sample(store: JobStore, work_dir: Path, job_id: str, row_start: int, limit: 
     units = UnitReader(work_dir).read(row_start, shard.row_end)
     shown, rest = units[:limit], units[limit:]
     wanted = {unit.unit for unit in shown}
-    translations = {
-        line.unit: _translation(line)
-        for line in read_part(Path(shard.part_path))
-        if line.unit in wanted
-    }
+    lines = {line.unit: line for line in read_part(Path(shard.part_path)) if line.unit in wanted}
     return Sample(
         job_id=job_id,
         shard_index=shard.index,
@@ -151,7 +151,8 @@ def sample(store: JobStore, work_dir: Path, job_id: str, row_start: int, limit: 
                 row=unit.row,
                 loc=unit.location,
                 source=unit.text[:TEXT_LIMIT],
-                translation=_cut(translations.get(unit.unit)),
+                translation=_cut(_translation(lines[unit.unit]) if unit.unit in lines else None),
+                checks=_checks(lines[unit.unit]) if unit.unit in lines else [],
             )
             for unit in shown
         ],
@@ -173,6 +174,13 @@ def _next_row(row_start: int, first_unshown: int, shard_end: int) -> int | None:
     # a row with more units than a sample holds is shown in part, then skipped
     following = first_unshown if first_unshown > row_start else row_start + 1
     return following if following < shard_end else None
+
+
+def _checks(line: UnitLine) -> list[str]:
+    """A part line's flags; with several target languages, those of any of them."""
+    if line.targets is None:
+        return list(line.flags)
+    return ordered(flag for _, flags in line.targets.values() for flag in flags)
 
 
 def _translation(line: UnitLine) -> str:

@@ -321,9 +321,28 @@ def render_job(view: dict[str, Any]) -> RenderableType:
                 str(first) if first == last else f"{first}-{last}", failure["error"] or ""
             )
         parts.append(failures)
+    health = view.get("health")
+    if health is not None:
+        parts.append(
+            Text(
+                f"checks: {_flagged(health)}", style="yellow" if health["units_flagged"] else "dim"
+            )
+        )
     if view["error"]:
         parts.append(Text(f"error: {view['error']}", style="bold red"))
     return Group(*parts)
+
+
+def _flagged(health: dict[str, Any]) -> str:
+    """What the health checks found, in one line."""
+    if health.get("checks") == "off":
+        return "off"
+    counts = ", ".join(f"{check} {count}" for check, count in health["per_check"].items())
+    return (
+        f"{health['units_flagged']} of {health['units_checked']} units flagged"
+        + (f" ({counts})" if counts else "")
+        + " - mtfleet inspect OUT, or GET /v1/jobs/ID/flags"
+    )
 
 
 def _target_table(view: dict[str, Any]) -> Table:

@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
+from mtfleet.cli.console import Format, OutputFormat
 from mtfleet.cli.output import fail, out
 from mtfleet.health import CHECKS, flags_path
 from mtfleet.manifest import manifest_path
@@ -24,8 +26,12 @@ def inspect(
         str | None, typer.Option(help=f"Only units flagged by this check: {', '.join(CHECKS)}.")
     ] = None,
     limit: Annotated[int, typer.Option(help="Most units to show.")] = 50,
+    output_format: OutputFormat = Format.TABLE,
 ) -> None:
-    """Show the flagged units of OUTPUT side by side with their source, and the counts per check."""
+    """Show the flagged units of OUTPUT side by side with their source, and the counts per check.
+
+    With --output json, one JSON document: the counts and the units (whole field paths, whole
+    texts), for scripts."""
     if check is not None and check not in CHECKS:
         raise fail(f"Check {check!r} does not exist; the checks are {', '.join(CHECKS)}.")
     try:
@@ -37,28 +43,29 @@ def inspect(
         raise fail(f"The manifest of {output} has no health section (made before the checks).")
     if health.get("checks") == "off":
         raise fail(f"The job that wrote {output} ran with its health checks off (--no-checks).")
+    units = [
+        entry for entry in _flagged(output, health) if check is None or check in entry["checks"]
+    ][:limit]
+    if output_format is Format.JSON:
+        summary = {key: health[key] for key in ("units_checked", "units_flagged", "per_check")}
+        print(json.dumps({**summary, "units": units}, ensure_ascii=False))
+        return
     counts = ", ".join(f"{name} {count}" for name, count in health["per_check"].items())
     out.print(
         f"{health['units_flagged']} of {health['units_checked']} units flagged"
         f"{': ' + counts if counts else ''} (on flag: {health['on_flag']})",
         highlight=False,
     )
-    table = Table("row", "field", "checks", "source", "translation", show_lines=True)
-    shown = 0
-    for entry in _flagged(output, health):
-        if check is not None and check not in entry["checks"]:
-            continue
-        if shown == limit:
-            break
+    table = Table("row", "checks", "source", "translation", show_lines=True)
+    for entry in units:
+        # the whole field path on a line of its own, never cut by a narrow column
         table.add_row(
             str(entry["row"]),
-            entry["field"],
             ", ".join(entry["checks"]),
-            entry["source"],
+            Text.assemble((entry["field"], "bold"), "\n", entry["source"]),
             entry["translation"],
         )
-        shown += 1
-    if shown:
+    if units:
         out.print(table)
 
 

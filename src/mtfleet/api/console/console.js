@@ -11,6 +11,7 @@ const SHARD_PAGE = 2000;
 const SHARD_PAGES = 5;
 const CHART_SAMPLES = 240;
 const SAMPLE_UNITS = 20;
+const FLAG_PAGE = 20;
 // jobs whose rate the list asks for, one call each per poll
 const RATED_JOBS = 20;
 
@@ -120,6 +121,7 @@ function table(id, headings, rows, empty) {
   );
 }
 
+const checkBadges = (checks) => checks.map((check) => h("span", { class: "check", dataset: { check } }, check));
 const badge = (state) => h("span", { class: `state s-${state}`, dataset: { state } }, state);
 const jobLink = (id) => h("a", { href: `#/job/${encodeURIComponent(id)}`, class: "id" }, id);
 const dash = (value, format) => (value === null || value === undefined ? "–" : format(value));
@@ -374,6 +376,7 @@ function jobView(jobId) {
   const header = h("div", { class: "job-header" });
   const controls = h("div", { id: "controls", class: "toolbar" });
   const progress = h("div", { id: "progress", class: "card" });
+  const quality = h("div", { id: "quality" });
   const shardMap = h("div", { id: "shard-map", class: "shard-map", role: "img", "aria-label": "Shard map" });
   const shardLegend = h("p", { id: "shard-legend", class: "legend" });
   const chart = h("div", { id: "throughput", class: "chart" });
@@ -398,12 +401,14 @@ function jobView(jobId) {
   let view = null;
   let confirming = false;
   let manifestShown = false;
+  let qualityDrawn = null;
   let lastShards = null;
 
   append(section, [
     header,
     controls,
     progress,
+    quality,
     h("div", { class: "card" }, h("h2", null, "Shards"), shardLegend, shardMap),
     h(
       "div",
@@ -512,6 +517,9 @@ function jobView(jobId) {
         ` (${(100 * fraction).toFixed(0)}%) · ${number(view.units_done)} / ${number(view.units_total)} units · `,
         `${number(view.segments_done)} segments · ${dash(view.rows_per_s, rate)} rows · `,
         `${dash(view.segments_per_s, rate)} segments · ETA ${dash(view.eta_s, duration)}`,
+        view.health && view.health.checks !== "off"
+          ? [" · ", h("strong", { id: "units-flagged" }, `${number(view.health.units_flagged)} flagged`)]
+          : "",
       ),
       // several target languages: one lease covers them all, so each shows the done shards' units
       view.targets.length > 1
@@ -532,6 +540,7 @@ function jobView(jobId) {
           )
         : null,
     );
+    drawQuality();
     fill(
       counters,
       ...[
@@ -714,6 +723,117 @@ function jobView(jobId) {
     );
   }
 
+  // which outputs are bad: the health checks' counts, per check and per field, once the job is done
+  function drawQuality() {
+    const health = view.health;
+    // drawn once per report, so that a chosen check stays chosen across polls
+    const drawn = JSON.stringify(health ?? null);
+    if (drawn === qualityDrawn) return;
+    qualityDrawn = drawn;
+    if (!health) {
+      fill(quality);
+      return;
+    }
+    if (health.checks === "off") {
+      fill(quality, h("div", { class: "card" }, h("h2", null, "Quality"), h("p", { id: "quality-summary", class: "muted" }, "The health checks were off for this job.")));
+      return;
+    }
+    const share = health.units_checked ? (100 * health.units_flagged) / health.units_checked : 0;
+    const checks = Object.keys(health.per_check);
+    const filter = h(
+      "select",
+      { id: "flag-check", "aria-label": "Check" },
+      h("option", { value: "" }, "every check"),
+      ...checks.map((check) => h("option", { value: check }, check)),
+    );
+    fill(
+      quality,
+      h(
+        "div",
+        { class: "card" },
+        h("h2", null, "Quality"),
+        h(
+          "p",
+          { id: "quality-summary" },
+          h("strong", null, `${number(health.units_flagged)} of ${number(health.units_checked)} units flagged`),
+          ` (${share.toFixed(1)}%) · on flag: ${health.on_flag}`,
+          health.rows_dropped ? ` · ${number(health.rows_dropped)} rows dropped` : "",
+        ),
+        checks.length
+          ? h(
+              "div",
+              { class: "columns" },
+              table(
+                "quality-checks",
+                ["check", "units"],
+                checks.map((check) =>
+                  h("tr", { dataset: { check } }, h("td", null, checkBadges([check])), h("td", { class: "num" }, number(health.per_check[check]))),
+                ),
+                "",
+              ),
+              table(
+                "quality-fields",
+                ["field", "flagged by"],
+                Object.entries(health.per_field).map(([name, counts]) =>
+                  h(
+                    "tr",
+                    { dataset: { field: name } },
+                    h("td", null, name),
+                    h("td", null, Object.entries(counts).map(([check, count]) => `${check} ${number(count)}`).join(" · ")),
+                  ),
+                ),
+                "",
+              ),
+            )
+          : null,
+        checks.length
+          ? h(
+              "p",
+              { class: "toolbar" },
+              filter,
+              " ",
+              h("button", { type: "button", id: "show-flagged", onclick: () => loadFlags(0, filter.value) }, "Show flagged units"),
+            )
+          : null,
+      ),
+    );
+  }
+
+  async function loadFlags(cursor, check) {
+    const query = `cursor=${cursor}&limit=${FLAG_PAGE}` + (check ? `&check=${encodeURIComponent(check)}` : "");
+    let answer;
+    try {
+      answer = await api(`${jobPath(jobId)}/flags?${query}`);
+    } catch (error) {
+      fill(sample, h("p", { class: "error" }, error.message));
+      return;
+    }
+    const rows = answer.units.map((unit) =>
+      h(
+        "tr",
+        { class: "flagged", dataset: { row: unit.row } },
+        h("td", { class: "num" }, unit.row),
+        h("td", { class: "small" }, unit.field),
+        h("td", null, checkBadges(unit.checks)),
+        h("td", { class: "text source" }, unit.source),
+        h("td", { class: "text translation" }, unit.translation),
+      ),
+    );
+    const shown = answer.units.length ? `${number(cursor + 1)}–${number(cursor + answer.units.length)}` : "none";
+    fill(
+      sample,
+      h(
+        "p",
+        { id: "sample-title" },
+        `Flagged units ${shown}` + (check ? ` flagged by ${check}` : "") + ` (${number(answer.units_flagged)} flagged in all)`,
+        answer.next_cursor !== null
+          ? [" ", h("button", { type: "button", id: "flags-next", onclick: () => loadFlags(answer.next_cursor, check) }, "Next flagged")]
+          : "",
+      ),
+      table("flag-rows", ["row", "field", "checks", "source", "translation"], rows, "no unit was flagged"),
+    );
+  }
+
   async function drawManifest() {
     if (manifestShown || view.state !== "succeeded") return;
     const signed = await api(`${jobPath(jobId)}/manifest`);
@@ -772,13 +892,21 @@ function jobView(jobId) {
     const rows = answer.units.map((unit) =>
       h(
         "tr",
-        { dataset: { row: unit.row } },
+        { class: unit.checks.length ? "flagged" : "", dataset: { row: unit.row } },
         h("td", { class: "num" }, unit.row),
         h("td", { class: "small" }, unit.loc),
+        h("td", null, checkBadges(unit.checks)),
         h("td", { class: "text source" }, unit.source),
         h("td", { class: "text translation" }, unit.translation ?? h("span", { class: "muted" }, "(none)")),
       ),
     );
+    const onlyFlagged = h("input", {
+      type: "checkbox",
+      id: "only-flagged",
+      onchange: () => {
+        for (const row of rows) row.hidden = onlyFlagged.checked && !row.classList.contains("flagged");
+      },
+    });
     const last = answer.shard_row_end - 1;
     fill(
       sample,
@@ -799,9 +927,10 @@ function jobView(jobId) {
             ]
           : "",
       ),
+      h("label", { class: "small" }, onlyFlagged, " only flagged units"),
       table(
         "sample-rows",
-        ["row", "field", "source", "translation"],
+        ["row", "field", "checks", "source", "translation"],
         rows,
         "this shard has no text to translate",
       ),
