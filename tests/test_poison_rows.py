@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from mtfleet.cluster import run_job
+from mtfleet.cluster.breaker import FailureBreaker
 from mtfleet.spec import JobSpec
+from mtfleet.store import JobStore
 
 POISON_ROW = 17
 
@@ -56,3 +58,44 @@ def test_with_on_error_fail_a_poison_row_fails_the_job_and_names_the_row(poisone
     assert result.state == "failed"
     assert f"row(s) {POISON_ROW}" in result.error
     assert not poisoned.with_name("out.jsonl").exists()
+
+
+def test_an_engine_that_fails_every_row_pauses_the_job_instead_of_bisecting_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # every row holds the word the reverse engine refuses: an error of the engine, not of a row
+    monkeypatch.setenv("MTFLEET_REVERSE_FAIL_ON", "Sentence")
+    rows = [{"id": i, "text": f"Sentence number {i} is fine."} for i in range(120)]
+    dataset = tmp_path / "rows.jsonl"
+    dataset.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    store = tmp_path / "state"
+
+    result = run_job(spec(dataset, "keep-source"), state_dir=store)
+
+    assert result.state == "paused"
+    assert "failed in a row with the same error" in result.error
+    assert "nothing was bisected" in result.error and "POISON" not in result.error
+    assert not dataset.with_name("out.jsonl").exists()
+    with JobStore(f"sqlite:///{store / 'jobs.db'}") as jobs:
+        shards = jobs.shards(result.job_id)
+    # each shard failed once at most, so none was split, and the job stopped within 50 leases
+    assert len(shards) >= 16
+    assert max(shard.attempts for shard in shards) == 1
+    assert sum(shard.attempts for shard in shards) <= 50
+
+
+def test_the_breaker_tells_nested_failures_of_one_row_from_failures_everywhere() -> None:
+    poison = FailureBreaker(disjoint_to_stop=3)
+    # one poison row at 17: its shard and every half bisection makes of it fail
+    for start, end in [(0, 40), (0, 40), (0, 20), (10, 20), (15, 20), (17, 18)] * 3:
+        assert poison.failed(start, end, "ValueError: refused POISON") is None
+
+    broken = FailureBreaker(disjoint_to_stop=3)
+    assert broken.failed(0, 10, "ValueError: 2 translations for 3 segments") is None
+    assert broken.failed(10, 20, "ValueError: 2 translations for 5 segments") is None
+    broken.done()
+    assert broken.failed(20, 30, "ValueError: 4 translations for 5 segments") is None
+    assert broken.failed(30, 40, "RuntimeError: device-side assert") is None
+    assert broken.failed(40, 50, "ValueError: 1 translation for 2 segments") is None
+    stop = broken.failed(50, 60, "ValueError: 0 translations for 2 segments")
+    assert stop is not None and stop.startswith("3 shards of different rows failed in a row")

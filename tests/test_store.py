@@ -159,6 +159,9 @@ def test_expired_lease_puts_the_shard_back(store: JobStore, clock: FakeClock) ->
         1,
     )
     assert store.get_job(job_id).counters == {"lease_expiries": 1}
+    # the shards never leased go first; the one that went back comes after them
+    fresh = [store.lease_shard(job_id, "t2", TTL_S) for _ in range(2)]
+    assert [shard.attempts for shard in fresh] == [1, 1]
     again = store.lease_shard(job_id, "t2", TTL_S)
     assert (again.index, again.attempts) == (lease.index, 2)
     assert not store.renew_lease(job_id, lease.index, lease.lease_id, TTL_S)

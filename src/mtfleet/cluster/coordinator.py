@@ -40,6 +40,7 @@ from ray.exceptions import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from mtfleet.cluster.breaker import FailureBreaker
 from mtfleet.cluster.logs import log_path, log_to_work_dir
 from mtfleet.cluster.plan import UnitReader, plan_job
 from mtfleet.cluster.pool import JOB_SILENCE_S, Resources, warm_pool
@@ -142,6 +143,7 @@ class JobCoordinator:
         self.spec, _, _ = spec_from_store(job.spec)
         self.slots: dict[str, TranslatorSlot] = {}
         self.failures_by_shard: Counter[int] = Counter()
+        self.breaker = FailureBreaker()
         self.lock = threading.RLock()
         self.stopping = threading.Event()
         self.fleet_thread: threading.Thread | None = None
@@ -376,6 +378,7 @@ class JobCoordinator:
             self._drop_watch(worker_id, lease_id)
             if accepted:
                 self.faults_in_a_row = 0
+                self.breaker.done()
                 if holding is not None:
                     self.rates.record(
                         worker_id, holding.est_tokens, float(stats.get("elapsed_s", 0))
@@ -396,15 +399,22 @@ class JobCoordinator:
         return accepted
 
     def fail(self, worker_id: str, index: int, lease_id: str, error: str) -> None:
-        """A shard raised: back to the queue, and bisected once it has failed max_attempts times."""
+        """A shard raised: back to the queue, and bisected once it has failed max_attempts times;
+        unless the failure breaker finds no row can explain the failures, which pauses the job."""
         log.warning("shard %d failed on %s: %s", index, worker_id, error)
         with self.lock:
             self._drop_watch(worker_id, lease_id)
             # one of a shard's two holders failing leaves the other's lease alone
             if self._give_up_lease(index, lease_id):
                 return
-            if self.store.release_shard(self.job_id, index, lease_id, error):
+            if not self.store.release_shard(self.job_id, index, lease_id, error):
+                return
+            shard = self.store.shard(self.job_id, index)
+            stop = self.breaker.failed(shard.row_start, shard.row_end, error)
+            if stop is None:
                 self._count_failure(index, error)
+        if stop is not None:
+            self._pause(f"{stop.rstrip('.')} (paused; fix it and rerun the job to resume).")
 
     def fault(self, worker_id: str, index: int | None, lease_id: str | None, cause: str) -> float:
         """An error of a translator's machine, not of its rows (`cause`, one sentence): the shard
@@ -437,12 +447,17 @@ class JobCoordinator:
         with self.lock:
             # the count starts again: a job resumed after the cause is fixed gets every chance
             self.faults_in_a_row = 0
+        self._pause(
+            f"{cause.rstrip('.')} (paused after {faults} faults in a row with no shard done; "
+            "fix it and rerun the job to resume)."
+        )
+
+    def _pause(self, message: str) -> None:
+        """Pauses the running job with `message` as its error: the cause is not the rows'."""
+        with self.lock:
             if self.store.get_job(self.job_id).state is not JobState.RUNNING:
                 return
-            message = (
-                f"{cause.rstrip('.')} (paused after {faults} faults in a row with no shard done; "
-                "fix it and rerun the job to resume)."
-            )
+            self.breaker.done()
             self.store.set_job_state(self.job_id, JobState.PAUSED, error=message)
         log.error("job %s paused: %s", self.job_id, message)
 

@@ -379,7 +379,9 @@ class JobStore:
 
     @_retried
     def lease_shard(self, job_id: str, owner: str, ttl_s: float) -> ShardRecord | None:
-        """Lease the pending shard with the lowest row_start to `owner` for `ttl_s` seconds.
+        """Lease the pending shard with the lowest row_start to `owner` for `ttl_s` seconds: of
+        those never leased first, so that a shard that went back (failed, expired) is retried
+        after them, and an engine that fails every row fails many shards before any is bisected.
 
         None when the job is not running (queued, paused, finished) or no shard is pending.
         """
@@ -387,13 +389,18 @@ class JobStore:
             # the share lock makes a pause wait for leases being handed out, and the reverse
             if self._job_row(conn, job_id, lock="share").state != JobState.RUNNING:
                 return None
-            row = conn.execute(
-                sa.select(shards)
-                .where(shards.c.job_id == job_id, shards.c.state == ShardState.PENDING)
-                .order_by(shards.c.row_start)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).first()
+            pending = sa.select(shards).where(
+                shards.c.job_id == job_id, shards.c.state == ShardState.PENDING
+            )
+            row = None
+            for candidates in (pending.where(shards.c.attempts == 0), pending):
+                row = conn.execute(
+                    candidates.order_by(shards.c.row_start)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                ).first()
+                if row is not None:
+                    break
             if row is None:
                 return None
             self._move_shard(

@@ -130,6 +130,7 @@ def bare_coordinator(store: JobStore | None, job_id: str, workers: list[str]) ->
     """The coordinator's methods on a real store (or none), with no Ray: the fleet loop never
     runs, and there is no warm pool (a test stands in for `_ask_pool`); `workers` hold a
     translator slot each, on node `node`."""
+    from mtfleet.cluster.breaker import FailureBreaker
     from mtfleet.cluster.coordinator import JobCoordinator, TranslatorSlot
 
     coordinator = object.__new__(JobCoordinator)
@@ -143,7 +144,7 @@ def bare_coordinator(store: JobStore | None, job_id: str, workers: list[str]) ->
     }
     coordinator.holdings, coordinator.rates, coordinator.watches = {}, Rates(), {}
     coordinator.faults_in_a_row = 0
-    coordinator.failures_by_shard = Counter()
+    coordinator.failures_by_shard, coordinator.breaker = Counter(), FailureBreaker()
     coordinator.told_pool, coordinator.told_pool_at, coordinator.sharing_jobs = None, 0.0, 1
     coordinator.over_share = set()
     return coordinator
