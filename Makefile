@@ -87,6 +87,8 @@ bench-multi-target: install
 
 quality: install
 	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/fidelity.py
+	$(BIN)/python bench/stutter.py
 
 # faults injected per kind (full disk, store restarts and locks, hangs, OOM...): results/reliability.json
 chaos: install

@@ -148,8 +148,16 @@ def ordered(flags: Iterable[str]) -> list[str]:
 def repetition_loop(source: str, translation: str) -> bool:
     """The translation repeats an n-gram (or one token) in a row more than its source does, or
     stutters within words (a letter or a few letters over and over) where its source does not."""
-    if _stutter(translation) > _stutter(source):
-        return True
+    return stutter(source, translation) or word_loop(source, translation)
+
+
+def stutter(source: str, translation: str) -> bool:
+    """A run of one letter, or of a few letters, in the translation longer than any the source has."""
+    return _stutter(translation) > _stutter(source)
+
+
+def word_loop(source: str, translation: str) -> bool:
+    """The translation repeats an n-gram (or one token) in a row more than its source does."""
     found = _repeats(_loop_tokens(translation))
     if not found:
         return False
