@@ -40,3 +40,7 @@ class ApiError(MtfleetError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class Interrupted(MtfleetError):
+    """The user stopped a command that runs a job (Ctrl-C): the job is paused, not lost."""

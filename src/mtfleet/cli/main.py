@@ -14,7 +14,7 @@ from mtfleet.cli import models as model_commands
 from mtfleet.cli import options
 from mtfleet.cli import train as trainer
 from mtfleet.cli.output import console, fail, out
-from mtfleet.errors import MtfleetError
+from mtfleet.errors import Interrupted, MtfleetError
 
 app = typer.Typer(
     name="mtfleet",
@@ -121,6 +121,9 @@ def translate(
                 detach=detach,
                 on_progress=progress.update,
             )
+    except Interrupted as error:
+        console.print(f"interrupted: {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=130) from None
     except MtfleetError as error:
         raise fail(error) from None
     if detach:

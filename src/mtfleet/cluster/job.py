@@ -21,7 +21,7 @@ from mtfleet.cluster.runtime import NAMESPACE, connect, head_node_id
 from mtfleet.data import check_output_writable as check_file_writable
 from mtfleet.data import dataset_files, mirrored_output
 from mtfleet.engines import check_model
-from mtfleet.errors import JobError, OutputError
+from mtfleet.errors import Interrupted, JobError, OutputError
 from mtfleet.manifest import job_manifest_path, manifest_path
 from mtfleet.spec import (
     DEFAULT_KEEP_WARM_S,
@@ -351,14 +351,33 @@ def run_job(
     finished = finished_result(handle)
     if finished is not None:
         return finished
-    started_here = connect(address)
+    started_here = False
     try:
+        started_here = connect(address)
         if JobStore(handle.store_url).get_job(handle.job_id).state is JobState.SUCCEEDED:
             return reassemble(handle)
         if detach:
             start_coordinator(handle)
             return JobResult(handle.job_id, JobState.RUNNING.value, None, None)
         return follow(handle, on_progress)
+    except KeyboardInterrupt:
+        raise Interrupted(pause_interrupted(handle)) from None
     finally:
         if started_here:
             ray.shutdown()
+
+
+INTERRUPTED = "Interrupted (Ctrl-C); rerun the same command to resume."
+
+
+def pause_interrupted(handle: JobHandle) -> str:
+    """Pauses a job whose command was interrupted, so that nothing goes on with it until the
+    command is run again; one sentence saying where it stands."""
+    store = JobStore(handle.store_url)
+    if store.get_job(handle.job_id).state in (JobState.PLANNING, JobState.RUNNING):
+        store.set_job_state(handle.job_id, JobState.PAUSED, error=INTERRUPTED)
+    progress = store.progress(handle.job_id)
+    return (
+        f"job {handle.job_id} paused after {progress['rows_done']} of {progress['rows_total']} "
+        "rows; rerun the same command to resume"
+    )

@@ -12,6 +12,9 @@ from mtfleet.errors import JobError
 NAMESPACE = "mtfleet"
 
 
+RAY_AUTH_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
 def connect(address: str | None = None) -> bool:
     """Connects this process to Ray; returns True when it started a local cluster of its own.
 
@@ -31,6 +34,9 @@ def connect(address: str | None = None) -> bool:
             raise JobError(f"Cannot connect to the Ray cluster at {address}: {error}") from error
         return False
     # "local": always a new cluster of our own, never one another process started on this machine.
+    # Ray turns token authentication on for it and warns that it did, on every command: that is
+    # Ray's default, not news to a user of mtfleet; its errors still show.
+    logging.getLogger(RAY_AUTH_SETUP_LOGGER).setLevel(logging.ERROR)
     ray.init(
         address="local",
         num_cpus=os.cpu_count() or 1,
