@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -17,6 +16,8 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+
+from mtfleet.data.patterns import MAX_PATTERNS, check_glossary, compile_patterns
 
 EngineName = Literal["hf", "ct2", "reverse"]
 Preprocessor = Literal["indictrans"]
@@ -107,7 +108,10 @@ class JobSpec(BaseModel):
     )
     on_error: OnError = "keep-source"
     protect: list[str] = Field(
-        default_factory=list, description="Regular expressions whose matches are kept verbatim."
+        default_factory=list,
+        max_length=MAX_PATTERNS,
+        description="Regular expressions (RE2 syntax: no lookarounds or backreferences) whose "
+        "matches are kept verbatim.",
     )
     glossary: dict[str, str] = Field(
         default_factory=dict, description="Source term -> the target term the output must hold."
@@ -222,7 +226,14 @@ class JobSpec(BaseModel):
     @field_validator("protect")
     @classmethod
     def _compile_protect(cls, patterns: list[str]) -> list[str]:
-        return check_patterns(patterns)
+        compile_patterns(patterns)
+        return patterns
+
+    @field_validator("glossary")
+    @classmethod
+    def _check_glossary(cls, glossary: dict[str, str]) -> dict[str, str]:
+        check_glossary(glossary)
+        return glossary
 
     def targets(self) -> list[str | None]:
         """The target languages, in the order given: [None] for a model that takes none."""
@@ -250,18 +261,6 @@ class JobSpec(BaseModel):
         """A job id derived from the spec's identity and the input, so rerunning a command resumes it."""
         canonical = json.dumps(self.identity(), sort_keys=True) + input_key
         return "job-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-
-def check_patterns(patterns: list[str]) -> list[str]:
-    """The patterns, each a regular expression that matches some text, or a ValueError naming it."""
-    for pattern in patterns:
-        try:
-            compiled = re.compile(pattern)
-        except re.error as error:
-            raise ValueError(f"{pattern!r} is not a regular expression ({error})") from None
-        if compiled.fullmatch(""):
-            raise ValueError(f"{pattern!r} matches empty text")
-    return patterns
 
 
 def input_key(paths: list[Path]) -> str:

@@ -98,13 +98,19 @@ def serve(
         ),
     ] = DEFAULT_KEEP_WARM_S,
 ) -> None:
-    """Serve the REST API (token: MTFLEET_API_TOKEN) for the jobs of a Ray cluster."""
-    from mtfleet.api.server import LOOPBACK, ServerSettings
+    """Serve the REST API (token: MTFLEET_API_TOKEN, 32 characters or more; one is generated and
+    printed when unset) for the jobs of a Ray cluster."""
+    from mtfleet.api.server import LOOPBACK, ServerSettings, generate_token
     from mtfleet.api.server import serve as serve_api
 
+    # Out of the environment before Ray starts: no worker this process starts inherits it.
+    token = os.environ.pop("MTFLEET_API_TOKEN", None) or None
+    if token is None and not insecure_no_auth:
+        token = generate_token()
+        console.print(f"MTFLEET_API_TOKEN is not set; this server's token is {token}")
     settings = ServerSettings(
         data_root=data_root,
-        token=os.environ.get("MTFLEET_API_TOKEN") or None,
+        token=token,
         state_dir=state_dir,
         store_url=store,
         address=address,
