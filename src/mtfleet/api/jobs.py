@@ -110,12 +110,17 @@ class JobService:
         max_jobs: int = MAX_JOBS,
         max_gpus: int = MAX_GPUS,
         keep_warm_s: float = DEFAULT_KEEP_WARM_S,
+        allow_hardlinks: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir).expanduser().resolve()
         self.store_url = store_url_for(self.state_dir, store_url)
         self.store = JobStore(self.store_url)
         # No job reads or writes the server's own files, wherever the state dir lies.
-        self.root = DataRoot(data_root, private=[self.state_dir, self.store.directory()])
+        self.root = DataRoot(
+            data_root,
+            private=[self.state_dir, self.store.directory()],
+            allow_hardlinks=allow_hardlinks,
+        )
         self.max_jobs = max_jobs
         self.max_gpus = max_gpus
         self.keep_warm_s = keep_warm_s

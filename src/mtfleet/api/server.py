@@ -89,6 +89,8 @@ class ServerSettings:
     address: str | None = None
     # jobs with trust_remote_code run a model's own code on every node: only when the server says so
     allow_remote_code: bool = False
+    # an input with other hard links may be a file outside the data root: only when the server says so
+    allow_hardlinks: bool = False
     insecure_no_auth: bool = False
     max_body_bytes: int = MAX_BODY_BYTES
     max_jobs: int = MAX_JOBS
@@ -210,6 +212,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         max_jobs=settings.max_jobs,
         max_gpus=settings.max_gpus,
         keep_warm_s=settings.keep_warm_s,
+        allow_hardlinks=settings.allow_hardlinks,
     )
     requests = RequestCounter(
         "mtfleet_api_requests",

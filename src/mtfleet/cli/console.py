@@ -77,6 +77,13 @@ def serve(
             help="Accept jobs with trust_remote_code: models that run code of their own.",
         ),
     ] = False,
+    allow_hardlinks: Annotated[
+        bool,
+        typer.Option(
+            "--allow-hardlinks",
+            help="Accept inputs with other hard links, which may be files outside the data root.",
+        ),
+    ] = False,
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="Serve without a token, on 127.0.0.1 only.")
     ] = False,
@@ -115,6 +122,7 @@ def serve(
         store_url=store,
         address=address,
         allow_remote_code=allow_remote_code,
+        allow_hardlinks=allow_hardlinks,
         insecure_no_auth=insecure_no_auth,
         max_body_bytes=max_body_bytes,
         max_jobs=max_jobs,
