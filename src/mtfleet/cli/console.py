@@ -114,7 +114,9 @@ def serve(
     token = os.environ.pop("MTFLEET_API_TOKEN", None) or None
     if token is None and not insecure_no_auth:
         token = generate_token()
-        console.print(f"MTFLEET_API_TOKEN is not set; this server's token is {token}")
+        console.print(
+            f"MTFLEET_API_TOKEN is not set; this server's token is {token}", soft_wrap=True
+        )
     settings = ServerSettings(
         data_root=data_root,
         token=token,
