@@ -222,3 +222,24 @@ def test_glossary_terms_match_whole_words_only() -> None:
         (18, 26, "NY"),
         (31, 34, "Ray"),
     ]
+
+
+def test_the_cli_refuses_a_pattern_re2_cannot_run_with_one_sentence_naming_it(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from mtfleet.cli.main import app
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "ACME-1 ships."}\n')
+    command = ["translate", str(rows), "-m", "reverse", "--engine", "reverse", "-f", "text"]
+    command += ["-o", str(tmp_path / "out.jsonl"), "--protect", r"ACME(?=-\d)"]
+
+    result = CliRunner().invoke(app, command)
+
+    assert result.exit_code == 2, result.output
+    assert " ".join(result.output.split()).startswith(
+        "error: Option protect: Value error, the pattern 'ACME(?=-\\\\d)' is not one RE2 runs"
+    )
+    assert "Traceback" not in result.output and not (tmp_path / "out.jsonl").exists()
