@@ -920,7 +920,9 @@ def test_an_unreadable_active_job_never_makes_a_submission_fail(
     api: str, http: httpx.Client, data_root: Path
 ) -> None:
     store = JobStore(f"sqlite:///{data_root / 'state' / 'jobs.db'}")
-    store.create_or_find_job("unreadable-active", {"input": "gone.json", "model": "reverse"}, None)
+    store.create_or_find_job(
+        "0-unreadable-active", {"input": "gone.json", "model": "reverse"}, None
+    )
     try:
         final = attacked(
             api, lambda: run_to_end(http, spec(output="out/beside.jsonl", job_id="beside"))
@@ -928,7 +930,7 @@ def test_an_unreadable_active_job_never_makes_a_submission_fail(
         assert final["state"] == "succeeded", final["error"]
         assert http.get("/v1/jobs").status_code == 200
     finally:
-        store.set_job_state("unreadable-active", JobState.CANCELLED)
+        store.set_job_state("0-unreadable-active", JobState.CANCELLED)
 
 
 @pytest.mark.parametrize(
