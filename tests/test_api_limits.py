@@ -598,7 +598,8 @@ def test_the_model_field_tells_nothing_of_the_servers_working_directory(
 @pytest.fixture(scope="module")
 def links(data_root: Path) -> Path:
     (data_root / "alias.jsonl").symlink_to(data_root / "small.jsonl")
-    os.link(data_root / "small.jsonl", data_root / "hard.jsonl")
+    (data_root / "twin.jsonl").write_bytes((data_root / "small.jsonl").read_bytes())
+    os.link(data_root / "twin.jsonl", data_root / "hard.jsonl")
     return data_root
 
 
@@ -607,7 +608,11 @@ def links(data_root: Path) -> Path:
     [
         ({"output": "small.jsonl"}, "Field output: small.jsonl is the job's own input"),
         ({"output": "alias.jsonl"}, "Field output: small.jsonl is the job's own input"),
-        ({"output": "hard.jsonl"}, "Field output: hard.jsonl is the job's own input"),
+        # an input with other hard links is refused before its outputs are looked at
+        (
+            {"input": "twin.jsonl", "output": "hard.jsonl"},
+            "Field input: twin.jsonl has other hard links",
+        ),
         (
             {"output": "out/../state/x.jsonl"},
             "Field output: out/../state/x.jsonl lies in the server's state directory",
