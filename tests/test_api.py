@@ -32,7 +32,7 @@ from mtfleet.errors import ApiError
 from mtfleet.testing.api import free_port, serve_process, serving
 from mtfleet.testing.cluster import wait_for
 
-TOKEN = "api-test-token-6b1f0c9e2d"
+TOKEN = "api-test-token-6b1f0c9e2d-58a3c70e4f"
 DELAY_S = "0.1"
 SMALL_ROWS = [{"id": i, "text": f"Row number {i} says hello", "note": ""} for i in range(6)]
 # 40 rows of 18 estimated tokens (1 + 68 characters / 4) each: one shard per row at shard_tokens=16
@@ -687,17 +687,31 @@ def test_console_errors_are_one_sentence_with_exit_code_2(mtfleet_cli: Any) -> N
     assert "Traceback" not in missing.output + refused.output + invalid.output
 
 
-def test_console_serve_refuses_to_start_without_a_token(data_root: Path) -> None:
+def test_console_serve_without_a_token_prints_a_generated_one_that_the_api_takes(
+    ray_address: str, data_root: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "MTFLEET_API_TOKEN"}
+    options = ["--data-root", str(data_root), "--state-dir", str(tmp_path / "state")]
+    with serve_process(port, *options, "--address", ray_address, env=env) as server:
+        refused = httpx.get(f"http://127.0.0.1:{port}/v1/jobs")
+        server.send_signal(signal.SIGINT)
+        output, _ = server.communicate(timeout=60)
+    (token,) = re.findall(r"MTFLEET_API_TOKEN is not set; this server's token is (\S+)", output)
+    assert refused.status_code == 401 and len(token) >= 32
+
+
+def test_console_serve_refuses_a_token_shorter_than_32_characters(data_root: Path) -> None:
     app = typer.Typer(pretty_exceptions_enable=False)
     console.register(app)
 
     refused = CliRunner().invoke(
-        app, ["serve", "--data-root", str(data_root)], env={"MTFLEET_API_TOKEN": ""}
+        app, ["serve", "--data-root", str(data_root)], env={"MTFLEET_API_TOKEN": "short"}
     )
 
     assert refused.exit_code == 2
     assert refused.output.startswith(
-        "error: MTFLEET_API_TOKEN is not set; set it, or pass --insecure-no-auth"
+        "error: MTFLEET_API_TOKEN must be at least 32 characters, not 5"
     )
 
 

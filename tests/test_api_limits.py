@@ -14,24 +14,30 @@ import signal
 import socket
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 import ray
 import schemathesis
+import typer
 from hypothesis import HealthCheck, given, settings
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
 from mtfleet.api.server import ServerSettings
+from mtfleet.cli import console
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
+from mtfleet.data import shards
+from mtfleet.errors import ApiError, DatasetError
 from mtfleet.store import JobState, JobStore
 from mtfleet.testing.api import free_port, serve_process, serving
 from mtfleet.testing.cluster import wait_for
 
-TOKEN = "limits-test-token-5c2e9a"
+TOKEN = "limits-test-token-5c2e9a-7f31d0b48e6a"
 MAX_JOBS = 3
 MAX_GPUS = 4
 ROWS = [{"id": i, "text": f"Row number {i} says hello"} for i in range(4)]
@@ -40,6 +46,7 @@ BIG_ROWS = [
     {"id": i, "text": f"Sentence {i:02d} is a plain line of words for the fleet"} for i in range(30)
 ]
 REVERSE = {"model": "reverse", "engine": "reverse"}
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -591,7 +598,8 @@ def test_the_model_field_tells_nothing_of_the_servers_working_directory(
 @pytest.fixture(scope="module")
 def links(data_root: Path) -> Path:
     (data_root / "alias.jsonl").symlink_to(data_root / "small.jsonl")
-    os.link(data_root / "small.jsonl", data_root / "hard.jsonl")
+    (data_root / "twin.jsonl").write_bytes((data_root / "small.jsonl").read_bytes())
+    os.link(data_root / "twin.jsonl", data_root / "hard.jsonl")
     return data_root
 
 
@@ -600,7 +608,11 @@ def links(data_root: Path) -> Path:
     [
         ({"output": "small.jsonl"}, "Field output: small.jsonl is the job's own input"),
         ({"output": "alias.jsonl"}, "Field output: small.jsonl is the job's own input"),
-        ({"output": "hard.jsonl"}, "Field output: hard.jsonl is the job's own input"),
+        # an input with other hard links is refused before its outputs are looked at
+        (
+            {"input": "twin.jsonl", "output": "hard.jsonl"},
+            "Field input: twin.jsonl has other hard links",
+        ),
         (
             {"output": "out/../state/x.jsonl"},
             "Field output: out/../state/x.jsonl lies in the server's state directory",
@@ -712,3 +724,263 @@ def test_fuzzed_calls_to_every_endpoint_get_no_500_and_match_the_schema(
     print(f"schemathesis {'with' if token else 'without'} the token: {sum(cases.values())} cases")
     assert len(cases) == sum(len(methods) for methods in schema.raw_schema["paths"].values())
     assert_unharmed(http, f"fuzzed-{'with' if token else 'without'}")
+
+
+# --- issue 25: patterns, templates, swapped folders, loops. Each attack runs in a thread while
+# /healthz is asked; a fresh job runs to its end afterwards.
+
+
+def attacked(api: str, attack: Callable[[], T]) -> T:
+    """Runs `attack` in a thread and asks /healthz while it is in flight: the server answers (200)
+    however long the attack would take; returns what the attack returned."""
+    outcome: list[T] = []
+    started = threading.Event()
+
+    def run() -> None:
+        started.set()
+        outcome.append(attack())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    started.wait()
+    health = httpx.get(f"{api}/healthz", timeout=60)
+    thread.join()
+    assert health.status_code == 200, health.text
+    return outcome[0]
+
+
+def test_a_backtracking_protect_pattern_runs_in_linear_time_and_its_job_succeeds(
+    api: str, http: httpx.Client, data_root: Path
+) -> None:
+    (data_root / "nodigits.jsonl").write_text(
+        "".join(json.dumps({"text": "words without any digit " * 40}) + "\n" for _ in range(3))
+    )
+    job = spec(
+        input="nodigits.jsonl",
+        output="out/backtrack.jsonl",
+        job_id="backtrack",
+        protect=[r"(\D+)+\d"],
+    )
+
+    final = attacked(api, lambda: run_to_end(http, job))
+
+    assert final["state"] == "succeeded", final["error"]
+    assert_unharmed(http, "backtrack")
+
+
+@pytest.mark.parametrize(
+    ("protect", "says"),
+    [
+        (["ok-\\d+", "a(?=b)"], "Field protect: Value error, the pattern 'a(?=b)' is not one RE2"),
+        (["(a)\\1"], "Field protect: Value error, the pattern '(a)\\\\1' is not one RE2 runs"),
+        (["(" * 1000 + "a" + ")" * 1000], "Field protect: Value error, the pattern '(((("),
+        ([f"p{i}" for i in range(65)], "Field protect: List should have at most 64 items"),
+    ],
+    ids=["lookahead", "backreference", "nested-1000-deep", "too-many"],
+)
+def test_a_pattern_re2_refuses_is_a_json_422_naming_it(
+    http: httpx.Client, protect: list[str], says: str
+) -> None:
+    response = http.post("/v1/jobs", json=spec(protect=protect, job_id="refused-pattern"))
+
+    assert response.status_code == 422, response.text
+    assert error_of(response).startswith(says)
+    assert http.get("/v1/jobs/refused-pattern").status_code == 404
+
+
+def test_huge_pattern_bodies_are_refused_while_healthz_answers(
+    api: str, http: httpx.Client
+) -> None:
+    alternation = "|".join(f"branch{i:06d}" for i in range(30_000))
+    job = spec(protect=[alternation] * 2, job_id="huge-pattern")
+
+    def five_at_once() -> list[httpx.Response]:
+        with ThreadPoolExecutor(5) as pool:
+            return list(pool.map(lambda _: http.post("/v1/jobs", json=job), range(5)))
+
+    answers = attacked(api, five_at_once)
+
+    assert [answer.status_code for answer in answers] == [422] * 5
+    assert all("is longer than 1024 characters" in error_of(answer) for answer in answers)
+    assert_unharmed(http, "huge-pattern")
+
+
+@pytest.mark.parametrize(
+    ("field", "raw"),
+    [("protect", '["ab\\ud800c"]'), ("glossary", '{"Ray\\udc80": "Ray"}')],
+)
+def test_lone_surrogates_in_patterns_and_terms_are_refused_with_422(
+    http: httpx.Client, field: str, raw: str
+) -> None:
+    body = json.dumps(spec(job_id="surrogate"))[:-1] + f', "{field}": {raw}}}'
+
+    response = http.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 422, response.text
+    assert error_of(response).startswith(f"Field {field}")
+    assert http.get("/v1/jobs/surrogate").status_code == 404
+
+
+def test_a_target_that_is_no_language_code_is_refused_before_any_folder_is_made(
+    api: str, http: httpx.Client, data_root: Path
+) -> None:
+    outside = data_root.parent / f"{data_root.name}-by-template"
+    job = spec(output="out/{tgt_lang}/sub/x.jsonl", tgt_lang=f"../../{outside.name}/x")
+
+    response = attacked(api, lambda: http.post("/v1/jobs", json=job))
+
+    assert response.status_code == 422, response.text
+    assert error_of(response).startswith(
+        f"Field tgt_lang: Value error, '../../{outside.name}/x' is not a language code"
+    )
+    assert not outside.exists()
+    assert_unharmed(http, "template")
+
+
+def test_an_output_folder_swapped_for_a_symlink_into_the_state_dir_writes_nothing_there(
+    api: str, http: httpx.Client, data_root: Path
+) -> None:
+    assert run_to_end(http, spec(output="out/victim.jsonl", job_id="victim"))["state"] == (
+        "succeeded"
+    )
+    victim = data_root / "state" / "jobs" / "victim"
+    before = {file.name: file.read_bytes() for file in victim.iterdir() if file.is_file()}
+    (data_root / "sub3").mkdir()
+    job_id = running(http, "swapped-into-state", "sub3/units.jsonl")
+    assert http.post(f"/v1/jobs/{job_id}/pause").json()["state"] == "paused"
+    (data_root / "sub3").rename(data_root / "sub3-before")
+    (data_root / "sub3").symlink_to(victim)
+
+    attacked(api, lambda: http.post(f"/v1/jobs/{job_id}/resume"))
+    wait_for(lambda: view(http, job_id)["state"] in ("succeeded", "failed"), timeout_s=120)
+
+    final = view(http, job_id)
+    assert final["state"] == "failed"
+    assert final["error"].startswith("Cannot write sub3/units.jsonl")
+    assert "sub3 is a symlink or a file, not a folder" in final["error"]
+    assert {file.name: file.read_bytes() for file in victim.iterdir() if file.is_file()} == before
+    assert http.get("/v1/jobs/victim/sample", params={"row_start": 0}).status_code == 200
+    assert_unharmed(http, "swapped-into-state")
+
+
+@pytest.mark.parametrize("output", ["out/jobs.db", "out/jobs.db-wal", "jobs.db/x.jsonl"])
+def test_an_output_named_like_the_job_store_is_refused(http: httpx.Client, output: str) -> None:
+    response = http.post("/v1/jobs", json=spec(output=output, job_id="store-named"))
+
+    assert response.status_code == 400, response.text
+    assert "is the name of the job store's file; choose another" in error_of(response)
+    assert http.get("/v1/jobs/store-named").status_code == 404
+
+
+def test_a_glob_through_self_symlinks_ends_and_its_job_succeeds(
+    api: str, http: httpx.Client, data_root: Path
+) -> None:
+    loop = data_root / "gl" / "loop"
+    loop.mkdir(parents=True)
+    (loop / "self").symlink_to(".")
+    (loop / "again").symlink_to(".")
+    (loop / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ROWS))
+    job = spec(input="gl/loop/**/*.jsonl", output="out/loop", job_id="glob-loop")
+
+    final = attacked(api, lambda: run_to_end(http, job))
+
+    assert final["state"] == "succeeded", final["error"]
+    assert sorted(path.name for path in (data_root / "out" / "loop").rglob("*.jsonl")) == [
+        "rows.jsonl"
+    ]
+    assert_unharmed(http, "glob-loop")
+
+
+def test_a_dataset_of_more_files_than_the_bound_is_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shards, "MAX_FILES", 3)
+    for number in range(4):
+        (tmp_path / f"part{number}.jsonl").write_text("{}\n")
+
+    for named in (tmp_path, tmp_path / "*.jsonl"):
+        with pytest.raises(DatasetError, match=r"names more than 3 files and folders; split it"):
+            shards.dataset_files(named)
+
+
+def test_an_input_with_other_hard_links_is_refused(
+    api: str, http: httpx.Client, data_root: Path
+) -> None:
+    secret = data_root.parent / f"{data_root.name}-outside" / "secret.jsonl"
+    secret.write_text(json.dumps({"text": "a secret outside the root"}) + "\n")
+    os.link(secret, data_root / "linked.jsonl")
+    job = spec(input="linked.jsonl", output="out/linked.jsonl", job_id="linked")
+
+    response = attacked(api, lambda: http.post("/v1/jobs", json=job))
+
+    assert response.status_code == 400, response.text
+    assert error_of(response) == (
+        "Field input: linked.jsonl has other hard links, which may be files outside the data "
+        "root; copy it, or start the server with mtfleet serve --allow-hardlinks."
+    )
+    assert http.get("/v1/jobs/linked").status_code == 404
+
+
+def test_an_unreadable_active_job_never_makes_a_submission_fail(
+    api: str, http: httpx.Client, data_root: Path
+) -> None:
+    store = JobStore(f"sqlite:///{data_root / 'state' / 'jobs.db'}")
+    store.create_or_find_job(
+        "0-unreadable-active", {"input": "gone.json", "model": "reverse"}, None
+    )
+    try:
+        final = attacked(
+            api, lambda: run_to_end(http, spec(output="out/beside.jsonl", job_id="beside"))
+        )
+        assert final["state"] == "succeeded", final["error"]
+        assert http.get("/v1/jobs").status_code == 200
+    finally:
+        store.set_job_state("0-unreadable-active", JobState.CANCELLED)
+
+
+@pytest.mark.parametrize(
+    ("field", "limit"),
+    [("max_batch_tokens", 1 << 20), ("shard_tokens", 1 << 24), ("max_attempts", 100)],
+)
+def test_every_numeric_setting_has_an_upper_bound(
+    http: httpx.Client, field: str, limit: int
+) -> None:
+    response = http.post("/v1/jobs", json=spec(**{field: 10**23}))
+
+    assert response.status_code == 422
+    assert error_of(response) == f"Field {field}: Input should be less than or equal to {limit}."
+
+
+def test_swagger_ui_is_served_by_the_server_itself(api: str) -> None:
+    page = httpx.get(f"{api}/docs")
+    script = httpx.get(f"{api}/docs/assets/swagger-ui-bundle.js")
+
+    assert page.status_code == 200
+    assert 'src="/docs/assets/swagger-ui-bundle.js"' in page.text
+    assert "https://" not in page.text.replace("https://fastapi.tiangolo.com", "")
+    assert script.status_code == 200 and len(script.content) > 100_000
+
+
+def test_a_token_shorter_than_32_characters_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ApiError, match="MTFLEET_API_TOKEN must be at least 32 characters, not 31"):
+        ServerSettings(data_root=tmp_path, token="x" * 31).check()
+
+
+def test_serve_takes_the_token_out_of_the_environment_before_ray_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mtfleet.api import server
+
+    seen: list[bool] = []
+    monkeypatch.setattr(
+        server, "serve", lambda *_, **__: seen.append("MTFLEET_API_TOKEN" in os.environ)
+    )
+    app = typer.Typer(pretty_exceptions_enable=False)
+    console.register(app)
+
+    result = CliRunner().invoke(
+        app, ["serve", "--data-root", str(tmp_path)], env={"MTFLEET_API_TOKEN": TOKEN}
+    )
+
+    assert result.exit_code == 0, result.output
+    assert seen == [False]

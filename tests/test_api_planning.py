@@ -15,7 +15,7 @@ import pytest
 from mtfleet.api.server import ServerSettings
 from mtfleet.testing.api import serving
 
-TOKEN = "api-planning-token-51c2"
+TOKEN = "api-planning-token-51c2-0d9e4b7a36f18c"
 ROWS = 200_000
 
 

@@ -38,7 +38,7 @@ if not CHROMIUM.exists():
 
 pytestmark = pytest.mark.cluster
 
-TOKEN = "console-test-token-4d2a9c"
+TOKEN = "console-test-token-4d2a9c-91b6e03f5d"
 DELAY_S = "0.1"
 # 40 rows of one shard each at shard_tokens=16 (one sentence of 13 words, 14 estimated tokens)
 ROWS = [

@@ -217,14 +217,65 @@ def test_a_glossary_is_a_tsv_and_a_bad_line_is_named(tmp_path: Path) -> None:
         read_glossary(bad)
 
 
-def test_a_protect_pattern_that_is_no_regex_or_matches_nothing_is_refused() -> None:
+def test_a_protect_pattern_that_is_no_re2_pattern_or_matches_nothing_is_refused() -> None:
     from pydantic import ValidationError
 
     from mtfleet.spec import JobSpec
 
     base = {"input": "a.jsonl", "output": "b.jsonl", "model": "m", "fields": ["text"]}
     assert JobSpec(**base, protect=[r"ACME-\d+"]).protect == [r"ACME-\d+"]
-    with pytest.raises(ValidationError, match="not a regular expression"):
+    with pytest.raises(ValidationError, match=r"the pattern '\(' is not one RE2 runs"):
         JobSpec(**base, protect=["("])
+    with pytest.raises(ValidationError, match="lookarounds and backreferences"):
+        JobSpec(**base, protect=[r"ACME(?=-\d)"])
+    with pytest.raises(ValidationError, match="longer than 1024 characters"):
+        JobSpec(**base, protect=["(" * 1000 + "a" + ")" * 1000])
+    with pytest.raises(ValidationError, match="at most 64"):
+        JobSpec(**base, protect=[f"a{i}" for i in range(65)])
     with pytest.raises(ValidationError, match="matches empty text"):
         JobSpec(**base, protect=["x*"])
+
+
+def test_a_backtracking_pattern_finds_its_spans_in_time_linear_in_the_text() -> None:
+    from mtfleet.data.segment import Protection
+
+    # Python's re takes exponential time over this text; RE2 runs it once per character.
+    protection = Protection(patterns=(r"(\D+)+\d",))
+    text = "no digits here at all " * 200
+
+    assert protection.spans(text) == []
+    assert [span.end for span in protection.spans(text + "7")] == [len(text) + 1]
+
+
+def test_glossary_terms_match_whole_words_only() -> None:
+    from mtfleet.data.segment import Protection
+
+    protection = Protection(glossary={"Ray": "Ray", "New York": "NY"})
+    spans = protection.spans("Ray, Rays, Ray_x, New York and Ray.")
+
+    assert sorted((span.start, span.end, span.output) for span in spans) == [
+        (0, 3, "Ray"),
+        (18, 26, "NY"),
+        (31, 34, "Ray"),
+    ]
+
+
+def test_the_cli_refuses_a_pattern_re2_cannot_run_with_one_sentence_naming_it(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from mtfleet.cli.main import app
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "ACME-1 ships."}\n')
+    command = ["translate", str(rows), "-m", "reverse", "--engine", "reverse", "-f", "text"]
+    command += ["-o", str(tmp_path / "out.jsonl"), "--protect", r"ACME(?=-\d)"]
+
+    result = CliRunner().invoke(app, command)
+
+    assert result.exit_code == 2, result.output
+    assert " ".join(result.output.split()).startswith(
+        "error: Option protect: Value error, the pattern 'ACME(?=-\\\\d)' is not one RE2 runs"
+    )
+    assert "Traceback" not in result.output and not (tmp_path / "out.jsonl").exists()

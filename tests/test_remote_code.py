@@ -206,7 +206,7 @@ def test_the_api_refuses_trust_remote_code_unless_served_with_allow_remote_code(
         "fields": ["text"],
         "trust_remote_code": True,
     }
-    settings = ServerSettings(data_root=tmp_path, token="t", state_dir=tmp_path / "state")
+    settings = ServerSettings(data_root=tmp_path, token="t" * 32, state_dir=tmp_path / "state")
     bearer = {"Authorization": "Bearer t"}
 
     answer = TestClient(create_app(settings)).post("/v1/jobs", json=job, headers=bearer)

@@ -262,11 +262,16 @@ def test_a_confined_output_outside_its_folder_is_refused_naming_the_relative_pat
     jobs = tmp_path / "jobs"
     jobs.mkdir()
     (jobs / "escape").symlink_to(tmp_path)
-    for path in [tmp_path / "out.json", jobs / "escape" / "out.json"]:
-        with pytest.raises(OutputError, match=r"Cannot write \.\./out\.json: it lies outside"):
-            DatasetWriter(path, source_format="json", style=None, confine_to=jobs)
-        with pytest.raises(OutputError, match="it lies outside"):
-            write_bytes_atomically(path, b"{}", confine_to=jobs)
+    outside = tmp_path / "out.json"
+    with pytest.raises(OutputError, match=r"Cannot write \.\./out\.json: it lies outside"):
+        DatasetWriter(outside, source_format="json", style=None, confine_to=jobs)
+    with pytest.raises(OutputError, match="it lies outside"):
+        write_bytes_atomically(outside, b"{}", confine_to=jobs)
+    through_symlink = jobs / "escape" / "out.json"
+    with pytest.raises(OutputError, match="escape is a symlink or a file, not a folder"):
+        DatasetWriter(through_symlink, source_format="json", style=None, confine_to=jobs)
+    with pytest.raises(OutputError, match="no output is written through a symlink"):
+        write_bytes_atomically(through_symlink, b"{}", confine_to=jobs)
     assert sorted(os.listdir(tmp_path)) == ["jobs"]
 
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import os
 import re
 import statistics
-import tempfile
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtfleet.data.atomic import AtomicFile
 from mtfleet.data.segment import LIST_MARKER, NO_PROTECTION, Protection
 
 # Every check, in the order reports list them.
@@ -370,7 +369,14 @@ class HealthReport:
     """Counts flags per check and per field while assembly applies the parts, and writes every
     flagged unit to OUT.flags.jsonl (through a temporary file renamed in place at `close`)."""
 
-    def __init__(self, output: str | Path, on_flag: str, *, checks: bool = True) -> None:
+    def __init__(
+        self,
+        output: str | Path,
+        on_flag: str,
+        *,
+        checks: bool = True,
+        confine_to: Path | None = None,
+    ) -> None:
         self.path = flags_path(output)
         self.on_flag = on_flag
         self.checks = checks
@@ -380,11 +386,7 @@ class HealthReport:
         self.per_check: Counter[str] = Counter()
         self.per_field: dict[str, Counter[str]] = {}
         self.flagged: list[dict[str, Any]] = []
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._temporary = tempfile.mkstemp(
-            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
-        )
-        self._stream = open(fd, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self._file = AtomicFile(self.path, confine_to=confine_to)
 
     def add(
         self, row: int, location: str, flags: Sequence[str], source: str, translation: str
@@ -405,20 +407,17 @@ class HealthReport:
                 {**entry, "source": _excerpt(source), "translation": _excerpt(translation)}
             )
         record = {**entry, "source": source, "translation": translation}
-        self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode())
 
     def close(self) -> None:
         """Puts OUT.flags.jsonl in place when a unit was flagged, else removes an older one."""
-        self._stream.close()
         if self.units_flagged:
-            os.replace(self._temporary, self.path)
+            self._file.commit()
         else:
-            Path(self._temporary).unlink(missing_ok=True)
-            self.path.unlink(missing_ok=True)
+            self._file.remove()
 
     def discard(self) -> None:
-        self._stream.close()
-        Path(self._temporary).unlink(missing_ok=True)
+        self._file.abort()
 
     def to_json(self) -> dict[str, Any]:
         return {

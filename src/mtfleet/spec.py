@@ -18,6 +18,8 @@ from pydantic import (
     field_validator,
 )
 
+from mtfleet.data.patterns import MAX_PATTERNS, check_glossary, compile_patterns
+
 EngineName = Literal["hf", "ct2", "reverse"]
 Preprocessor = Literal["indictrans"]
 OnError = Literal["keep-source", "fail"]
@@ -34,6 +36,12 @@ MIN_LEASE_TTL_S = 5.0
 MAX_LENGTH_FACTOR = 16.0
 MAX_LENGTH_OFFSET = 1024
 MAX_TARGETS = 64
+MAX_BATCH_TOKENS = 1 << 20
+MAX_SHARD_TOKENS = 1 << 24
+MAX_ATTEMPTS = 100
+# A target's code goes into its output path: letters, then parts of letters and digits after _ or -
+# (de, eng_Latn, zh-Hans, de_DE), never a separator or a dot.
+LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,8}(?:[_-][A-Za-z0-9]{1,8}){0,3}")
 # Where each target language's code goes in the output path of a job with several targets.
 TARGET_PLACEHOLDER = "{tgt_lang}"
 FieldPath = Annotated[str, StringConstraints(max_length=FIELD_CHARS)]
@@ -91,7 +99,9 @@ class JobSpec(BaseModel):
     )
     engine: EngineName = "hf"
     beam: int = Field(1, ge=1, le=16, description="1 is greedy decoding.")
-    max_batch_tokens: int = Field(4096, ge=64, description="Padded source tokens per batch.")
+    max_batch_tokens: int = Field(
+        4096, ge=64, le=MAX_BATCH_TOKENS, description="Padded source tokens per batch."
+    )
     max_length_factor: float = Field(
         2.0, gt=0, le=MAX_LENGTH_FACTOR, description="Decode cap: factor * source tokens."
     )
@@ -103,11 +113,17 @@ class JobSpec(BaseModel):
     # batches: HF generate on a CPU ran the bench's alpaca shards 1.9x slower than one call at
     # 4,000 tokens and 1.18x at 32,000 (ct2, which drops finished rows, barely cares).
     shard_tokens: int = Field(
-        32000, ge=16, description="Most estimated source tokens per shard; the last are smaller."
+        32000,
+        ge=16,
+        le=MAX_SHARD_TOKENS,
+        description="Most estimated source tokens per shard; the last are smaller.",
     )
     on_error: OnError = "keep-source"
     protect: list[str] = Field(
-        default_factory=list, description="Regular expressions whose matches are kept verbatim."
+        default_factory=list,
+        max_length=MAX_PATTERNS,
+        description="Regular expressions (RE2 syntax: no lookarounds or backreferences) whose "
+        "matches are kept verbatim.",
     )
     glossary: dict[str, str] = Field(
         default_factory=dict, description="Source term -> the target term the output must hold."
@@ -155,7 +171,9 @@ class JobSpec(BaseModel):
         description="Once no shard is pending, an idle translator backs up the oldest leased "
         "shard whose translator is expected to finish later; the first to complete wins.",
     )
-    max_attempts: int = Field(3, ge=1, description="Failed attempts before a shard is bisected.")
+    max_attempts: int = Field(
+        3, ge=1, le=MAX_ATTEMPTS, description="Failed attempts before a shard is bisected."
+    )
     overwrite: bool = Field(
         False, description="Replace an existing output that is not this job's own earlier output."
     )
@@ -195,6 +213,12 @@ class JobSpec(BaseModel):
     @classmethod
     def _check_targets(cls, value: object, info: ValidationInfo) -> object:
         targets = value if isinstance(value, list) else [value]
+        for code in targets:
+            if code is not None and not LANGUAGE_CODE.fullmatch(code):
+                raise ValueError(
+                    f"{code!r} is not a language code (letters, then letters and digits after _ "
+                    "or -, such as de, eng_Latn or zh-Hans)"
+                )
         repeated = sorted({code for code in targets if targets.count(code) > 1})
         if repeated:
             raise ValueError(f"{', '.join(repeated)} is given more than once")
@@ -222,7 +246,14 @@ class JobSpec(BaseModel):
     @field_validator("protect")
     @classmethod
     def _compile_protect(cls, patterns: list[str]) -> list[str]:
-        return check_patterns(patterns)
+        compile_patterns(patterns)
+        return patterns
+
+    @field_validator("glossary")
+    @classmethod
+    def _check_glossary(cls, glossary: dict[str, str]) -> dict[str, str]:
+        check_glossary(glossary)
+        return glossary
 
     def targets(self) -> list[str | None]:
         """The target languages, in the order given: [None] for a model that takes none."""
@@ -250,18 +281,6 @@ class JobSpec(BaseModel):
         """A job id derived from the spec's identity and the input, so rerunning a command resumes it."""
         canonical = json.dumps(self.identity(), sort_keys=True) + input_key
         return "job-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-
-def check_patterns(patterns: list[str]) -> list[str]:
-    """The patterns, each a regular expression that matches some text, or a ValueError naming it."""
-    for pattern in patterns:
-        try:
-            compiled = re.compile(pattern)
-        except re.error as error:
-            raise ValueError(f"{pattern!r} is not a regular expression ({error})") from None
-        if compiled.fullmatch(""):
-            raise ValueError(f"{pattern!r} matches empty text")
-    return patterns
 
 
 def input_key(paths: list[Path]) -> str:

@@ -110,17 +110,24 @@ class JobService:
         max_jobs: int = MAX_JOBS,
         max_gpus: int = MAX_GPUS,
         keep_warm_s: float = DEFAULT_KEEP_WARM_S,
+        allow_hardlinks: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir).expanduser().resolve()
         self.store_url = store_url_for(self.state_dir, store_url)
         self.store = JobStore(self.store_url)
         # No job reads or writes the server's own files, wherever the state dir lies.
-        self.root = DataRoot(data_root, private=[self.state_dir, self.store.directory()])
+        self.root = DataRoot(
+            data_root,
+            private=[self.state_dir, self.store.directory()],
+            allow_hardlinks=allow_hardlinks,
+        )
         self.max_jobs = max_jobs
         self.max_gpus = max_gpus
         self.keep_warm_s = keep_warm_s
         self.cluster_nodes = ClusterNodes()
         self.followed: dict[str, Followed] = {}
+        # active jobs that cannot be read back: logged once, then skipped quietly
+        self.unfollowable: set[str] = set()
         self.lock = threading.RLock()
         # one coordinator start at a time: a request and the follower may both find a job unfollowed
         self.starting = threading.Lock()
@@ -332,7 +339,12 @@ class JobService:
     def _follow_tick(self) -> None:
         active = {record.id for state in ACTIVE for record in self.store.list_jobs(state)}
         for job_id in sorted(active):
-            self._observe(job_id)
+            try:
+                self._observe(job_id)
+            except Exception:  # one job that cannot be read back stops no other job's following
+                if job_id not in self.unfollowable:
+                    log.exception("job %s cannot be followed; it is skipped", job_id)
+                self.unfollowable.add(job_id)
         with self.lock:
             ended = set(self.followed) - active
         for job_id in ended:

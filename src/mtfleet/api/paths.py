@@ -19,6 +19,8 @@ from mtfleet.spec import JobSpec
 
 # A Hugging Face hub id: "name" or "owner/name", letters, digits, "-", "_" and ".".
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+# The SQLite job store's file and the files SQLite keeps beside it.
+STORE_NAME = re.compile(r"jobs\.db(?:-wal|-shm|-journal)?", re.IGNORECASE)
 TEXT_FIELDS = ("input", "output", "model", "src_lang")
 
 
@@ -26,12 +28,19 @@ class DataRoot:
     """Resolves the paths of a job spec against the data root and refuses any that leave it or
     reach into the server's `private` folders."""
 
-    def __init__(self, root: str | Path, private: Iterable[Path | None] = ()) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        private: Iterable[Path | None] = (),
+        *,
+        allow_hardlinks: bool = False,
+    ) -> None:
         path = Path(root).expanduser()
         if not path.is_dir():
             raise ApiError(f"The data root {path} is not a directory.")
         self.root = path.resolve()
         self.private = [Path(folder).resolve() for folder in private if folder is not None]
+        self.allow_hardlinks = allow_hardlinks
 
     def contain(self, spec: JobSpec) -> JobSpec:
         """The spec with absolute input, output and model paths, each checked against the root."""
@@ -39,13 +48,13 @@ class DataRoot:
         dataset = self.path(spec.input, "input", DatasetError)
         # A folder or a glob names many files: each of them must be the root's too.
         for file in dataset_files(dataset)[1]:
-            self.path(str(file), "input", DatasetError)
+            self._check_links(file, self.path(str(file), "input", DatasetError))
+        output = self.path(spec.output, "output", OutputError)
+        # Each target's own output, {tgt_lang} filled in, is confined as the template is.
+        for target in spec.targets():
+            self._check_output_name(self.path(spec.output_for(target), "output", OutputError))
         return spec.model_copy(
-            update={
-                "input": str(dataset),
-                "output": str(self.path(spec.output, "output", OutputError)),
-                "model": self.model(spec.model),
-            }
+            update={"input": str(dataset), "output": str(output), "model": self.model(spec.model)}
         )
 
     def path(self, value: str, field: str, error: type[MtfleetError]) -> Path:
@@ -80,6 +89,21 @@ class DataRoot:
         if self._names_a_path(value):
             return str(self.path(value, "model", ModelError))
         return value
+
+    def _check_links(self, given: Path, file: Path) -> None:
+        """A file with other hard links may be one outside the root under a name inside it."""
+        if not self.allow_hardlinks and file.stat().st_nlink > 1:
+            raise DatasetError(
+                f"Field input: {given} has other hard links, which may be files outside the data "
+                "root; copy it, or start the server with mtfleet serve --allow-hardlinks."
+            )
+
+    def _check_output_name(self, output: Path) -> None:
+        for part in output.relative_to(self.root).parts:
+            if STORE_NAME.fullmatch(part):
+                raise OutputError(
+                    f"Field output: {part} is the name of the job store's file; choose another."
+                )
 
     def relative(self, message: str) -> str:
         """`message` with the data root's absolute path left out of the paths it names."""

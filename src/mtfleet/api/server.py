@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import importlib.metadata
 import json
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,15 +14,19 @@ from typing import Annotated, Any
 
 import ray
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, Request, Response
 from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import Counter as RequestCounter
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
 
 from mtfleet.api.console import mount_console
 from mtfleet.api.flags import flag_routes
@@ -43,6 +48,9 @@ from mtfleet.spec import DEFAULT_KEEP_WARM_S, MAX_GPUS
 from mtfleet.store import JobState
 
 LOOPBACK = "127.0.0.1"
+# A token short enough to guess is no token.
+MIN_TOKEN_CHARS = 32
+DOCS_ASSETS = "/docs/assets"
 MAX_BODY_BYTES = 1024 * 1024
 # uvicorn waits this long for requests in flight once told to stop (SIGTERM, SIGINT)
 GRACEFUL_SHUTDOWN_S = 5
@@ -54,6 +62,9 @@ Credentials = Annotated[
     Depends(HTTPBearer(auto_error=False, description="The server's MTFLEET_API_TOKEN.")),
 ]
 JobId = Annotated[str, PathParameter(pattern=JOB_ID_PATTERN)]
+# A job's body is checked in the route, on a worker thread: compiling its patterns never holds
+# up the event loop, and so /healthz and every other request.
+JobBody = Annotated[dict[str, Any], Body()]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422, 503)
 }
@@ -79,6 +90,8 @@ class ServerSettings:
     address: str | None = None
     # jobs with trust_remote_code run a model's own code on every node: only when the server says so
     allow_remote_code: bool = False
+    # an input with other hard links may be a file outside the data root: only when the server says so
+    allow_hardlinks: bool = False
     insecure_no_auth: bool = False
     max_body_bytes: int = MAX_BODY_BYTES
     max_jobs: int = MAX_JOBS
@@ -91,6 +104,11 @@ class ServerSettings:
             raise ApiError(
                 "MTFLEET_API_TOKEN is not set; set it, or pass --insecure-no-auth "
                 f"to serve on {LOOPBACK} without authentication."
+            )
+        if self.token and len(self.token) < MIN_TOKEN_CHARS:
+            raise ApiError(
+                f"MTFLEET_API_TOKEN must be at least {MIN_TOKEN_CHARS} characters, not "
+                f"{len(self.token)}; unset, the server generates one."
             )
         for name in ("max_body_bytes", "max_jobs"):
             if getattr(self, name) < 1:
@@ -167,6 +185,11 @@ async def _answer(
     await send({"type": "http.response.body", "body": content})
 
 
+def generate_token() -> str:
+    """A random token of MIN_TOKEN_CHARS characters or more, for a server started without one."""
+    return secrets.token_urlsafe(MIN_TOKEN_CHARS)
+
+
 def token_refusal(token: str | None, authorization: str | None) -> str | None:
     """Why a request with this Authorization header may not call /v1; None when it may."""
     if not token:
@@ -190,6 +213,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         max_jobs=settings.max_jobs,
         max_gpus=settings.max_gpus,
         keep_warm_s=settings.keep_warm_s,
+        allow_hardlinks=settings.allow_hardlinks,
     )
     requests = RequestCounter(
         "mtfleet_api_requests",
@@ -220,7 +244,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
         version=importlib.metadata.version("mtfleet"),
         summary="Translate whole datasets with neural MT models on an elastic Ray cluster.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    _serve_docs(app)
 
     async def mtfleet_error(_: Request, error: MtfleetError) -> JSONResponse:
         status = _status(error)
@@ -251,8 +278,15 @@ def create_app(settings: ServerSettings) -> FastAPI:
             200: {"model": JobView, "description": "The job existed: found, resumed."},
             429: {"model": ErrorBody, "description": "As many jobs are active as --max-jobs."},
         },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": JobRequest.model_json_schema()}},
+            }
+        },
     )
-    def submit(request: JobRequest, response: Response) -> JobView:
+    def submit(body: JobBody, response: Response) -> JobView:
+        request = job_request(body)
         if request.trust_remote_code and not settings.allow_remote_code:
             raise ApiError(REMOTE_CODE_REFUSED, 400)
         view, created = service.submit(request.spec(), request.job_id)
@@ -355,6 +389,32 @@ def _authorization(settings: ServerSettings) -> Callable[..., None]:
             raise ApiError(refusal, 401)
 
     return authorized
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs, its script and stylesheet served from the pinned swagger-ui-bundle
+    package: the page loads nothing from another origin."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
+
+
+def job_request(body: dict[str, Any]) -> JobRequest:
+    """The body as a job request, or the 422 a body declared as JobRequest would have had."""
+    try:
+        return JobRequest.model_validate(body)
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**problem, "loc": ("body", *problem["loc"])} for problem in error.errors()]
+        ) from None
 
 
 def _status(error: MtfleetError) -> int:

@@ -77,6 +77,13 @@ def serve(
             help="Accept jobs with trust_remote_code: models that run code of their own.",
         ),
     ] = False,
+    allow_hardlinks: Annotated[
+        bool,
+        typer.Option(
+            "--allow-hardlinks",
+            help="Accept inputs with other hard links, which may be files outside the data root.",
+        ),
+    ] = False,
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="Serve without a token, on 127.0.0.1 only.")
     ] = False,
@@ -98,17 +105,26 @@ def serve(
         ),
     ] = DEFAULT_KEEP_WARM_S,
 ) -> None:
-    """Serve the REST API (token: MTFLEET_API_TOKEN) for the jobs of a Ray cluster."""
-    from mtfleet.api.server import LOOPBACK, ServerSettings
+    """Serve the REST API (token: MTFLEET_API_TOKEN, 32 characters or more; one is generated and
+    printed when unset) for the jobs of a Ray cluster."""
+    from mtfleet.api.server import LOOPBACK, ServerSettings, generate_token
     from mtfleet.api.server import serve as serve_api
 
+    # Out of the environment before Ray starts: no worker this process starts inherits it.
+    token = os.environ.pop("MTFLEET_API_TOKEN", None) or None
+    if token is None and not insecure_no_auth:
+        token = generate_token()
+        console.print(
+            f"MTFLEET_API_TOKEN is not set; this server's token is {token}", soft_wrap=True
+        )
     settings = ServerSettings(
         data_root=data_root,
-        token=os.environ.get("MTFLEET_API_TOKEN") or None,
+        token=token,
         state_dir=state_dir,
         store_url=store,
         address=address,
         allow_remote_code=allow_remote_code,
+        allow_hardlinks=allow_hardlinks,
         insecure_no_auth=insecure_no_auth,
         max_body_bytes=max_body_bytes,
         max_jobs=max_jobs,

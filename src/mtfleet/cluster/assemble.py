@@ -63,7 +63,9 @@ def _assemble_target(
 ) -> dict[str, Any]:
     """The output and manifest of one target language (`spec` is that language's own)."""
     applier = PartApplier(store, job.id, parse_field_paths(spec.fields), target=spec.tgt_lang)
-    applier.health = HealthReport(spec.output, spec.on_flag, checks=spec.checks)
+    applier.health = HealthReport(
+        spec.output, spec.on_flag, checks=spec.checks, confine_to=confine_to
+    )
     try:
         files = _write_files(spec, facts, applier, confine_to)
     except BaseException:
@@ -159,7 +161,6 @@ def _write_file(
     path = Path(described["path"])
     reader = DatasetReader(path)
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
         writer = DatasetWriter(
             output,
             source_format=described["format"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -38,6 +39,8 @@ POLL_S = 0.5
 # The coordinator plans and assembles a job, reading its whole input a row at a time.
 COORDINATOR_MEMORY_BYTES = 512 * 1024 * 1024
 Progress = Callable[[dict[str, Any]], None]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -214,8 +217,16 @@ def check_output(spec: JobSpec, job_id: str, store: JobStore, state_dir: Path) -
     for record in store.list_jobs():
         if record.id == job_id or record.state not in ACTIVE:
             continue
-        protected.append((Path(str(record.spec["input"])), f"the input of active job {record.id}"))
-        outputs, manifests = _stored_outputs(record.spec)
+        try:
+            outputs, manifests = _stored_outputs(record.spec)
+            protected.append(
+                (Path(str(record.spec["input"])), f"the input of active job {record.id}")
+            )
+        except (KeyError, TypeError, ValueError):
+            log.warning(
+                "job %s cannot be read back; no submission is checked against it", record.id
+            )
+            continue
         protected += [(path, f"the output of active job {record.id}") for path in outputs]
         protected += [(path, f"a file of active job {record.id}") for path in manifests]
     store_dir = store.directory()

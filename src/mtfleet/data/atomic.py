@@ -2,12 +2,15 @@
 
 The output's folder is opened once as a directory descriptor; the temporary file is created and
 renamed through it, so a symlink planted at the temporary name or swapped in for the folder later
-cannot redirect the write.
+cannot redirect the write. A confined output's folder is opened one component at a time from the
+folder it is confined to, following no symlink at any component (`open_folder_beneath`): a folder
+swapped for a symlink, even one to a place inside the data root, stops the write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -28,15 +31,19 @@ class AtomicFile:
 
     def __init__(self, path: str | Path, *, confine_to: Path | None = None) -> None:
         self.path = Path(path)
-        folder = _confined_folder(self.path, confine_to)
-        if self.path.is_dir():
-            raise OutputError(f"Cannot write {self.path}: it is a folder.")
         self._name = self.path.name
         self._temporary = f".{self._name}.{secrets.token_hex(8)}.tmp"
-        try:
-            self._folder = os.open(folder, _FOLDER_FLAGS)
-        except OSError as error:
-            raise OutputError(cannot_write(self.path, error)) from error
+        if confine_to is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._folder = os.open(self.path.parent.resolve(), _FOLDER_FLAGS)
+            except OSError as error:
+                raise OutputError(cannot_write(self.path, error)) from error
+        else:
+            self._folder = open_folder_beneath(self.path, Path(confine_to))
+        if _is_folder(self._name, self._folder):
+            os.close(self._folder)
+            raise OutputError(f"Cannot write {self.path}: it is a folder.")
         try:
             descriptor = os.open(self._temporary, _TEMPORARY_FLAGS, 0o600, dir_fd=self._folder)
         except OSError as error:
@@ -72,6 +79,13 @@ class AtomicFile:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._temporary, dir_fd=self._folder)
         self._close_folder()
+
+    def remove(self) -> None:
+        """Removes the temporary file and an existing file under `path`: no output at all."""
+        if not self._done:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._name, dir_fd=self._folder)
+        self.abort()
 
     def _mode(self) -> int:
         try:
@@ -109,10 +123,47 @@ def cannot_write(path: Path, error: OSError) -> str:
     return f"Cannot write {path}: {error.strerror or error}."
 
 
-def _confined_folder(path: Path, confine_to: Path | None) -> Path:
-    """The output's folder with symlinks resolved, checked to lie under `confine_to`."""
-    folder = path.parent.resolve()
-    if confine_to is not None and not folder.is_relative_to(Path(confine_to).resolve()):
-        shown = os.path.relpath(path.parent.resolve() / path.name, Path(confine_to).resolve())
-        raise OutputError(f"Cannot write {shown}: it lies outside {confine_to}.")
+def open_folder_beneath(path: Path, confine_to: Path) -> int:
+    """A descriptor of the folder of `path`, walked down to from `confine_to` one component at a
+    time without following a symlink at any of them, its missing folders made on the way.
+
+    `path` names the place as the job was checked to write it (absolute, symlinks resolved then);
+    a component that has since become a symlink or a file refuses the write.
+    """
+    root = Path(confine_to)
+    outside = OutputError(f"Cannot write {os.path.relpath(path, root)}: it lies outside {root}.")
+    try:
+        relative = path.parent.relative_to(root)
+    except ValueError:
+        raise outside from None
+    if ".." in relative.parts:
+        raise outside
+    try:
+        folder = os.open(root, _FOLDER_FLAGS)
+    except OSError as error:
+        raise OutputError(f"Cannot write {path}: {confine_to} is not a folder.") from error
+    walked = root
+    try:
+        for part in relative.parts:
+            walked = walked / part
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, dir_fd=folder)
+            following = os.open(part, _FOLDER_FLAGS, dir_fd=folder)
+            os.close(folder)
+            folder = following
+    except OSError as error:
+        os.close(folder)
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise OutputError(
+                f"Cannot write {path}: {walked} is a symlink or a file, not a folder; no output "
+                "is written through a symlink."
+            ) from None
+        raise OutputError(cannot_write(path, error)) from error
     return folder
+
+
+def _is_folder(name: str, folder: int) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False

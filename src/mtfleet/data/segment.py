@@ -19,6 +19,8 @@ from functools import cached_property
 from itertools import groupby
 from typing import NamedTuple
 
+from mtfleet.data.patterns import Pattern, compile_patterns, find_term
+
 CountTokens = Callable[[Sequence[str]], list[int]]
 
 
@@ -69,24 +71,20 @@ class ProtectedSpan(NamedTuple):
 
 @dataclass(frozen=True)
 class Protection:
-    """Spans kept verbatim besides code and URLs: `patterns` (regular expressions), <dnt>...</dnt>
+    """Spans kept verbatim besides code and URLs: `patterns` (RE2 expressions), <dnt>...</dnt>
     (whose tags the output drops) and glossary terms (replaced by their target terms)."""
 
     patterns: Sequence[str] = ()
     glossary: Mapping[str, str] = field(default_factory=dict)
 
     @cached_property
-    def _compiled(self) -> list[re.Pattern[str]]:
-        return [re.compile(pattern) for pattern in self.patterns]
+    def _compiled(self) -> list[Pattern]:
+        return compile_patterns(self.patterns)
 
     @cached_property
-    def _terms(self) -> list[tuple[re.Pattern[str], str]]:
+    def _terms(self) -> list[tuple[str, str]]:
         longest_first = sorted(self.glossary.items(), key=lambda term: -len(term[0]))
-        return [
-            (re.compile(rf"(?<!\w){re.escape(source)}(?!\w)"), target)
-            for source, target in longest_first
-            if source
-        ]
+        return [(source, target) for source, target in longest_first if source]
 
     def spans(self, text: str) -> list[ProtectedSpan]:
         """Every protected span of `text`, overlapping ones included."""
@@ -101,9 +99,9 @@ class Protection:
             for match in _DNT.finditer(text)
         ]
         found += [
-            ProtectedSpan(match.start(), match.end(), target, "glossary")
-            for pattern, target in self._terms
-            for match in pattern.finditer(text)
+            ProtectedSpan(start, end, target, "glossary")
+            for source, target in self._terms
+            for start, end in find_term(source, text)
         ]
         return found
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import glob
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 from mtfleet.data.styles import COMPRESSED_EXTENSIONS, detect_format, format_of
@@ -10,6 +11,8 @@ from mtfleet.errors import DatasetError
 
 _GLOB_CHARACTERS = frozenset("*?[")
 _MANIFEST_SUFFIX = ".manifest.json"
+# Files and folders a folder or glob may name: far more than any sharded dataset has.
+MAX_FILES = 100_000
 
 
 def dataset_files(input: str | Path) -> tuple[Path, list[Path]]:
@@ -17,6 +20,8 @@ def dataset_files(input: str | Path) -> tuple[Path, list[Path]]:
 
     The root is a file's folder, the folder itself, or a glob's fixed leading folder. Hidden
     files, manifests and files of unknown extensions are skipped; compressed files are refused.
+    Symlinked folders are never entered (a loop of them would never end), and a dataset of more
+    than MAX_FILES files is refused.
     """
     text = str(input)
     parts = Path(text).parts
@@ -25,8 +30,7 @@ def dataset_files(input: str | Path) -> tuple[Path, list[Path]]:
         root = Path(*parts[:fixed]) if fixed else Path()
         if not root.is_dir():
             raise DatasetError(f"{text} matches nothing: folder {root} does not exist.")
-        pattern = str(Path(*parts[fixed:]))
-        found = [root / name for name in glob.glob(pattern, root_dir=root, recursive=True)]
+        found = _bounded(text, root.glob(str(Path(*parts[fixed:]))))
     else:
         path = Path(text)
         if not path.is_dir():
@@ -34,7 +38,7 @@ def dataset_files(input: str | Path) -> tuple[Path, list[Path]]:
                 raise DatasetError(f"{path} does not exist.")
             return path.parent, [path]
         root = path
-        found = list(root.rglob("*"))
+        found = _bounded(text, root.rglob("*"))
     files = sorted(file for file in found if _is_data_file(root, file))
     if not files:
         raise DatasetError(
@@ -57,9 +61,21 @@ def mirrored_output(root: Path, file: Path, output_dir: Path) -> Path:
     return Path(output_dir) / Path(file).relative_to(root)
 
 
+def _bounded(text: str, found: Iterator[Path]) -> list[Path]:
+    files = list(islice(found, MAX_FILES + 1))
+    if len(files) > MAX_FILES:
+        raise DatasetError(
+            f"{text} names more than {MAX_FILES} files and folders; split it into several datasets."
+        )
+    return files
+
+
 def _is_data_file(root: Path, file: Path) -> bool:
     relative = file.relative_to(root).parts
     if any(part.startswith(".") for part in relative) or file.name.endswith(_MANIFEST_SUFFIX):
+        return False
+    # A glob's `*` may step through a symlinked folder, which `**` never enters: neither may.
+    if any((root / folder).is_symlink() for folder in file.relative_to(root).parents[:-1]):
         return False
     known = format_of(file) is not None or file.suffix.lower() in COMPRESSED_EXTENSIONS
     return known and file.is_file()
