@@ -29,7 +29,7 @@ from mtfleet.api.server import ServerSettings
 from mtfleet.cli import console
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
 from mtfleet.errors import ApiError
-from mtfleet.testing.api import free_port, serve_process, serving
+from mtfleet.testing.api import authorized, free_port, serve_process, serving
 from mtfleet.testing.cluster import wait_for
 
 TOKEN = "api-test-token-6b1f0c9e2d-58a3c70e4f"
@@ -87,9 +87,7 @@ def api(data_root: Path, state_dir: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def http(api: str) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=api, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
-    ) as client:
+    with authorized(api, TOKEN) as client:
         yield client
 
 

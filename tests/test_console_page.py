@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from mtfleet.api.server import ServerSettings
 from mtfleet.cli import console
-from mtfleet.testing.api import serving
+from mtfleet.testing.api import authorized, serving
 from mtfleet.testing.cluster import local_cluster, wait_for
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
@@ -98,9 +98,7 @@ def api(
 
 @pytest.fixture(scope="module")
 def http(api: str) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=api, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
-    ) as client:
+    with authorized(api, TOKEN) as client:
         yield client
 
 

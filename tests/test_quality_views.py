@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from mtfleet.api.server import ServerSettings
 from mtfleet.cli.console import render_job
 from mtfleet.cli.main import app
-from mtfleet.testing.api import serving
+from mtfleet.testing.api import authorized, serving
 from mtfleet.testing.cluster import wait_for
 from mtfleet.testing.engines import FAULT_EVERY_VARIABLE, FAULTS_VARIABLE
 
@@ -73,9 +73,7 @@ def api(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
 
 @pytest.fixture(scope="module")
 def http(api: str) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=api, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
-    ) as client:
+    with authorized(api, TOKEN) as client:
         yield client
 
 

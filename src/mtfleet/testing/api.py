@@ -35,6 +35,15 @@ def serving(settings: ServerSettings) -> Iterator[str]:
         listener.close()
 
 
+@contextlib.contextmanager
+def authorized(url: str, token: str) -> Iterator[httpx.Client]:
+    """An HTTP client of the API at `url` that sends `token` with every call."""
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as client:
+        yield client
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
