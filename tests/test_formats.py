@@ -300,9 +300,18 @@ def test_an_output_in_a_missing_folder_or_on_a_folder_is_an_output_error(tmp_pat
     ]:
         with pytest.raises(OutputError, match=expected):
             check_output_writable(path)
-        with pytest.raises(OutputError, match=expected):
-            write_dataset(dataset, dataset.rows, path, format="json")
+    with pytest.raises(OutputError, match="it is a folder"):
+        write_dataset(dataset, dataset.rows, tmp_path, format="json")
     assert os.listdir(tmp_path) == []
+
+
+def test_the_writer_makes_the_folders_of_a_mirrored_output(tmp_path: Path) -> None:
+    # a folder of inputs gives an output folder mirroring their relative names, made as written
+    dataset = read_dataset(ALPACA)
+
+    write_dataset(dataset, dataset.rows, tmp_path / "part" / "a" / "out.json", format="json")
+
+    assert (tmp_path / "part" / "a" / "out.json").read_bytes() == ALPACA.read_bytes()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")

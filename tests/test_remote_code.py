@@ -207,7 +207,7 @@ def test_the_api_refuses_trust_remote_code_unless_served_with_allow_remote_code(
         "trust_remote_code": True,
     }
     settings = ServerSettings(data_root=tmp_path, token="t" * 32, state_dir=tmp_path / "state")
-    bearer = {"Authorization": "Bearer t"}
+    bearer = {"Authorization": f"Bearer {settings.token}"}
 
     answer = TestClient(create_app(settings)).post("/v1/jobs", json=job, headers=bearer)
     allowed = TestClient(create_app(replace(settings, allow_remote_code=True))).post(

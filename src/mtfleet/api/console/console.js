@@ -1081,8 +1081,10 @@ function submitView() {
     element: h("section", { id: "submit" }, h("h1", null, "Submit a job"), form),
     async refresh() {
       if (inputs.size) return;
-      const { components } = await openapiDocument();
-      const schema = components.schemas.JobRequest;
+      const { components, paths } = await openapiDocument();
+      // the body POST /v1/jobs documents (inline: the server checks it off its event loop)
+      const body = paths["/v1/jobs"].post.requestBody.content["application/json"].schema;
+      const schema = body.$ref ? components.schemas[body.$ref.split("/").at(-1)] : body;
       const required = new Set(schema.required ?? []);
       const names = Object.keys(schema.properties);
       const ordered = [
