@@ -197,3 +197,22 @@ def test_assembling_60k_rows_holds_a_shard_at_a_time_not_the_dataset(
     assert assembled_peak < 30_000_000, assembled_peak
     assert store.get_job("job").state is JobState.RUNNING
     assert (tmp_path / "out.jsonl").stat().st_size == input.stat().st_size
+
+
+def test_the_manifest_lists_the_first_failed_rows_and_counts_them_all(
+    tmp_path: Path, store: JobStore
+) -> None:
+    rows = alpaca_rows(150)
+    spec = spec_for(
+        write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl", shard_tokens=16
+    )
+    store.create_job("job", stored_spec(spec, "key"), None)
+    store.add_plan("job", plan_job(spec, tmp_path / "work"))
+    # every row its own shard (a row is over 16 tokens), and every shard failed as a broken engine fails
+    while (lease := store.lease_shard("job", "here", TTL_S)) is not None:
+        store.fail_shard("job", lease.index, lease.lease_id, "ValueError: broken")
+
+    manifest = assemble(store, "job", tmp_path / "work")
+
+    assert manifest["rows_failed"] == 150
+    assert [failure["row"] for failure in manifest["failures"]] == list(range(100))

@@ -34,6 +34,7 @@ from mtfleet.api.views import (
     Translator,
 )
 from mtfleet.cluster import JobHandle, start_coordinator, submit_job
+from mtfleet.cluster.assemble import LISTED_FAILURES
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
 from mtfleet.cluster.job import (
     finished_result,
@@ -217,8 +218,9 @@ class JobService:
             eta_s=_eta(rows_left, rows_per_s, record.state),
             failures=[
                 Failure(row_start=s.row_start, row_end=s.row_end, error=s.error)
-                for s in self.store.failed_shards(job_id)
+                for s in self.store.failed_shards(job_id, limit=LISTED_FAILURES)
             ],
+            failures_total=progress["shards"]["failed"],
             counters=record.counters,
             translators=translators,
             nodes=_job_nodes(self.store.work_by_translator(job_id), translators),

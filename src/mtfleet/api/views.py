@@ -100,7 +100,8 @@ class JobView(JobSummary):
     eta_s: float | None = Field(
         description="Seconds to the end at the recent rate; null when unknown."
     )
-    failures: list[Failure]
+    failures: list[Failure] = Field(description="The first 100 failed shards, in row order.")
+    failures_total: int = Field(0, description="How many shards failed in all.")
     counters: dict[str, int] = Field(
         description="lease_expiries, translator_deaths, shards_reused, ..."
     )

@@ -137,9 +137,10 @@ def translate(
 def _print_summary(manifest: dict[str, Any]) -> None:
     from mtfleet.manifest import job_manifest_path, manifest_path
 
+    failed = manifest.get("rows_failed", len(manifest["failures"]))
     out.print(
         f"[green]done[/] {manifest['rows']} rows, {manifest['units_translated']} fields translated, "
-        f"{manifest['units_skipped_empty']} empty kept, {len(manifest['failures'])} failures, "
+        f"{manifest['units_skipped_empty']} empty kept, {failed} rows failed, "
         f"{manifest['segments']} segments ({manifest['segments_unique']} unique) in {manifest['elapsed_s']:.1f} s",
         highlight=False,
     )

@@ -39,6 +39,9 @@ from mtfleet.store import JobStore, ShardRecord, ShardState
 # Shards read from the store at a time, in row order.
 _SHARD_PAGE = 512
 
+# Failed rows the manifest lists (the first, in row order); `rows_failed` counts them all.
+LISTED_FAILURES = 100
+
 
 def assemble(store: JobStore, job_id: str, work_dir: Path) -> dict[str, Any]:
     """Writes the output (one file, or a folder mirroring a sharded input) and its manifest; with
@@ -219,6 +222,7 @@ class Tally:
     per_node: Counter[str] = field(default_factory=Counter)
     signatures: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    rows_failed: int = 0
     shards: int = 0
 
 
@@ -281,7 +285,9 @@ class PartApplier:
             self._applied += 1
             self.tally.translated += 1
         if shard.state is ShardState.FAILED:
-            self.tally.failures.append({"row": row_index, "error": shard.error})
+            self.tally.rows_failed += 1
+            if len(self.tally.failures) < LISTED_FAILURES:
+                self.tally.failures.append({"row": row_index, "error": shard.error})
         if not keep_row and self.health is not None:
             self.health.rows_dropped += 1
         return keep_row
@@ -391,6 +397,7 @@ def _manifest(
         "units_skipped_target_language": tally.skipped_target_language,
         "source_tokens": tally.source_tokens,
         "failures": tally.failures,
+        "rows_failed": tally.rows_failed,
         "files": files,
         "shards": tally.shards,
         "shards_reused": counters.get("shards_reused", 0),

@@ -915,7 +915,7 @@ class JobCoordinator:
     def _finish(self) -> None:
         # every shard is done: the translators go warm now, for the next job, while this assembles
         self._stop_translators(keep_warm=True)
-        failed = self.store.failed_shards(self.job_id)
+        failed = self.store.failed_shards(self.job_id, limit=10)
         if failed and self.spec.on_error == "fail":
             rows = ", ".join(str(s.row_start) for s in failed[:10])
             self._finish_failed(f"Translation failed on row(s) {rows}: {failed[0].error}")

@@ -654,14 +654,15 @@ class JobStore:
         return by_job
 
     @_retried
-    def failed_shards(self, job_id: str) -> list[ShardRecord]:
-        """The job's failed shards in row order."""
+    def failed_shards(self, job_id: str, limit: int | None = None) -> list[ShardRecord]:
+        """The job's failed shards in row order, the first `limit` of them when given."""
         with self._transaction() as conn:
             self._job_row(conn, job_id)
             rows = conn.execute(
                 sa.select(shards)
                 .where(shards.c.job_id == job_id, shards.c.state == ShardState.FAILED)
                 .order_by(shards.c.row_start)
+                .limit(limit)
             ).all()
         return [_shard_record(row) for row in rows]
 
