@@ -22,6 +22,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # click's plain help: Rich's tables cut long option names at 80 columns (--max-batch-tok…)
+    rich_markup_mode=None,
 )
 
 

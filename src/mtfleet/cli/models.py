@@ -14,7 +14,9 @@ from mtfleet.errors import MtfleetError
 # language codes shown in the text view; --output json lists them all
 SHOWN_CODES = 8
 
-models = typer.Typer(help="Look at translation models.", no_args_is_help=True)
+models = typer.Typer(
+    help="Look at translation models.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def register(app: typer.Typer) -> None:
