@@ -46,6 +46,8 @@ OutputFormat = Annotated[
     Format, typer.Option("--output", help="table for people; json (the API's answer) for scripts.")
 ]
 DEFAULT_API = "http://127.0.0.1:8000"
+# A path in the jobs table: two of them, the id, the state and the counts fit 80 columns.
+PATH_WIDTH = 16
 STATE_STYLES = {
     "queued": "cyan",
     "running": "blue",
@@ -235,8 +237,8 @@ def jobs(api: Api = DEFAULT_API, output: OutputFormat = Format.TABLE) -> None:
             _state(view["state"]),
             f"{view['rows_done']}/{view['rows_total']}",
             str(view["segments_done"]),
-            _short_path(view["input"]),
-            _short_path(view["output"]),
+            _middle(_short_path(view["input"])),
+            _middle(_short_path(view["output"])),
             f"{_duration(time.time() - view['updated_at'])} ago",
         )
     out.print(table if found else "no jobs")
@@ -447,6 +449,14 @@ def _short_path(path: str, keep: int = 2) -> str:
     """The path's last `keep` parts (the file and its folder), which tell jobs apart in a table."""
     parts = path.split("/")
     return path if len(parts) <= keep + 1 else "…/" + "/".join(parts[-keep:])
+
+
+def _middle(text: str, width: int = PATH_WIDTH) -> str:
+    """`text` cut in the middle to `width` characters: a path keeps its start and its file name."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
 
 
 def _state(state: str) -> Text:
