@@ -125,6 +125,10 @@ def test_the_flags_of_a_job_are_paged_through_whole_with_their_field_paths(
         "conversations[1].value",
     }
     assert "loop" in page["per_check"]
+    # the flags file is as readable as the output it describes
+    output = data_root / "out" / "chat.de.jsonl"
+    flags = output.with_name("chat.de.jsonl.flags.jsonl")
+    assert flags.stat().st_mode & 0o777 == output.stat().st_mode & 0o777 == 0o644
 
 
 def test_the_flags_can_be_asked_for_one_check_and_an_unknown_check_is_refused(
