@@ -206,8 +206,9 @@ def test_the_api_refuses_trust_remote_code_unless_served_with_allow_remote_code(
         "fields": ["text"],
         "trust_remote_code": True,
     }
-    settings = ServerSettings(data_root=tmp_path, token="t" * 32, state_dir=tmp_path / "state")
-    bearer = {"Authorization": f"Bearer {settings.token}"}
+    token = "t" * 32
+    settings = ServerSettings(data_root=tmp_path, token=token, state_dir=tmp_path / "state")
+    bearer = {"Authorization": f"Bearer {token}"}
 
     answer = TestClient(create_app(settings)).post("/v1/jobs", json=job, headers=bearer)
     allowed = TestClient(create_app(replace(settings, allow_remote_code=True))).post(
