@@ -1082,7 +1082,7 @@ function submitView() {
     async refresh() {
       if (inputs.size) return;
       const { components, paths } = await openapiDocument();
-      // the body POST /v1/jobs documents (inline: the server checks it off its event loop)
+      // the body POST /v1/jobs documents: JobRequest, by reference or inline
       const body = paths["/v1/jobs"].post.requestBody.content["application/json"].schema;
       const schema = body.$ref ? components.schemas[body.$ref.split("/").at(-1)] : body;
       const required = new Set(schema.required ?? []);
