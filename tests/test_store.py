@@ -436,3 +436,16 @@ def test_the_state_dir_store_is_a_wal_file_another_process_reads(tmp_path: Path)
     assert reader.stdout.strip() == "5"
     with sqlite3.connect(state_dir / "jobs.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_new_sqlite_store_locked_by_another_process_creating_it_is_waited_for(
+    tmp_path: Path,
+) -> None:
+    from mtfleet.testing.faults import sqlite_locked
+
+    database = tmp_path / "jobs.db"
+    # longer than SQLite's own 5 s busy timeout: two commands starting at once on a new state dir
+    with sqlite_locked(database, hold_s=7):
+        store = JobStore(f"sqlite:///{database}")
+
+    assert store.list_jobs() == []

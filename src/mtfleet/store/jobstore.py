@@ -122,8 +122,9 @@ class JobStore:
     """Jobs, their shards and the leases on them, in SQLite or PostgreSQL.
 
     `clock` returns UTC epoch seconds; tests pass a fake one to move leases past their expiry.
-    Every method but the constructor retries transient errors for `retry_s` seconds; the
-    constructor does not, so a store that cannot be reached at all is reported at once.
+    Every method retries transient errors for `retry_s` seconds; the constructor only a SQLite
+    file locked by another process creating it, so a server that cannot be reached at all is
+    reported at once.
     """
 
     def __init__(
@@ -140,6 +141,15 @@ class JobStore:
         self._clock = clock
         self.retry_s = retry_s
         self._retrying = threading.local()
+        if self._engine.dialect.name == "sqlite":
+            # two commands starting at once on a new state dir: one waits for the other's schema
+            retry(
+                self._create_schema, on=TransientStoreError, budget_s=retry_s, on_retry=_log_retry
+            )
+        else:
+            self._create_schema()
+
+    def _create_schema(self) -> None:
         with self._transaction(write=True) as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
