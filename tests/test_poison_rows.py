@@ -99,3 +99,30 @@ def test_the_breaker_tells_nested_failures_of_one_row_from_failures_everywhere()
     assert broken.failed(40, 50, "ValueError: 1 translation for 2 segments") is None
     stop = broken.failed(50, 60, "ValueError: 0 translations for 2 segments")
     assert stop is not None and stop.startswith("3 shards of different rows failed in a row")
+
+
+def test_a_new_coordinator_goes_on_with_a_bisection_where_the_last_one_left_it(
+    tmp_path: Path,
+) -> None:
+    """The failures counted toward a shard's bisection are the store's: a coordinator that
+    restarts between a shard's failures does not give the shard its attempts again."""
+    from mtfleet.store import JobState, ShardState
+    from mtfleet.store.jobstore import ShardPlan
+    from mtfleet.testing.cluster import bare_coordinator
+
+    with JobStore(f"sqlite:///{tmp_path / 'jobs.db'}") as store:
+        store.create_job("job", {"spec": "of this test"}, [ShardPlan(0, 10, 10, 1000)])
+        store.set_job_state("job", JobState.RUNNING)
+        first = bare_coordinator(store, "job", ["t1"])
+        # bare_coordinator's spec keeps the default max_attempts; all but one failure happen here
+        for _ in range(first.spec.max_attempts - 1):
+            lease = first.lease("t1")["lease"]
+            first.fail("t1", lease["index"], lease["lease_id"], "ValueError: row 3")
+        assert [s.state for s in store.shards("job")] == [ShardState.PENDING]
+
+        restarted = bare_coordinator(store, "job", ["t2"])
+        lease = restarted.lease("t2")["lease"]
+        restarted.fail("t2", lease["index"], lease["lease_id"], "ValueError: row 3")
+
+        halves = store.shards("job")
+        assert [(s.row_start, s.row_end, s.failures) for s in halves] == [(0, 5, 0), (5, 10, 0)]

@@ -310,6 +310,66 @@ def test_a_store_with_a_newer_schema_version_is_refused(store_url: str, store: J
         JobStore(store_url)
 
 
+def test_a_store_of_version_2_is_upgraded_in_place_with_its_jobs(
+    store_url: str, store: JobStore
+) -> None:
+    job_id = running_job(store)
+    store.close()
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        # what version 2 had: no events, no failure counts
+        conn.execute(sa.text("DROP TABLE mtfleet_job_events"))
+        conn.execute(sa.text("ALTER TABLE mtfleet_shards DROP COLUMN failures"))
+        conn.execute(sa.update(schema_version).values(version=2))
+    engine.dispose()
+
+    upgraded = JobStore(store_url)
+    try:
+        assert upgraded.get_job(job_id).state is JobState.RUNNING
+        assert {shard.failures for shard in upgraded.shards(job_id)} == {0}
+        assert upgraded.count_failure(job_id, 0) == 1
+        assert [e.kind for e in upgraded.events(job_id)] == []
+        upgraded.add_event(job_id, "paused", "Paused by the console.", actor="console")
+        assert [e.kind for e in upgraded.events(job_id)] == ["paused"]
+    finally:
+        upgraded.close()
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(schema_version.c.version)).scalar() == SCHEMA_VERSION
+    engine.dispose()
+
+
+def test_failures_are_counted_per_shard_and_a_split_starts_its_halves_from_none(
+    store: JobStore,
+) -> None:
+    job_id = running_job(store, bounds=(0, 10, 21))
+    assert [store.count_failure(job_id, 1) for _ in range(3)] == [1, 2, 3]
+    assert store.shard(job_id, 0).failures == 0
+
+    halves = store.split_shard(job_id, 1)
+
+    assert [store.shard(job_id, index).failures for index in halves] == [0, 0]
+    assert store.count_failure(job_id, 1) == 0, "a shard split meanwhile counts nothing"
+
+
+def test_events_are_a_job_history_read_in_pages(store: JobStore, clock: FakeClock) -> None:
+    job_id = running_job(store)
+    first = store.add_event(job_id, "submitted", "Submitted by the CLI.", actor="cli")
+    clock.now += 5
+    store.add_event(job_id, "paused", "Paused.", actor="alice")
+    store.add_event(job_id, "node_lost", "Node n1 left; 2 shards went back to the queue.")
+
+    history = store.events(job_id)
+    assert [(e.kind, e.actor) for e in history] == [
+        ("submitted", "cli"),
+        ("paused", "alice"),
+        ("node_lost", None),
+    ]
+    assert history[1].at == first.at + 5
+    assert [e.kind for e in store.events(job_id, after=first.id, limit=1)] == ["paused"]
+    with pytest.raises(JobError, match="nope"):
+        store.add_event("nope", "paused", "Paused.")
+
+
 def test_split_covers_the_same_rows_with_new_indices_and_no_attempts(store: JobStore) -> None:
     job_id = running_job(store, bounds=(0, 10, 21))
     first = store.lease_shard(job_id, "t1", TTL_S)

@@ -277,5 +277,5 @@ def test_a_failing_backup_leaves_the_primary_alone_and_a_failing_primary_hands_o
         backup["lease_id"],
         "fast",
     )
-    assert coordinator.failures_by_shard[1] == 0
+    assert store.shard(job_id, 1).failures == 0
     assert coordinator.complete("fast", 1, backup["lease_id"], "backup.part", {})

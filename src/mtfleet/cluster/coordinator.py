@@ -142,7 +142,6 @@ class JobCoordinator:
         job = self.store.get_job(job_id)
         self.spec, _, _ = spec_from_store(job.spec)
         self.slots: dict[str, TranslatorSlot] = {}
-        self.failures_by_shard: Counter[int] = Counter()
         self.breaker = FailureBreaker()
         self.lock = threading.RLock()
         self.stopping = threading.Event()
@@ -505,8 +504,9 @@ class JobCoordinator:
             del self.watches[worker_id]
 
     def _count_failure(self, index: int, error: str) -> None:
-        self.failures_by_shard[index] += 1
-        if self.failures_by_shard[index] < self.spec.max_attempts:
+        """One more failure of shard `index`, counted in the store (a restarted coordinator goes
+        on with the count); at max_attempts the shard is halved, or its one row fails."""
+        if self.store.count_failure(self.job_id, index) < self.spec.max_attempts:
             return
         shard = self.store.shard(self.job_id, index)
         if shard.state is not ShardState.PENDING:

@@ -2,6 +2,7 @@
 
 from mtfleet.store.jobstore import (
     STORE_RETRY_S,
+    EventRecord,
     JobRecord,
     JobStore,
     ShardPlan,
@@ -16,6 +17,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "STORE_RETRY_S",
     "TERMINAL",
+    "EventRecord",
     "JobRecord",
     "JobState",
     "JobStore",

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from mtfleet.errors import JobError, StoreError
 from mtfleet.retry import retry
-from mtfleet.store.schema import ensure_schema, job_counters, jobs, shards
+from mtfleet.store.schema import ensure_schema, job_counters, job_events, jobs, shards
 from mtfleet.store.states import TERMINAL, JobState, ShardState
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,20 @@ class ShardRecord:
     part_path: str | None
     stats: dict[str, Any]
     error: str | None
+    # failures counted toward bisection: once max_attempts, the shard is halved (or one row fails)
+    failures: int = 0
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One entry of a job's history."""
+
+    id: int
+    job_id: str
+    at: float
+    kind: str
+    actor: str | None
+    message: str
 
 
 class TransientStoreError(StoreError):
@@ -354,7 +368,53 @@ class JobStore:
             self._job_row(conn, job_id)
             return self._add_to_counter(conn, job_id, name, n)
 
+    # events: a job's history
+
+    @_retried
+    def add_event(
+        self, job_id: str, kind: str, message: str, *, actor: str | None = None
+    ) -> EventRecord:
+        """Records that `kind` happened to job `job_id` (`message`, one sentence), asked for by
+        `actor` (a client) or, with None, done by the cluster itself."""
+        at = self._clock()
+        with self._transaction(write=True) as conn:
+            self._job_row(conn, job_id)
+            event_id = conn.execute(
+                sa.insert(job_events).values(
+                    job_id=job_id, at=at, kind=kind, actor=actor, message=message
+                )
+            ).inserted_primary_key[0]
+        return EventRecord(event_id, job_id, at, kind, actor, message)
+
+    @_retried
+    def events(self, job_id: str, *, after: int = 0, limit: int = 200) -> list[EventRecord]:
+        """Up to `limit` events of the job after event id `after`, oldest first."""
+        with self._transaction() as conn:
+            self._job_row(conn, job_id)
+            rows = conn.execute(
+                sa.select(job_events)
+                .where(job_events.c.job_id == job_id, job_events.c.id > after)
+                .order_by(job_events.c.id)
+                .limit(limit)
+            ).all()
+        return [EventRecord(**row._mapping) for row in rows]
+
     # shards
+
+    @_retried
+    def count_failure(self, job_id: str, index: int) -> int:
+        """Counts one more failure of shard `index` toward its bisection; the new count (0 when
+        the shard is gone: split or done meanwhile)."""
+        with self._transaction(write=True) as conn:
+            return (
+                conn.execute(
+                    sa.update(shards)
+                    .where(shards.c.job_id == job_id, shards.c.shard_index == index)
+                    .values(failures=shards.c.failures + 1)
+                    .returning(shards.c.failures)
+                ).scalar()
+                or 0
+            )
 
     @_retried
     def shards(self, job_id: str) -> list[ShardRecord]:
@@ -929,6 +989,7 @@ def _new_shard(job_id: str, index: int, plan: ShardPlan) -> dict[str, Any]:
         "est_tokens": plan.est_tokens,
         "state": ShardState.PENDING,
         "attempts": 0,
+        "failures": 0,
         "stats": {},
         **_NO_LEASE,
         "part_path": None,

@@ -8,7 +8,9 @@ from mtfleet.errors import StoreError
 from mtfleet.store.states import JobState, ShardState
 
 # 2: jobs may be `planning` (planned by their coordinator, off the API's request path)
-SCHEMA_VERSION = 2
+# 3: shards count their failures (bisection resumes where a restarted coordinator left it), and
+#    jobs have a history of events
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 
@@ -59,6 +61,8 @@ shards = sa.Table(
     sa.Column("lease_owner", sa.String(200)),
     sa.Column("lease_expires_at", sa.Double),
     sa.Column("attempts", sa.Integer, nullable=False),
+    # the failures counted toward its bisection (a lease that expires or a fault is not one)
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
     sa.Column("part_path", sa.Text),
     sa.Column("stats", sa.JSON, nullable=False),
     sa.Column("error", sa.Text),
@@ -71,11 +75,38 @@ shards = sa.Table(
 )
 
 
+# A job's history: who did what to it and what happened to it, in order (`id` grows).
+job_events = sa.Table(
+    "mtfleet_job_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.ForeignKey(jobs.c.id, ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    # who asked for it (a client, the CLI), or None for what the cluster did itself
+    sa.Column("actor", sa.String(200)),
+    sa.Column("message", sa.Text, nullable=False),
+)
+
+
+def _upgrade_from_2(conn: sa.Connection) -> None:
+    """Version 2 to 3: shards get their failure count (0: the old coordinator kept it in memory,
+    so bisection starts again as it did after a restart), and the events table is created."""
+    conn.execute(
+        sa.text("ALTER TABLE mtfleet_shards ADD COLUMN failures INTEGER NOT NULL DEFAULT 0")
+    )
+    conn.execute(sa.update(schema_version).values(version=SCHEMA_VERSION))
+
+
 def ensure_schema(conn: sa.Connection, where: str) -> None:
-    """Create the tables on first use; refuse a store stamped with another schema version."""
+    """Create the tables on first use; upgrade a store of version 2; refuse a store stamped with
+    another schema version."""
     found = None
     if sa.inspect(conn).has_table(schema_version.name):
         found = conn.execute(sa.select(schema_version.c.version)).scalar()
+    if found == 2:
+        _upgrade_from_2(conn)
+        found = SCHEMA_VERSION
     if found is not None and found != SCHEMA_VERSION:
         age = "a newer" if found > SCHEMA_VERSION else "an older"
         raise StoreError(

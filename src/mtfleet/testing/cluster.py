@@ -7,7 +7,6 @@ import json
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -144,7 +143,7 @@ def bare_coordinator(store: JobStore | None, job_id: str, workers: list[str]) ->
     }
     coordinator.holdings, coordinator.rates, coordinator.watches = {}, Rates(), {}
     coordinator.faults_in_a_row = 0
-    coordinator.failures_by_shard, coordinator.breaker = Counter(), FailureBreaker()
+    coordinator.breaker = FailureBreaker()
     coordinator.told_pool, coordinator.told_pool_at, coordinator.sharing_jobs = None, 0.0, 1
     coordinator.over_share = set()
     return coordinator
