@@ -207,6 +207,22 @@ def test_a_translator_hung_on_a_row_is_restarted_by_the_watchdog_and_only_that_r
     assert "hung: no progress on shard" in log_path(work_dir, "coordinator").read_text()
 
 
+def test_a_translator_stuck_holding_the_gil_is_killed_when_its_heartbeats_stop(
+    marked: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its heartbeat thread cannot run, and it would not hear a request to stop: the watchdog
+    kills it once the lease's TTL passes without a heartbeat, and only its row fails."""
+    monkeypatch.setenv("MTFLEET_REVERSE_SPIN_ON", "MARKER")
+    result = run_job(marked_spec(marked), state_dir=marked.parent / "state")
+    assert result.state == "succeeded", result.error
+    manifest = result.manifest
+    assert [failure["row"] for failure in manifest["failures"]] == [17]
+    assert "hung: no heartbeat on shard" in manifest["failures"][0]["error"]
+    rows = read_rows(marked.with_name("out.jsonl"))
+    assert rows[17]["text"] == "This one carries MARKER."
+    assert rows[16]["text"] == "Sentence number 16 is fine."[::-1]
+
+
 def test_a_device_out_of_memory_halves_the_batch_budget_and_translates_everything(
     marked: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

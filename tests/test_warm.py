@@ -7,10 +7,12 @@ The jobs run the deterministic reverse engine; its load is counted by the transl
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import ray
 import ray.autoscaler.sdk
@@ -34,6 +36,7 @@ from mtfleet.cluster.pool import (
     evictions,
     warm_pool,
 )
+from mtfleet.engines.reverse import HANG_ON_VARIABLE
 from mtfleet.errors import ApiError
 from mtfleet.spec import JobSpec
 from mtfleet.store import JobState, JobStore
@@ -144,6 +147,19 @@ def test_a_kept_translator_ends_itself_when_its_keep_warm_time_is_over(
         wait_for(lambda: ray.available_resources().get("CPU") == 1.0)
 
 
+def test_the_pool_kills_a_kept_translator_when_its_time_is_over_even_one_that_cannot_end_itself(
+    dataset: Path, tmp_path: Path
+) -> None:
+    with local_cluster(head_cpus=1):
+        run(make_spec(dataset, tmp_path / "out.jsonl", keep_warm_s=3), tmp_path / "state")
+        [(translator, _)] = warm_translators()
+        # as a translator stuck where its own guard thread never runs
+        ray.get(translator.__ray_call__.remote(lambda self: setattr(self, "deadline", None)))
+        wait_for(lambda: ended(translator))
+        assert ray.get(warm_pool().idle.remote()) == []
+        wait_for(lambda: ray.available_resources().get("CPU") == 1.0)
+
+
 @pytest.mark.parametrize("restart", [True, False], ids=["restarted", "killed"])
 def test_a_translator_whose_coordinator_is_gone_or_does_not_know_it_ends_itself(
     dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restart: bool
@@ -172,6 +188,69 @@ def test_a_translator_whose_coordinator_is_gone_or_does_not_know_it_ends_itself(
             wait_for(lambda: len(placed()) == 2)
             assert not {t["worker_id"] for t in placed()} & set(workers)
             ray.kill(ray.get_actor(coordinator_name(spec_job_id(tmp_path)), namespace=NAMESPACE))
+
+
+def ended_process(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_cancelled_job_kills_its_translator_stuck_in_a_shard_and_keeps_only_the_idle_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked to go warm, a translator in the middle of a shard would finish it first: one stuck
+    there would hold its CPU for good, as a warm translator that serves no one. Cancel kills it."""
+    monkeypatch.setenv(HANG_ON_VARIABLE, "MARKER")
+    rows = [{"text": f"Sentence number {i} is fine."} for i in range(40)]
+    rows[17]["text"] = "This one carries MARKER."
+    dataset = tmp_path / "rows.jsonl"
+    dataset.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    spec = reverse_spec(
+        dataset,
+        tmp_path / "out.jsonl",
+        ["text"],
+        keep_warm_s=120,
+        cpu_translators_per_node=2,
+        shard_tokens=30,
+        # far above the test's length: the watchdog is not what stops the stuck translator
+        lease_ttl_s=600,
+        # a backup lease would put the idle translator on the stuck shard too
+        speculative_tail=False,
+    )
+    with local_cluster(head_cpus=2):
+        job = JobThread(spec, tmp_path / "state")
+        job.start()
+        store = JobStore.for_state_dir(tmp_path / "state")
+        wait_for(lambda: bool(store.list_jobs()))
+        [record] = store.list_jobs()
+
+        def stuck_and_the_rest_done() -> bool:
+            progress = store.progress(record.id)["shards"]
+            return progress["leased"] == 1 and progress["pending"] == 0
+
+        wait_for(stuck_and_the_rest_done)
+        [stuck] = [s for s in store.shards(record.id) if s.state == "leased"]
+        assert stuck.row_start <= 17 < stuck.row_end
+        coordinator = ray.get_actor(coordinator_name(record.id), namespace=NAMESPACE)
+
+        def pids() -> dict[str, int]:
+            translators = ray.get(coordinator.translators.remote())
+            return {t["worker_id"]: t["pid"] for t in translators if "pid" in t}
+
+        wait_for(lambda: len(pids()) == 2)
+        pid_of = pids()
+
+        store.set_job_state(record.id, JobState.CANCELLED)
+
+        job.join()
+        assert job.result is not None and job.result.state == "cancelled"
+        # the coordinator stops its translators after the driver has seen the job end
+        wait_for(lambda: store.progress(record.id)["shards"]["leased"] == 0)
+        wait_for(lambda: ended_process(pid_of[stuck.lease_owner]))
+        [(_, idle)] = warm_translators()
+        assert idle["pid"] == next(pid for w, pid in pid_of.items() if w != stuck.lease_owner)
 
 
 def spec_job_id(tmp_path: Path) -> str:

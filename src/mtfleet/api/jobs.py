@@ -15,7 +15,7 @@ from collections import defaultdict, deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from mtfleet.api.views import (
 )
 from mtfleet.cluster import JobHandle, start_coordinator, submit_job
 from mtfleet.cluster.assemble import LISTED_FAILURES
-from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
+from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name, wait_ended
 from mtfleet.cluster.job import (
     finished_result,
     handle_for,
@@ -402,6 +402,9 @@ class JobService:
             coordinator = ray.get_actor(coordinator_name(job_id), namespace=NAMESPACE)
         except ValueError:
             return
+        with suppress(ApiError):
+            if self._record(job_id).state in TERMINAL:
+                wait_ended(coordinator)
         ray.kill(coordinator, no_restart=True)
         # Its name is free once Ray has seen it die; a coordinator started later needs the name.
         deadline = time.monotonic() + CALL_TIMEOUT_S
@@ -511,6 +514,9 @@ def _rates(samples: list[tuple[float, int, int]]) -> tuple[float | None, float |
 def _average_rates(
     record: JobRecord, progress: dict[str, Any]
 ) -> tuple[float | None, float | None]:
+    """A succeeded job's rates over its life; a job stopped before its end translates nothing."""
+    if record.state is not JobState.SUCCEEDED:
+        return 0.0, 0.0
     elapsed = record.updated_at - record.created_at
     if elapsed <= 0:
         return None, None

@@ -89,6 +89,9 @@ SHARE_EVERY_S = JOB_SILENCE_S / 4
 # A translator that asks for a shard while the job is planned waits this long for the plan before
 # it is told to wait: its first shard comes the moment the plan is written.
 PLAN_WAIT_S = 1.0
+# A driver that saw its job end waits this long for the coordinator to stop the job's translators
+# before it kills the coordinator.
+END_WAIT_S = 15.0
 
 
 def coordinator_name(job_id: str) -> str:
@@ -115,14 +118,15 @@ class TranslatorSlot:
 
 @dataclass
 class Watch:
-    """The watchdog's view of one lease: the progress its heartbeats last reported, and when that
-    last grew."""
+    """The watchdog's view of one lease, from when it was given: the progress its heartbeats last
+    reported, when that last grew, and when the last heartbeat came."""
 
     index: int
     lease_id: str
     progress: int
     grew_at: float
     bound_s: float
+    beat_at: float
 
 
 class JobCoordinator:
@@ -209,6 +213,15 @@ class JobCoordinator:
             log.info("job %s started: %s, %d shards done before", self.job_id, state, done)
             return state
 
+    def ended(self, timeout_s: float) -> bool:
+        """Waits up to `timeout_s` for the fleet loop to end (the job ended and its translators
+        were stopped or handed to the warm pool); whether it has. A driver that saw the job end
+        calls it before it kills this coordinator, so a cancel kills a stuck translator first."""
+        thread = self.fleet_thread
+        if thread is not None:
+            thread.join(timeout_s)
+        return thread is None or not thread.is_alive()
+
     def _start_again(self) -> None:
         """Ray restarted this coordinator after its process died: it starts the job itself, as
         no driver or API may be alive to call `start`."""
@@ -285,7 +298,15 @@ class JobCoordinator:
             self.holdings[shard.lease_id] = Holding(
                 shard.index, shard.lease_id, worker_id, shard.est_tokens, time.monotonic()
             )
+            self._watch(worker_id, shard.index, shard.lease_id, shard.est_tokens)
         return _translate_reply(shard, shard.lease_id)
+
+    def _watch(self, worker_id: str, index: int, lease_id: str, est_tokens: int) -> None:
+        """The watchdog watches the lease from now: bounded by the shard's size for progress, by
+        the lease's TTL for heartbeats."""
+        bound_s = max(self.spec.lease_ttl_s, est_tokens / WATCHDOG_FLOOR_TOKENS_PER_S)
+        now = time.monotonic()
+        self.watches[worker_id] = Watch(index, lease_id, 0, now, bound_s, now)
 
     def _lease_backup(self, worker_id: str) -> dict[str, Any] | None:
         """A backup lease for `worker_id` on the oldest leased shard whose owner is expected to
@@ -315,6 +336,7 @@ class JobCoordinator:
                 backup_of=picked.lease_id,
             )
             self.holdings[backup.lease_id] = backup
+            self._watch(worker_id, picked.index, backup.lease_id, picked.est_tokens)
         self.store.incr_counter(self.job_id, "backup_leases")
         log.info(
             "backup lease on shard %d, rows [%d, %d), to %s beside %s",
@@ -341,17 +363,10 @@ class JobCoordinator:
                 self.holdings.pop(lease_id, None)
             watch = self.watches.get(worker_id)
             if watch is not None and watch.lease_id == lease_id:
+                now = time.monotonic()
+                watch.beat_at = now
                 if progress > watch.progress:
-                    watch.progress, watch.grew_at = progress, time.monotonic()
-                return renewed
-        if renewed:
-            # the lease's first heartbeat: the watch starts, bounded by the shard's size
-            est_tokens = self.store.shard(self.job_id, index).est_tokens
-            bound_s = max(self.spec.lease_ttl_s, est_tokens / WATCHDOG_FLOOR_TOKENS_PER_S)
-            with self.lock:
-                self.watches[worker_id] = Watch(
-                    index, lease_id, progress, time.monotonic(), bound_s
-                )
+                    watch.progress, watch.grew_at = progress, now
         return renewed
 
     def complete(
@@ -584,6 +599,9 @@ class JobCoordinator:
     def _tick(self) -> bool:
         """One round of the fleet loop; True when the job has ended."""
         job = self.store.get_job(self.job_id)
+        if job.state is JobState.CANCELLED:
+            self._stop_cancelled()
+            return True
         if job.state in TERMINAL:
             self._stop_translators(keep_warm=job.state is not JobState.FAILED)
             return True
@@ -865,25 +883,32 @@ class JobCoordinator:
                     log.error("translator %s failed: %s", slot.worker_id, error)
                     self._finish_failed(f"Translator {slot.worker_id} failed: {cause}")
                     return
+                # its lease loop ended (told to stop): it would end itself; killed, Ray knows
+                # its end was meant and says nothing of a worker that died
                 del self.slots[slot.worker_id]
+                ray.kill(slot.handle, no_restart=True)
 
     def _restart_hung(self) -> None:
-        """The watchdog: a translator whose lease made no progress within its bound is killed
-        (and counted as a failed attempt at the shard, as a death is); `_place` starts another."""
+        """The watchdog: a translator whose lease made no progress within its bound, or whose
+        heartbeats stopped for the lease's TTL (its process is stuck where its heartbeat thread
+        cannot run, e.g. a regular expression holding the GIL), is killed, not asked, and counted
+        as a failed attempt at the shard, as a death is; `_place` starts another."""
         now = time.monotonic()
         for worker_id, watch in list(self.watches.items()):
-            if now - watch.grew_at <= watch.bound_s:
+            if now - watch.beat_at > self.spec.lease_ttl_s:
+                cause = (
+                    f"hung: no heartbeat on shard {watch.index} in {self.spec.lease_ttl_s:.0f} s"
+                )
+            elif now - watch.grew_at > watch.bound_s:
+                cause = f"hung: no progress on shard {watch.index} in {watch.bound_s:.0f} s"
+            else:
                 continue
             del self.watches[worker_id]
             slot = self.slots.get(worker_id)
             if slot is None:
                 continue
             self.store.incr_counter(self.job_id, "watchdog_restarts")
-            self._forget(
-                slot,
-                node_left=False,
-                cause=f"hung: no progress on shard {watch.index} in {watch.bound_s:.0f} s",
-            )
+            self._forget(slot, node_left=False, cause=cause)
 
     def _forget(self, slot: TranslatorSlot, node_left: bool, cause: str | None = None) -> None:
         del self.slots[slot.worker_id]
@@ -911,6 +936,27 @@ class JobCoordinator:
             for slot in slots:
                 self._let_go(slot, keep_warm)
         self._ask_pool("leave", self.job_id)
+
+    def _stop_cancelled(self) -> None:
+        """The job was cancelled: a translator in the middle of a shard is killed, not asked (it
+        may be deaf to a request: a long batch, a stuck call), the idle ones go to the warm pool
+        or stop, and every lease is released, so nothing of the job runs or looks leased."""
+        with self.lock:
+            busy = [
+                self.slots.pop(worker_id) for worker_id in self.watches if worker_id in self.slots
+            ]
+            self.watches.clear()
+            for slot in busy:
+                ray.kill(slot.handle, no_restart=True)
+        self._stop_translators(keep_warm=True)
+        released = self.store.release_leases(self.job_id)
+        log.info(
+            "job %s cancelled: %d translators killed in the middle of a shard, leases released "
+            "on shards %s",
+            self.job_id,
+            len(busy),
+            released,
+        )
 
     def _finish(self) -> None:
         # every shard is done: the translators go warm now, for the next job, while this assembles
@@ -964,6 +1010,13 @@ def _translate_reply(shard: ShardRecord, lease_id: str) -> dict[str, Any]:
             "row_end": shard.row_end,
         },
     }
+
+
+def wait_ended(coordinator: Any) -> None:
+    """Gives the coordinator of a job that ended END_WAIT_S to stop its translators (a cancelled
+    job's stuck ones are killed), before the caller kills it; a dead one has nothing to stop."""
+    with contextlib.suppress(RayActorError, GetTimeoutError):
+        ray.get(coordinator.ended.remote(END_WAIT_S), timeout=END_WAIT_S + POOL_CALL_S)
 
 
 def self_handle() -> Any:

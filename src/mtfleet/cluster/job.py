@@ -16,7 +16,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mtfleet.cluster.assemble import assemble, outputs_intact
-from mtfleet.cluster.coordinator import JobCoordinatorActor, coordinator_name
+from mtfleet.cluster.coordinator import JobCoordinatorActor, coordinator_name, wait_ended
 from mtfleet.cluster.plan import check_fields
 from mtfleet.cluster.runtime import NAMESPACE, connect, head_node_id
 from mtfleet.data import check_output_writable as check_file_writable
@@ -313,6 +313,8 @@ def follow(handle: JobHandle, on_progress: Progress | None = None) -> JobResult:
             on_progress(report)
         state = JobState(report["state"])
         if state in TERMINAL or (state is JobState.PAUSED and report["error"]):
+            if state in TERMINAL:
+                wait_ended(coordinator)
             ray.kill(coordinator, no_restart=True)
             job = JobStore(handle.store_url).get_job(handle.job_id)
             return JobResult(handle.job_id, job.state.value, job.error, job.manifest)

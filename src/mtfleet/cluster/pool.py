@@ -6,9 +6,10 @@ It keeps two things no single job's coordinator can:
   it gives devices up to another job), with their engines loaded; the next job of the same engine
   key on the same node takes one instead of loading its model again. A translator kept past its
   `keep_warm_s` is killed, and one a job of another model needs the device of is evicted: only
-  when the node has no room for that job's translators besides it. The pool only finds
-  translators: each one also ends itself when its keep-warm time is over, so a pool that dies
-  holds no device forever.
+  when the node has no room for that job's translators besides it. The pool kills them (a
+  thread of its own looks every REAP_EVERY_S): a translator stuck where no thread of its own
+  runs ends all the same. Each one also ends itself a while after its keep-warm time, so a
+  pool that dies holds no device forever.
 - **The registry of active jobs**: each coordinator says whether it wants translators, how many
   GPUs it wants and what its translators hold on each node, when that changes and at least every
   few seconds; it gets back how many jobs share the fleet (its fair share of a node is that
@@ -21,6 +22,7 @@ It keeps two things no single job's coordinator can:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 POOL_NAME = "mtfleet-warm-pool-2"
 # A job whose coordinator has not said it is alive for this long no longer shares the fleet.
 JOB_SILENCE_S = 10.0
+# How often the pool kills the warm translators whose keep-warm time is over.
+REAP_EVERY_S = 1.0
 
 # Ray resources by name ("CPU", "GPU"): what a translator holds, what a node has.
 Resources = dict[str, float]
@@ -155,6 +159,14 @@ class WarmPool:
     def __init__(self) -> None:
         self.registry = JobRegistry(ask_autoscaler)
         self.warm: list[WarmTranslator] = []
+        # every call and the reaper's thread take turns on `warm` and `registry`
+        self.lock = threading.RLock()
+        threading.Thread(target=self._reap, name="reaper", daemon=True).start()
+
+    def _reap(self) -> None:
+        while True:
+            time.sleep(REAP_EVERY_S)
+            self._expire()
 
     # --- warm translators
 
@@ -164,17 +176,19 @@ class WarmPool:
         """Keeps an idle translator (its coordinator already released it), which holds
         `resources` on its node, for `keep_warm_s`."""
         self._expire()
-        expires_at = time.monotonic() + keep_warm_s
-        self.warm.append(WarmTranslator(handle, key, node_id, resources, expires_at))
+        with self.lock:
+            expires_at = time.monotonic() + keep_warm_s
+            self.warm.append(WarmTranslator(handle, key, node_id, resources, expires_at))
 
     def take(self, key: str, node_id: str) -> Any | None:
         """An idle translator of engine key `key` on node `node_id`, no longer kept, or None."""
         self._expire()
-        for kept in self.warm:
-            if kept.key == key and kept.node_id == node_id:
-                self.warm.remove(kept)
-                return kept.handle
-        return None
+        with self.lock:
+            for kept in self.warm:
+                if kept.key == key and kept.node_id == node_id:
+                    self.warm.remove(kept)
+                    return kept.handle
+            return None
 
     def make_room(
         self, node_id: str, key: str, job_id: str, wanted: Resources, total: Resources
@@ -184,19 +198,25 @@ class WarmPool:
         it places, `total` what the node has; the other jobs' translators and the warm ones hold
         the rest. A node with room loses no warm translator. Returns how many were evicted."""
         self._expire()
-        held = self.registry.held_on(node_id, but=job_id)
-        on_node = [k for k in self.warm if k.node_id == node_id]
-        for kept in on_node:
-            held.update(kept.resources)
-        short = {name: held[name] + amount - total.get(name, 0) for name, amount in wanted.items()}
-        return self._evict(node_id, evictions([k for k in on_node if k.key != key], short))
+        with self.lock:
+            held = self.registry.held_on(node_id, but=job_id)
+            on_node = [k for k in self.warm if k.node_id == node_id]
+            for kept in on_node:
+                held.update(kept.resources)
+            short = {
+                name: held[name] + amount - total.get(name, 0) for name, amount in wanted.items()
+            }
+            return self._evict(node_id, evictions([k for k in on_node if k.key != key], short))
 
     def evict(self, node_id: str, key: str) -> int:
         """Kills every idle translator of another key on node `node_id`: a translator of a job
         waits there for a device that the pool's count says is free (Ray's view is the truth).
         Returns how many."""
         self._expire()
-        return self._evict(node_id, [k for k in self.warm if k.node_id == node_id and k.key != key])
+        with self.lock:
+            return self._evict(
+                node_id, [k for k in self.warm if k.node_id == node_id and k.key != key]
+            )
 
     def _evict(self, node_id: str, evicted: list[WarmTranslator]) -> int:
         for kept in evicted:
@@ -211,22 +231,28 @@ class WarmPool:
     def idle(self) -> list[dict[str, Any]]:
         """The translators kept now: key, node, the resources they hold and seconds left."""
         self._expire()
-        now = time.monotonic()
-        return [
-            {
-                "key": k.key,
-                "node_id": k.node_id,
-                "resources": k.resources,
-                "left_s": k.expires_at - now,
-            }
-            for k in self.warm
-        ]
+        with self.lock:
+            now = time.monotonic()
+            return [
+                {
+                    "key": k.key,
+                    "node_id": k.node_id,
+                    "resources": k.resources,
+                    "left_s": k.expires_at - now,
+                }
+                for k in self.warm
+            ]
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for kept in [k for k in self.warm if k.expires_at <= now]:
-            self.warm.remove(kept)
+        with self.lock:
+            expired = [k for k in self.warm if k.expires_at <= now]
+            for kept in expired:
+                self.warm.remove(kept)
+        for kept in expired:
             ray.kill(kept.handle, no_restart=True)
+        if expired:
+            log.info("%d warm translators ended: their keep-warm time is over", len(expired))
 
     # --- the jobs sharing the fleet
 
@@ -234,10 +260,12 @@ class WarmPool:
         self, job_id: str, wants_translators: bool, gpus: int, held: dict[str, Resources]
     ) -> int:
         self._expire()
-        return self.registry.share(job_id, wants_translators, gpus, held)
+        with self.lock:
+            return self.registry.share(job_id, wants_translators, gpus, held)
 
     def leave(self, job_id: str) -> None:
-        self.registry.leave(job_id)
+        with self.lock:
+            self.registry.leave(job_id)
 
 
 def warm_pool() -> Any:

@@ -9,9 +9,10 @@ out of memory first halves the engine's batch budget and translates the shard ag
 
 A translator outlives its job only when its coordinator `release`s it to the warm pool: it then
 keeps its engine for `keep_warm_s`, and a job of the same engine key `attach`es it and runs it
-again without loading the model. Any other end of its lease loop (the coordinator said stop, or
-is gone) ends the translator itself, as does a release past its time or an attach that no run
-follows: a detached translator never holds a device for nobody.
+again without loading the model; the pool kills it when that time is over. Any other end of its
+lease loop (the coordinator said stop, or is gone) ends the translator itself, as do a release
+past its time and the pool's grace (the pool died) or an attach that no run follows: a detached
+translator never holds a device for nobody.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ SLOW_VARIABLE = "MTFLEET_TEST_SLOW_WHILE"
 ATTACH_GRACE_S = 60.0
 # How often a translator looks whether its time is over.
 GUARD_POLL_S = 0.5
+# The warm pool kills a kept translator when its keep-warm time is over; one whose pool died ends
+# itself this long after.
+POOL_GRACE_S = 10.0
 # The settings that decide the engine a translator loads: a warm one serves a job equal in them.
 ENGINE_SETTINGS = (
     "engine",
@@ -173,7 +177,7 @@ class Translator:
         """The coordinator lets this translator go to the warm pool: its lease loop ends before
         its next lease (a shard it holds is finished first), and it ends itself after
         `keep_warm_s` unless a job attaches it."""
-        self.kept_until = time.monotonic() + keep_warm_s
+        self.kept_until = time.monotonic() + keep_warm_s + POOL_GRACE_S
         self.released = True
         if not self.running.locked():
             self.deadline = self.kept_until

@@ -7,6 +7,7 @@ the environment variables below, so that a job's translators, in other processes
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,9 @@ DELAY_VARIABLE = "MTFLEET_REVERSE_DELAY_S"
 FAIL_ON_VARIABLE = "MTFLEET_REVERSE_FAIL_ON"
 # Tests of the watchdog set this: a segment containing its value makes translate hang for good.
 HANG_ON_VARIABLE = "MTFLEET_REVERSE_HANG_ON"
+# Tests of the watchdog set this: a segment containing its value makes translate spin for good
+# in a regular expression that backtracks, holding the GIL: no other thread of the process runs.
+SPIN_ON_VARIABLE = "MTFLEET_REVERSE_SPIN_ON"
 # Tests of a device out of memory set this: a batch of more tokens raises OutOfMemoryError.
 OOM_ABOVE_VARIABLE = "MTFLEET_REVERSE_OOM_ABOVE"
 # Tests of the health checks set these: faults (comma-separated, of FAULTS) injected into one
@@ -39,7 +43,8 @@ class ReverseEngine:
     segments of each `translate` call, one list per call. A translate call sleeps `delay_s`
     (default: the MTFLEET_REVERSE_DELAY_S environment variable, else 0), raises on any segment
     that contains `fail_on` (default: MTFLEET_REVERSE_FAIL_ON, else never), hangs for good on one
-    that contains `hang_on` (MTFLEET_REVERSE_HANG_ON), and raises OutOfMemoryError when one of its
+    that contains `hang_on` (MTFLEET_REVERSE_HANG_ON), spins holding the GIL on one that contains
+    MTFLEET_REVERSE_SPIN_ON's value, and raises OutOfMemoryError when one of its
     batches (segments in order, at most `max_batch_tokens` tokens each) holds more than
     `oom_above` tokens (MTFLEET_REVERSE_OOM_ABOVE), as a device with that much memory would.
     With MTFLEET_REVERSE_FAULTS set it reverses the order of words instead (a clean "translation"
@@ -66,6 +71,7 @@ class ReverseEngine:
         self.delay_s = float(os.environ.get(DELAY_VARIABLE, 0)) if delay_s is None else delay_s
         self.fail_on = os.environ.get(FAIL_ON_VARIABLE) if fail_on is None else fail_on
         self.hang_on = os.environ.get(HANG_ON_VARIABLE) if hang_on is None else hang_on
+        self.spin_on = os.environ.get(SPIN_ON_VARIABLE)
         oom_env = os.environ.get(OOM_ABOVE_VARIABLE)
         self.oom_above = int(oom_env) if oom_above is None and oom_env else oom_above
         # What a real engine would be given (languages, beam...), echoed by describe().
@@ -100,6 +106,10 @@ class ReverseEngine:
                 raise ValueError(f"the reverse engine refuses {segment!r}")
             if self.hang_on and self.hang_on in segment:
                 threading.Event().wait()
+            if self.spin_on and self.spin_on in segment:
+                # 2^60 steps of backtracking in C, the GIL held throughout: the process's other
+                # threads (its heartbeat) never run again
+                re.match(r"(a+)+$", "a" * 60 + "!")
         if self.oom_above is not None:
             for batch_tokens in self._batch_tokens(segments):
                 if batch_tokens > self.oom_above:

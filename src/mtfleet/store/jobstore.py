@@ -579,6 +579,13 @@ class JobStore:
             return self._release_leases(conn, job_id, shards.c.lease_owner == owner)
 
     @_retried
+    def release_leases(self, job_id: str) -> list[int]:
+        """Put every leased shard of the job back to pending: its translators were stopped (a
+        cancelled job holds no lease)."""
+        with self._transaction(write=True) as conn:
+            return self._release_leases(conn, job_id, sa.true())
+
+    @_retried
     def expire_leases(self, job_id: str) -> list[int]:
         """Put every shard whose lease is past its expiry back to pending, counting each in the
         job's counter `lease_expiries`."""
