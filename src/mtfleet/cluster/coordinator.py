@@ -25,6 +25,7 @@ import secrets
 import threading
 import time
 import uuid
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,7 +138,10 @@ class JobCoordinator:
         self.job_id = job_id
         self.work_dir = Path(work_dir)
         log_to_work_dir(self.work_dir, "coordinator")
-        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        with warnings.catch_warnings():
+            # Ray's own property reads its deprecated `actor_id` and warns into the user's terminal
+            warnings.simplefilter("ignore", DeprecationWarning)
+            restarted = ray.get_runtime_context().was_current_actor_reconstructed
         log.info("coordinator of job %s up (restarted by Ray: %s)", job_id, restarted)
         # a coordinator restarted while the store's server restarts too waits for it
         self.store = retry(
