@@ -20,7 +20,8 @@ import pytest
 import ray
 
 from mtfleet.cluster import prepare_job, run_job, start_coordinator
-from mtfleet.cluster.coordinator import FAULTS_BEFORE_PAUSE, NAMESPACE, coordinator_name
+from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
+from mtfleet.cluster.ledger import FAULTS_BEFORE_PAUSE
 from mtfleet.cluster.logs import log_path
 from mtfleet.errors import StoreError
 from mtfleet.spec import JobSpec

@@ -105,24 +105,27 @@ def test_a_new_coordinator_goes_on_with_a_bisection_where_the_last_one_left_it(
     tmp_path: Path,
 ) -> None:
     """The failures counted toward a shard's bisection are the store's: a coordinator that
-    restarts between a shard's failures does not give the shard its attempts again."""
+    restarts between a shard's failures (a new ledger) does not give the shard its attempts
+    again."""
+    from mtfleet.cluster.ledger import ShardLedger
     from mtfleet.store import JobState, ShardState
     from mtfleet.store.jobstore import ShardPlan
-    from mtfleet.testing.cluster import bare_coordinator
 
+    job_spec = spec(tmp_path / "rows.jsonl", "keep-source").model_copy(update={"max_attempts": 3})
     with JobStore(f"sqlite:///{tmp_path / 'jobs.db'}") as store:
-        store.create_job("job", {"spec": "of this test"}, [ShardPlan(0, 10, 10, 1000)])
+        store.create_job("job", job_spec.model_dump(), [ShardPlan(0, 10, 10, 1000)])
         store.set_job_state("job", JobState.RUNNING)
-        first = bare_coordinator(store, "job", ["t1"])
-        # bare_coordinator's spec keeps the default max_attempts; all but one failure happen here
-        for _ in range(first.spec.max_attempts - 1):
-            lease = first.lease("t1")["lease"]
-            first.fail("t1", lease["index"], lease["lease_id"], "ValueError: row 3")
+        first = ShardLedger(store, "job", job_spec)
+        for _ in range(2):
+            lease = first.lease("t1")
+            assert lease is not None
+            first.fail("t1", lease.index, lease.lease_id, "ValueError: row 3")
         assert [s.state for s in store.shards("job")] == [ShardState.PENDING]
 
-        restarted = bare_coordinator(store, "job", ["t2"])
-        lease = restarted.lease("t2")["lease"]
-        restarted.fail("t2", lease["index"], lease["lease_id"], "ValueError: row 3")
+        restarted = ShardLedger(store, "job", job_spec)
+        lease = restarted.lease("t2")
+        assert lease is not None
+        restarted.fail("t2", lease.index, lease.lease_id, "ValueError: row 3")
 
         halves = store.shards("job")
         assert [(s.row_start, s.row_end, s.failures) for s in halves] == [(0, 5, 0), (5, 10, 0)]

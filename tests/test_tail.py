@@ -16,11 +16,14 @@ from typing import Any
 import pytest
 
 from mtfleet.cluster import run_job
+from mtfleet.cluster.ledger import Completion, ShardLedger
+from mtfleet.cluster.protocol import Lease
 from mtfleet.cluster.tail import UNMEASURED_SLACK, Holding, Rates, pick_backup
 from mtfleet.engines import load_engine
 from mtfleet.engines.base import Cancelled, cancellable
+from mtfleet.spec import JobSpec
 from mtfleet.store import JobStore, ShardState
-from mtfleet.testing.cluster import bare_coordinator, local_cluster, repeated_jsonl, reverse_spec
+from mtfleet.testing.cluster import local_cluster, repeated_jsonl, reverse_spec
 from mtfleet.testing.faults import SlowTranslators
 from mtfleet.testing.tiny_model import varied_segments
 
@@ -195,6 +198,17 @@ def test_with_the_tail_off_no_backup_is_taken(
 # --- the coordinator's bookkeeping of a shard's two leases
 
 
+TAIL_SPEC = JobSpec(input="in.jsonl", output="out.jsonl", model="m", fields=["text"])
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
 def tail_store(tmp_path: Path) -> Iterator[tuple[JobStore, str]]:
     from mtfleet.store import JobState
@@ -202,43 +216,45 @@ def tail_store(tmp_path: Path) -> Iterator[tuple[JobStore, str]]:
 
     with JobStore(f"sqlite:///{tmp_path / 'jobs.db'}") as store:
         plans = [ShardPlan(0, 10, 10, 1000), ShardPlan(10, 20, 10, 1000)]
-        store.create_job("job", {"spec": "of this test"}, plans)
+        store.create_job("job", TAIL_SPEC.model_dump(), plans)
         store.set_job_state("job", JobState.RUNNING)
         yield store, "job"
 
 
-def backed_up(store: JobStore, job_id: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+def backed_up(store: JobStore, job_id: str) -> tuple[ShardLedger, Lease, Lease]:
     """fast completes shard 0 (its rate measured) while slow holds shard 1; then fast, with no
     shard pending, gets a backup lease on shard 1."""
-    coordinator = bare_coordinator(store, job_id, ["fast", "slow"])
-    first = coordinator.lease("fast")["lease"]
-    primary = coordinator.lease("slow")["lease"]
-    assert coordinator.complete("fast", 0, first["lease_id"], "fast.part", {"elapsed_s": 1.0})
+    clock = FakeClock()
+    ledger = ShardLedger(store, job_id, TAIL_SPEC, clock=clock)
+    first = ledger.lease("fast")
+    primary = ledger.lease("slow")
+    assert first is not None and primary is not None
+    assert ledger.complete("fast", 0, first.lease_id, "fast.part", {"elapsed_s": 1.0}).accepted
     # slow's shard is due in 1 s at fast's rate x UNMEASURED_SLACK; make it late
-    coordinator.holdings[primary["lease_id"]].since -= 60
-    reply = coordinator.lease("fast")
-    assert reply["action"] == "translate"
-    backup = reply["lease"]
-    assert (backup["index"], backup["row_start"]) == (primary["index"], primary["row_start"])
-    assert backup["lease_id"] != primary["lease_id"]
-    assert coordinator.lease("fast") == {"action": "wait"}  # at most one backup a shard
-    return coordinator, primary, backup
+    clock.now += 60
+    backup = ledger.lease("fast")
+    assert backup is not None and backup.backup
+    assert (backup.index, backup.row_start) == (primary.index, primary.row_start)
+    assert backup.lease_id != primary.lease_id
+    assert ledger.lease("fast") is None  # at most one backup a shard
+    return ledger, primary, backup
 
 
 def test_a_backup_that_completes_first_wins_and_the_primary_is_told_to_stop_and_refused(
     tail_store: tuple[JobStore, str], tmp_path: Path
 ) -> None:
     store, job_id = tail_store
-    coordinator, primary, backup = backed_up(store, job_id)
-    late_part = tmp_path / "slow.part"
-    late_part.write_text("")
+    ledger, primary, backup = backed_up(store, job_id)
 
-    assert coordinator.heartbeat("fast", 1, backup["lease_id"])
-    assert coordinator.complete("fast", 1, backup["lease_id"], "backup.part", {"elapsed_s": 1})
-    assert coordinator.slots["slow"].handle.lost == [primary["lease_id"]]
-    assert not coordinator.heartbeat("slow", 1, primary["lease_id"])
-    assert not coordinator.complete("slow", 1, primary["lease_id"], str(late_part), {})
-    assert not late_part.exists()
+    assert ledger.heartbeat("fast", 1, backup.lease_id)
+    won = ledger.complete("fast", 1, backup.lease_id, "backup.part", {"elapsed_s": 1})
+    assert won.accepted
+    assert won.loser is not None and (won.loser.worker_id, won.loser.lease_id) == (
+        "slow",
+        primary.lease_id,
+    )
+    assert not ledger.heartbeat("slow", 1, primary.lease_id)
+    assert ledger.complete("slow", 1, primary.lease_id, "slow.part", {}) == Completion(False)
     assert store.shard(job_id, 1).part_path == "backup.part"
     assert store.get_job(job_id).counters == {
         "backup_leases": 1,
@@ -251,12 +267,13 @@ def test_a_primary_that_completes_first_tells_the_backup_to_stop(
     tail_store: tuple[JobStore, str],
 ) -> None:
     store, job_id = tail_store
-    coordinator, primary, backup = backed_up(store, job_id)
+    ledger, primary, backup = backed_up(store, job_id)
 
-    assert coordinator.complete("slow", 1, primary["lease_id"], "primary.part", {})
-    assert coordinator.slots["fast"].handle.lost == [backup["lease_id"]]
-    assert not coordinator.heartbeat("fast", 1, backup["lease_id"])
-    assert not coordinator.complete("fast", 1, backup["lease_id"], "backup.part", {})
+    won = ledger.complete("slow", 1, primary.lease_id, "primary.part", {})
+    assert won.accepted
+    assert won.loser is not None and won.loser.lease_id == backup.lease_id
+    assert not ledger.heartbeat("fast", 1, backup.lease_id)
+    assert not ledger.complete("fast", 1, backup.lease_id, "backup.part", {}).accepted
     assert "backups_won" not in store.get_job(job_id).counters
 
 
@@ -264,18 +281,19 @@ def test_a_failing_backup_leaves_the_primary_alone_and_a_failing_primary_hands_o
     tail_store: tuple[JobStore, str],
 ) -> None:
     store, job_id = tail_store
-    coordinator, primary, backup = backed_up(store, job_id)
+    ledger, primary, backup = backed_up(store, job_id)
 
-    coordinator.fail("fast", 1, backup["lease_id"], "ValueError: the backup's")
-    assert store.shard(job_id, 1).lease_id == primary["lease_id"]
+    assert ledger.fail("fast", 1, backup.lease_id, "ValueError: the backup's") is None
+    assert store.shard(job_id, 1).lease_id == primary.lease_id
 
-    backup = coordinator.lease("fast")["lease"]
-    coordinator.fault("slow", 1, primary["lease_id"], "No space left on the primary's disk.")
+    again = ledger.lease("fast")
+    assert again is not None and again.backup
+    ledger.fault("slow", 1, primary.lease_id, "No space left on the primary's disk.")
     shard = store.shard(job_id, 1)
     assert (shard.state, shard.lease_id, shard.lease_owner) == (
         ShardState.LEASED,
-        backup["lease_id"],
+        again.lease_id,
         "fast",
     )
     assert store.shard(job_id, 1).failures == 0
-    assert coordinator.complete("fast", 1, backup["lease_id"], "backup.part", {})
+    assert ledger.complete("fast", 1, again.lease_id, "backup.part", {}).accepted

@@ -25,6 +25,7 @@ from mtfleet.cluster import prepare_job, run_job, start_coordinator
 from mtfleet.cluster.coordinator import (
     NAMESPACE,
     SHARE_EVERY_S,
+    JobCoordinator,
     TranslatorSlot,
     coordinator_name,
 )
@@ -36,14 +37,14 @@ from mtfleet.cluster.pool import (
     evictions,
     warm_pool,
 )
+from mtfleet.cluster.protocol import Action, LeaseReply
 from mtfleet.engines.reverse import HANG_ON_VARIABLE
 from mtfleet.errors import ApiError
-from mtfleet.spec import JobSpec
+from mtfleet.spec import JobSpec, stored_spec
 from mtfleet.store import JobState, JobStore
 from mtfleet.store.jobstore import ShardPlan
 from mtfleet.testing.cluster import (
     JobThread,
-    bare_coordinator,
     local_cluster,
     repeated_jsonl,
     reverse_spec,
@@ -323,8 +324,21 @@ def test_idle_translators_go_only_as_far_as_a_node_is_short_soonest_to_expire_fi
     assert evictions(idle, {"CPU": 5}) == [cpu_soon, cpu_late]
 
 
-def test_a_job_tells_the_pool_what_it_wants_when_that_changes_and_every_few_seconds() -> None:
-    coordinator = bare_coordinator(None, "job", [])
+def coordinator_of_a_running_job(tmp_path: Path) -> JobCoordinator:
+    """A coordinator, as its actor holds one, of a running job of one shard: its fleet loop never
+    runs and it has no warm pool (a test stands in for `_ask_pool`)."""
+    store_url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    with JobStore(store_url) as store:
+        spec = reverse_spec(tmp_path / "in.jsonl", tmp_path / "out.jsonl", ["text"])
+        store.create_job("job", stored_spec(spec, "key"), [ShardPlan(0, 10, 10, 1000)])
+        store.set_job_state("job", JobState.RUNNING)
+    return JobCoordinator("job", store_url, str(tmp_path / "work"))
+
+
+def test_a_job_tells_the_pool_what_it_wants_when_that_changes_and_every_few_seconds(
+    tmp_path: Path,
+) -> None:
+    coordinator = coordinator_of_a_running_job(tmp_path)
     told: list[tuple[Any, ...]] = []
     coordinator._ask_pool = lambda method, *args: told.append((method, *args)) or 2
 
@@ -363,18 +377,16 @@ def test_a_translator_asking_while_its_job_is_planned_gets_a_shard_once_the_plan
 ) -> None:
     # a translator is told to wait only when the plan takes longer than this; never in this test
     monkeypatch.setattr(coordinator_module, "PLAN_WAIT_S", 600.0)
-    with JobStore(f"sqlite:///{tmp_path / 'jobs.db'}") as store:
-        store.create_job("job", {"spec": "of this test"}, [ShardPlan(0, 10, 10, 1000)])
-        store.set_job_state("job", JobState.RUNNING)
-        coordinator = bare_coordinator(store, "job", ["warm"])
-        coordinator.planned = PlanWatched()
-        replies: list[dict[str, Any]] = []
-        asking = threading.Thread(target=lambda: replies.append(coordinator.lease("warm")))
-        asking.start()
-        assert coordinator.planned.awaited.wait(timeout=60), "the lease did not wait for the plan"
-        coordinator.planned.set()
-        asking.join()
-    assert replies[0]["action"] == "translate"
+    coordinator = coordinator_of_a_running_job(tmp_path)
+    coordinator.slots["warm"] = TranslatorSlot("warm", "node", "cpu0", None, None, None)
+    coordinator.planned = PlanWatched()
+    replies: list[LeaseReply] = []
+    asking = threading.Thread(target=lambda: replies.append(coordinator.lease("warm")))
+    asking.start()
+    assert coordinator.planned.awaited.wait(timeout=60), "the lease did not wait for the plan"
+    coordinator.planned.set()
+    asking.join()
+    assert replies[0].action is Action.TRANSLATE
 
 
 def test_the_gpu_sum_goes_to_the_autoscaler_as_one_gpu_bundles(

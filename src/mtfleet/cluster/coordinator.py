@@ -10,10 +10,10 @@ themselves once a coordinator that does not know them answers their next lease.
 Jobs share the cluster through the warm pool (`pool.py`): each takes at most its fair share of a
 node's devices, hands its translators to the pool when it ends, and takes warm ones from it.
 
-Failures are told apart: a translator's `fail` is an error that may follow the shard's rows
-(counted toward bisection); its `fault` is an error of its machine (retried with backoff, and the
-job paused when faults persist); a translator whose shard makes no progress is restarted by the
-watchdog. Everything is logged to `WORK/logs/coordinator.log`.
+Every decision about the shards (leases, heartbeats, completions, failures and faults, the
+watchdog) is its `ShardLedger`'s (`ledger.py`, Ray-free); the coordinator places translators and
+carries those decisions out: it tells a translator its lease lost its race, kills a hung one and
+places another, pauses the job. Everything is logged to `WORK/logs/coordinator.log`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import math
 import secrets
 import threading
 import time
-import uuid
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,14 +40,15 @@ from ray.exceptions import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from mtfleet.cluster.breaker import FailureBreaker
+from mtfleet.cluster.ledger import FAULT_BACKOFF_MAX_S, ShardLedger
 from mtfleet.cluster.logs import log_path, log_to_work_dir
 from mtfleet.cluster.plan import UnitReader, plan_job
 from mtfleet.cluster.pool import JOB_SILENCE_S, Resources, warm_pool
-from mtfleet.cluster.tail import Holding, Rates, pick_backup
+from mtfleet.cluster.protocol import STOP, WAIT, LeaseReply
+from mtfleet.cluster.tail import Holding
 from mtfleet.cluster.targets import target_progress
 from mtfleet.cluster.translator import Translator, engine_key, translator_resources
-from mtfleet.errors import JobError, MtfleetError, StoreError
+from mtfleet.errors import MtfleetError, StoreError
 from mtfleet.retry import backoff_s, retry
 from mtfleet.spec import spec_from_store
 from mtfleet.store import (
@@ -56,7 +56,6 @@ from mtfleet.store import (
     TERMINAL,
     JobState,
     JobStore,
-    ShardRecord,
     ShardState,
     TransientStoreError,
 )
@@ -65,14 +64,6 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "mtfleet"
 FLEET_TICK_S = 0.25
-# Faults of the machine in a row, across the job, with no shard completed in between: the job pauses.
-FAULTS_BEFORE_PAUSE = 5
-# A translator waits this long after its first fault, doubling with each fault in a row, to a cap.
-FAULT_BACKOFF_S = 0.5
-FAULT_BACKOFF_MAX_S = 30.0
-# The watchdog: a translator whose shard makes no progress for max(lease TTL, its estimated tokens
-# at this rate) is hung. Far below any engine's speed, so a slow one is never taken for hung.
-WATCHDOG_FLOOR_TOKENS_PER_S = 10.0
 # A paused or planning job's loop has little to do: it looks less often (the plan's end wakes it).
 IDLE_TICK_S = 2.0
 # Calls to the warm pool and to a warm translator being attached or released wait this long at most.
@@ -117,19 +108,6 @@ class TranslatorSlot:
     checked_at: float = field(default_factory=time.monotonic)
 
 
-@dataclass
-class Watch:
-    """The watchdog's view of one lease, from when it was given: the progress its heartbeats last
-    reported, when that last grew, and when the last heartbeat came."""
-
-    index: int
-    lease_id: str
-    progress: int
-    grew_at: float
-    bound_s: float
-    beat_at: float
-
-
 class JobCoordinator:
     """One job's coordinator, as a plain class (its actor is `JobCoordinatorActor`, whose process
     Ray names after this class): tests build one on a store with no Ray."""
@@ -138,10 +116,7 @@ class JobCoordinator:
         self.job_id = job_id
         self.work_dir = Path(work_dir)
         log_to_work_dir(self.work_dir, "coordinator")
-        with warnings.catch_warnings():
-            # Ray's own property reads its deprecated `actor_id` and warns into the user's terminal
-            warnings.simplefilter("ignore", DeprecationWarning)
-            restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        restarted = _restarted_by_ray()
         log.info("coordinator of job %s up (restarted by Ray: %s)", job_id, restarted)
         # a coordinator restarted while the store's server restarts too waits for it
         self.store = retry(
@@ -150,7 +125,6 @@ class JobCoordinator:
         job = self.store.get_job(job_id)
         self.spec, _, _ = spec_from_store(job.spec)
         self.slots: dict[str, TranslatorSlot] = {}
-        self.breaker = FailureBreaker()
         self.lock = threading.RLock()
         self.stopping = threading.Event()
         self.fleet_thread: threading.Thread | None = None
@@ -170,12 +144,12 @@ class JobCoordinator:
         self.planned = threading.Event()
         # paused or planning: the fleet loop ticks every IDLE_TICK_S
         self.idle = False
-        self.faults_in_a_row = 0
-        self.watches: dict[str, Watch] = {}
-        # the leases handed out, backups included, by lease id, and the translators' measured
-        # rates: the speculative tail's memory, gone with this coordinator as its leases are
-        self.holdings: dict[str, Holding] = {}
-        self.rates = Rates()
+        # every decision about the shards: leases, heartbeats, completions, failures, faults,
+        # the watchdog; its memory (the speculative tail's, the watchdog's) is gone with this
+        # coordinator, as its leases are
+        self.ledger = ShardLedger(
+            self.store, job_id, self.spec, is_live=lambda worker_id: worker_id in self.slots
+        )
         # a failure the store could not take when it happened; the fleet loop records it
         self.unrecorded_failure: str | None = None
         if restarted:
@@ -272,9 +246,9 @@ class JobCoordinator:
                 self.store.set_job_state(self.job_id, state)
         return state.value
 
-    # --- the translators' calls
+    # --- the translators' calls: the ledger decides, the coordinator carries it out
 
-    def lease(self, worker_id: str) -> dict[str, Any]:
+    def lease(self, worker_id: str) -> LeaseReply:
         """A shard for `worker_id`, or `wait` (paused, or all shards leased), or `stop`. A
         translator over the job's fair share is let go here, between two of its shards."""
         if not self.planned.is_set():
@@ -283,257 +257,54 @@ class JobCoordinator:
         if worker_id in self.over_share:
             self._release_idle_translators({worker_id}, "over its fair share")
         if job.state in TERMINAL or worker_id not in self.slots:
-            return {"action": "stop"}
+            return STOP
         if job.state is not JobState.RUNNING or not self.planned.is_set():
-            return {"action": "wait"}
-        shard = self.store.lease_shard(self.job_id, worker_id, self.spec.lease_ttl_s)
-        if shard is None:
-            backup = self._lease_backup(worker_id) if self.spec.speculative_tail else None
-            return {"action": "wait"} if backup is None else backup
-        log.info(
-            "leased shard %d, rows [%d, %d), to %s (attempt %d)",
-            shard.index,
-            shard.row_start,
-            shard.row_end,
-            worker_id,
-            shard.attempts,
-        )
-        with self.lock:
-            self.holdings[shard.lease_id] = Holding(
-                shard.index, shard.lease_id, worker_id, shard.est_tokens, time.monotonic()
-            )
-            self._watch(worker_id, shard.index, shard.lease_id, shard.est_tokens)
-        return _translate_reply(shard, shard.lease_id)
-
-    def _watch(self, worker_id: str, index: int, lease_id: str, est_tokens: int) -> None:
-        """The watchdog watches the lease from now: bounded by the shard's size for progress, by
-        the lease's TTL for heartbeats."""
-        bound_s = max(self.spec.lease_ttl_s, est_tokens / WATCHDOG_FLOOR_TOKENS_PER_S)
-        now = time.monotonic()
-        self.watches[worker_id] = Watch(index, lease_id, 0, now, bound_s, now)
-
-    def _lease_backup(self, worker_id: str) -> dict[str, Any] | None:
-        """A backup lease for `worker_id` on the oldest leased shard whose owner is expected to
-        finish after it would (`tail.pick_backup`); at most one backup a shard."""
-        with self.lock:
-            backed_up = {h.backup_of for h in self.holdings.values() if h.backup_of}
-            primaries = [
-                h
-                for h in self.holdings.values()
-                if h.backup_of is None and h.lease_id not in backed_up
-            ]
-            while picked := pick_backup(primaries, worker_id, self.rates, time.monotonic()):
-                shard = self._current_shard(picked)
-                if shard is not None:
-                    break
-                # the lease ended without this coordinator hearing of it (expired, released)
-                del self.holdings[picked.lease_id]
-                primaries.remove(picked)
-            if picked is None:
-                return None
-            backup = Holding(
-                picked.index,
-                uuid.uuid4().hex,
-                worker_id,
-                picked.est_tokens,
-                time.monotonic(),
-                backup_of=picked.lease_id,
-            )
-            self.holdings[backup.lease_id] = backup
-            self._watch(worker_id, picked.index, backup.lease_id, picked.est_tokens)
-        self.store.incr_counter(self.job_id, "backup_leases")
-        log.info(
-            "backup lease on shard %d, rows [%d, %d), to %s beside %s",
-            shard.index,
-            shard.row_start,
-            shard.row_end,
-            worker_id,
-            picked.worker_id,
-        )
-        return _translate_reply(shard, backup.lease_id)
+            return WAIT
+        lease = self.ledger.lease(worker_id)
+        return WAIT if lease is None else LeaseReply.translate(lease)
 
     def heartbeat(self, worker_id: str, index: int, lease_id: str, progress: int = 0) -> bool:
-        """Renews the lease; `progress` (steps done on the shard) must grow for the watchdog.
-        False when the lease is gone: the translator stops its shard. A backup's heartbeat renews
-        the primary lease it runs beside, so the shard's lease lives while either holder does."""
-        with self.lock:
-            holding = self.holdings.get(lease_id)
-            primary_id = holding.backup_of if holding is not None else None
-        renewed = self.store.renew_lease(
-            self.job_id, index, primary_id or lease_id, self.spec.lease_ttl_s
-        )
-        with self.lock:
-            if primary_id is not None and not renewed:
-                self.holdings.pop(lease_id, None)
-            watch = self.watches.get(worker_id)
-            if watch is not None and watch.lease_id == lease_id:
-                now = time.monotonic()
-                watch.beat_at = now
-                if progress > watch.progress:
-                    watch.progress, watch.grew_at = progress, now
-        return renewed
+        """Renews the lease (see `ShardLedger.heartbeat`); False: the translator stops its shard."""
+        return self.ledger.heartbeat(worker_id, index, lease_id, progress)
 
     def complete(
         self, worker_id: str, index: int, lease_id: str, part_path: str, stats: dict[str, Any]
     ) -> bool:
-        """Accepts a shard's part unless its lease is stale: a shard done twice counts once. Of
-        a shard's primary and backup lease, the first to complete wins; the other is told to stop
-        and its part, should it come, is deleted."""
-        with self.lock:
-            holding = self.holdings.pop(lease_id, None)
-            backup_won = holding is not None and holding.backup_of is not None
-            if backup_won:
-                # the backup's lease takes the primary's place in the store, then completes
-                self.store.hand_over_lease(
-                    self.job_id,
-                    index,
-                    holding.backup_of,
-                    lease_id,
-                    worker_id,
-                    self.spec.lease_ttl_s,
-                )
-            accepted = self.store.complete_shard(self.job_id, index, lease_id, part_path, stats)
-            self._drop_watch(worker_id, lease_id)
-            if accepted:
-                self.faults_in_a_row = 0
-                self.breaker.done()
-                if holding is not None:
-                    self.rates.record(
-                        worker_id, holding.est_tokens, float(stats.get("elapsed_s", 0))
-                    )
-                loser_id = holding.backup_of if backup_won else self._backup_beside(lease_id)
-                if loser_id is not None:
-                    self._stop_lease(self.holdings.pop(loser_id, None))
-        if accepted and backup_won:
-            self.store.incr_counter(self.job_id, "backups_won")
-        if not accepted:
+        """Accepts a shard's part unless its lease is stale (then the part is deleted); the holder
+        of the lease that lost the shard's race is told to stop."""
+        completion = self.ledger.complete(worker_id, index, lease_id, part_path, stats)
+        if completion.loser is not None:
+            self._stop_lease(completion.loser)
+        if not completion.accepted:
             Path(part_path).unlink(missing_ok=True)
         log.info(
             "shard %d completed by %s: %s",
             index,
             worker_id,
-            "accepted" if accepted else "stale lease, part deleted",
+            "accepted" if completion.accepted else "stale lease, part deleted",
         )
-        return accepted
+        return completion.accepted
 
     def fail(self, worker_id: str, index: int, lease_id: str, error: str) -> None:
-        """A shard raised: back to the queue, and bisected once it has failed max_attempts times;
-        unless the failure breaker finds no row can explain the failures, which pauses the job."""
-        log.warning("shard %d failed on %s: %s", index, worker_id, error)
-        with self.lock:
-            self._drop_watch(worker_id, lease_id)
-            # one of a shard's two holders failing leaves the other's lease alone
-            if self._give_up_lease(index, lease_id):
-                return
-            if not self.store.release_shard(self.job_id, index, lease_id, error):
-                return
-            shard = self.store.shard(self.job_id, index)
-            stop = self.breaker.failed(shard.row_start, shard.row_end, error)
-            if stop is None:
-                self._count_failure(index, error)
+        """A shard raised (see `ShardLedger.fail`): the job pauses when no row explains it."""
+        stop = self.ledger.fail(worker_id, index, lease_id, error)
         if stop is not None:
-            self._pause(f"{stop.rstrip('.')} (paused; fix it and rerun the job to resume).")
+            self.ledger.pause(stop)
 
     def fault(self, worker_id: str, index: int | None, lease_id: str | None, cause: str) -> float:
-        """An error of a translator's machine, not of its rows (`cause`, one sentence): the shard
-        (if any) goes back with no attempt counted, and the translator is told how long to wait
-        before it leases again. FAULTS_BEFORE_PAUSE faults in a row across the job, with no shard
-        completed in between, pause the job with `cause` as its error."""
-        with self.lock:
-            if (
-                index is not None
-                and lease_id is not None
-                and not self._give_up_lease(index, lease_id)
-            ):
-                self.store.release_shard(self.job_id, index, lease_id, None)
-            self._drop_watch(worker_id, lease_id)
-            self.faults_in_a_row += 1
-            faults = self.faults_in_a_row
-        self.store.incr_counter(self.job_id, "faults")
-        log.warning(
-            "fault %d in a row, translator %s%s: %s",
-            faults,
-            worker_id,
-            "" if index is None else f", shard {index} back to the queue",
-            cause,
-        )
-        if faults >= FAULTS_BEFORE_PAUSE:
-            self._pause_for_fault(cause, faults)
-        return backoff_s(faults, first_s=FAULT_BACKOFF_S, max_s=FAULT_BACKOFF_MAX_S)
+        """An error of a translator's machine (see `ShardLedger.fault`); how long it waits."""
+        reply = self.ledger.fault(worker_id, index, lease_id, cause)
+        if reply.pause is not None:
+            self.ledger.pause(reply.pause)
+        return reply.wait_s
 
-    def _pause_for_fault(self, cause: str, faults: int) -> None:
-        with self.lock:
-            # the count starts again: a job resumed after the cause is fixed gets every chance
-            self.faults_in_a_row = 0
-        self._pause(
-            f"{cause.rstrip('.')} (paused after {faults} faults in a row with no shard done; "
-            "fix it and rerun the job to resume)."
-        )
-
-    def _pause(self, message: str) -> None:
-        """Pauses the running job with `message` as its error: the cause is not the rows'."""
-        with self.lock:
-            if self.store.get_job(self.job_id).state is not JobState.RUNNING:
-                return
-            self.breaker.done()
-            self.store.set_job_state(self.job_id, JobState.PAUSED, error=message)
-        log.error("job %s paused: %s", self.job_id, message)
-
-    def _give_up_lease(self, index: int, lease_id: str) -> bool:
-        """Forgets a lease whose holder gives it up; True when the shard stays leased: the lease
-        was a backup's, or the primary's with a live backup beside it, which takes it over."""
-        holding = self.holdings.pop(lease_id, None)
-        if holding is not None and holding.backup_of is not None:
-            log.info("backup lease on shard %d given up; the primary goes on", index)
-            return True
-        backup = self.holdings.get(self._backup_beside(lease_id) or "")
-        if backup is None or backup.worker_id not in self.slots:
-            return False
-        handed = self.store.hand_over_lease(
-            self.job_id, index, lease_id, backup.lease_id, backup.worker_id, self.spec.lease_ttl_s
-        )
-        backup.backup_of = None
-        if handed:
-            log.info("shard %d goes on with its backup lease on %s", index, backup.worker_id)
-        return handed
-
-    def _current_shard(self, holding: Holding) -> ShardRecord | None:
-        """The holding's shard while its lease is current in the store, else None."""
-        with contextlib.suppress(JobError):
-            shard = self.store.shard(self.job_id, holding.index)
-            if shard.state is ShardState.LEASED and shard.lease_id == holding.lease_id:
-                return shard
-        return None
-
-    def _backup_beside(self, lease_id: str) -> str | None:
-        """The lease id of the backup running beside the primary lease `lease_id`, if any."""
-        return next((h.lease_id for h in self.holdings.values() if h.backup_of == lease_id), None)
-
-    def _stop_lease(self, holding: Holding | None) -> None:
+    def _stop_lease(self, holding: Holding) -> None:
         """Tells the holder of a lease that lost its shard's race to stop translating it."""
-        slot = None if holding is None else self.slots.get(holding.worker_id)
-        if holding is None or slot is None:
+        slot = self.slots.get(holding.worker_id)
+        if slot is None:
             return
         log.info("shard %d: %s lost its race and is told to stop", holding.index, holding.worker_id)
         slot.handle.lose_lease.remote(holding.lease_id)
-
-    def _drop_watch(self, worker_id: str, lease_id: str | None) -> None:
-        watch = self.watches.get(worker_id)
-        if watch is not None and watch.lease_id == lease_id:
-            del self.watches[worker_id]
-
-    def _count_failure(self, index: int, error: str) -> None:
-        """One more failure of shard `index`, counted in the store (a restarted coordinator goes
-        on with the count); at max_attempts the shard is halved, or its one row fails."""
-        if self.store.count_failure(self.job_id, index) < self.spec.max_attempts:
-            return
-        shard = self.store.shard(self.job_id, index)
-        if shard.state is not ShardState.PENDING:
-            return
-        if shard.row_end - shard.row_start > 1:
-            self.store.split_shard(self.job_id, index)
-        else:
-            self.store.fail_shard(self.job_id, index, None, error)
 
     # --- what the driver, the API and the console read
 
@@ -893,42 +664,24 @@ class JobCoordinator:
                 ray.kill(slot.handle, no_restart=True)
 
     def _restart_hung(self) -> None:
-        """The watchdog: a translator whose lease made no progress within its bound, or whose
-        heartbeats stopped for the lease's TTL (its process is stuck where its heartbeat thread
-        cannot run, e.g. a regular expression holding the GIL), is killed, not asked, and counted
-        as a failed attempt at the shard, as a death is; `_place` starts another."""
-        now = time.monotonic()
-        for worker_id, watch in list(self.watches.items()):
-            if now - watch.beat_at > self.spec.lease_ttl_s:
-                cause = (
-                    f"hung: no heartbeat on shard {watch.index} in {self.spec.lease_ttl_s:.0f} s"
-                )
-            elif now - watch.grew_at > watch.bound_s:
-                cause = f"hung: no progress on shard {watch.index} in {watch.bound_s:.0f} s"
-            else:
-                continue
-            del self.watches[worker_id]
-            slot = self.slots.get(worker_id)
+        """The watchdog (`ShardLedger.hung`): a hung translator is killed, not asked, and counted
+        as a failed attempt at its shard, as a death is; `_place` starts another."""
+        for hung in self.ledger.hung():
+            slot = self.slots.get(hung.worker_id)
             if slot is None:
                 continue
             self.store.incr_counter(self.job_id, "watchdog_restarts")
-            self._forget(slot, node_left=False, cause=cause)
+            self._forget(slot, node_left=False, cause=hung.cause)
 
     def _forget(self, slot: TranslatorSlot, node_left: bool, cause: str | None = None) -> None:
         del self.slots[slot.worker_id]
-        self.watches.pop(slot.worker_id, None)
         ray.kill(slot.handle, no_restart=True)
-        # a shard it held with a backup beside goes on with the backup, never back to the queue
-        for holding in [h for h in self.holdings.values() if h.worker_id == slot.worker_id]:
-            self._give_up_lease(holding.index, holding.lease_id)
-        released = self.store.release_owner(self.job_id, slot.worker_id)
-        self.store.incr_counter(self.job_id, "translator_deaths")
-        cause = cause or ("its node left" if node_left else "died")
-        log.warning("translator %s gone (%s); shards back: %s", slot.worker_id, cause, released)
-        if not node_left:
-            # A translator that dies (or hangs) on a live node may have been killed by its shard.
-            for index in released:
-                self._count_failure(index, f"translator {slot.worker_id} {cause}")
+        # a translator that dies (or hangs) on a live node may have been killed by its shard
+        self.ledger.translator_gone(
+            slot.worker_id,
+            cause or ("its node left" if node_left else "died"),
+            counts=not node_left,
+        )
 
     def _stop_translators(self, keep_warm: bool) -> None:
         """The job ended: its translators go to the warm pool (`keep_warm`, a job that did not
@@ -936,7 +689,6 @@ class JobCoordinator:
         with self.lock:
             slots = list(self.slots.values())
             self.slots.clear()
-            self.watches.clear()
             for slot in slots:
                 self._let_go(slot, keep_warm)
         self._ask_pool("leave", self.job_id)
@@ -946,14 +698,11 @@ class JobCoordinator:
         may be deaf to a request: a long batch, a stuck call), the idle ones go to the warm pool
         or stop, and every lease is released, so nothing of the job runs or looks leased."""
         with self.lock:
-            busy = [
-                self.slots.pop(worker_id) for worker_id in self.watches if worker_id in self.slots
-            ]
-            self.watches.clear()
+            busy = [self.slots.pop(w) for w in self.ledger.busy() if w in self.slots]
             for slot in busy:
                 ray.kill(slot.handle, no_restart=True)
         self._stop_translators(keep_warm=True)
-        released = self.store.release_leases(self.job_id)
+        released = self.ledger.stop_all()
         log.info(
             "job %s cancelled: %d translators killed in the middle of a shard, leases released "
             "on shards %s",
@@ -1004,16 +753,14 @@ JobCoordinatorActor = ray.remote(
 )(JobCoordinator)
 
 
-def _translate_reply(shard: ShardRecord, lease_id: str) -> dict[str, Any]:
-    return {
-        "action": "translate",
-        "lease": {
-            "index": shard.index,
-            "lease_id": lease_id,
-            "row_start": shard.row_start,
-            "row_end": shard.row_end,
-        },
-    }
+def _restarted_by_ray() -> bool:
+    """Whether Ray restarted this coordinator's actor; False outside an actor (a test's)."""
+    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return False
+    with warnings.catch_warnings():
+        # Ray's own property reads its deprecated `actor_id` and warns into the user's terminal
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
 
 def wait_ended(coordinator: Any) -> None:

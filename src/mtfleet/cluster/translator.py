@@ -36,6 +36,7 @@ from ray.exceptions import RayError
 from mtfleet.cluster.logs import log_to_work_dir, stop_logging_to_work_dirs
 from mtfleet.cluster.parts import part_path, write_part
 from mtfleet.cluster.plan import UnitLine, UnitReader
+from mtfleet.cluster.protocol import STOP, Action, Lease
 from mtfleet.engines import Engine, load_engine
 from mtfleet.engines.base import Cancelled, cancellable
 from mtfleet.engines.targets import TargetEngines
@@ -223,19 +224,19 @@ class Translator:
         units: UnitReader | None = None
         shards_done = 0
         while True:
-            reply = {"action": "stop"} if self.released else self._ask("lease", self.worker_id)
-            if reply["action"] == "stop":
+            reply = STOP if self.released else self._ask("lease", self.worker_id)
+            if reply.action is Action.STOP:
                 log.info("stopping after %d shards", shards_done)
                 return {"worker_id": self.worker_id, "shards": shards_done}
-            if reply["action"] == "wait":
+            if reply.action is Action.WAIT or reply.lease is None:
                 time.sleep(IDLE_POLL_S)
                 continue
-            lease = reply["lease"]
+            lease = reply.lease
             log.info(
                 "leased shard %d, rows [%d, %d)",
-                lease["index"],
-                lease["row_start"],
-                lease["row_end"],
+                lease.index,
+                lease.row_start,
+                lease.row_end,
             )
             try:
                 # opened at the first lease: the coordinator may still have been planning at start
@@ -287,28 +288,28 @@ class Translator:
             return engine
 
     def _translate_shard(
-        self, engine: Engine, signature: dict[str, Any], units: UnitReader, lease: dict[str, Any]
+        self, engine: Engine, signature: dict[str, Any], units: UnitReader, lease: Lease
     ) -> bool:
         """Translates and completes one shard; False when it failed or faulted."""
         started = time.monotonic()
         self.progress = 0
         stop_heartbeat = threading.Event()
         cancel = threading.Event()
-        self.cancel = (lease["lease_id"], cancel)
+        self.cancel = (lease.lease_id, cancel)
         heartbeat = threading.Thread(
             target=self._heartbeat, args=(lease, stop_heartbeat, cancel), daemon=True
         )
         heartbeat.start()
         try:
             try:
-                shard_units = units.read(lease["row_start"], lease["row_end"])
+                shard_units = units.read(lease.row_start, lease.row_end)
             except OSError as error:
                 raise MachineFault(_os_fault(units.path, error)) from error
             self.progress += 1
             with cancellable(cancel, _slow_factor(self.worker_id)):
                 outcomes = self._translate(engine, [unit.text for unit in shard_units])
             self.progress += 1
-            path = part_path(self.work_dir, lease["row_start"], lease["row_end"], lease["lease_id"])
+            path = part_path(self.work_dir, lease.row_start, lease.row_end, lease.lease_id)
             try:
                 _write_part(path, _part_lines(shard_units, outcomes))
             except OSError as error:
@@ -317,7 +318,7 @@ class Translator:
         except Cancelled:
             log.info(
                 "shard %d: the lease is gone (another translator completed it); stopped",
-                lease["index"],
+                lease.index,
             )
             return False
         except MachineFault as fault:
@@ -327,14 +328,14 @@ class Translator:
         except Exception as error:
             stop_heartbeat.set()
             message = f"{type(error).__name__}: {error}"
-            log.warning("shard %d failed: %s", lease["index"], message)
-            self._ask("fail", self.worker_id, lease["index"], lease["lease_id"], message)
+            log.warning("shard %d failed: %s", lease.index, message)
+            self._ask("fail", self.worker_id, lease.index, lease.lease_id, message)
             return False
         finally:
             stop_heartbeat.set()
         outcome = next(iter(outcomes.values()))
         stats = {
-            "rows": lease["row_end"] - lease["row_start"],
+            "rows": lease.row_end - lease.row_start,
             "units": len(shard_units),
             **_outcome_stats(outcome),
             "node_id": self.node_id,
@@ -346,11 +347,11 @@ class Translator:
             # by language: detected sources (--src-lang auto) skip other units in each language
             stats["targets"] = {target: _outcome_stats(found) for target, found in outcomes.items()}
         accepted = self._ask(
-            "complete", self.worker_id, lease["index"], lease["lease_id"], str(path), stats
+            "complete", self.worker_id, lease.index, lease.lease_id, str(path), stats
         )
         log.info(
             "completed shard %d in %.2f s (%s)",
-            lease["index"],
+            lease.index,
             stats["elapsed_s"],
             "accepted" if accepted else "stale lease, dropped",
         )
@@ -407,11 +408,11 @@ class Translator:
         """One more step of the current shard done: the watchdog sees it growing."""
         self.progress += 1
 
-    def _report_fault(self, lease: dict[str, Any] | None, sentence: str) -> None:
+    def _report_fault(self, lease: Lease | None, sentence: str) -> None:
         """Tells the coordinator of a fault (the lease's shard goes back with no attempt counted)
         and waits as long as it says."""
         log.warning("fault: %s", sentence)
-        index, lease_id = (lease["index"], lease["lease_id"]) if lease else (None, None)
+        index, lease_id = (lease.index, lease.lease_id) if lease else (None, None)
         wait_s = self._ask("fault", self.worker_id, index, lease_id, sentence)
         time.sleep(wait_s)
 
@@ -429,15 +430,13 @@ class Translator:
                 )
                 time.sleep(wait_s)
 
-    def _heartbeat(
-        self, lease: dict[str, Any], stop: threading.Event, cancel: threading.Event
-    ) -> None:
+    def _heartbeat(self, lease: Lease, stop: threading.Event, cancel: threading.Event) -> None:
         """Renews the lease at once and every ttl/3, with the shard's progress; a reply that the
         lease is gone cancels the shard's translation."""
         interval = max(0.05, self.spec.lease_ttl_s / 3)
         while True:
             renewed = self.coordinator.heartbeat.remote(
-                self.worker_id, lease["index"], lease["lease_id"], self.progress
+                self.worker_id, lease.index, lease.lease_id, self.progress
             )
             if stop.wait(interval):
                 return

@@ -16,9 +16,7 @@ from ray.cluster_utils import Cluster
 
 from mtfleet.cluster.job import JobResult, run_job
 from mtfleet.cluster.runtime import NAMESPACE
-from mtfleet.cluster.tail import Rates
 from mtfleet.spec import JobSpec
-from mtfleet.store import JobStore
 
 # The settings of the jobs that cluster and fault tests disturb: small shards, short leases, and
 # attempts enough that only a row the engine refuses is ever failed.
@@ -112,38 +110,3 @@ class JobThread(threading.Thread):
             raise self.error
         assert self.result is not None
         return self.result
-
-
-class FakeTranslator:
-    """A translator handle that records what the coordinator tells it."""
-
-    def __init__(self) -> None:
-        self.lost: list[str] = []
-        self.lose_lease = self
-
-    def remote(self, lease_id: str) -> None:
-        self.lost.append(lease_id)
-
-
-def bare_coordinator(store: JobStore | None, job_id: str, workers: list[str]) -> Any:
-    """The coordinator's methods on a real store (or none), with no Ray: the fleet loop never
-    runs, and there is no warm pool (a test stands in for `_ask_pool`); `workers` hold a
-    translator slot each, on node `node`."""
-    from mtfleet.cluster.breaker import FailureBreaker
-    from mtfleet.cluster.coordinator import JobCoordinator, TranslatorSlot
-
-    coordinator = object.__new__(JobCoordinator)
-    coordinator.job_id, coordinator.store = job_id, store
-    coordinator.spec = JobSpec(input="in.jsonl", output="out.jsonl", model="m", fields=["text"])
-    coordinator.lock, coordinator.planned = threading.RLock(), threading.Event()
-    coordinator.planned.set()
-    coordinator.slots = {
-        worker: TranslatorSlot(worker, "node", worker, FakeTranslator(), None, None)
-        for worker in workers
-    }
-    coordinator.holdings, coordinator.rates, coordinator.watches = {}, Rates(), {}
-    coordinator.faults_in_a_row = 0
-    coordinator.breaker = FailureBreaker()
-    coordinator.told_pool, coordinator.told_pool_at, coordinator.sharing_jobs = None, 0.0, 1
-    coordinator.over_share = set()
-    return coordinator
