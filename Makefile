@@ -76,6 +76,11 @@ gpu-check: install
 bench-scale: install
 	$(BIN)/python bench/scale.py
 
+# the shard ledger with 1,000 simulated translators over 100,000 shards (bench/results/ledger.json)
+.PHONY: bench-ledger
+bench-ledger: install
+	$(BIN)/python bench/ledger.py
+
 .PHONY: bench-families
 bench-families: install
 	$(BIN)/python bench/families.py

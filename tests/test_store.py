@@ -509,3 +509,39 @@ def test_a_new_sqlite_store_locked_by_another_process_creating_it_is_waited_for(
         store = JobStore(f"sqlite:///{database}")
 
     assert store.list_jobs() == []
+
+
+def test_callers_take_turns_for_the_store_in_the_order_they_came() -> None:
+    """A coordinator's 64 threads share a store of 15 connections: each waits its turn, none is
+    overtaken (SQLAlchemy's pool let one wait 11 s behind the others)."""
+    from mtfleet.store.jobstore import Turns
+
+    turns = Turns(1)
+    order: list[int] = []
+    first_holds = threading.Event()
+    release = threading.Event()
+
+    def first() -> None:
+        # the second is a store method called by another: it needs no turn of its own
+        with turns.turn(), turns.turn():
+            first_holds.set()
+            release.wait()
+
+    def later(n: int) -> None:
+        with turns.turn():
+            order.append(n)
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    first_holds.wait()
+    waiting = []
+    for n in range(5):
+        thread = threading.Thread(target=later, args=(n,))
+        thread.start()
+        waiting.append(thread)
+        while len(turns._waiting) < n + 1:  # it stands in line before the next one comes
+            threading.Event().wait(0.001)
+    release.set()
+    for thread in [holder, *waiting]:
+        thread.join()
+    assert order == [0, 1, 2, 3, 4]

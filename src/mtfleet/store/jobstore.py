@@ -6,6 +6,7 @@ PostgreSQL a cluster; several processes may open the same store at once.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import importlib
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 _SCHEMA_LOCK_KEY = 0x6D74666C
 # SQLite waits this long for a lock itself; past it, the retries below take over
 _SQLITE_BUSY_TIMEOUT_MS = 5_000
+# Connections a store holds at most (SQLAlchemy's defaults, made explicit): its callers take turns
+# for them (`Turns`), so 64 threads of a coordinator hold 15 connections of the server.
+_POOL_SIZE = 5
+_POOL_OVERFLOW = 10
 # A transient error (a server restarting, a connection reset, SQLite busy) is retried, with backoff
 # and jitter, for up to this long before it is raised.
 STORE_RETRY_S = 60.0
@@ -99,38 +104,43 @@ class EventRecord:
     message: str
 
 
-class WriterQueue:
-    """Writers of one process take turns in the order they came (a ticket lock): the first in
-    line writes next, none sleeps while the store is free. A thread already writing (a store
-    method called by another) goes on."""
+class Turns:
+    """Callers take turns in the order they came, `limit` at a time (a fair semaphore): none
+    waits while a turn is free, none is overtaken, and a turn that ends is handed to the first
+    in line, who alone is woken. A thread that holds a turn (a store method called by another)
+    goes on without another."""
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._next_ticket = 0
-        self._serving = 0
-        self._owner: int | None = None
-        self._depth = 0
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._waiting: collections.deque[threading.Event] = collections.deque()
+        self._held = 0
+        self._depth = threading.local()
 
     @contextlib.contextmanager
     def turn(self) -> Iterator[None]:
-        me = threading.get_ident()
-        with self._cond:
-            if self._owner == me:
-                self._depth += 1
-            else:
-                ticket = self._next_ticket
-                self._next_ticket += 1
-                self._cond.wait_for(lambda: self._serving == ticket)
-                self._owner, self._depth = me, 1
+        depth = getattr(self._depth, "n", 0)
+        if depth == 0:
+            with self._lock:
+                handed = None
+                if self._held < self.limit and not self._waiting:
+                    self._held += 1
+                else:
+                    handed = threading.Event()
+                    self._waiting.append(handed)
+            if handed is not None:
+                handed.wait()
+        self._depth.n = depth + 1
         try:
             yield
         finally:
-            with self._cond:
-                self._depth -= 1
-                if self._depth == 0:
-                    self._owner = None
-                    self._serving += 1
-                    self._cond.notify_all()
+            self._depth.n = depth
+            if depth == 0:
+                with self._lock:
+                    if self._waiting:
+                        self._waiting.popleft().set()
+                    else:
+                        self._held -= 1
 
 
 class TransientStoreError(StoreError):
@@ -190,7 +200,8 @@ class JobStore:
         self._clock = clock
         self.retry_s = retry_s
         self._retrying = threading.local()
-        self._sqlite_writers = WriterQueue()
+        self._sqlite_writer = Turns(1)
+        self._connection = Turns(_POOL_SIZE + _POOL_OVERFLOW)
         if self._engine.dialect.name == "sqlite":
             # two commands starting at once on a new state dir: one waits for the other's schema
             retry(
@@ -825,17 +836,18 @@ class JobStore:
     @contextmanager
     def _transaction(self, *, write: bool = False) -> Iterator[sa.Connection]:
         """One transaction; on SQLite a writing one takes the write lock at BEGIN (IMMEDIATE)
-        so two writers queue instead of failing when one upgrades its read lock. The writers of
-        one process first queue in turn (`WriterQueue`): SQLite's busy handler makes a waiting
-        writer sleep ever longer while others take the lock, and `bench/ledger.py` saw a lease
-        wait 26 s behind 64 callers."""
+        so two writers queue instead of failing when one upgrades its read lock. The callers of
+        one process (a coordinator's 64 threads) take turns for a connection, in order
+        (`Turns`): SQLAlchemy's pool let a lease wait 11 s for one behind 64 callers
+        (`bench/ledger.py`); on SQLite, writers take turns one at a time first, as its busy handler
+        makes a waiting writer sleep ever longer while others take the lock (a lease waited 26 s)."""
         writer = (
-            self._sqlite_writers.turn()
+            self._sqlite_writer.turn()
             if write and self._engine.dialect.name == "sqlite"
             else contextlib.nullcontext()
         )
         try:
-            with writer, self._engine.connect() as conn:
+            with writer, self._connection.turn(), self._engine.connect() as conn:
                 conn.execution_options(mtfleet_write=write)
                 with conn.begin():
                     yield conn
@@ -965,6 +977,8 @@ def _create_engine(parsed: sa.URL) -> sa.Engine:
             parsed.set(drivername="postgresql+psycopg"),
             connect_args=connect_args,
             pool_pre_ping=True,
+            pool_size=_POOL_SIZE,
+            max_overflow=_POOL_OVERFLOW,
         )
     if backend == "sqlite":
         if parsed.database in (None, "", ":memory:"):
@@ -972,7 +986,11 @@ def _create_engine(parsed: sa.URL) -> sa.Engine:
                 f"The job store URL {url!r} names no file; other processes must be able to "
                 "open the store, so use sqlite:///PATH."
             )
-        engine = sa.create_engine(parsed.set(drivername="sqlite+pysqlite"))
+        engine = sa.create_engine(
+            parsed.set(drivername="sqlite+pysqlite"),
+            pool_size=_POOL_SIZE,
+            max_overflow=_POOL_OVERFLOW,
+        )
         sa.event.listen(engine, "connect", _prepare_sqlite_connection)
         sa.event.listen(engine, "begin", _begin_sqlite_transaction)
         return engine
