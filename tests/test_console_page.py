@@ -58,6 +58,8 @@ def job_spec(output: str, job_id: str, **settings: Any) -> dict[str, Any]:
         "engine": "reverse",
         "shard_tokens": 16,
         "job_id": job_id,
+        # the sample viewer reads a done shard's part, which a succeeded job keeps only so
+        "keep_work": True,
         **settings,
     }
 

@@ -391,7 +391,7 @@ def test_deleting_a_finished_job_takes_its_shards_counters_and_events_with_it(
 
 def test_an_active_job_cannot_be_deleted(store: JobStore) -> None:
     job_id = running_job(store)
-    with pytest.raises(JobError, match="is running; only a finished .* cancel it first"):
+    with pytest.raises(JobError, match=r"is running; only a finished .* cancel it first"):
         store.delete_job(job_id)
     assert store.get_job(job_id).state is JobState.RUNNING
     with pytest.raises(JobError, match="nope"):

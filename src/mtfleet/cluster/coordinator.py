@@ -194,6 +194,7 @@ class JobCoordinator:
                 )
             if job.counters.get("coordinator_starts", 0) > 0:
                 self.store.incr_counter(self.job_id, "coordinator_restarts")
+                self.store.add_event(self.job_id, "restarted", f"Restarted; {done} done.")
             self.store.incr_counter(self.job_id, "coordinator_starts")
             if job.state is JobState.QUEUED:
                 self.store.set_job_state(self.job_id, JobState.RUNNING)
@@ -237,6 +238,7 @@ class JobCoordinator:
             self._finish_failed(f"Planning failed: {type(error).__name__}: {error}")
             return
         log.info("job %s planned: %d shards", self.job_id, len(shards))
+        self.store.add_event(self.job_id, "planned", f"Planned: {len(shards)} shards.")
         self.planned.set()
 
     def pause(self) -> str:
@@ -459,6 +461,7 @@ class JobCoordinator:
             self.breaker.done()
             self.store.set_job_state(self.job_id, JobState.PAUSED, error=message)
         log.error("job %s paused: %s", self.job_id, message)
+        self.store.add_event(self.job_id, "paused", f"Paused by its coordinator: {message}")
 
     def _give_up_lease(self, index: int, lease_id: str) -> bool:
         """Forgets a lease whose holder gives it up; True when the shard stays leased: the lease
@@ -930,6 +933,7 @@ class JobCoordinator:
             return
         self.store.set_manifest(self.job_id, manifest)
         self.store.set_job_state(self.job_id, JobState.SUCCEEDED)
+        self.store.add_event(self.job_id, "succeeded", f"Succeeded: {manifest['rows']} rows.")
 
     def _finish_failed(self, message: str) -> None:
         """Fails the job with `message` and stops its translators. Never raises: a failure the
@@ -938,6 +942,7 @@ class JobCoordinator:
             if self.store.get_job(self.job_id).state not in TERMINAL:
                 self.store.set_job_state(self.job_id, JobState.FAILED, error=message)
                 log.error("job %s failed: %s", self.job_id, message)
+                self.store.add_event(self.job_id, "failed", f"Failed: {message}")
             self.unrecorded_failure = None
         except Exception:
             log.exception("could not record that job %s failed: %s", self.job_id, message)
