@@ -7,8 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from mtfleet.api.history import LOG_PAGE_BYTES, log_files, read_logs
+from mtfleet.api.jobs import JobService
+from mtfleet.cli.main import app
 from mtfleet.cluster.retention import (
     delete_job,
     format_bytes,
@@ -23,6 +26,7 @@ from mtfleet.cluster.retention import (
 from mtfleet.errors import ApiError, JobError
 from mtfleet.spec import JobSpec
 from mtfleet.store import JobState, JobStore, ShardPlan
+from mtfleet.testing.cluster import wait_for
 
 NOW = 1_700_000_000.0
 SPEC = {"input": "data.json", "output": "out.json", "model": "opus-mt", "fields": ["text"]}
@@ -228,3 +232,67 @@ def test_a_file_outside_the_logs_or_a_link_is_never_read(logs: Path) -> None:
 def test_a_job_without_logs_has_an_empty_page(tmp_path: Path) -> None:
     page = read_logs(tmp_path / "none", "job", None, 200, None)
     assert (page.files, page.file, page.lines) == ([], None, [])
+
+
+# --- the commands and the server's own pruning
+
+
+def test_mtfleet_prune_deletes_old_finished_jobs_of_a_state_dir_and_names_them(
+    store: JobStore, state_dir: Path
+) -> None:
+    finished_job(store, state_dir, "old-failure", JobState.FAILED)
+    finished_job(store, state_dir, "old-success", JobState.SUCCEEDED)
+    store.create_job("still-planning", SPEC, None)
+
+    pruned = CliRunner().invoke(
+        app, ["prune", "--older-than", "7d", "--state", "failed", "--state-dir", str(state_dir)]
+    )
+
+    assert pruned.exit_code == 0, pruned.output
+    # units, idx, costs and part (856 B), plan.json (2 B) and the log (8 B)
+    assert pruned.stdout.splitlines() == [
+        "old-failure failed deleted",
+        "1 job deleted, 866 B freed",
+    ]
+    assert sorted(r.id for r in store.list_jobs()) == ["old-success", "still-planning"]
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["prune", "--older-than", "a week"], "--older-than 'a week' is not an age"),
+        (
+            ["prune", "--older-than", "7d", "--state", "paused"],
+            "--state 'paused' is not a finished",
+        ),
+        (["serve", "--data-root", ".", "--retain", "soon"], "--retain 'soon' is not an age"),
+    ],
+)
+def test_a_bad_age_or_state_on_the_command_line_is_one_sentence_and_exit_2(
+    command: list[str], message: str, state_dir: Path
+) -> None:
+    result = CliRunner().invoke(app, [*command, "--state-dir", str(state_dir)])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_the_server_removes_succeeded_jobs_work_files_when_it_starts_and_prunes_by_age(
+    store: JobStore, state_dir: Path, tmp_path: Path
+) -> None:
+    work_dir = finished_job(store, state_dir, "done-before", JobState.SUCCEEDED)
+    service = JobService(tmp_path, state_dir)
+    service.start()
+    try:
+        wait_for(lambda: not (work_dir / "parts").exists(), timeout_s=30)
+        assert [e.kind for e in store.events("done-before")] == ["work_removed"]
+    finally:
+        service.stop()
+
+    retaining = JobService(tmp_path, state_dir, retain_s=3600)
+    retaining.start()
+    try:
+        # the job changed last at NOW, long before this test ran
+        wait_for(lambda: store.find_job("done-before") is None, timeout_s=30)
+    finally:
+        retaining.stop()
+    assert not work_dir.exists()

@@ -336,7 +336,8 @@ def prune(
     for record in deleted:
         out.print(f"{record.id} {record.state} deleted", highlight=False)
     freed = sum(sizes.get(record.id, 0) for record in deleted)
-    out.print(f"{len(deleted)} jobs deleted, {format_bytes(freed)} freed", highlight=False)
+    jobs_deleted = f"{len(deleted)} job" + ("" if len(deleted) == 1 else "s")
+    out.print(f"{jobs_deleted} deleted, {format_bytes(freed)} freed", highlight=False)
 
 
 def status(
