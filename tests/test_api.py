@@ -284,7 +284,14 @@ def test_a_succeeded_job_keeps_its_plan_and_logs_only_and_says_what_they_weigh(
 ) -> None:
     job_id = small_job[1]["id"]
     work_dir = state_dir / "jobs" / job_id
-    wait_for(lambda: not (work_dir / "parts").exists(), timeout_s=30)
+    # the server removes them once it has seen the job end, and counts them again
+    wait_for(
+        lambda: (
+            not (work_dir / "parts").exists()
+            and http.get(f"/v1/jobs/{job_id}").json()["work_bytes"] == work_bytes(work_dir)
+        ),
+        timeout_s=30,
+    )
 
     view = http.get(f"/v1/jobs/{job_id}").json()
 

@@ -63,6 +63,8 @@ RATE_WINDOW_S = 30.0
 MAX_JOBS = 16
 # `mtfleet serve --retain`: finished jobs older than that are pruned this often
 PRUNE_EVERY_S = 300.0
+# an active job's work files are counted again at most this often
+SIZE_TTL_S = 10.0
 
 
 @dataclass
@@ -147,8 +149,8 @@ class JobService:
         self.pruner: threading.Thread | None = None
         # a job's work files are removed or deleted, or read to assemble it again, one at a time
         self.work_lock = threading.Lock()
-        # the work files' size of a finished job, by its id and last update: they no longer change
-        self.sizes: dict[str, tuple[float, int]] = {}
+        # the work files' size of each job when last counted: (its last update, when, bytes)
+        self.sizes: dict[str, tuple[float, float, int]] = {}
 
     def start(self) -> None:
         """Starts following every active job in the store, those of an earlier server included."""
@@ -546,13 +548,18 @@ class JobService:
         )
 
     def _work_bytes(self, record: JobRecord) -> int:
-        """The size of the job's work files; counted once for a finished job, which keeps it."""
+        """The size of the job's work files: counted once for a finished job, which keeps it,
+        and at most every SIZE_TTL_S for an active one (a big job has thousands of parts)."""
         known = self.sizes.get(record.id)
-        if known is not None and known[0] == record.updated_at:
-            return known[1]
+        now = time.monotonic()
+        if (
+            known is not None
+            and known[0] == record.updated_at
+            and (record.state in TERMINAL or now - known[1] < SIZE_TTL_S)
+        ):
+            return known[2]
         size = work_bytes(self._handle(record.id).work_dir)
-        if record.state in TERMINAL:
-            self.sizes[record.id] = (record.updated_at, size)
+        self.sizes[record.id] = (record.updated_at, now, size)
         return size
 
 
