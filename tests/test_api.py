@@ -257,6 +257,8 @@ def test_the_api_starts_a_coordinator_again_when_one_dies(
     final = poll_until_ended(http, "orphaned")
     assert final["state"] == "succeeded"
     assert final["counters"]["coordinator_restarts"] >= 1
+    history = http.get("/v1/jobs/orphaned/events").json()["events"]
+    assert "restarted" in [event["kind"] for event in history if event["actor"] is None]
     assert read_jsonl(data_root / "out" / "orphaned.jsonl") == reversed_rows(BIG_ROWS, ["text"])
 
 

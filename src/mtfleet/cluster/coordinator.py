@@ -899,6 +899,7 @@ class JobCoordinator:
         self.store.incr_counter(self.job_id, "translator_deaths")
         cause = cause or ("its node left" if node_left else "died")
         log.warning("translator %s gone (%s); shards back: %s", slot.worker_id, cause, released)
+        self.store.add_event(self.job_id, "translator_lost", f"{slot.worker_id}: {cause}.")
         if not node_left:
             # A translator that dies (or hangs) on a live node may have been killed by its shard.
             for index in released:
