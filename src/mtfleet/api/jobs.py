@@ -188,12 +188,12 @@ class JobService:
             # A succeeded job is not run again; its output is assembled again if it went missing,
             # from its parts, or, its parts removed, it is planned and translated anew.
             with self.work_lock:
-                if finished_result(handle) is None and forget_unassemblable(handle):
-                    handle, created = self._submit_job(spec, job_id, actor)
-                    self.store.add_event(handle.job_id, "replanned", REPLANNED)
                 if finished_result(handle) is not None:
                     return self.job(handle.job_id), created
-                if self._record(handle.job_id).state is JobState.SUCCEEDED:
+                if forget_unassemblable(handle):
+                    handle, created = self._submit_job(spec, job_id, actor)
+                    self.store.add_event(handle.job_id, "replanned", REPLANNED)
+                elif self._record(handle.job_id).state is JobState.SUCCEEDED:
                     reassemble(handle)
                     return self.job(handle.job_id), created
         with self.starting:
