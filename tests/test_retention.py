@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from mtfleet.api.history import LOG_PAGE_BYTES, log_files, read_logs
 from mtfleet.api.jobs import JobService
 from mtfleet.cli.main import app
+from mtfleet.cluster.job import forget_unassemblable, handle_for
 from mtfleet.cluster.retention import (
     delete_job,
     format_bytes,
@@ -98,6 +99,20 @@ def test_keep_work_is_no_part_of_a_jobs_identity() -> None:
     spec = JobSpec(**SPEC)
     assert spec.model_copy(update={"keep_work": True}).identity() == spec.identity()
     assert spec.default_job_id("key") == JobSpec(**SPEC, keep_work=True).default_job_id("key")
+
+
+def test_a_succeeded_job_whose_parts_are_gone_is_forgotten_so_that_a_rerun_plans_it_anew(
+    store: JobStore, state_dir: Path
+) -> None:
+    kept = finished_job(store, state_dir, "kept", JobState.SUCCEEDED, keep_work=True)
+    removed = finished_job(store, state_dir, "removed", JobState.SUCCEEDED)
+    retire(store, "removed", removed)
+
+    assert not forget_unassemblable(handle_for("kept", state_dir, store.url))
+    assert forget_unassemblable(handle_for("removed", state_dir, store.url))
+
+    assert store.find_job("kept") is not None and (kept / "parts").is_dir()
+    assert store.find_job("removed") is None and not removed.exists()
 
 
 def test_deleting_a_finished_job_removes_its_work_dir_and_record_never_its_output(
