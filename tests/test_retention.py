@@ -229,6 +229,9 @@ def test_a_log_is_read_by_its_tail_and_then_followed_from_its_next_offset(logs: 
     assert followed.lines == ["line 10"] and followed.next_offset == 78
     assert read_logs(logs, "job", "coordinator.log", 200, 0).lines[:2] == ["line 0", "line 1"]
     assert read_logs(logs, "job", "translator-w1.log", 200, None).lines == ["leased 0"]
+    # rotated since (shorter than the offset followed): read again from its start
+    (logs / "coordinator.log").write_text("after rotation\n")
+    assert read_logs(logs, "job", "coordinator.log", 200, 78).lines == ["after rotation"]
 
 
 def test_a_page_ends_at_a_whole_line(logs: Path) -> None:

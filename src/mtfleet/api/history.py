@@ -152,8 +152,9 @@ def read_logs(
         raise ApiError(f"The log file {name} of job {job_id} cannot be read now.", 404) from None
     with open(fd, "rb") as stream:
         size = os.fstat(stream.fileno()).st_size
-        # past the end: the file was rotated since, and is read from its start
-        begin = max(0, size - LOG_PAGE_BYTES) if offset is None else min(offset, size)
+        # an offset past the end: the file was rotated since, and is read from its start
+        start = offset if offset is not None and offset <= size else 0
+        begin = max(0, size - LOG_PAGE_BYTES) if offset is None else start
         stream.seek(begin)
         chunk = stream.read(LOG_PAGE_BYTES)
     lines = _whole_lines(chunk, begin)
