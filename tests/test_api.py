@@ -28,6 +28,7 @@ import mtfleet
 from mtfleet.api.server import ServerSettings
 from mtfleet.cli import console
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
+from mtfleet.cluster.retention import work_bytes
 from mtfleet.errors import ApiError
 from mtfleet.testing.api import authorized, free_port, serve_process, serving
 from mtfleet.testing.cluster import wait_for
@@ -256,6 +257,8 @@ def test_the_api_starts_a_coordinator_again_when_one_dies(
     final = poll_until_ended(http, "orphaned")
     assert final["state"] == "succeeded"
     assert final["counters"]["coordinator_restarts"] >= 1
+    history = http.get("/v1/jobs/orphaned/events").json()["events"]
+    assert "restarted" in [event["kind"] for event in history if event["actor"] is None]
     assert read_jsonl(data_root / "out" / "orphaned.jsonl") == reversed_rows(BIG_ROWS, ["text"])
 
 
@@ -273,6 +276,133 @@ def test_steering_a_finished_job_is_a_conflict_and_an_unknown_job_is_not_found(
     )
     assert (missing.status_code, missing.json()["error"]) == (404, "There is no job ghost.")
     assert http.get("/v1/jobs/ghost/manifest").status_code == 404
+
+
+# --- retention, history and logs
+
+
+def test_a_succeeded_job_keeps_its_plan_and_logs_only_and_says_what_they_weigh(
+    http: httpx.Client, state_dir: Path, small_job: tuple[httpx.Response, dict[str, Any]]
+) -> None:
+    job_id = small_job[1]["id"]
+    work_dir = state_dir / "jobs" / job_id
+    # the server removes them once it has seen the job end, and counts them again
+    wait_for(
+        lambda: (
+            not (work_dir / "parts").exists()
+            and http.get(f"/v1/jobs/{job_id}").json()["work_bytes"] == work_bytes(work_dir)
+        ),
+        timeout_s=30,
+    )
+
+    view = http.get(f"/v1/jobs/{job_id}").json()
+
+    assert sorted(path.name for path in work_dir.iterdir()) == ["logs", "plan.json"]
+    assert view["work_bytes"] == work_bytes(work_dir) > 0
+    listed = {job["id"]: job for job in http.get("/v1/jobs").json()}
+    assert listed[job_id]["work_bytes"] == view["work_bytes"]
+    # the output is still this job's own: submitting it again finds it done
+    assert http.post("/v1/jobs", json=SMALL_JOB).json()["state"] == "succeeded"
+
+
+def test_a_jobs_history_says_who_submitted_paused_resumed_and_cancelled_it(
+    api: str, http: httpx.Client
+) -> None:
+    with mtfleet.Client(api, TOKEN, name="alice's notebook") as alice:
+        job = alice.submit(**big_job(output="out/history.jsonl", job_id="history"))
+        wait_for(lambda: job.status()["state"] == "running", timeout_s=60)
+        job.pause()
+        http.post("/v1/jobs/history/resume")
+        job.cancel()
+        wait_for(lambda: coordinator_gone("history"), timeout_s=30)
+
+        history = job.events()
+
+    asked = [(event["kind"], event["actor"]) for event in history if event["actor"]]
+    assert asked == [
+        ("submitted", "alice's notebook at 127.0.0.1"),
+        ("paused", "alice's notebook at 127.0.0.1"),
+        ("resumed", "api client at 127.0.0.1"),
+        ("cancelled", "alice's notebook at 127.0.0.1"),
+    ]
+    assert "planned" in [event["kind"] for event in history if event["actor"] is None]
+    assert [event["id"] for event in history] == sorted(event["id"] for event in history)
+    page = http.get("/v1/jobs/history/events", params={"after": history[0]["id"], "limit": 1})
+    assert page.json()["events"] == history[1:2]
+    assert page.json()["next_after"] == history[1]["id"]
+
+
+def test_a_finished_job_is_deleted_with_its_work_files_but_never_its_output(
+    http: httpx.Client, data_root: Path, state_dir: Path, mtfleet_cli: Any
+) -> None:
+    spec = {**SMALL_JOB, "output": "out/deleted.jsonl", "job_id": "deleted", "keep_work": True}
+    http.post("/v1/jobs", json=spec)
+    assert poll_until_ended(http, "deleted")["state"] == "succeeded"
+    assert (state_dir / "jobs" / "deleted" / "parts").is_dir()  # kept: keep_work
+
+    shown = mtfleet_cli("status", "deleted", "--events")
+    removed = mtfleet_cli("jobs", "rm", "deleted")
+
+    assert shown.exit_code == 0 and re.search(r"submitted\s+api client at 127", shown.stdout)
+    assert "succeeded" in shown.stdout
+    assert removed.exit_code == 0, removed.output
+    assert re.fullmatch(r"deleted deleted \(\d+\.\d KB freed\)\n", removed.stdout)
+    assert http.get("/v1/jobs/deleted").status_code == 404
+    assert not (state_dir / "jobs" / "deleted").exists()
+    assert read_jsonl(data_root / "out" / "deleted.jsonl") == reversed_rows(SMALL_ROWS, ["text"])
+    assert http.delete("/v1/jobs/deleted").status_code == 404
+
+
+def test_an_active_job_cannot_be_deleted(http: httpx.Client, state_dir: Path) -> None:
+    http.post("/v1/jobs", json=big_job(output="out/undeletable.jsonl", job_id="undeletable"))
+
+    refused = http.delete("/v1/jobs/undeletable")
+
+    assert refused.status_code == 409
+    assert refused.json()["error"].startswith("Job undeletable is ")
+    assert refused.json()["error"].endswith(
+        "; only a finished job can be deleted, so cancel it first."
+    )
+    assert http.get("/v1/jobs/undeletable").status_code == 200
+    http.post("/v1/jobs/undeletable/cancel")
+
+
+def test_a_rerun_whose_output_went_missing_after_its_parts_were_removed_runs_again(
+    http: httpx.Client, data_root: Path, state_dir: Path
+) -> None:
+    spec = {**SMALL_JOB, "output": "out/again.jsonl", "job_id": "again"}
+    http.post("/v1/jobs", json=spec)
+    assert poll_until_ended(http, "again")["state"] == "succeeded"
+    wait_for(lambda: not (state_dir / "jobs" / "again" / "parts").exists(), timeout_s=30)
+    (data_root / "out" / "again.jsonl").unlink()
+
+    rerun = http.post("/v1/jobs", json=spec)
+
+    assert rerun.status_code == 201 and rerun.json()["state"] != "succeeded"
+    assert poll_until_ended(http, "again")["state"] == "succeeded"
+    assert read_jsonl(data_root / "out" / "again.jsonl") == reversed_rows(SMALL_ROWS, ["text"])
+    kinds = [event["kind"] for event in http.get("/v1/jobs/again/events").json()["events"]]
+    assert kinds[:2] == ["submitted", "replanned"] and "succeeded" in kinds
+
+
+def test_a_jobs_logs_are_read_by_their_tail_and_never_outside_their_folder(
+    http: httpx.Client, small_job: tuple[httpx.Response, dict[str, Any]]
+) -> None:
+    job_id = small_job[1]["id"]
+
+    tail = http.get(f"/v1/jobs/{job_id}/logs", params={"tail": 2}).json()
+
+    assert tail["file"] == "coordinator.log" and tail["files"][0]["name"] == "coordinator.log"
+    assert any(f["name"].startswith("translator-") for f in tail["files"])
+    assert len(tail["lines"]) == 2 and tail["next_offset"] == tail["size"]
+    whole = http.get(f"/v1/jobs/{job_id}/logs", params={"offset": 0}).json()
+    assert whole["lines"][-2:] == tail["lines"]
+    assert any(f"job {job_id} started" in line for line in whole["lines"])
+    outside = http.get(f"/v1/jobs/{job_id}/logs", params={"file": "../jobs.db"})
+    assert outside.status_code == 422
+    unknown = http.get(f"/v1/jobs/{job_id}/logs", params={"file": "jobs.db"})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"].startswith(f"Job {job_id} has no log file jobs.db; its logs:")
 
 
 # --- security

@@ -670,7 +670,7 @@ def test_an_existing_unrelated_output_needs_overwrite(http: httpx.Client, data_r
 def test_a_finished_job_submitted_again_needs_no_overwrite(
     http: httpx.Client, data_root: Path
 ) -> None:
-    job = spec(output="out/rerun.jsonl", job_id="rerun")
+    job = spec(output="out/rerun.jsonl", job_id="rerun", keep_work=True)
     assert run_to_end(http, job)["state"] == "succeeded"
     written = (data_root / "out" / "rerun.jsonl").read_text()
 
@@ -679,7 +679,7 @@ def test_a_finished_job_submitted_again_needs_no_overwrite(
     missing = http.post("/v1/jobs", json=job)
 
     assert (again.status_code, again.json()["state"]) == (200, "succeeded")
-    # its output went missing: it is assembled again from the job's parts
+    # its output went missing: it is assembled again from the parts it kept
     assert (missing.status_code, missing.json()["state"]) == (200, "succeeded")
     assert (data_root / "out" / "rerun.jsonl").read_text() == written
 
@@ -840,9 +840,8 @@ def test_a_target_that_is_no_language_code_is_refused_before_any_folder_is_made(
 def test_an_output_folder_swapped_for_a_symlink_into_the_state_dir_writes_nothing_there(
     api: str, http: httpx.Client, data_root: Path
 ) -> None:
-    assert run_to_end(http, spec(output="out/victim.jsonl", job_id="victim"))["state"] == (
-        "succeeded"
-    )
+    victim_spec = spec(output="out/victim.jsonl", job_id="victim", keep_work=True)
+    assert run_to_end(http, victim_spec)["state"] == "succeeded"
     victim = data_root / "state" / "jobs" / "victim"
     before = {file.name: file.read_bytes() for file in victim.iterdir() if file.is_file()}
     (data_root / "sub3").mkdir()

@@ -9,7 +9,17 @@ from typer.testing import CliRunner
 
 from mtfleet.cli.main import app
 
-COMMANDS = [["translate"], ["submit"], ["serve"], ["status"], ["inspect"], ["models", "inspect"]]
+COMMANDS = [
+    ["translate"],
+    ["submit"],
+    ["serve"],
+    ["status"],
+    ["inspect"],
+    ["models", "inspect"],
+    ["jobs"],
+    ["jobs", "rm"],
+    ["prune"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

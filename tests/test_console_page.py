@@ -58,6 +58,8 @@ def job_spec(output: str, job_id: str, **settings: Any) -> dict[str, Any]:
         "engine": "reverse",
         "shard_tokens": 16,
         "job_id": job_id,
+        # the sample viewer reads a done shard's part, which a succeeded job keeps only so
+        "keep_work": True,
         **settings,
     }
 
@@ -329,6 +331,31 @@ def test_a_running_job_is_paused_and_resumed_from_its_page(
     expect(page.locator("#job")).to_have_attribute("data-state", "running")
     expect(page.locator("#job")).to_have_attribute("data-state", "succeeded", timeout=WAIT_MS)
     expect(shards(page, "done")).to_have_count(40)
+    # the history says the console asked for both
+    for kind in ("paused", "resumed"):
+        expect(page.locator(f"#timeline li[data-kind='{kind}']")).to_contain_text(
+            "by console at 127.0.0.1"
+        )
+
+
+def test_a_finished_job_is_deleted_from_its_page_after_a_second_click(
+    page: Page, errors: Errors, api: str, http: httpx.Client, data_root: Path, screens: Path
+) -> None:
+    final = run_to_end(http, job_spec("out/deleted.jsonl", "deleted", input="small.jsonl"))
+    assert final["state"] == "succeeded", final["error"]
+    sign_in(page, api, "#/job/deleted")
+    expect(page.locator("#timeline li[data-kind='succeeded']")).to_be_visible()
+    expect(page.locator("#work-bytes")).to_contain_text("work files")
+    page.screenshot(path=screens / "job-history.png", full_page=True)
+    # a poll in flight when the job goes is answered 404
+    errors.expect_refusal(404)
+
+    page.click("#delete")
+    page.click("#delete-confirm")
+
+    expect(page).to_have_url(re.compile(r"#/jobs$"))
+    assert http.get("/v1/jobs/deleted").status_code == 404
+    assert (data_root / "out" / "deleted.jsonl").is_file()
 
 
 def test_a_running_job_is_cancelled_from_its_page_after_a_second_click(

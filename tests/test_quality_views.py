@@ -88,6 +88,8 @@ def finished(http: httpx.Client) -> dict[str, Any]:
         "tgt_lang": "de",
         "shard_tokens": 64,
         "job_id": "chat",
+        # a sample reads the done shards' parts, which the job keeps only so
+        "keep_work": True,
     }
     response = http.post("/v1/jobs", json=spec)
     assert response.status_code == 201, response.text

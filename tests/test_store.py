@@ -370,6 +370,34 @@ def test_events_are_a_job_history_read_in_pages(store: JobStore, clock: FakeCloc
         store.add_event("nope", "paused", "Paused.")
 
 
+def test_deleting_a_finished_job_takes_its_shards_counters_and_events_with_it(
+    store: JobStore,
+) -> None:
+    job_id = running_job(store)
+    store.add_event(job_id, "submitted", "Submitted.", actor="cli")
+    store.incr_counter(job_id, "lease_expiries")
+    store.set_job_state(job_id, JobState.CANCELLED)
+
+    deleted = store.delete_job(job_id)
+
+    assert deleted.state is JobState.CANCELLED
+    assert store.find_job(job_id) is None
+    # the same id starts afresh: no shard, counter or event of the deleted job is left to find
+    store.create_job(job_id, SPEC, None)
+    assert not store.has_shards(job_id)
+    assert store.get_job(job_id).counters == {}
+    assert store.events(job_id) == []
+
+
+def test_an_active_job_cannot_be_deleted(store: JobStore) -> None:
+    job_id = running_job(store)
+    with pytest.raises(JobError, match=r"is running; only a finished .* cancel it first"):
+        store.delete_job(job_id)
+    assert store.get_job(job_id).state is JobState.RUNNING
+    with pytest.raises(JobError, match="nope"):
+        store.delete_job("nope")
+
+
 def test_split_covers_the_same_rows_with_new_indices_and_no_attempts(store: JobStore) -> None:
     job_id = running_job(store, bounds=(0, 10, 21))
     first = store.lease_shard(job_id, "t1", TTL_S)

@@ -172,7 +172,7 @@ def test_a_slow_translators_shard_is_backed_up_the_backup_wins_and_the_bytes_are
 ) -> None:
     clean, clean_counters, _ = run(dataset, tmp_path / "clean")
     with slow_translators.slow("cpu1", 200):
-        output, counters, store = run(dataset, tmp_path / "slow")
+        output, counters, store = run(dataset, tmp_path / "slow", keep_work=True)
 
     assert output == clean
     assert counters["backup_leases"] >= 1 and counters["backups_won"] >= 1

@@ -85,7 +85,12 @@ def test_a_rerun_of_the_same_command_returns_the_finished_job(
     alpaca_job: tuple[Path, dict[str, Any]], tiny_marian_dir: Path
 ) -> None:
     output, manifest = alpaca_job
+    # once it succeeded, its units and parts went; its plan's summary and logs stay
+    work_dir = output.parent / "state" / "jobs" / manifest["job_id"]
+    assert sorted(path.name for path in work_dir.iterdir()) == ["logs", "plan.json"]
+
     result = translate_alpaca(tiny_marian_dir, output)
+
     assert result.exit_code == 0, result.output
     assert (
         json.loads(output.with_name("alpaca.out.json.manifest.json").read_text())["job_id"]

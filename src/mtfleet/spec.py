@@ -57,6 +57,7 @@ RUN_SETTINGS = frozenset(
         "speculative_tail",
         "overwrite",
         "keep_warm_s",
+        "keep_work",
     }
 )
 # How long a long-lived cluster (`--address`, `mtfleet serve`) keeps an idle translator's engine
@@ -176,6 +177,11 @@ class JobSpec(BaseModel):
     )
     overwrite: bool = Field(
         False, description="Replace an existing output that is not this job's own earlier output."
+    )
+    keep_work: bool = Field(
+        False,
+        description="Keep the job's units and parts once it has succeeded (they are removed "
+        "by default; its output, manifest and record stay).",
     )
     trust_remote_code: bool = Field(
         False,

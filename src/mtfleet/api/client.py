@@ -29,11 +29,19 @@ class Client:
     """
 
     def __init__(
-        self, url: str = "http://127.0.0.1:8000", token: str | None = None, *, timeout_s: float = 60
+        self,
+        url: str = "http://127.0.0.1:8000",
+        token: str | None = None,
+        *,
+        timeout_s: float = 60,
+        name: str = "python client",
     ) -> None:
         self.url = url.rstrip("/")
         token = token if token is not None else os.environ.get("MTFLEET_API_TOKEN")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # `name` is who the jobs' history says submitted, paused, resumed or cancelled them
+        headers = {"X-Mtfleet-Client": name}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
 
     def __enter__(self) -> Client:
@@ -50,7 +58,8 @@ class Client:
         translate`, with paths under the server's data root (several target languages as a list,
         `tgt_lang=["mar_Deva", "hin_Deva"]`, with {tgt_lang} in `output`); `job_id` names it (default: derived
         from the spec and input, so submitting it again finds it). An output that exists and is
-        not this job's own earlier output is refused unless `overwrite=True`."""
+        not this job's own earlier output is refused unless `overwrite=True`; `keep_work=True`
+        keeps the job's units and parts on the server once it has succeeded."""
         return Job(self, self.request("POST", "/v1/jobs", json=spec))
 
     def jobs(self) -> list[Job]:
@@ -103,6 +112,31 @@ class Job:
     def cancel(self) -> dict[str, Any]:
         """Stops the job; its finished parts stay, and submitting it again goes on from them."""
         return self._update("POST", "/cancel")
+
+    def delete(self) -> dict[str, Any]:
+        """Deletes the finished job: its work files and its record on the server (never its
+        output); an active job is refused (409)."""
+        return self.client.request("DELETE", self._path())
+
+    def events(self, after: int = 0) -> list[dict[str, Any]]:
+        """The job's history, oldest first: submitted, paused, resumed, cancelled, finished."""
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self.client.request("GET", f"{self._path()}/events?after={after}")
+            found += page["events"]
+            if page["next_after"] is None:
+                return found
+            after = page["next_after"]
+
+    def logs(
+        self, file: str | None = None, tail: int = 200, offset: int | None = None
+    ) -> dict[str, Any]:
+        """Lines of one of the job's log files (default its coordinator's): the last `tail`, or
+        those from byte `offset` on (`next_offset` of the last answer follows the file)."""
+        query = f"tail={tail}" + (f"&file={quote(file)}" if file else "")
+        if offset is not None:
+            query += f"&offset={offset}"
+        return self.client.request("GET", f"{self._path()}/logs?{query}")
 
     def manifest(self) -> dict[str, Any]:
         """The manifest of a succeeded job: counts, failures, settings and versions."""

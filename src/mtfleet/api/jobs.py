@@ -37,18 +37,21 @@ from mtfleet.cluster import JobHandle, start_coordinator, submit_job
 from mtfleet.cluster.assemble import LISTED_FAILURES
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name, wait_ended
 from mtfleet.cluster.job import (
+    REPLANNED,
     finished_result,
+    forget_unassemblable,
     handle_for,
     reassemble,
     resolve_spec,
     store_url_for,
     with_keep_warm,
 )
+from mtfleet.cluster.retention import delete_job, prune_jobs, retire, work_bytes
 from mtfleet.cluster.targets import target_progress
 from mtfleet.data import dataset_files
 from mtfleet.errors import ApiError, JobError, ModelError, MtfleetError
 from mtfleet.spec import DEFAULT_KEEP_WARM_S, MAX_GPUS, JobSpec, input_key, spec_from_store
-from mtfleet.store import ACTIVE, TERMINAL, JobRecord, JobState, JobStore
+from mtfleet.store import ACTIVE, TERMINAL, EventRecord, JobRecord, JobState, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,10 @@ CALL_TIMEOUT_S = 10.0
 NODES_TIMEOUT_S = 5.0
 RATE_WINDOW_S = 30.0
 MAX_JOBS = 16
+# `mtfleet serve --retain`: finished jobs older than that are pruned this often
+PRUNE_EVERY_S = 300.0
+# an active job's work files are counted again at most this often
+SIZE_TTL_S = 10.0
 
 
 @dataclass
@@ -112,6 +119,7 @@ class JobService:
         max_gpus: int = MAX_GPUS,
         keep_warm_s: float = DEFAULT_KEEP_WARM_S,
         allow_hardlinks: bool = False,
+        retain_s: float | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).expanduser().resolve()
         self.store_url = store_url_for(self.state_dir, store_url)
@@ -136,6 +144,13 @@ class JobService:
         self.submitting = threading.Lock()
         self.stopping = threading.Event()
         self.follower: threading.Thread | None = None
+        # finished jobs older than this are deleted by the pruner; None keeps them
+        self.retain_s = retain_s
+        self.pruner: threading.Thread | None = None
+        # a job's work files are removed or deleted, or read to assemble it again, one at a time
+        self.work_lock = threading.Lock()
+        # the work files' size of each job when last counted: (its last update, when, bytes)
+        self.sizes: dict[str, tuple[float, float, int]] = {}
 
     def start(self) -> None:
         """Starts following every active job in the store, those of an earlier server included."""
@@ -143,17 +158,25 @@ class JobService:
             target=self._follow_loop, name="mtfleet-follower", daemon=True
         )
         self.follower.start()
+        if self.retain_s is not None:
+            self.pruner = threading.Thread(
+                target=self._prune_loop, name="mtfleet-pruner", daemon=True
+            )
+            self.pruner.start()
 
     def stop(self) -> None:
         """Stops following; the coordinators, detached, go on with their jobs. The follower waits
         on Ray at most CALL_TIMEOUT_S at a time, so this returns promptly."""
         self.stopping.set()
-        if self.follower is not None:
-            self.follower.join(timeout=2 * CALL_TIMEOUT_S)
+        for thread in (self.follower, self.pruner):
+            if thread is not None:
+                thread.join(timeout=2 * CALL_TIMEOUT_S)
 
     # --- one method per user action
 
-    def submit(self, spec: JobSpec, job_id: str | None = None) -> tuple[JobView, bool]:
+    def submit(
+        self, spec: JobSpec, job_id: str | None = None, actor: str | None = None
+    ) -> tuple[JobView, bool]:
         """Creates the job (its coordinator plans it), or finds it to resume it (queued again if
         it failed or was cancelled), and starts its coordinator; True when this call created it.
         Its paths are taken relative to the data root, and refused outside it."""
@@ -161,23 +184,35 @@ class JobService:
         self._check_fleet_settings(spec)
         with self.submitting:
             self._check_room(spec, job_id)
-            with _hub_offline(spec):
-                handle, created = submit_job(
-                    spec,
-                    state_dir=self.state_dir,
-                    store_url=self.store_url,
-                    job_id=job_id,
-                    data_root=self.root.root,
-                )
-        # A succeeded job is not run again; its output is assembled again if it went missing.
-        if finished_result(handle) is None:
-            if self._record(handle.job_id).state is JobState.SUCCEEDED:
-                reassemble(handle)
-            else:
-                with self.starting:
-                    self._drop_stale_coordinator(handle.job_id)
-                self._coordinator(handle.job_id)
+            handle, created = self._submit_job(spec, job_id, actor)
+            # A succeeded job is not run again; its output is assembled again if it went missing,
+            # from its parts, or, its parts removed, it is planned and translated anew.
+            with self.work_lock:
+                if finished_result(handle) is not None:
+                    return self.job(handle.job_id), created
+                if forget_unassemblable(handle):
+                    handle, created = self._submit_job(spec, job_id, actor)
+                    self.store.add_event(handle.job_id, "replanned", REPLANNED)
+                elif self._record(handle.job_id).state is JobState.SUCCEEDED:
+                    reassemble(handle)
+                    return self.job(handle.job_id), created
+        with self.starting:
+            self._drop_stale_coordinator(handle.job_id)
+        self._coordinator(handle.job_id)
         return self.job(handle.job_id), created
+
+    def _submit_job(
+        self, spec: JobSpec, job_id: str | None, actor: str | None
+    ) -> tuple[JobHandle, bool]:
+        with _hub_offline(spec):
+            return submit_job(
+                spec,
+                state_dir=self.state_dir,
+                store_url=self.store_url,
+                job_id=job_id,
+                data_root=self.root.root,
+                actor=actor or API_ACTOR,
+            )
 
     def jobs(self) -> list[JobSummary]:
         """Every job that can be read back; one that cannot is logged and left out, never a 500
@@ -228,16 +263,56 @@ class JobService:
             targets=_targets(record.spec, progress),
         )
 
-    def pause(self, job_id: str) -> JobView:
+    def pause(self, job_id: str, actor: str | None = None) -> JobView:
         """No new leases; shards already leased finish."""
-        return self._steer(job_id, JobState.PAUSED, "pause")
+        return self._steer(job_id, JobState.PAUSED, "pause", actor)
 
-    def resume(self, job_id: str) -> JobView:
-        return self._steer(job_id, JobState.RUNNING, "resume")
+    def resume(self, job_id: str, actor: str | None = None) -> JobView:
+        return self._steer(job_id, JobState.RUNNING, "resume", actor)
 
-    def cancel(self, job_id: str) -> JobView:
+    def cancel(self, job_id: str, actor: str | None = None) -> JobView:
         """Stops the job; its finished parts stay, so submitting it again goes on from them."""
-        return self._steer(job_id, JobState.CANCELLED, "cancel")
+        return self._steer(job_id, JobState.CANCELLED, "cancel", actor)
+
+    def delete(self, job_id: str) -> JobSummary:
+        """Deletes a finished job: its work files and its record (409 for an active one); its
+        output and manifest stay. The job as it was."""
+        record = self._record(job_id)
+        if record.state in ACTIVE:
+            raise ApiError(
+                f"Job {job_id} is {record.state}; only a finished job can be deleted, so cancel "
+                "it first.",
+                409,
+            )
+        summary = self._summary(record, self.store.progress(job_id))
+        with self.submitting, self.work_lock:
+            self._stop_coordinator(job_id)
+            try:
+                delete_job(self.store, self.state_dir, job_id)
+            except JobError as error:  # submitted again meanwhile
+                raise ApiError(str(error), 409) from None
+        self.sizes.pop(job_id, None)
+        return summary
+
+    def prune(self, older_than_s: float) -> list[str]:
+        """Deletes the finished jobs that have not changed for `older_than_s`; their ids."""
+        with self.submitting, self.work_lock:
+            deleted = [r.id for r in prune_jobs(self.store, self.state_dir, older_than_s)]
+        for job_id in deleted:
+            self.sizes.pop(job_id, None)
+            log.info("job %s pruned: finished more than %.0f s ago", job_id, older_than_s)
+        return deleted
+
+    def events(self, job_id: str, after: int = 0, limit: int = 200) -> list[EventRecord]:
+        self._record(job_id)
+        return self.store.events(job_id, after=after, limit=limit)
+
+    def job_exists(self, job_id: str) -> None:
+        """Nothing, or the 404 of a job the store does not have."""
+        self._record(job_id)
+
+    def work_dir(self, job_id: str) -> Path:
+        return self._handle(job_id).work_dir
 
     def manifest(self, job_id: str) -> dict[str, Any]:
         record = self._record(job_id)
@@ -309,9 +384,10 @@ class JobService:
 
     # --- steering
 
-    def _steer(self, job_id: str, to: JobState, verb: str) -> JobView:
+    def _steer(self, job_id: str, to: JobState, verb: str, actor: str | None) -> JobView:
         """Moves the job in the store, which its coordinator reads at every lease and tick: the
-        answer is the state the job is in, whichever of two racing calls won."""
+        answer is the state the job is in, whichever of two racing calls won. The job's history
+        says who moved it."""
         record = self._record(job_id)
         if record.state is not to:
             try:
@@ -320,6 +396,9 @@ class JobService:
                 record = self._record(job_id)
                 if record.state is not to:
                     raise ApiError(_cannot(job_id, record.state, verb), 409) from None
+            else:
+                kind, message = STEERED[to]
+                self.store.add_event(job_id, kind, message, actor=actor or API_ACTOR)
         return self.job(job_id)
 
     def _drop_stale_coordinator(self, job_id: str) -> None:
@@ -331,12 +410,40 @@ class JobService:
     # --- following
 
     def _follow_loop(self) -> None:
+        # jobs that succeeded while no server followed them leave their work files now
+        for record in self._list_quietly(JobState.SUCCEEDED):
+            self._retire(record.id)
         while not self.stopping.is_set():
             try:
                 self._follow_tick()
             except Exception:
                 log.exception("following the jobs failed")
             self.stopping.wait(FOLLOW_TICK_S)
+
+    def _list_quietly(self, state: JobState) -> list[JobRecord]:
+        try:
+            return self.store.list_jobs(state)
+        except MtfleetError:
+            log.exception("the job store cannot list the %s jobs", state)
+            return []
+
+    def _retire(self, job_id: str) -> None:
+        """A succeeded job's units and parts go (unless it keeps them); never raises."""
+        try:
+            with self.work_lock:
+                retire(self.store, job_id, self._handle(job_id).work_dir)
+            self.sizes.pop(job_id, None)
+        except Exception:
+            log.exception("the work files of job %s cannot be removed", job_id)
+
+    def _prune_loop(self) -> None:
+        assert self.retain_s is not None
+        while not self.stopping.is_set():
+            try:
+                self.prune(self.retain_s)
+            except Exception:
+                log.exception("pruning the finished jobs failed")
+            self.stopping.wait(PRUNE_EVERY_S)
 
     def _follow_tick(self) -> None:
         active = {record.id for state in ACTIVE for record in self.store.list_jobs(state)}
@@ -351,6 +458,7 @@ class JobService:
             ended = set(self.followed) - active
         for job_id in ended:
             self._stop_coordinator(job_id)
+            self._retire(job_id)
 
     def _observe(self, job_id: str) -> None:
         try:
@@ -439,7 +547,33 @@ class JobService:
             rows_total=progress["rows_total"],
             rows_done=progress["rows_done"],
             segments_done=progress["segments_done"],
+            work_bytes=self._work_bytes(record),
         )
+
+    def _work_bytes(self, record: JobRecord) -> int:
+        """The size of the job's work files: counted once for a finished job, which keeps it,
+        and at most every SIZE_TTL_S for an active one (a big job has thousands of parts)."""
+        known = self.sizes.get(record.id)
+        now = time.monotonic()
+        if (
+            known is not None
+            and known[0] == record.updated_at
+            and (record.state in TERMINAL or now - known[1] < SIZE_TTL_S)
+        ):
+            return known[2]
+        size = work_bytes(self._handle(record.id).work_dir)
+        self.sizes[record.id] = (record.updated_at, now, size)
+        return size
+
+
+# who did it, in a job's history, when the client did not say
+API_ACTOR = "api"
+# a move a client asked for, as the job's history tells it: its kind and its sentence
+STEERED = {
+    JobState.PAUSED: ("paused", "Paused: no new leases; leased shards finish."),
+    JobState.RUNNING: ("resumed", "Resumed."),
+    JobState.CANCELLED: ("cancelled", "Cancelled."),
+}
 
 
 def _cannot(job_id: str, state: JobState, verb: str) -> str:

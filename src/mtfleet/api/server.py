@@ -30,6 +30,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from mtfleet.api.console import mount_console
 from mtfleet.api.flags import flag_routes
+from mtfleet.api.history import history_routes
 from mtfleet.api.jobs import MAX_JOBS, JobService
 from mtfleet.api.metrics import FleetCollector, method_label
 from mtfleet.api.shards import shard_routes
@@ -56,6 +57,10 @@ MAX_BODY_BYTES = 1024 * 1024
 GRACEFUL_SHUTDOWN_S = 5
 # A 422 names each problem's place; a key a client made up is cut to this length there.
 LOCATION_CHARS = 64
+# A client names itself in this header (the CLI, the console, the Python client), for the
+# history of the jobs it steers.
+CLIENT_HEADER = "X-Mtfleet-Client"
+ACTOR_CHARS = 100
 # module level: FastAPI reads the dependency from the annotation, which must resolve here
 Credentials = Annotated[
     HTTPAuthorizationCredentials | None,
@@ -98,6 +103,8 @@ class ServerSettings:
     max_gpus: int = MAX_GPUS
     # a job that does not say how long its translators stay warm gets this
     keep_warm_s: float = DEFAULT_KEEP_WARM_S
+    # finished jobs that have not changed for this long are deleted; None keeps them
+    retain_s: float | None = None
 
     def check(self) -> None:
         if not self.token and not self.insecure_no_auth:
@@ -115,6 +122,8 @@ class ServerSettings:
                 raise ApiError(f"--{name.replace('_', '-')} must be at least 1.")
         if self.keep_warm_s < 0:
             raise ApiError("--keep-warm must be 0 or more seconds.")
+        if self.retain_s is not None and self.retain_s <= 0:
+            raise ApiError("--retain must be a positive age, such as 30d.")
         if not 0 <= self.max_gpus <= MAX_GPUS:
             raise ApiError(f"--max-gpus must be between 0 and {MAX_GPUS}.")
 
@@ -214,6 +223,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         max_gpus=settings.max_gpus,
         keep_warm_s=settings.keep_warm_s,
         allow_hardlinks=settings.allow_hardlinks,
+        retain_s=settings.retain_s,
     )
     requests = RequestCounter(
         "mtfleet_api_requests",
@@ -297,11 +307,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
             }
         },
     )
-    def submit(body: JobBody, response: Response) -> JobView:
+    def submit(body: JobBody, response: Response, actor: Actor) -> JobView:
         request = job_request(body)
         if request.trust_remote_code and not settings.allow_remote_code:
             raise ApiError(REMOTE_CODE_REFUSED, 400)
-        view, created = service.submit(request.spec(), request.job_id)
+        view, created = service.submit(request.spec(), request.job_id, actor)
         response.status_code = 201 if created else 200
         return view
 
@@ -316,17 +326,24 @@ def create_app(settings: ServerSettings) -> FastAPI:
     def job(job_id: JobId) -> JobView:
         return service.job(job_id)
 
+    @v1.delete(
+        "/jobs/{job_id}",
+        summary="Delete a finished job: its work files and record (never its output); 409 if active",
+    )
+    def delete(job_id: JobId) -> JobSummary:
+        return service.delete(job_id)
+
     @v1.post("/jobs/{job_id}/pause", summary="No new leases; leased shards finish")
-    def pause(job_id: JobId) -> JobView:
-        return service.pause(job_id)
+    def pause(job_id: JobId, actor: Actor) -> JobView:
+        return service.pause(job_id, actor)
 
     @v1.post("/jobs/{job_id}/resume", summary="Lease shards again")
-    def resume(job_id: JobId) -> JobView:
-        return service.resume(job_id)
+    def resume(job_id: JobId, actor: Actor) -> JobView:
+        return service.resume(job_id, actor)
 
     @v1.post("/jobs/{job_id}/cancel", summary="Stop; finished parts are kept for a resubmission")
-    def cancel(job_id: JobId) -> JobView:
-        return service.cancel(job_id)
+    def cancel(job_id: JobId, actor: Actor) -> JobView:
+        return service.cancel(job_id, actor)
 
     @v1.get("/jobs/{job_id}/manifest", summary="The manifest of a succeeded job")
     def manifest(job_id: JobId) -> dict[str, Any]:
@@ -338,6 +355,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     v1.include_router(shard_routes(service))
     v1.include_router(flag_routes(service))
+    v1.include_router(history_routes(service))
     app.include_router(v1)
 
     @app.get(
@@ -388,6 +406,17 @@ def serve(settings: ServerSettings, host: str = LOOPBACK, port: int = 8000) -> N
     finally:
         if started_here:
             ray.shutdown()
+
+
+def client_actor(request: Request) -> str:
+    """Who makes the request, for a job's history: the name its client gives (CLIENT_HEADER,
+    printable, cut to ACTOR_CHARS) and the address it comes from."""
+    named = "".join(char for char in request.headers.get(CLIENT_HEADER, "") if char.isprintable())
+    peer = request.client.host if request.client else "unknown address"
+    return f"{named.strip()[:ACTOR_CHARS] or 'api client'} at {peer}"
+
+
+Actor = Annotated[str, Depends(client_actor)]
 
 
 def _authorization(settings: ServerSettings) -> Callable[..., None]:

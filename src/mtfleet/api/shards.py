@@ -135,7 +135,11 @@ def sample(store: JobStore, work_dir: Path, job_id: str, row_start: int, limit: 
             409,
         )
     if not UnitReader.exists(work_dir):
-        raise ApiError(f"The work files of job {job_id} are gone.", 409)
+        raise ApiError(
+            f"The units and parts of job {job_id} are gone (a succeeded job's are removed "
+            "unless it runs with keep_work), so it has no sample to show.",
+            409,
+        )
     units = UnitReader(work_dir).read(row_start, shard.row_end)
     shown, rest = units[:limit], units[limit:]
     wanted = {unit.unit for unit in shown}

@@ -61,6 +61,10 @@ class JobSummary(BaseModel):
     rows_total: int
     rows_done: int
     segments_done: int
+    work_bytes: int = Field(
+        description="The size of its work files on the server (units, parts, logs); a "
+        "succeeded job keeps its logs and plan only, unless it was run with keep_work."
+    )
 
 
 class JobHealth(BaseModel):

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -58,9 +58,16 @@ STATE_STYLES = {
 }
 
 
+jobs_app = typer.Typer(
+    help="List the jobs, oldest first; `mtfleet jobs rm JOB...` deletes finished ones.",
+    rich_markup_mode=None,
+)
+
+
 def register(app: typer.Typer) -> None:
-    for command in (serve, submit, jobs, status, pause, resume, cancel, nodes):
+    for command in (serve, submit, status, pause, resume, cancel, nodes, prune):
         app.command()(command)
+    app.add_typer(jobs_app, name="jobs")
 
 
 def serve(
@@ -106,11 +113,25 @@ def serve(
             "model, for jobs that do not say.",
         ),
     ] = DEFAULT_KEEP_WARM_S,
+    retain: Annotated[
+        str | None,
+        typer.Option(
+            help="Delete finished jobs (work files and records, never outputs) that have not "
+            "changed for this long, such as 30d; checked every few minutes. (default: kept)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API (token: MTFLEET_API_TOKEN, 32 characters or more; one is generated and
     printed when unset) for the jobs of a Ray cluster."""
     from mtfleet.api.server import LOOPBACK, ServerSettings, generate_token
     from mtfleet.api.server import serve as serve_api
+    from mtfleet.cluster.retention import parse_age
+
+    try:
+        retain_s = None if retain is None else parse_age(retain, "--retain")
+    except MtfleetError as error:
+        raise fail(error) from None
 
     # Out of the environment before Ray starts: no worker this process starts inherits it.
     token = os.environ.pop("MTFLEET_API_TOKEN", None) or None
@@ -132,6 +153,7 @@ def serve(
         max_jobs=max_jobs,
         max_gpus=max_gpus,
         keep_warm_s=keep_warm,
+        retain_s=retain_s,
     )
     if insecure_no_auth and host != LOOPBACK:
         console.print(f"note: without a token the API listens on {LOOPBACK} only, not {host}.")
@@ -169,6 +191,7 @@ def submit(
     lease_ttl: options.LeaseTtl = None,
     speculative_tail: options.SpeculativeTail = None,
     overwrite: options.Overwrite = None,
+    keep_work: options.KeepWork = None,
     protect: options.Protect = None,
     glossary: options.Glossary = None,
     on_flag: options.OnFlag = None,
@@ -200,7 +223,7 @@ def submit(
         compute_type=compute_type, shard_tokens=shard_tokens, on_error=on_error,
         cpu_translators_per_node=cpu_translators_per_node, gpus=gpus, threads=threads,
         gpus_per_translator=gpus_per_translator, keep_warm_s=keep_warm,
-        lease_ttl_s=lease_ttl, speculative_tail=speculative_tail, overwrite=overwrite,
+        lease_ttl_s=lease_ttl, speculative_tail=speculative_tail, overwrite=overwrite, keep_work=keep_work,
         protect=protect, glossary=terms, on_flag=on_flag, checks=checks, job_id=job_id,
         trust_remote_code=trust_remote_code,
         preprocessor=preprocessor,
@@ -212,8 +235,13 @@ def submit(
             _watch_to_end(job, poll)
 
 
-def jobs(api: Api = DEFAULT_API, output: OutputFormat = Format.TABLE) -> None:
-    """List the jobs, oldest first."""
+@jobs_app.callback(invoke_without_command=True)
+def jobs(ctx: typer.Context, api: Api = DEFAULT_API, output: OutputFormat = Format.TABLE) -> None:
+    """List the jobs, oldest first; `mtfleet jobs rm JOB...` deletes finished ones."""
+    from mtfleet.cluster.retention import format_bytes
+
+    if ctx.invoked_subcommand is not None:
+        return
     with _api(api) as client:
         found = client.jobs()
     if output is Format.JSON:
@@ -227,6 +255,7 @@ def jobs(api: Api = DEFAULT_API, output: OutputFormat = Format.TABLE) -> None:
         Column("segments", overflow="fold"),
         Column("input", overflow="fold"),
         Column("output", overflow="fold"),
+        Column("work", overflow="fold"),
         Column("updated", overflow="fold"),
         box=None,
     )
@@ -239,14 +268,84 @@ def jobs(api: Api = DEFAULT_API, output: OutputFormat = Format.TABLE) -> None:
             str(view["segments_done"]),
             _middle(_short_path(view["input"])),
             _middle(_short_path(view["output"])),
+            format_bytes(view["work_bytes"]),
             f"{_duration(time.time() - view['updated_at'])} ago",
         )
     out.print(table if found else "no jobs")
 
 
+@jobs_app.command("rm")
+def remove(
+    job_ids: Annotated[
+        list[str], typer.Argument(help="The finished jobs to delete.", show_default=False)
+    ],
+    api: Api = DEFAULT_API,
+) -> None:
+    """Delete finished jobs: their work files and records on the server, never their outputs.
+
+    An active job is refused: cancel it first.
+    """
+    from mtfleet.cluster.retention import format_bytes
+
+    with _api(api) as client:
+        for job_id in job_ids:
+            deleted = client.job(job_id).delete()
+            out.print(
+                f"{deleted['id']} deleted ({format_bytes(deleted['work_bytes'])} freed)",
+                highlight=False,
+            )
+
+
+def prune(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            help="Delete finished jobs that have not changed for this long: 90m, 12h, 7d, 2w.",
+            show_default=False,
+        ),
+    ],
+    state: Annotated[
+        str,
+        typer.Option(help="Only jobs in these finished states, such as failed,cancelled."),
+    ] = "succeeded,failed,cancelled",
+    state_dir: options.StateDir = Path(".mtfleet"),
+    store: options.Store = None,
+) -> None:
+    """Delete the finished jobs of a state dir (work files and records, never outputs) older
+    than --older-than; active jobs are never touched. `mtfleet serve --retain` does it on its
+    own."""
+    from mtfleet.cluster.job import store_url_for
+    from mtfleet.cluster.retention import (
+        format_bytes,
+        parse_age,
+        parse_states,
+        prune_jobs,
+        work_bytes,
+    )
+    from mtfleet.store import JobStore
+
+    try:
+        older_than_s = parse_age(older_than)
+        states = parse_states(state)
+        state_dir = state_dir.expanduser().resolve()
+        with JobStore(store_url_for(state_dir, store)) as jobs_store:
+            sizes = {r.id: work_bytes(state_dir / "jobs" / r.id) for r in jobs_store.list_jobs()}
+            deleted = prune_jobs(jobs_store, state_dir, older_than_s, states)
+    except MtfleetError as error:
+        raise fail(error) from None
+    for record in deleted:
+        out.print(f"{record.id} {record.state} deleted", highlight=False)
+    freed = sum(sizes.get(record.id, 0) for record in deleted)
+    jobs_deleted = f"{len(deleted)} job" + ("" if len(deleted) == 1 else "s")
+    out.print(f"{jobs_deleted} deleted, {format_bytes(freed)} freed", highlight=False)
+
+
 def status(
     job_id: JobId,
     watch: Annotated[bool, typer.Option("--watch", help="A live view until the job ends.")] = False,
+    events: Annotated[
+        bool, typer.Option("--events", help="Its history: who did what to it, and when.")
+    ] = False,
     poll: Poll = 1.0,
     api: Api = DEFAULT_API,
     output: OutputFormat = Format.TABLE,
@@ -257,7 +356,13 @@ def status(
     """
     with _api(api) as client:
         job = client.job(job_id)
-        if output is Format.JSON and watch:
+        if events:
+            history = job.events()
+            if output is Format.JSON:
+                _print_json(history)
+            else:
+                out.print(render_events(history))
+        elif output is Format.JSON and watch:
             _stream_to_end(job, poll)
         elif output is Format.JSON:
             _print_json(job.last)
@@ -313,6 +418,8 @@ def nodes(api: Api = DEFAULT_API, output: OutputFormat = Format.TABLE) -> None:
 
 def render_job(view: dict[str, Any]) -> RenderableType:
     """One job as the console shows it, once or live."""
+    from mtfleet.cluster.retention import format_bytes
+
     title = Text.assemble((view["id"], "bold"), "  ", _state(view["state"]))
     title.append(f"  {view['model']}  {view['input']} -> {view['output']}")
     rate, eta = view["segments_per_s"], view["eta_s"]
@@ -326,7 +433,12 @@ def render_job(view: dict[str, Any]) -> RenderableType:
     )
     shards = ", ".join(f"{count} {state}" for state, count in view["shards"].items())
     counters = "".join(f"   {name} {value}" for name, value in sorted(view["counters"].items()))
-    parts: list[RenderableType] = [title, bar, Text(f"shards: {shards}{counters}", style="dim")]
+    parts: list[RenderableType] = [
+        title,
+        bar,
+        Text(f"shards: {shards}{counters}", style="dim"),
+        Text(f"work files: {format_bytes(view['work_bytes'])}", style="dim"),
+    ]
     if len(view.get("targets", [])) > 1:
         parts.append(_target_table(view))
     if view["nodes"]:
@@ -349,6 +461,27 @@ def render_job(view: dict[str, Any]) -> RenderableType:
     if view["error"]:
         parts.append(Text(f"error: {view['error']}", style="bold red"))
     return Group(*parts)
+
+
+def render_events(history: list[dict[str, Any]]) -> RenderableType:
+    """A job's history: when, what, who, and what it says."""
+    if not history:
+        return Text("no events")
+    table = Table(
+        Column("when", no_wrap=True),
+        Column("event", no_wrap=True),
+        Column("by", overflow="fold"),
+        Column("", overflow="fold"),
+        box=None,
+    )
+    for event in history:
+        table.add_row(
+            datetime.fromtimestamp(event["at"], UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            event["kind"],
+            event["actor"] or "-",
+            event["message"],
+        )
+    return table
 
 
 def _flagged(health: dict[str, Any]) -> str:
@@ -398,7 +531,7 @@ def _node_table(view: dict[str, Any]) -> Table:
 def _api(url: str) -> Iterator[Client]:
     """A client of the API; any error it raises ends the command with its one sentence."""
     try:
-        with Client(url) as client:
+        with Client(url, name="cli") as client:
             yield client
     except MtfleetError as error:
         raise fail(error) from None

@@ -132,6 +132,15 @@ Overwrite = Annotated[
         show_default=False,
     ),
 ]
+KeepWork = Annotated[
+    bool | None,
+    typer.Option(
+        "--keep-work",
+        help="Keep the job's units and parts once it has succeeded (removed by default; the "
+        "output, manifest and job record stay).",
+        show_default=False,
+    ),
+]
 TrustRemoteCode = Annotated[
     bool | None,
     typer.Option(

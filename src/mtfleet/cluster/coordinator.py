@@ -45,6 +45,7 @@ from mtfleet.cluster.logs import log_path, log_to_work_dir
 from mtfleet.cluster.plan import UnitReader, plan_job
 from mtfleet.cluster.pool import JOB_SILENCE_S, Resources, warm_pool
 from mtfleet.cluster.protocol import STOP, WAIT, LeaseReply
+from mtfleet.cluster.retention import retire
 from mtfleet.cluster.tail import Holding
 from mtfleet.cluster.targets import target_progress
 from mtfleet.cluster.translator import Translator, engine_key, translator_resources
@@ -176,6 +177,7 @@ class JobCoordinator:
                 )
             if job.counters.get("coordinator_starts", 0) > 0:
                 self.store.incr_counter(self.job_id, "coordinator_restarts")
+                self.store.add_event(self.job_id, "restarted", f"Restarted; {done} done.")
             self.store.incr_counter(self.job_id, "coordinator_starts")
             if job.state is JobState.QUEUED:
                 self.store.set_job_state(self.job_id, JobState.RUNNING)
@@ -228,6 +230,7 @@ class JobCoordinator:
             self._finish_failed(f"Planning failed: {type(error).__name__}: {error}")
             return
         log.info("job %s planned: %d shards", self.job_id, len(shards))
+        self.store.add_event(self.job_id, "planned", f"Planned: {len(shards)} shards.")
         self.planned.set()
 
     def pause(self) -> str:
@@ -677,11 +680,9 @@ class JobCoordinator:
         del self.slots[slot.worker_id]
         ray.kill(slot.handle, no_restart=True)
         # a translator that dies (or hangs) on a live node may have been killed by its shard
-        self.ledger.translator_gone(
-            slot.worker_id,
-            cause or ("its node left" if node_left else "died"),
-            counts=not node_left,
-        )
+        cause = cause or ("its node left" if node_left else "died")
+        self.ledger.translator_gone(slot.worker_id, cause, counts=not node_left)
+        self.store.add_event(self.job_id, "translator_lost", f"{slot.worker_id}: {cause}.")
 
     def _stop_translators(self, keep_warm: bool) -> None:
         """The job ended: its translators go to the warm pool (`keep_warm`, a job that did not
@@ -703,6 +704,12 @@ class JobCoordinator:
                 ray.kill(slot.handle, no_restart=True)
         self._stop_translators(keep_warm=True)
         released = self.ledger.stop_all()
+        self.store.add_event(
+            self.job_id,
+            "stopped",
+            f"Stopped: {len(busy)} translators killed in the middle of a shard; "
+            f"{len(released)} leases released.",
+        )
         log.info(
             "job %s cancelled: %d translators killed in the middle of a shard, leases released "
             "on shards %s",
@@ -729,6 +736,12 @@ class JobCoordinator:
             return
         self.store.set_manifest(self.job_id, manifest)
         self.store.set_job_state(self.job_id, JobState.SUCCEEDED)
+        self.store.add_event(self.job_id, "succeeded", f"Succeeded: {manifest['rows']} rows.")
+        # a job that no driver or server follows (detached) leaves no units or parts either
+        try:
+            retire(self.store, self.job_id, self.work_dir)
+        except Exception:
+            log.exception("the work files of job %s cannot be removed", self.job_id)
 
     def _finish_failed(self, message: str) -> None:
         """Fails the job with `message` and stops its translators. Never raises: a failure the
@@ -737,6 +750,7 @@ class JobCoordinator:
             if self.store.get_job(self.job_id).state not in TERMINAL:
                 self.store.set_job_state(self.job_id, JobState.FAILED, error=message)
                 log.error("job %s failed: %s", self.job_id, message)
+                self.store.add_event(self.job_id, "failed", f"Failed: {message}")
             self.unrecorded_failure = None
         except Exception:
             log.exception("could not record that job %s failed: %s", self.job_id, message)

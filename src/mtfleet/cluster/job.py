@@ -18,6 +18,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from mtfleet.cluster.assemble import assemble, outputs_intact
 from mtfleet.cluster.coordinator import JobCoordinatorActor, coordinator_name, wait_ended
 from mtfleet.cluster.plan import check_fields
+from mtfleet.cluster.retention import delete_job, parts_missing, retire
 from mtfleet.cluster.runtime import NAMESPACE, connect, head_node_id
 from mtfleet.data import check_output_writable as check_file_writable
 from mtfleet.data import dataset_files, mirrored_output
@@ -36,6 +37,8 @@ from mtfleet.spec import (
 from mtfleet.store import ACTIVE, TERMINAL, JobState, JobStore
 
 POLL_S = 0.5
+# who did it, in a job's history, when it was done by `mtfleet translate` on this machine
+CLI_ACTOR = "cli"
 # The coordinator plans and assembles a job, reading its whole input a row at a time.
 COORDINATOR_MEMORY_BYTES = 512 * 1024 * 1024
 Progress = Callable[[dict[str, Any]], None]
@@ -104,13 +107,14 @@ def submit_job(
     store_url: str | None = None,
     job_id: str | None = None,
     data_root: Path | None = None,
+    actor: str = CLI_ACTOR,
 ) -> tuple[JobHandle, bool]:
     """The job's handle, and True when this call created it (False: it existed, and resumes).
 
     Nothing here reads the whole input: the input, the first rows' fields, the output and the model
     are checked, so a user's mistake is one sentence before anything runs; the coordinator plans.
     `data_root` (the API's) is stored with the spec, so the output is confined to it again when
-    it is written.
+    it is written. The job's history says `actor` submitted it.
     """
     spec = resolve_spec(spec, data_root)
     _, files = dataset_files(spec.input)
@@ -136,6 +140,7 @@ def submit_job(
     stored = stored_spec(spec, key, data_root)
     record, created = store.create_or_find_job(job_id, stored, None, identity=stored_identity)
     if created:
+        store.add_event(job_id, "submitted", "Submitted.", actor=actor)
         return handle, True
     if record.spec != stored:
         # Same output, other fleet: translators, threads, GPUs and lease TTL may change on resume.
@@ -144,9 +149,16 @@ def submit_job(
         # Rerunning a failed or cancelled job goes on from its finished shards, or plans it again.
         planned = store.has_shards(job_id)
         store.set_job_state(job_id, JobState.QUEUED if planned else JobState.PLANNING)
+        store.add_event(
+            job_id,
+            "resubmitted",
+            f"Submitted again after it {record.state.value}; its done shards are kept.",
+            actor=actor,
+        )
     elif record.state is JobState.PAUSED and record.error:
         # Paused by its coordinator on a fault that persisted (a full disk...): rerunning resumes.
         store.set_job_state(job_id, JobState.RUNNING)
+        store.add_event(job_id, "resumed", "Resumed by submitting it again.", actor=actor)
     return handle, False
 
 
@@ -316,7 +328,9 @@ def follow(handle: JobHandle, on_progress: Progress | None = None) -> JobResult:
             if state in TERMINAL:
                 wait_ended(coordinator)
             ray.kill(coordinator, no_restart=True)
-            job = JobStore(handle.store_url).get_job(handle.job_id)
+            store = JobStore(handle.store_url)
+            retire(store, handle.job_id, handle.work_dir)
+            job = store.get_job(handle.job_id)
             return JobResult(handle.job_id, job.state.value, job.error, job.manifest)
         time.sleep(POLL_S)
 
@@ -327,6 +341,26 @@ def finished_result(handle: JobHandle) -> JobResult | None:
     if job.state is not JobState.SUCCEEDED or not outputs_intact(job.manifest or {}):
         return None
     return JobResult(handle.job_id, job.state.value, None, job.manifest)
+
+
+def forget_unassemblable(handle: JobHandle) -> bool:
+    """A succeeded job whose output must be written again but whose parts were removed (once it
+    succeeded) is deleted, record and work dir, so that submitting it again plans and translates
+    it anew; True when it was."""
+    store = JobStore(handle.store_url)
+    if store.get_job(handle.job_id).state is not JobState.SUCCEEDED:
+        return False
+    if not parts_missing(store, handle.job_id):
+        return False
+    delete_job(store, handle.work_dir.parent.parent, handle.job_id)
+    log.info("job %s: its output changed and its parts are gone; planned anew", handle.job_id)
+    return True
+
+
+REPLANNED = (
+    "Its output had to be written again but its parts were removed when it succeeded; it is "
+    "planned and translated anew."
+)
 
 
 def reassemble(handle: JobHandle) -> JobResult:
@@ -364,6 +398,9 @@ def run_job(
     finished = finished_result(handle)
     if finished is not None:
         return finished
+    if forget_unassemblable(handle):
+        handle = prepare_job(spec, state_dir=state_dir, store_url=store_url, job_id=job_id)
+        JobStore(handle.store_url).add_event(handle.job_id, "replanned", REPLANNED)
     started_here = False
     try:
         started_here = connect(address)
@@ -389,6 +426,7 @@ def pause_interrupted(handle: JobHandle) -> str:
     store = JobStore(handle.store_url)
     if store.get_job(handle.job_id).state in (JobState.PLANNING, JobState.RUNNING):
         store.set_job_state(handle.job_id, JobState.PAUSED, error=INTERRUPTED)
+        store.add_event(handle.job_id, "paused", INTERRUPTED, actor=CLI_ACTOR)
     progress = store.progress(handle.job_id)
     return (
         f"job {handle.job_id} paused after {progress['rows_done']} of {progress['rows_total']} "

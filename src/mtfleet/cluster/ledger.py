@@ -324,6 +324,7 @@ class ShardLedger:
             self.breaker.done()
         self.store.set_job_state(self.job_id, JobState.PAUSED, error=message)
         log.error("job %s paused: %s", self.job_id, message)
+        self.store.add_event(self.job_id, "paused", f"Paused by its coordinator: {message}")
         return True
 
     def _give_up_lease(self, index: int, lease_id: str) -> bool:

@@ -409,6 +409,21 @@ class JobStore:
                 raise self._unknown_job(job_id)
 
     @_retried
+    def delete_job(self, job_id: str) -> JobRecord:
+        """Deletes a finished job with its shards, counters and events, and returns it as it was.
+        An active job is refused (its files are in use): a JobError saying so."""
+        with self._transaction(write=True) as conn:
+            state = JobState(self._job_row(conn, job_id, lock="update").state)
+            if state not in TERMINAL:
+                raise JobError(
+                    f"Job {job_id!r} is {state}; only a finished (succeeded, failed or "
+                    "cancelled) job can be deleted, so cancel it first."
+                )
+            record = self._read_job(conn, job_id)
+            conn.execute(sa.delete(jobs).where(jobs.c.id == job_id))
+        return record
+
+    @_retried
     def incr_counter(self, job_id: str, name: str, n: int = 1) -> int:
         """Add `n` to the job's counter `name` (0 when new); returns the new value."""
         with self._transaction(write=True) as conn:

@@ -26,7 +26,11 @@ class ApiError extends Error {
 // --- the API
 
 async function api(path, { method = "GET", body } = {}) {
-  const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) ?? ""}` };
+  // the client's name goes into the history of the jobs it steers
+  const headers = {
+    Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) ?? ""}`,
+    "X-Mtfleet-Client": "console",
+  };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
@@ -128,6 +132,16 @@ const dash = (value, format) => (value === null || value === undefined ? "–" :
 const number = (value) => value.toLocaleString("en");
 const rate = (value) => `${value.toFixed(1)}/s`;
 const gib = (bytes) => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+
+// 12 B, 340.0 KB, 13.2 MB: as `mtfleet jobs` shows sizes
+function size(bytes) {
+  let value = bytes;
+  for (const unit of ["B", "KB", "MB"]) {
+    if (value < 1000) return unit === "B" ? `${value} B` : `${value.toFixed(1)} ${unit}`;
+    value /= 1000;
+  }
+  return `${value.toFixed(1)} GB`;
+}
 
 function duration(seconds) {
   const total = Math.max(0, Math.round(seconds));
@@ -385,8 +399,11 @@ function jobView(jobId) {
   const failures = h("div", { id: "failures" });
   const manifest = h("div", { id: "manifest" });
   const logs = h("pre", { id: "logs", class: "logs" });
-  const logsPanel = h("div", { class: "card", id: "logs-panel" }, h("h2", null, "Logs"), logs);
+  const logFile = h("select", { id: "log-file", "aria-label": "Log file", onchange: () => drawLogs() });
+  const logsPanel = h("div", { class: "card", id: "logs-panel" }, h("h2", null, "Logs ", logFile), logs);
   logsPanel.hidden = true;
+  const timeline = h("ol", { id: "timeline", class: "timeline" });
+  const history = [];
   const sample = h(
     "div",
     { id: "sample" },
@@ -400,6 +417,7 @@ function jobView(jobId) {
   const shardElements = new Map();
   let view = null;
   let confirming = false;
+  let deleting = false;
   let manifestShown = false;
   let qualityDrawn = null;
   let lastShards = null;
@@ -419,6 +437,7 @@ function jobView(jobId) {
     h("div", { class: "card" }, h("h2", null, "Translators"), fleet),
     failures,
     manifest,
+    h("div", { class: "card" }, h("h2", null, "History"), timeline),
     logsPanel,
     h("div", { class: "card" }, h("h2", null, "Sample"), sample),
   ]);
@@ -431,6 +450,55 @@ function jobView(jobId) {
     } catch (error) {
       showBanner(error.message);
     }
+  }
+
+  async function deleteJob() {
+    try {
+      await api(jobPath(jobId), { method: "DELETE" });
+    } catch (error) {
+      deleting = false;
+      showBanner(error.message);
+      drawControls();
+      return;
+    }
+    location.hash = "#/jobs";
+  }
+
+  function drawDelete() {
+    if (!deleting)
+      return h(
+        "button",
+        {
+          type: "button",
+          id: "delete",
+          class: "danger",
+          disabled: ACTIVE.has(view.state),
+          title: "A finished job only: its work files and record go, its output stays.",
+          onclick: () => {
+            deleting = true;
+            drawControls();
+          },
+        },
+        "Delete",
+      );
+    return h(
+      "span",
+      { class: "confirm" },
+      `Delete ${jobId}? Its work files and record go; its output stays. `,
+      h("button", { type: "button", id: "delete-confirm", class: "danger", onclick: deleteJob }, "Yes, delete"),
+      h(
+        "button",
+        {
+          type: "button",
+          id: "delete-keep",
+          onclick: () => {
+            deleting = false;
+            drawControls();
+          },
+        },
+        "No",
+      ),
+    );
   }
 
   function drawControls() {
@@ -487,6 +555,7 @@ function jobView(jobId) {
       button("Pause", "pause", ["planning", "queued", "running"].includes(state)),
       button("Resume", "resume", state === "paused"),
       cancel,
+      drawDelete(),
     );
   }
 
@@ -516,7 +585,8 @@ function jobView(jobId) {
         h("strong", { id: "rows-done" }, `${number(view.rows_done)} / ${number(view.rows_total)} rows`),
         ` (${(100 * fraction).toFixed(0)}%) · ${number(view.units_done)} / ${number(view.units_total)} units · `,
         `${number(view.segments_done)} segments · ${dash(view.rows_per_s, rate)} rows · `,
-        `${dash(view.segments_per_s, rate)} segments · ETA ${dash(view.eta_s, duration)}`,
+        `${dash(view.segments_per_s, rate)} segments · ETA ${dash(view.eta_s, duration)} · `,
+        h("span", { id: "work-bytes" }, `work files ${size(view.work_bytes)}`),
         view.health && view.health.checks !== "off"
           ? [" · ", h("strong", { id: "units-flagged" }, `${number(view.health.units_flagged)} flagged`)]
           : "",
@@ -861,24 +931,48 @@ function jobView(jobId) {
   async function drawLogs() {
     const documented = (await openapiDocument()).paths?.["/v1/jobs/{job_id}/logs"];
     if (!documented) return;
+    const chosen = logFile.value ? `&file=${encodeURIComponent(logFile.value)}` : "";
     let answer;
     try {
-      answer = await api(`${jobPath(jobId)}/logs`);
+      answer = await api(`${jobPath(jobId)}/logs?tail=200${chosen}`);
     } catch {
       logsPanel.hidden = true;
       return;
     }
-    const lines = Array.isArray(answer)
-      ? answer
-      : Array.isArray(answer?.lines)
-        ? answer.lines
-        : null;
-    logs.textContent = lines
-      ? lines.map((line) => (typeof line === "string" ? line : JSON.stringify(line))).join("\n")
-      : typeof answer === "string"
-        ? answer
-        : JSON.stringify(answer, null, 2);
-    logsPanel.hidden = false;
+    const names = answer.files.map((file) => file.name);
+    if (names.join("\n") !== [...logFile.options].map((option) => option.value).join("\n"))
+      fill(
+        logFile,
+        answer.files.map((file) =>
+          h("option", { value: file.name, selected: file.name === answer.file }, `${file.name} (${size(file.bytes)})`),
+        ),
+      );
+    logs.textContent = answer.lines.length ? answer.lines.join("\n") : "(no lines yet)";
+    logsPanel.hidden = answer.file === null;
+  }
+
+  // the job's history: only the events after the last one seen are asked for
+  async function drawHistory() {
+    const after = history.length ? history.at(-1).id : 0;
+    const page = await api(`${jobPath(jobId)}/events?after=${after}`);
+    if (!page.events.length && history.length) return;
+    history.push(...page.events);
+    fill(
+      timeline,
+      history.length
+        ? history.map((event) =>
+            h(
+              "li",
+              { dataset: { kind: event.kind } },
+              h("time", { datetime: new Date(event.at * 1000).toISOString() }, new Date(event.at * 1000).toLocaleString("en-GB")),
+              " ",
+              h("strong", { class: "kind" }, event.kind),
+              event.actor ? h("span", { class: "actor" }, ` by ${event.actor}`) : null,
+              h("span", { class: "message" }, ` ${event.message}`),
+            ),
+          )
+        : h("li", { class: "muted" }, "no events yet"),
+    );
   }
 
   async function loadSample(rowStart) {
@@ -955,7 +1049,7 @@ function jobView(jobId) {
       else drawControls();
       drawChart();
       drawShards(shards);
-      await Promise.all([drawManifest(), drawLogs()]);
+      await Promise.all([drawManifest(), drawLogs(), drawHistory()]);
     },
   };
 }
