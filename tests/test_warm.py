@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -358,6 +359,26 @@ def test_a_job_tells_the_pool_what_it_wants_when_that_changes_and_every_few_seco
     coordinator.told_pool_at -= SHARE_EVERY_S
     coordinator._share(JobState.PAUSED, 5)
     assert len(told) == 4
+
+
+def test_a_job_resumed_with_other_fleet_settings_runs_with_them_on_its_live_coordinator(
+    tmp_path: Path,
+) -> None:
+    coordinator = coordinator_of_a_running_job(tmp_path)
+    store = coordinator.store
+    stored = dict(store.get_job("job").spec)
+    store.update_spec("job", {**stored, "cpu_translators_per_node": 3, "lease_ttl_s": 90.0})
+
+    coordinator._follow_spec(store.get_job("job").spec)
+
+    assert (coordinator.spec.cpu_translators_per_node, coordinator.spec.lease_ttl_s) == (3, 90.0)
+    assert coordinator.ledger.spec.lease_ttl_s == 90.0
+    asked_at = time.time()
+    lease = coordinator.ledger.lease("t1")
+    assert lease is not None
+    expires_at = store.shard("job", lease.index).lease_expires_at
+    # leased for the new 90 s, not the 60 s the job was stored with
+    assert expires_at is not None and expires_at - asked_at > 60
 
 
 class PlanWatched(threading.Event):

@@ -21,6 +21,8 @@ from pydantic import (
 from mtfleet.data.patterns import MAX_PATTERNS, check_glossary, compile_patterns
 
 EngineName = Literal["hf", "ct2", "reverse"]
+# Where jobs keep their store and work files unless told otherwise (a folder of the working dir).
+DEFAULT_STATE_DIR = Path(".mtfleet")
 Preprocessor = Literal["indictrans"]
 OnError = Literal["keep-source", "fail"]
 OnFlag = Literal["keep", "source", "drop-row"]

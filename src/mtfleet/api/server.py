@@ -45,7 +45,7 @@ from mtfleet.api.views import (
 )
 from mtfleet.cluster.runtime import connect
 from mtfleet.errors import ApiError, JobError, MtfleetError, StoreError
-from mtfleet.spec import DEFAULT_KEEP_WARM_S, MAX_GPUS
+from mtfleet.spec import DEFAULT_KEEP_WARM_S, DEFAULT_STATE_DIR, MAX_GPUS
 from mtfleet.store import JobState
 
 LOOPBACK = "127.0.0.1"
@@ -90,7 +90,7 @@ class ServerSettings:
 
     data_root: Path
     token: str | None = None
-    state_dir: Path = Path(".mtfleet")
+    state_dir: Path = DEFAULT_STATE_DIR
     store_url: str | None = None
     address: str | None = None
     # jobs with trust_remote_code run a model's own code on every node: only when the server says so

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mtfleet.spec import JobSpec
+from mtfleet.store.states import JobState
 
 # A job id names a directory and a Ray actor: no separators, no leading dot.
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -51,7 +52,7 @@ class JobNode(BaseModel):
 
 class JobSummary(BaseModel):
     id: str
-    state: Literal["planning", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
+    state: JobState
     error: str | None
     created_at: float
     updated_at: float

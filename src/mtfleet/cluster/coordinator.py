@@ -51,7 +51,7 @@ from mtfleet.cluster.targets import target_progress
 from mtfleet.cluster.translator import Translator, engine_key, translator_resources
 from mtfleet.errors import MtfleetError, StoreError
 from mtfleet.retry import backoff_s, retry
-from mtfleet.spec import spec_from_store
+from mtfleet.spec import RUN_SETTINGS, spec_from_store
 from mtfleet.store import (
     STORE_RETRY_S,
     TERMINAL,
@@ -125,6 +125,7 @@ class JobCoordinator:
         )
         job = self.store.get_job(job_id)
         self.spec, _, _ = spec_from_store(job.spec)
+        self.stored_spec = job.spec
         self.slots: dict[str, TranslatorSlot] = {}
         self.lock = threading.RLock()
         self.stopping = threading.Event()
@@ -377,6 +378,7 @@ class JobCoordinator:
     def _tick(self) -> bool:
         """One round of the fleet loop; True when the job has ended."""
         job = self.store.get_job(self.job_id)
+        self._follow_spec(job.spec)
         if job.state is JobState.CANCELLED:
             self._stop_cancelled()
             return True
@@ -408,6 +410,21 @@ class JobCoordinator:
         self._share(job.state, left)
         self._place(nodes, job.state)
         return False
+
+    def _follow_spec(self, stored: dict[str, Any]) -> None:
+        """A job resumed with other fleet settings (translators a node, GPUs, lease TTL, the
+        speculative tail: `RUN_SETTINGS`) runs with them from this tick, its live coordinator
+        and ledger too; what changes the output never changes under a job."""
+        if stored == self.stored_spec:
+            return
+        spec, _, _ = spec_from_store(stored)
+        changed = sorted(
+            name for name in RUN_SETTINGS if getattr(spec, name) != getattr(self.spec, name)
+        )
+        self.spec = self.ledger.spec = spec
+        self.stored_spec = stored
+        if changed:
+            log.info("job %s runs with new settings from now: %s", self.job_id, ", ".join(changed))
 
     # --- sharing the cluster with other jobs: the warm pool
 

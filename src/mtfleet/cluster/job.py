@@ -27,6 +27,7 @@ from mtfleet.errors import Interrupted, JobError, OutputError
 from mtfleet.manifest import job_manifest_path, manifest_path
 from mtfleet.spec import (
     DEFAULT_KEEP_WARM_S,
+    DEFAULT_STATE_DIR,
     JobSpec,
     fingerprint,
     input_key,
@@ -91,7 +92,7 @@ def handle_for(job_id: str, state_dir: Path, store_url: str) -> JobHandle:
 def prepare_job(
     spec: JobSpec,
     *,
-    state_dir: str | Path = ".mtfleet",
+    state_dir: str | Path = DEFAULT_STATE_DIR,
     store_url: str | None = None,
     job_id: str | None = None,
 ) -> JobHandle:
@@ -103,7 +104,7 @@ def prepare_job(
 def submit_job(
     spec: JobSpec,
     *,
-    state_dir: str | Path = ".mtfleet",
+    state_dir: str | Path = DEFAULT_STATE_DIR,
     store_url: str | None = None,
     job_id: str | None = None,
     data_root: Path | None = None,
@@ -383,7 +384,7 @@ def _assemble_task(store_url: str, job_id: str, work_dir: str) -> dict[str, Any]
 def run_job(
     spec: JobSpec,
     *,
-    state_dir: str | Path = ".mtfleet",
+    state_dir: str | Path = DEFAULT_STATE_DIR,
     store_url: str | None = None,
     job_id: str | None = None,
     address: str | None = None,

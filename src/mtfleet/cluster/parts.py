@@ -9,12 +9,12 @@ writes one part per shard too, its lines holding a text per language ({..., "tex
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from mtfleet.cluster.plan import UnitLine
+from mtfleet.data.atomic import AtomicFile
+from mtfleet.errors import OutputError
 
 
 def part_path(work_dir: Path, row_start: int, row_end: int, lease_id: str) -> Path:
@@ -23,35 +23,41 @@ def part_path(work_dir: Path, row_start: int, row_end: int, lease_id: str) -> Pa
 
 
 def write_part(path: Path, translations: Iterable[UnitLine]) -> None:
-    """Writes the translated units to `path` atomically, through an exclusively created
-    temporary file (a symlink planted at a temporary name is never followed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Writes the translated units to `path` as the job's every file is written (`AtomicFile`:
+    an exclusive temporary beside it, fsync, rename, fsync of the folder), the parts folder
+    opened beneath the work dir without following a symlink. An error of the disk is an
+    OSError, as the translator reports a machine's fault."""
     try:
-        with open(fd, "w", encoding="utf-8") as stream:
-            for line in translations:
-                record: dict[str, object] = {
-                    "unit": line.unit,
-                    "row": line.row,
-                    "loc": line.location,
-                }
-                if line.targets is None:
-                    record["text"] = line.text
-                    if line.flags:
-                        record["flags"] = list(line.flags)
-                else:
-                    # several target languages: a text per language, flags where there are some
-                    record["texts"] = {target: text for target, (text, _) in line.targets.items()}
-                    flagged = {target: list(f) for target, (_, f) in line.targets.items() if f}
-                    if flagged:
-                        record["flags"] = flagged
-                stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        output = AtomicFile(path, confine_to=path.parent.parent)
+    except OutputError as error:
+        raise _disk_error(error) from error
+    try:
+        for line in translations:
+            record: dict[str, object] = {"unit": line.unit, "row": line.row, "loc": line.location}
+            if line.targets is None:
+                record["text"] = line.text
+                if line.flags:
+                    record["flags"] = list(line.flags)
+            else:
+                # several target languages: a text per language, flags where there are some
+                record["texts"] = {target: text for target, (text, _) in line.targets.items()}
+                flagged = {target: list(f) for target, (_, f) in line.targets.items() if f}
+                if flagged:
+                    record["flags"] = flagged
+            output.handle.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        output.abort()
         raise
+    try:
+        output.commit()
+    except OutputError as error:
+        raise _disk_error(error) from error
+
+
+def _disk_error(error: OutputError) -> OSError:
+    """The OSError under an output error (a full disk, EIO), or one that says what it was."""
+    cause = error.__cause__
+    return cause if isinstance(cause, OSError) else OSError(str(error))
 
 
 def read_part(path: Path) -> Iterator[UnitLine]:

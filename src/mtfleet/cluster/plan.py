@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from mtfleet.data import (
     parse_field_paths,
     style_to_json,
 )
+from mtfleet.data.atomic import AtomicFile, write_bytes_atomically
 from mtfleet.spec import JobSpec
 from mtfleet.store import ShardPlan
 
@@ -178,7 +177,7 @@ class UnitFileWriter:
         self.units = 0
         self.tokens = 0
         self._position = 0
-        self._temporaries: dict[str, Path] = {}
+        self._files: list[AtomicFile] = []
         self._lines = self._open("units.jsonl")
         self._index = self._open("units.idx")
         self._costs = self._open("rows.cost")
@@ -187,9 +186,9 @@ class UnitFileWriter:
 
     def _open(self, name: str) -> BinaryIO:
         # unique temporary names, created exclusively: two planners of one job never share a file
-        fd, temporary = tempfile.mkstemp(dir=self.work_dir, prefix=f".{name}.", suffix=".tmp")
-        self._temporaries[name] = Path(temporary)
-        return open(fd, "wb")
+        output = AtomicFile(self.work_dir / name, confine_to=self.work_dir)
+        self._files.append(output)
+        return output.handle
 
     def add_row(self, units: Iterable[Unit]) -> None:
         self._offsets.append(self._position)
@@ -228,13 +227,12 @@ class UnitFileWriter:
         if error_type is None:
             self._offsets.append(self._position)
             self._flush()
-        for stream in (self._lines, self._index, self._costs):
-            stream.close()
-        for name, temporary in self._temporaries.items():
+        # each made durable (file and folder) before the plan's shards are stored as running
+        for output in self._files:
             if error_type is None:
-                os.replace(temporary, self.work_dir / name)
+                output.commit()
             else:
-                temporary.unlink(missing_ok=True)
+                output.abort()
 
 
 def read_row_costs(work_dir: Path) -> Iterator[tuple[int, int]]:
@@ -248,10 +246,7 @@ def read_row_costs(work_dir: Path) -> Iterator[tuple[int, int]]:
 
 def write_plan_facts(work_dir: Path, facts: dict[str, Any]) -> None:
     """plan.json: what the planning pass learnt of the input: its files, rows, sha256 and style."""
-    fd, name = tempfile.mkstemp(dir=work_dir, prefix=".plan.", suffix=".tmp")
-    with open(fd, "w", encoding="utf-8") as stream:
-        json.dump(facts, stream)
-    os.replace(name, work_dir / "plan.json")
+    write_bytes_atomically(work_dir / "plan.json", json.dumps(facts).encode(), confine_to=work_dir)
 
 
 def read_plan_facts(work_dir: Path) -> dict[str, Any]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from mtfleet.engines.base import Engine
 from mtfleet.errors import ModelError
+from mtfleet.spec import EngineName
 
 # "reverse" is the deterministic engine tests use as an oracle
-ENGINES = ("hf", "ct2", "reverse")
+ENGINES: tuple[str, ...] = get_args(EngineName)
 # Text processing around an engine: IndicTrans2's IndicProcessor
 PREPROCESSORS = ("indictrans",)
 
