@@ -41,6 +41,7 @@ KINDS = {
     "ray::JobCoordinator": "coordinator",
     "ray::Translator": "translator",
     "ray::_assemble_task": "assembly task",
+    "ray::_plan_task": "planning task",
     "raylet": "ray (raylet, gcs, ...)",
     "gcs_server": "ray (raylet, gcs, ...)",
     "dashboard": "ray (raylet, gcs, ...)",

@@ -40,9 +40,10 @@ from ray.exceptions import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from mtfleet.cluster import tasks
 from mtfleet.cluster.ledger import FAULT_BACKOFF_MAX_S, ShardLedger
 from mtfleet.cluster.logs import log_path, log_to_work_dir
-from mtfleet.cluster.plan import UnitReader, plan_job
+from mtfleet.cluster.plan import UnitReader
 from mtfleet.cluster.pool import JOB_SILENCE_S, Resources, warm_pool
 from mtfleet.cluster.protocol import STOP, WAIT, LeaseReply
 from mtfleet.cluster.retention import retire
@@ -115,6 +116,7 @@ class JobCoordinator:
 
     def __init__(self, job_id: str, store_url: str, work_dir: str) -> None:
         self.job_id = job_id
+        self.store_url = store_url
         self.work_dir = Path(work_dir)
         log_to_work_dir(self.work_dir, "coordinator")
         restarted = _restarted_by_ray()
@@ -220,7 +222,7 @@ class JobCoordinator:
     def _plan(self) -> None:
         """Writes the unit file, then the shards (a job planned before keeps its own)."""
         try:
-            shards = plan_job(self.spec, self.work_dir)
+            shards = tasks.plan(self.spec, self.work_dir)
             if not self.store.add_plan(self.job_id, shards):
                 return
         except MtfleetError as error:
@@ -743,11 +745,8 @@ class JobCoordinator:
             rows = ", ".join(str(s.row_start) for s in failed[:10])
             self._finish_failed(f"Translation failed on row(s) {rows}: {failed[0].error}")
             return
-        # imported here, once the job is translated: a new coordinator's process starts sooner
-        from mtfleet.cluster.assemble import assemble
-
         try:
-            manifest = assemble(self.store, self.job_id, self.work_dir)
+            manifest = tasks.assemble(self.store_url, self.job_id, self.work_dir)
         except MtfleetError as error:
             self._finish_failed(str(error))
             return

@@ -15,7 +15,8 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from mtfleet.cluster.assemble import assemble, outputs_intact
+from mtfleet.cluster import tasks
+from mtfleet.cluster.assemble import outputs_intact
 from mtfleet.cluster.coordinator import JobCoordinatorActor, coordinator_name, wait_ended
 from mtfleet.cluster.plan import check_fields
 from mtfleet.cluster.retention import delete_job, parts_missing, retire
@@ -40,8 +41,6 @@ from mtfleet.store import ACTIVE, TERMINAL, JobState, JobStore
 POLL_S = 0.5
 # who did it, in a job's history, when it was done by `mtfleet translate` on this machine
 CLI_ACTOR = "cli"
-# The coordinator plans and assembles a job, reading its whole input a row at a time.
-COORDINATOR_MEMORY_BYTES = 512 * 1024 * 1024
 Progress = Callable[[dict[str, Any]], None]
 
 log = logging.getLogger(__name__)
@@ -305,7 +304,6 @@ def start_coordinator(handle: JobHandle, timeout_s: float | None = None) -> Any:
         namespace=NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
-        memory=COORDINATOR_MEMORY_BYTES,
         scheduling_strategy=strategy,
     ).remote(handle.job_id, handle.store_url, str(handle.work_dir))
     ray.get(coordinator.start.remote(), timeout=timeout_s)
@@ -367,18 +365,9 @@ REPLANNED = (
 def reassemble(handle: JobHandle) -> JobResult:
     """Writes a succeeded job's output again from its parts (it went missing or was changed), in a
     Ray task that asks for the memory assembly needs, never in the caller's process."""
-    manifest = ray.get(
-        _assemble_task.options(memory=COORDINATOR_MEMORY_BYTES).remote(
-            handle.store_url, handle.job_id, str(handle.work_dir)
-        )
-    )
+    manifest = tasks.assemble(handle.store_url, handle.job_id, handle.work_dir)
     JobStore(handle.store_url).set_manifest(handle.job_id, manifest)
     return JobResult(handle.job_id, JobState.SUCCEEDED.value, None, manifest)
-
-
-@ray.remote(num_cpus=0, max_retries=0)
-def _assemble_task(store_url: str, job_id: str, work_dir: str) -> dict[str, Any]:
-    return assemble(JobStore(store_url), job_id, Path(work_dir))
 
 
 def run_job(

@@ -1,0 +1,63 @@
+"""A job's heavy steps as Ray tasks with memory of their own: planning reads the whole input once,
+assembly reads it again and writes the output. They run beside the coordinator, whose actor stays
+a small control plane that asks Ray for no memory: a node with room for the coordinator but not
+for a big input's assembly no longer takes the coordinator of a job it cannot finish, and the
+memory is held only while a step runs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import RayTaskError
+
+from mtfleet.errors import MtfleetError
+from mtfleet.spec import JobSpec
+from mtfleet.store import JobStore, ShardPlan
+
+log = logging.getLogger(__name__)
+
+# What planning or assembly asks of a node: streaming keeps both flat (`bench/scale.py`: under
+# 200 MB at 10M rows), with room for one shard's translations and the output writer's buffers.
+WORK_MEMORY_BYTES = 512 * 1024 * 1024
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _plan_task(spec: dict[str, Any], work_dir: str) -> list[ShardPlan]:
+    from mtfleet.cluster.plan import plan_job
+
+    return plan_job(JobSpec(**spec), Path(work_dir))
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _assemble_task(store_url: str, job_id: str, work_dir: str) -> dict[str, Any]:
+    from mtfleet.cluster.assemble import assemble
+
+    return assemble(JobStore(store_url), job_id, Path(work_dir))
+
+
+def plan(spec: JobSpec, work_dir: Path) -> list[ShardPlan]:
+    """The job's unit file written and its shards cut (`plan.plan_job`), in a task."""
+    return _run(_plan_task, "planning", spec.model_dump(), str(work_dir))
+
+
+def assemble(store_url: str, job_id: str, work_dir: Path) -> dict[str, Any]:
+    """The job's output written from its parts, and its manifest (`assemble.assemble`), in a
+    task."""
+    return _run(_assemble_task, "assembly", store_url, job_id, str(work_dir))
+
+
+def _run(task: Any, step: str, *args: Any) -> Any:
+    """The task's result; an error it raised is raised here as it was (a user's mistake stays
+    one sentence), its remote traceback logged when it is not an MtfleetError."""
+    try:
+        return ray.get(task.options(memory=WORK_MEMORY_BYTES).remote(*args))
+    except RayTaskError as error:
+        cause = error.cause
+        if not isinstance(cause, Exception):
+            raise
+        if not isinstance(cause, MtfleetError):
+            log.error("the %s task failed: %s", step, error)
+        raise cause from None
