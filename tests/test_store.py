@@ -319,6 +319,7 @@ def test_a_store_of_version_2_is_upgraded_in_place_with_its_jobs(
     with engine.begin() as conn:
         # what version 2 had: no events, no failure counts
         conn.execute(sa.text("DROP TABLE mtfleet_job_events"))
+        conn.execute(sa.text("DROP TABLE mtfleet_memory"))
         conn.execute(sa.text("ALTER TABLE mtfleet_shards DROP COLUMN failures"))
         conn.execute(sa.update(schema_version).values(version=2))
     engine.dispose()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from mtfleet.checked import CheckedEngine, value_flags
 from mtfleet.data.segment import NO_PROTECTION, Protection, reassemble, segment_texts
@@ -21,18 +22,29 @@ class TranslationOutcome:
     segments: int
     """Pieces sent for translation, counting repeats."""
     segments_unique: int
-    """Distinct pieces: what the engine actually translated."""
+    """Distinct pieces: what was translated, by the engine or the translation memory."""
     source_tokens: int
-    """Source tokens of the distinct pieces, by the engine's count."""
+    """Source tokens of the distinct pieces the engine was given, by its count."""
     flags: list[list[str]] = field(default_factory=list)
     """What the health checks found in each translation (flags[i] for texts[i]), when asked."""
     skipped_target_language: list[bool] = field(default_factory=list)
     """skipped_target_language[i]: texts[i] was already in the target language, and is copied."""
+    segments_from_memory: int = 0
+    """Distinct pieces taken from the translation memory, never given to the engine."""
 
     @property
     def units_skipped_target_language(self) -> int:
         """Texts copied because they were already in the target language (`--src-lang auto`)."""
         return sum(self.skipped_target_language)
+
+
+class SegmentMemory(Protocol):
+    """A translation memory for one engine signature: what it holds of some segments (their
+    translation and health flags), and what it is to keep."""
+
+    def recall(self, segments: Sequence[str]) -> dict[str, tuple[str, list[str]]]: ...
+
+    def remember(self, entries: Mapping[str, tuple[str, list[str]]]) -> None: ...
 
 
 def translate_texts(
@@ -41,19 +53,22 @@ def translate_texts(
     *,
     protection: Protection = NO_PROTECTION,
     checks: HealthChecks | None = None,
+    memory: SegmentMemory | None = None,
 ) -> TranslationOutcome:
     """Translates `texts` with one engine call over their distinct segments; with `checks`, each
-    flagged segment is translated once more and the flags of each text are returned.
+    flagged segment is translated once more and the flags of each text are returned. With
+    `memory`, the segments it holds are taken from it (their flags too) and only the others are
+    given to the engine, whose translations it is then given to keep.
 
     An engine that detects the source language (`--src-lang auto`) first says which texts are
     already in the target language: those are copied, never sent to the model, and flagged.
     """
     in_target_language = getattr(engine, "in_target_language", None)
     if in_target_language is None or not texts:
-        return _translate(texts, engine, protection, checks)
+        return _translate(texts, engine, protection, checks, memory)
     skipped = in_target_language(texts)
     kept = [i for i, skip in enumerate(skipped) if not skip]
-    outcome = _translate([texts[i] for i in kept], engine, protection, checks)
+    outcome = _translate([texts[i] for i in kept], engine, protection, checks, memory)
     translations = list(texts)
     flags: list[list[str]] = [[] for _ in texts] if checks is not None else []
     for position, i in enumerate(kept):
@@ -103,6 +118,7 @@ def _translate(
     engine: Engine,
     protection: Protection,
     checks: HealthChecks | None,
+    memory: SegmentMemory | None = None,
 ) -> TranslationOutcome:
     checked = CheckedEngine(engine, checks) if checks is not None else None
     engine = checked or engine
@@ -110,13 +126,21 @@ def _translate(
     pieces_per_text = segment_texts(texts, engine.max_input_tokens, count_tokens, protection)
     segments = [piece.text for pieces in pieces_per_text for piece in pieces if piece.translate]
     unique = list(dict.fromkeys(segments))
-    translated = engine.translate(unique) if unique else []
-    if len(translated) != len(unique):
+    remembered = memory.recall(unique) if memory is not None and unique else {}
+    fresh = [segment for segment in unique if segment not in remembered]
+    translated = engine.translate(fresh) if fresh else []
+    if len(translated) != len(fresh):
         raise ModelError(
             f"Engine {engine.name} returned {len(translated)} translations "
-            f"for {len(unique)} segments."
+            f"for {len(fresh)} segments."
         )
-    translation_of = dict(zip(unique, translated, strict=True))
+    translation_of = {segment: text for segment, (text, _) in remembered.items()}
+    translation_of.update(zip(fresh, translated, strict=True))
+    if checked is not None:
+        checked.flags_of.update({segment: flags for segment, (_, flags) in remembered.items()})
+    if memory is not None and fresh:
+        flags_of = checked.flags_of if checked is not None else {}
+        memory.remember({s: (translation_of[s], flags_of.get(s, [])) for s in fresh})
     translations = [
         reassemble(pieces, [translation_of[p.text] for p in pieces if p.translate])
         for pieces in pieces_per_text
@@ -125,7 +149,7 @@ def _translate(
         translations=translations,
         segments=len(segments),
         segments_unique=len(unique),
-        source_tokens=sum(count_tokens(unique)),
+        source_tokens=sum(count_tokens(fresh)),
         flags=[
             value_flags(checked.checks, *found, checked.flags_of)
             for found in zip(pieces_per_text, texts, translations, strict=True)
@@ -133,6 +157,7 @@ def _translate(
         if checked is not None
         else [],
         skipped_target_language=[False] * len(texts),
+        segments_from_memory=len(remembered),
     )
 
 

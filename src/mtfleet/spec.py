@@ -60,6 +60,8 @@ RUN_SETTINGS = frozenset(
         "overwrite",
         "keep_warm_s",
         "keep_work",
+        "memory",
+        "memory_max_gb",
     }
 )
 # How long a long-lived cluster (`--address`, `mtfleet serve`) keeps an idle translator's engine
@@ -185,6 +187,18 @@ class JobSpec(BaseModel):
         description="Keep the job's units and parts once it has succeeded (they are removed "
         "by default; its output, manifest and record stay).",
     )
+    memory: bool = Field(
+        True,
+        description="Take the segments the store's translation memory holds for this model and "
+        "settings from it, translate only the others, and keep their translations there.",
+    )
+    memory_max_gb: float = Field(
+        10.0,
+        gt=0,
+        le=1024,
+        description="The translation memory's size (GB): past it, once the job ends, the least "
+        "recently used segments are forgotten.",
+    )
     trust_remote_code: bool = Field(
         False,
         description="Load a model that brings code of its own (auto_map in its config.json), "
@@ -289,6 +303,20 @@ class JobSpec(BaseModel):
         """A job id derived from the spec's identity and the input, so rerunning a command resumes it."""
         canonical = json.dumps(self.identity(), sort_keys=True) + input_key
         return "job-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def memory_settings(spec: JobSpec) -> dict[str, object]:
+    """The job's settings that change a segment's translation beside its engine's own: the
+    languages, what is protected or fixed by the glossary, and whether flagged segments were
+    translated again (the translation memory keys on them with the engine's signature)."""
+    return {
+        "src_lang": spec.src_lang,
+        "tgt_lang": spec.tgt_lang,
+        "protect": spec.protect,
+        "glossary": spec.glossary,
+        "checks": spec.checks,
+        "preprocessor": spec.preprocessor,
+    }
 
 
 def input_key(paths: list[Path]) -> str:

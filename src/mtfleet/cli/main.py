@@ -10,6 +10,7 @@ import typer
 
 from mtfleet.cli import console as admin_console
 from mtfleet.cli import inspect as inspector
+from mtfleet.cli import memory as memory_commands
 from mtfleet.cli import models as model_commands
 from mtfleet.cli import options
 from mtfleet.cli import train as trainer
@@ -72,6 +73,8 @@ def translate(
     speculative_tail: options.SpeculativeTail = None,
     overwrite: options.Overwrite = None,
     keep_work: options.KeepWork = None,
+    memory: options.Memory = None,
+    tm_max_gb: options.MemoryMaxGb = None,
     trust_remote_code: options.TrustRemoteCode = None,
     preprocessor: options.Preprocessor = None,
     job_id: options.JobId = None,
@@ -104,6 +107,7 @@ def translate(
                 cpu_translators_per_node=cpu_translators_per_node, gpus=gpus, threads=threads,
                 gpus_per_translator=gpus_per_translator, keep_warm_s=keep_warm,
                 lease_ttl_s=lease_ttl, speculative_tail=speculative_tail, overwrite=overwrite, keep_work=keep_work,
+                memory=memory, memory_max_gb=tm_max_gb,
                 protect=protect, on_flag=on_flag, checks=checks,
                 glossary=read_glossary(glossary) if glossary else None,
                 trust_remote_code=trust_remote_code, preprocessor=preprocessor,
@@ -179,6 +183,7 @@ admin_console.register(app)
 trainer.register(app)
 inspector.register(app)
 model_commands.register(app)
+memory_commands.register(app)
 
 
 def main() -> None:

@@ -197,6 +197,24 @@ Checks = Annotated[
         show_default=False,
     ),
 ]
+Memory = Annotated[
+    bool | None,
+    typer.Option(
+        "--memory/--no-memory",
+        help="Take the segments the translation memory holds for this model and settings from "
+        "it and keep the others' translations there. (default: on)",
+        show_default=False,
+    ),
+]
+MemoryMaxGb = Annotated[
+    float | None,
+    typer.Option(
+        "--tm-max-gb",
+        help="The translation memory's size in GB; past it, the least recently used segments "
+        "are forgotten when a job ends. (default: 10)",
+        show_default=False,
+    ),
+]
 OnFlag = Annotated[
     str | None,
     typer.Option(

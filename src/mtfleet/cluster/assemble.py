@@ -114,6 +114,7 @@ TARGET_COUNTS = (
     "units_skipped_target_language",
     "segments",
     "segments_unique",
+    "segments_from_memory",
     "source_tokens",
 )
 
@@ -217,6 +218,7 @@ class Tally:
     skipped_non_text: int = 0
     segments: int = 0
     segments_unique: int = 0
+    segments_from_memory: int = 0
     skipped_target_language: int = 0
     source_tokens: int = 0
     per_node: Counter[str] = field(default_factory=Counter)
@@ -336,6 +338,7 @@ class PartApplier:
         stats = {**shard.stats, **shard.stats.get("targets", {}).get(self.target, {})}
         self.tally.segments += stats.get("segments", 0)
         self.tally.segments_unique += stats.get("segments_unique", 0)
+        self.tally.segments_from_memory += stats.get("segments_from_memory", 0)
         self.tally.skipped_target_language += stats.get("units_skipped_target_language", 0)
         self.tally.source_tokens += stats.get("source_tokens", 0)
         self.tally.per_node[stats.get("node_id", "?")] += stats.get("segments", 0)
@@ -394,6 +397,7 @@ def _manifest(
         "units_skipped_non_text": tally.skipped_non_text,
         "segments": tally.segments,
         "segments_unique": tally.segments_unique,
+        "segments_from_memory": tally.segments_from_memory,
         "units_skipped_target_language": tally.skipped_target_language,
         "source_tokens": tally.source_tokens,
         "failures": tally.failures,

@@ -61,6 +61,7 @@ from mtfleet.store import (
     ShardState,
     TransientStoreError,
 )
+from mtfleet.store.memory import TranslationMemory
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ class JobCoordinator:
         # every decision about the shards: leases, heartbeats, completions, failures, faults,
         # the watchdog; its memory (the speculative tail's, the watchdog's) is gone with this
         # coordinator, as its leases are
+        self.memory = TranslationMemory(self.store)
         self.ledger = ShardLedger(
             self.store, job_id, self.spec, is_live=lambda worker_id: worker_id in self.slots
         )
@@ -277,12 +279,16 @@ class JobCoordinator:
         self, worker_id: str, index: int, lease_id: str, part_path: str, stats: dict[str, Any]
     ) -> bool:
         """Accepts a shard's part unless its lease is stale (then the part is deleted); the holder
-        of the lease that lost the shard's race is told to stop."""
+        of the lease that lost the shard's race is told to stop. What the translator asks the
+        translation memory to keep (`stats["memory"]`) is kept once the part is accepted."""
+        kept = stats.pop("memory", None)
         completion = self.ledger.complete(worker_id, index, lease_id, part_path, stats)
         if completion.loser is not None:
             self._stop_lease(completion.loser)
         if not completion.accepted:
             Path(part_path).unlink(missing_ok=True)
+        else:
+            self._keep_in_memory(kept, int(stats.get("segments_from_memory", 0)))
         log.info(
             "shard %d completed by %s: %s",
             index,
@@ -290,6 +296,22 @@ class JobCoordinator:
             "accepted" if completion.accepted else "stale lease, part deleted",
         )
         return completion.accepted
+
+    def recall(self, key: str, hashes: list[str]) -> dict[str, tuple[str, list[str]]]:
+        """What the translation memory holds of these segments (sha256) for engine signature
+        `key`: a translator's question, once a shard."""
+        return self.memory.recall(key, hashes)
+
+    def _keep_in_memory(self, kept: dict[str, Any] | None, recalled: int) -> None:
+        """The memory is advice: a store that cannot take it now costs a later job its time,
+        never this job its shard."""
+        try:
+            if kept:
+                self.memory.remember(kept["key"], kept["entries"])
+            if recalled:
+                self.store.incr_counter(self.job_id, "segments_from_memory", recalled)
+        except Exception:
+            log.exception("the translation memory could not keep a shard's segments")
 
     def fail(self, worker_id: str, index: int, lease_id: str, error: str) -> None:
         """A shard raised (see `ShardLedger.fail`): the job pauses when no row explains it."""
@@ -753,6 +775,13 @@ class JobCoordinator:
         self.store.set_manifest(self.job_id, manifest)
         self.store.set_job_state(self.job_id, JobState.SUCCEEDED)
         self.store.add_event(self.job_id, "succeeded", f"Succeeded: {manifest['rows']} rows.")
+        if self.spec.memory:
+            try:
+                forgotten = self.memory.evict(int(self.spec.memory_max_gb * 1e9))
+                if forgotten:
+                    log.info("the translation memory forgot %d segments (LRU)", forgotten)
+            except Exception:
+                log.exception("the translation memory could not be kept to its size")
         # a job that no driver or server follows (detached) leaves no units or parts either
         try:
             retire(self.store, self.job_id, self.work_dir)

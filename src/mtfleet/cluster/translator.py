@@ -25,7 +25,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,8 @@ from mtfleet.errors import StoreError
 from mtfleet.health import job_checks
 from mtfleet.pipeline import TranslationOutcome, translate_texts, translate_to_targets
 from mtfleet.retry import backoff_s
-from mtfleet.spec import JobSpec
+from mtfleet.spec import JobSpec, memory_settings
+from mtfleet.store.memory import memory_signature, segment_sha256
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,13 @@ class Translator:
         engine = self._warm_engine()
         signature = engine.describe()
         self.protection, self.checks = job_checks(self.spec, engine)
+        # one target language: its segments go through the translation memory (several share
+        # one encoding, which the memory would not save)
+        self.memory_key = (
+            memory_signature(signature, memory_settings(self.spec))
+            if self.spec.memory and not isinstance(engine, TargetEngines)
+            else None
+        )
         units: UnitReader | None = None
         shards_done = 0
         while True:
@@ -306,8 +314,9 @@ class Translator:
             except OSError as error:
                 raise MachineFault(_os_fault(units.path, error)) from error
             self.progress += 1
+            memory = RelayedMemory(self._ask, self.memory_key) if self.memory_key else None
             with cancellable(cancel, _slow_factor(self.worker_id)):
-                outcomes = self._translate(engine, [unit.text for unit in shard_units])
+                outcomes = self._translate(engine, [unit.text for unit in shard_units], memory)
             self.progress += 1
             path = part_path(self.work_dir, lease.row_start, lease.row_end, lease.lease_id)
             try:
@@ -346,6 +355,9 @@ class Translator:
         if len(outcomes) > 1:
             # by language: detected sources (--src-lang auto) skip other units in each language
             stats["targets"] = {target: _outcome_stats(found) for target, found in outcomes.items()}
+        if memory is not None and memory.kept:
+            # kept in the store with the completion, once it is accepted (the coordinator pops it)
+            stats["memory"] = {"key": memory.key, "entries": memory.kept}
         accepted = self._ask(
             "complete", self.worker_id, lease.index, lease.lease_id, str(path), stats
         )
@@ -358,7 +370,10 @@ class Translator:
         return True
 
     def _translate(
-        self, engine: Engine | TargetEngines, texts: list[str]
+        self,
+        engine: Engine | TargetEngines,
+        texts: list[str],
+        memory: RelayedMemory | None = None,
     ) -> dict[str | None, TranslationOutcome]:
         """`translate_texts` into each target language, again with half the batch budget while
         the device runs out of memory; errors of the machine become a MachineFault, any other may
@@ -368,7 +383,11 @@ class Translator:
                 if not isinstance(engine, TargetEngines):
                     return {
                         self.spec.tgt_lang: translate_texts(  # type: ignore[dict-item]
-                            texts, engine, protection=self.protection, checks=self.checks
+                            texts,
+                            engine,
+                            protection=self.protection,
+                            checks=self.checks,
+                            memory=memory,
                         )
                     }
                 checks = {
@@ -470,10 +489,32 @@ def _part_lines(
         )
 
 
+class RelayedMemory:
+    """The translation memory as a translator sees it: recalled through its coordinator, which
+    holds the store; what it is to keep waits for the shard's completion, which carries it."""
+
+    def __init__(self, ask: Callable[..., Any], key: str) -> None:
+        self.ask, self.key = ask, key
+        self.kept: dict[str, tuple[str, list[str]]] = {}
+
+    def recall(self, segments: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
+        by_hash = {segment_sha256(segment): segment for segment in segments}
+        try:
+            found = self.ask("recall", self.key, list(by_hash))
+        except Exception as error:  # advice only: the engine translates what is not recalled
+            log.warning("the translation memory did not answer (%s); translating it all", error)
+            return {}
+        return {by_hash[sha]: (text, list(flags)) for sha, (text, flags) in found.items()}
+
+    def remember(self, entries: Mapping[str, tuple[str, list[str]]]) -> None:
+        self.kept.update({segment_sha256(segment): found for segment, found in entries.items()})
+
+
 def _outcome_stats(outcome: TranslationOutcome) -> dict[str, int]:
     return {
         "segments": outcome.segments,
         "segments_unique": outcome.segments_unique,
+        "segments_from_memory": outcome.segments_from_memory,
         "units_skipped_target_language": outcome.units_skipped_target_language,
         "source_tokens": outcome.source_tokens,
     }

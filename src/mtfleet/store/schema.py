@@ -8,8 +8,8 @@ from mtfleet.errors import StoreError
 from mtfleet.store.states import JobState, ShardState
 
 # 2: jobs may be `planning` (planned by their coordinator, off the API's request path)
-# 3: shards count their failures (bisection resumes where a restarted coordinator left it), and
-#    jobs have a history of events
+# 3: shards count their failures (bisection resumes where a restarted coordinator left it), jobs
+#    have a history of events, and the store holds a translation memory
 SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
@@ -89,9 +89,23 @@ job_events = sa.Table(
 )
 
 
+# The translation memory, shared by every job of the store: a segment's translation (and its
+# health flags) under the engine signature that made it (`memory.py`), last used at `used_at`.
+memory = sa.Table(
+    "mtfleet_memory",
+    metadata,
+    sa.Column("signature", sa.String(64), primary_key=True),
+    sa.Column("source_sha256", sa.String(64), primary_key=True),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("flags", sa.JSON, nullable=False),
+    sa.Column("used_at", sa.Double, nullable=False, index=True),
+)
+
+
 def _upgrade_from_2(conn: sa.Connection) -> None:
     """Version 2 to 3: shards get their failure count (0: the old coordinator kept it in memory,
-    so bisection starts again as it did after a restart), and the events table is created."""
+    so bisection starts again as it did after a restart); the events and memory tables are
+    created with the others."""
     conn.execute(
         sa.text("ALTER TABLE mtfleet_shards ADD COLUMN failures INTEGER NOT NULL DEFAULT 0")
     )

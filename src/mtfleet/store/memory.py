@@ -1,0 +1,246 @@
+"""The translation memory: every segment a job translated, kept for the jobs that come after.
+
+A segment's translation and its health flags are kept under the engine signature that made them
+(`memory_signature`: the model's weights, the engine, its compute type and decoding settings, the
+languages, the protection, glossary and checks; never where or how fast it ran) and the sha256
+of the segment's text. A job translates only the segments the memory does not hold for its
+signature; the others it takes from it. Entries are written with a shard's completion (one
+transaction a shard, never one a segment); the least recently used go first once the memory
+passes its size (`evict`). A repository over the job store's schema (`mtfleet_memory`), on
+SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from mtfleet.store.schema import memory
+
+if TYPE_CHECKING:
+    from mtfleet.store.jobstore import JobStore
+
+# Hashes looked up in one query: far under SQLite's 32,766 bound parameters.
+_CHUNK = 500
+# What an entry costs beside its text: its keys, flags and row (bytes, for the size bound).
+ENTRY_OVERHEAD_BYTES = 200
+# The describe() settings that say how fast or where a translation ran, not what it is.
+_RUN_ONLY = ("max_batch_tokens", "threads", "device", "model_dir")
+# Parquet columns of an export, in order.
+EXPORT_COLUMNS = ("signature", "source_sha256", "target", "flags", "used_at")
+
+# A segment's translation and its health flags.
+Remembered = tuple[str, list[str]]
+
+
+def segment_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def memory_signature(described: Mapping[str, Any], job_settings: Mapping[str, Any]) -> str:
+    """The key of everything that changes a segment's translation: the engine's own description
+    (its weights' sha256, class, tokenizer, decoding settings, compute type) without where and how
+    fast it ran, and the job's settings that change a segment's output (`job_settings`)."""
+    engine = {key: value for key, value in described.items() if key not in _RUN_ONLY}
+    settings = engine.get("settings")
+    if isinstance(settings, Mapping):
+        kept = {k: v for k, v in settings.items() if k not in _RUN_ONLY}
+        # the device's kind changes floating point (cpu, cuda), its index does not
+        if "device" in settings:
+            kept["device_kind"] = str(settings["device"]).split(":")[0]
+        engine["settings"] = kept
+    engine.pop("versions", None)
+    key = json.dumps({"engine": engine, "job": dict(job_settings)}, sort_keys=True, default=str)
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    entries: int
+    signatures: int
+    bytes: int
+
+
+class TranslationMemory:
+    """The memory of the job store `store`."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    def recall(self, signature: str, hashes: Sequence[str]) -> dict[str, Remembered]:
+        """The remembered translation of each segment sha256 of `hashes` that the memory holds
+        for `signature`; those found count as used now."""
+        found: dict[str, Remembered] = {}
+        wanted = list(dict.fromkeys(hashes))
+        with self._write() as conn:
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                rows = conn.execute(
+                    sa.select(memory.c.source_sha256, memory.c.target, memory.c.flags).where(
+                        memory.c.signature == signature, memory.c.source_sha256.in_(chunk)
+                    )
+                ).all()
+                found.update({row.source_sha256: (row.target, list(row.flags)) for row in rows})
+                hits = [row.source_sha256 for row in rows]
+                if hits:
+                    conn.execute(
+                        sa.update(memory)
+                        .where(memory.c.signature == signature, memory.c.source_sha256.in_(hits))
+                        .values(used_at=self.store._clock())
+                    )
+        return found
+
+    def remember(self, signature: str, entries: Mapping[str, Remembered]) -> int:
+        """Keeps each segment sha256's translation and flags under `signature` (a translation
+        made again replaces the one kept); how many."""
+        rows = [
+            {
+                "signature": signature,
+                "source_sha256": sha,
+                "target": target,
+                "flags": list(flags),
+                "used_at": self.store._clock(),
+            }
+            for sha, (target, flags) in entries.items()
+        ]
+        self._upsert(rows)
+        return len(rows)
+
+    def stats(self) -> MemoryStats:
+        with self._read() as conn:
+            entries, signatures, size = conn.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.count(sa.distinct(memory.c.signature)),
+                    sa.func.coalesce(sa.func.sum(sa.func.length(memory.c.target)), 0),
+                )
+            ).one()
+        return MemoryStats(entries, signatures, int(size) + entries * ENTRY_OVERHEAD_BYTES)
+
+    def evict(self, max_bytes: int) -> int:
+        """Removes the least recently used entries until the memory holds at most `max_bytes`;
+        how many went."""
+        removed = 0
+        while (over := self.stats().bytes - max_bytes) > 0:
+            with self._write() as conn:
+                oldest = conn.execute(
+                    sa.select(
+                        memory.c.signature,
+                        memory.c.source_sha256,
+                        sa.func.length(memory.c.target).label("size"),
+                    )
+                    .order_by(memory.c.used_at)
+                    .limit(_CHUNK)
+                ).all()
+                gone: list[tuple[str, str]] = []
+                for row in oldest:
+                    gone.append((row.signature, row.source_sha256))
+                    over -= row.size + ENTRY_OVERHEAD_BYTES
+                    if over <= 0:
+                        break
+                for key in gone:
+                    conn.execute(
+                        sa.delete(memory).where(
+                            memory.c.signature == key[0], memory.c.source_sha256 == key[1]
+                        )
+                    )
+            removed += len(gone)
+        return removed
+
+    def clear(self, signature: str | None = None) -> int:
+        """Forgets every entry (of `signature` only, when given); how many."""
+        query = sa.delete(memory)
+        if signature is not None:
+            query = query.where(memory.c.signature == signature)
+        with self._write() as conn:
+            return conn.execute(query).rowcount
+
+    def export(self, path: Path) -> int:
+        """Writes every entry to the Parquet file `path` (EXPORT_COLUMNS); how many."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema(
+            [
+                ("signature", pa.string()),
+                ("source_sha256", pa.string()),
+                ("target", pa.string()),
+                ("flags", pa.list_(pa.string())),
+                ("used_at", pa.float64()),
+            ]
+        )
+        written = 0
+        with pq.ParquetWriter(path, schema) as writer:
+            for batch in self._batches():
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                written += len(batch)
+        return written
+
+    def import_(self, path: Path) -> int:
+        """Adds the entries of a Parquet file written by `export` (one of another store too); an
+        entry this memory holds already is replaced. How many were read."""
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(path)
+        missing = [c for c in EXPORT_COLUMNS if c not in parquet.schema_arrow.names]
+        if missing:
+            raise ValueError(
+                f"{path} is no translation memory export: it has no column {missing[0]!r}."
+            )
+        read = 0
+        for batch in parquet.iter_batches(batch_size=_CHUNK, columns=list(EXPORT_COLUMNS)):
+            rows = batch.to_pylist()
+            for row in rows:
+                row["flags"] = list(row["flags"] or [])
+            self._upsert(rows)
+            read += len(rows)
+        return read
+
+    def _batches(self) -> Iterator[list[dict[str, Any]]]:
+        after = ("", "")
+        while True:
+            with self._read() as conn:
+                rows = conn.execute(
+                    sa.select(*(memory.c[name] for name in EXPORT_COLUMNS))
+                    .where(sa.tuple_(memory.c.signature, memory.c.source_sha256) > after)
+                    .order_by(memory.c.signature, memory.c.source_sha256)
+                    .limit(_CHUNK)
+                ).all()
+            if not rows:
+                return
+            yield [dict(row._mapping) for row in rows]
+            after = (rows[-1].signature, rows[-1].source_sha256)
+
+    def _upsert(self, rows: Iterable[dict[str, Any]]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        with self._write() as conn:
+            insert = importlib.import_module(f"sqlalchemy.dialects.{conn.dialect.name}").insert
+            for start in range(0, len(rows), _CHUNK):
+                upsert = insert(memory).values(rows[start : start + _CHUNK])
+                conn.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=[memory.c.signature, memory.c.source_sha256],
+                        set_={
+                            "target": upsert.excluded.target,
+                            "flags": upsert.excluded.flags,
+                            "used_at": upsert.excluded.used_at,
+                        },
+                    )
+                )
+
+    def _write(self) -> Any:
+        # not retried here: the memory is advice, and the caller has its own way on (a translator
+        # translates what it could not recall; a completion is asked again by its translator)
+        return self.store._transaction(write=True)
+
+    def _read(self) -> Any:
+        return self.store._transaction(write=False)

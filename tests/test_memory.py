@@ -1,0 +1,167 @@
+"""The translation memory: a segment translated once is taken from it by every job after, of the
+same model and settings; what changes a translation changes the key; it is bounded, exported and
+imported, and a job taken wholly from it equals the job that filled it, byte for byte."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mtfleet.cli.main import app
+from mtfleet.cluster import run_job
+from mtfleet.engines.reverse import ReverseEngine
+from mtfleet.pipeline import translate_texts
+from mtfleet.spec import JobSpec, memory_settings
+from mtfleet.store import JobStore
+from mtfleet.store.memory import (
+    ENTRY_OVERHEAD_BYTES,
+    TranslationMemory,
+    memory_signature,
+    segment_sha256,
+)
+from mtfleet.testing.cluster import reverse_spec
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    url = (
+        f"sqlite:///{tmp_path / 'jobs.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_store_url")
+    )
+    with JobStore(url) as opened:
+        yield opened
+
+
+class DictMemory:
+    """A memory in a dict, as the pipeline sees one."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, tuple[str, list[str]]] = {}
+
+    def recall(self, segments: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
+        return {s: self.held[s] for s in segments if s in self.held}
+
+    def remember(self, entries: Mapping[str, tuple[str, list[str]]]) -> None:
+        self.held.update(entries)
+
+
+def test_segments_the_memory_holds_never_reach_the_engine_and_come_back_the_same() -> None:
+    memory = DictMemory()
+    texts = ["The cat sat. It was late.", "The cat sat.", ""]
+    first_engine = ReverseEngine()
+    first = translate_texts(texts, first_engine, memory=memory)
+    assert first.segments_from_memory == 0
+    assert set(memory.held) == {"The cat sat.", "It was late."}
+
+    again_engine = ReverseEngine()
+    again = translate_texts([*texts, "New words."], again_engine, memory=memory)
+
+    assert again_engine.calls == [["New words."]]
+    assert again.translations[:3] == first.translations
+    assert again.segments_from_memory == 2
+    assert again.source_tokens == 3  # only what the engine was given
+
+
+def test_the_key_changes_with_what_changes_a_translation_and_not_with_where_it_ran() -> None:
+    spec = JobSpec(input="in", output="out", model="m", fields=["text"], tgt_lang="de")
+    described = {
+        "engine": "hf",
+        "weights_sha256": "abc",
+        "model_dir": "/models/a",
+        "settings": {"beam": 1, "threads": 2, "device": "cuda:0", "max_batch_tokens": 8192},
+        "versions": {"torch": "2.13.0"},
+    }
+    key = memory_signature(described, memory_settings(spec))
+    elsewhere = {
+        **described,
+        "model_dir": "/mnt/copy",
+        "settings": {"beam": 1, "threads": 8, "device": "cuda:3", "max_batch_tokens": 2048},
+    }
+    assert memory_signature(elsewhere, memory_settings(spec)) == key
+    for changed in (
+        {**described, "weights_sha256": "abd"},
+        {**described, "settings": {**described["settings"], "beam": 5}},
+        {**described, "settings": {**described["settings"], "device": "cpu"}},
+    ):
+        assert memory_signature(changed, memory_settings(spec)) != key
+    for setting in ({"tgt_lang": "fr"}, {"glossary": {"cat": "Katze"}}, {"checks": False}):
+        other = spec.model_copy(update=setting)
+        assert memory_signature(described, memory_settings(other)) != key
+
+
+def test_the_memory_keeps_recalls_bounds_and_moves_between_stores(
+    store: JobStore, tmp_path: Path
+) -> None:
+    memory = TranslationMemory(store)
+    entries = {
+        segment_sha256(f"segment {i}"): (f"Segment {i}", ["loop"] * (i % 2)) for i in range(6)
+    }
+    assert memory.remember("sig", entries) == 6
+    memory.remember("other", {segment_sha256("segment 0"): ("Anders", [])})
+
+    recalled = memory.recall("sig", [segment_sha256("segment 1"), segment_sha256("unknown")])
+    assert recalled == {segment_sha256("segment 1"): ("Segment 1", ["loop"])}
+    stats = memory.stats()
+    assert (stats.entries, stats.signatures) == (7, 2)
+
+    exported = tmp_path / "memory.parquet"
+    assert memory.export(exported) == 7
+    assert memory.clear("other") == 1
+    assert memory.clear() == 6
+    assert memory.import_(exported) == 7
+    assert memory.recall("other", [segment_sha256("segment 0")]) == {
+        segment_sha256("segment 0"): ("Anders", [])
+    }
+
+    # segment 1 was used last: the least recently used go until three are left
+    memory.recall("sig", [segment_sha256("segment 1")])
+    three = 3 * (len("Segment 1") + ENTRY_OVERHEAD_BYTES)
+    assert memory.evict(three) == 4
+    assert memory.recall("sig", [segment_sha256("segment 1")])
+
+
+@pytest.mark.cluster
+def test_a_second_job_over_the_same_text_is_taken_wholly_from_memory_byte_for_byte(
+    tmp_path: Path,
+) -> None:
+    rows = [{"id": i, "text": f"Sentence {i % 7} is here. And another one."} for i in range(30)]
+    dataset = tmp_path / "rows.jsonl"
+    dataset.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    state = tmp_path / "state"
+
+    # one translator, no backups: its shards one after another
+    first = run_job(
+        reverse_spec(
+            dataset,
+            tmp_path / "first.jsonl",
+            ["text"],
+            cpu_translators_per_node=1,
+            speculative_tail=False,
+        ),
+        state_dir=state,
+    )
+    second = run_job(reverse_spec(dataset, tmp_path / "second.jsonl", ["text"]), state_dir=state)
+    unremembered = run_job(
+        reverse_spec(dataset, tmp_path / "third.jsonl", ["text"], memory=False), state_dir=state
+    )
+
+    assert first.manifest is not None and second.manifest is not None
+    # its later shards take what its first ones translated: 8 distinct segments in all
+    assert first.manifest["segments_from_memory"] == first.manifest["segments_unique"] - 8
+    assert second.manifest["segments_from_memory"] == second.manifest["segments_unique"] > 0
+    assert unremembered.manifest is not None
+    assert unremembered.manifest["segments_from_memory"] == 0
+    first_bytes = (tmp_path / "first.jsonl").read_bytes()
+    assert (tmp_path / "second.jsonl").read_bytes() == first_bytes
+    assert (tmp_path / "third.jsonl").read_bytes() == first_bytes
+
+    result = CliRunner().invoke(app, ["memory", "stats", "--state-dir", str(state)])
+    assert result.exit_code == 0, result.output
+    assert "8 segments" in result.output
