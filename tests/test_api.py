@@ -122,7 +122,16 @@ def coordinator_gone(job_id: str) -> bool:
 
 
 def big_job(**settings: Any) -> dict[str, Any]:
-    return {"input": "big.jsonl", "fields": ["text"], "shard_tokens": 16, **REVERSE, **settings}
+    """A job of many shards that runs long enough to be paused or cancelled: the translation
+    memory, which earlier jobs of the module filled with its text, is off."""
+    return {
+        "input": "big.jsonl",
+        "fields": ["text"],
+        "shard_tokens": 16,
+        "memory": False,
+        **REVERSE,
+        **settings,
+    }
 
 
 # --- jobs over HTTP

@@ -128,6 +128,8 @@ def running(http: httpx.Client, job_id: str, output: str) -> str:
             "fields": ["text"],
             "shard_tokens": 16,
             "job_id": job_id,
+            # long enough to be paused: not taken from the memory earlier jobs filled
+            "memory": False,
             **REVERSE,
         },
     )
@@ -411,6 +413,7 @@ def test_more_active_jobs_than_max_jobs_are_refused_with_429(http: httpx.Client)
             "fields": ["text"],
             "shard_tokens": 16,
             "job_id": "active-0",
+            "memory": False,
             **REVERSE,
         },
     )

@@ -226,7 +226,7 @@ class Translator:
         # one encoding, which the memory would not save)
         self.memory_key = (
             memory_signature(signature, memory_settings(self.spec))
-            if self.spec.memory and not isinstance(engine, TargetEngines)
+            if self.spec.memory and _memorable(engine)
             else None
         )
         units: UnitReader | None = None
@@ -487,6 +487,15 @@ def _part_lines(
                 for target, outcome in outcomes.items()
             },
         )
+
+
+def _memorable(engine: Engine | TargetEngines) -> bool:
+    """One target language (several share one encoding, which the memory would not save), an
+    engine that says nothing against it (a test's slowed engine), and no test's slow translators
+    (they want each batch to reach the engine)."""
+    if isinstance(engine, TargetEngines) or os.environ.get(SLOW_VARIABLE):
+        return False
+    return bool(getattr(engine, "memorable", True))
 
 
 class RelayedMemory:

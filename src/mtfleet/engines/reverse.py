@@ -90,6 +90,16 @@ class ReverseEngine:
                 faults.split(","), int(os.environ.get(FAULT_EVERY_VARIABLE, 10))
             )
         self.health_checked = self.faults is not None
+        # a test that slows, fails, hangs or starves the engine wants every segment to reach it:
+        # the translation memory would answer instead
+        self.memorable = not (
+            self.delay_s
+            or self.fail_on
+            or self.hang_on
+            or self.spin_on
+            or self.oom_above is not None
+            or self.faults is not None
+        )
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(text.split()) + 1 for text in texts]
