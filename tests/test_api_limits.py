@@ -400,9 +400,11 @@ def test_paused_jobs_release_their_translators_and_another_job_runs(http: httpx.
 
 
 def test_more_active_jobs_than_max_jobs_are_refused_with_429(http: httpx.Client) -> None:
-    active = [running(http, f"active-{i}", f"out/active-{i}.jsonl") for i in range(MAX_JOBS)]
-    for job_id in active:
-        http.post(f"/v1/jobs/{job_id}/pause")
+    active = []
+    for i in range(MAX_JOBS):
+        # each paused as soon as it runs: a paused job stays active, even once its shards land
+        active.append(running(http, f"active-{i}", f"out/active-{i}.jsonl"))
+        assert http.post(f"/v1/jobs/{active[-1]}/pause").json()["state"] == "paused"
 
     refused = http.post("/v1/jobs", json=spec(output="out/one-more.jsonl", job_id="one-more"))
     again = http.post(

@@ -773,8 +773,9 @@ class JobCoordinator:
             self._finish_failed(str(error))
             return
         self.store.set_manifest(self.job_id, manifest)
-        self.store.set_job_state(self.job_id, JobState.SUCCEEDED)
+        # its history says so before its state does: a reader who sees it succeeded finds why
         self.store.add_event(self.job_id, "succeeded", f"Succeeded: {manifest['rows']} rows.")
+        self.store.set_job_state(self.job_id, JobState.SUCCEEDED)
         if self.spec.memory:
             try:
                 forgotten = self.memory.evict(int(self.spec.memory_max_gb * 1e9))
@@ -793,9 +794,9 @@ class JobCoordinator:
         store cannot take now is kept, and the fleet loop records it when the store answers."""
         try:
             if self.store.get_job(self.job_id).state not in TERMINAL:
+                self.store.add_event(self.job_id, "failed", f"Failed: {message}")
                 self.store.set_job_state(self.job_id, JobState.FAILED, error=message)
                 log.error("job %s failed: %s", self.job_id, message)
-                self.store.add_event(self.job_id, "failed", f"Failed: {message}")
             self.unrecorded_failure = None
         except Exception:
             log.exception("could not record that job %s failed: %s", self.job_id, message)
