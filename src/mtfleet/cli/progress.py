@@ -1,8 +1,15 @@
-"""The live progress of a job on the console: rows, segments/s, ETA, translators."""
+"""The live progress of a job on the console: rows, segments/s, ETA, translators.
+
+On a terminal it is Rich's live bar; anywhere else (a log file, a pipe) a live display would be
+cut and repainted, so it is one plain line every PLAIN_EVERY_S seconds, and one at the end:
+`rows 1,234/5,000 (24%) · 12.3 rows/s · ETA 0:05:02`.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from rich.console import Console
@@ -16,11 +23,18 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+# How often a console that is no terminal gets a line
+PLAIN_EVERY_S = 5.0
+
 
 class JobProgress:
-    """A Rich progress bar fed with the coordinator's progress reports."""
+    """A Rich progress bar fed with the coordinator's progress reports; plain lines when the
+    console is no terminal. `clock` is the monotonic time the rates and the lines' spacing use."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
+        self.console = console
+        self.clock = clock
+        self.plain = not console.is_terminal
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -35,24 +49,37 @@ class JobProgress:
             transient=False,
         )
         self.task: TaskID | None = None
-        self.first_seen: tuple[float, int] | None = None
+        self.first_seen: tuple[float, int, int] | None = None
+        # the last plain line: when it was printed, and the line not yet printed since
+        self.printed_at: float | None = None
+        self.unprinted: str | None = None
 
     def __enter__(self) -> JobProgress:
-        self.progress.start()
+        if not self.plain:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.plain:
+            if self.unprinted is not None:
+                self._print(self.unprinted)
+            return
         self.progress.stop()
 
     def update(self, report: dict[str, Any]) -> None:
         rows_total = report.get("rows_total", 0)
         rows_done = report.get("rows_done", 0)
         segments = report.get("segments_done", 0)
-        now = time.monotonic()
+        now = self.clock()
         if self.first_seen is None:
-            self.first_seen = (now, segments)
-        started, segments_then = self.first_seen
-        rate = (segments - segments_then) / (now - started) if now > started else 0.0
+            self.first_seen = (now, segments, rows_done)
+        started, segments_then, rows_then = self.first_seen
+        elapsed = now - started
+        if self.plain:
+            rows_rate = (rows_done - rows_then) / elapsed if elapsed > 0 else 0.0
+            self._plain_update(plain_line(rows_done, rows_total, rows_rate), now)
+            return
+        rate = (segments - segments_then) / elapsed if elapsed > 0 else 0.0
         fleet = f"{len(report.get('translators', []))} translators"
         if self.task is None:
             self.task = self.progress.add_task(
@@ -66,6 +93,25 @@ class JobProgress:
             fleet=fleet,
             description=f"{report['job_id']} {report['state']}{_languages(report)}",
         )
+
+    def _plain_update(self, line: str, now: float) -> None:
+        if self.printed_at is None or now - self.printed_at >= PLAIN_EVERY_S:
+            self._print(line)
+            self.printed_at = now
+        else:
+            self.unprinted = line
+
+    def _print(self, line: str) -> None:
+        self.console.print(line, highlight=False, soft_wrap=True)
+        self.unprinted = None
+
+
+def plain_line(rows_done: int, rows_total: int, rows_per_s: float) -> str:
+    """`rows 1,234/5,000 (24%) · 12.3 rows/s · ETA 0:05:02`; the ETA is `-` before any rate."""
+    share = f" ({100 * rows_done // rows_total}%)" if rows_total else ""
+    left_s = max(rows_total - rows_done, 0) / rows_per_s if rows_per_s > 0 else None
+    eta = "-" if left_s is None else str(timedelta(seconds=round(left_s)))
+    return f"rows {rows_done:,}/{rows_total:,}{share} · {rows_per_s:.1f} rows/s · ETA {eta}"
 
 
 def _languages(report: dict[str, Any]) -> str:
