@@ -14,7 +14,9 @@ from mtfleet.cli import models as model_commands
 from mtfleet.cli import options
 from mtfleet.cli import train as trainer
 from mtfleet.cli.output import console, fail, out
+from mtfleet.engines.languages import CodeMapping
 from mtfleet.errors import Interrupted, MtfleetError
+from mtfleet.wording import option_name
 
 app = typer.Typer(
     name="mtfleet",
@@ -122,6 +124,7 @@ def translate(
                 address=address,
                 detach=detach,
                 on_progress=progress.update,
+                on_languages=_print_languages,
             )
     except Interrupted as error:
         console.print(f"interrupted: {error}", highlight=False, soft_wrap=True)
@@ -134,6 +137,15 @@ def translate(
     if result.state != "succeeded":
         raise fail(f"Job {result.job_id} {result.state}: {result.error}")
     _print_summary(result.manifest or {})
+
+
+def _print_languages(mappings: list[CodeMapping]) -> None:
+    for mapping in mappings:
+        console.print(
+            f"{option_name(mapping.field)} {mapping.given} means {mapping.code} for this model",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _print_summary(manifest: dict[str, Any]) -> None:
@@ -169,9 +181,13 @@ def _checked(health: dict[str, Any]) -> str:
 
 
 def _first_validation_error(error: Any) -> str:
+    """A setting's problem as one sentence naming its option: `--tgt-lang: 'x y' is not...`."""
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "spec"
-    return f"Option {where.replace('_', '-')}: {first['msg']}."
+    field = str(first["loc"][0]) if first["loc"] else ""
+    message = str(first["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if not field:
+        return f"{message}."
+    return f"{option_name(field)}: {message}."
 
 
 admin_console.register(app)
