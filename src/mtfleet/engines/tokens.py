@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
 
 from mtfleet.engines.detect import AUTO
+from mtfleet.engines.hub import use_hub
 from mtfleet.engines.indictrans import INDICTRANS2_LANGUAGES
 from mtfleet.engines.languages import model_code
 from mtfleet.errors import ModelError
@@ -127,6 +128,7 @@ class ModelTokenizer:
         self.max_length_factor = max_length_factor
         self.max_length_offset = max_length_offset
         self.source = locate_model(model)
+        use_hub(self.source)
         self.remote_code = remote_code(self.source)
         self.config = _load_config(self.source, self.remote_code, trust_remote_code)
         self.tokenizer = _load_tokenizer(self.source, trust_remote_code)
