@@ -62,3 +62,15 @@ def test_a_terminal_gets_the_live_bar_instead() -> None:
 
     assert "seg/s" in screen.getvalue()
     assert "rows/s" not in screen.getvalue()
+
+
+def test_the_line_at_the_end_is_not_the_last_one_again() -> None:
+    log = io.StringIO()
+    clock = Clock()
+
+    with JobProgress(Console(file=log, width=40), clock=clock) as progress:
+        progress.update(report(10, rows_total=10))
+        clock.now += 1
+        progress.update(report(10, rows_total=10))
+
+    assert log.getvalue().splitlines() == ["rows 10/10 (100%) · 0.0 rows/s · ETA 0:00:00"]

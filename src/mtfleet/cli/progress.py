@@ -50,8 +50,8 @@ class JobProgress:
         )
         self.task: TaskID | None = None
         self.first_seen: tuple[float, int, int] | None = None
-        # the last plain line: when it was printed, and the line not yet printed since
-        self.printed_at: float | None = None
+        # the last plain line printed and when, and the newer one not printed yet
+        self.printed: tuple[float, str] | None = None
         self.unprinted: str | None = None
 
     def __enter__(self) -> JobProgress:
@@ -95,22 +95,27 @@ class JobProgress:
         )
 
     def _plain_update(self, line: str, now: float) -> None:
-        if self.printed_at is None or now - self.printed_at >= PLAIN_EVERY_S:
-            self._print(line)
-            self.printed_at = now
-        else:
+        if self.printed is None or now - self.printed[0] >= PLAIN_EVERY_S:
+            self._print(line, now)
+        elif line != self.printed[1]:
             self.unprinted = line
 
-    def _print(self, line: str) -> None:
+    def _print(self, line: str, now: float | None = None) -> None:
         self.console.print(line, highlight=False, soft_wrap=True)
+        self.printed = (self.clock() if now is None else now, line)
         self.unprinted = None
 
 
 def plain_line(rows_done: int, rows_total: int, rows_per_s: float) -> str:
-    """`rows 1,234/5,000 (24%) · 12.3 rows/s · ETA 0:05:02`; the ETA is `-` before any rate."""
+    """`rows 1,234/5,000 (24%) · 12.3 rows/s · ETA 0:05:02`; the ETA is `-` while no rate is known."""
     share = f" ({100 * rows_done // rows_total}%)" if rows_total else ""
-    left_s = max(rows_total - rows_done, 0) / rows_per_s if rows_per_s > 0 else None
-    eta = "-" if left_s is None else str(timedelta(seconds=round(left_s)))
+    left = max(rows_total - rows_done, 0)
+    if rows_total and not left:
+        eta = "0:00:00"
+    elif rows_per_s > 0:
+        eta = str(timedelta(seconds=round(left / rows_per_s)))
+    else:
+        eta = "-"  # not planned yet, or no row done since
     return f"rows {rows_done:,}/{rows_total:,}{share} · {rows_per_s:.1f} rows/s · ETA {eta}"
 
 
