@@ -9,10 +9,18 @@ from typer.testing import CliRunner
 
 from mtfleet.cli.main import app
 
-COMMANDS = [["translate"], ["submit"], ["serve"], ["status"], ["inspect"], ["models", "inspect"]]
+COMMANDS = [
+    [],
+    ["translate"],
+    ["submit"],
+    ["serve"],
+    ["status"],
+    ["inspect"],
+    ["models", "inspect"],
+]
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda command: " ".join(command) or "mtfleet")
 def test_help_at_80_columns_shows_every_option_name_whole(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
 

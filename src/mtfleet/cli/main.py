@@ -16,6 +16,7 @@ from mtfleet.cli import train as trainer
 from mtfleet.cli.output import console, fail, out
 from mtfleet.engines.languages import CodeMapping
 from mtfleet.errors import Interrupted, MtfleetError
+from mtfleet.verbosity import set_verbose
 from mtfleet.wording import option_name
 
 app = typer.Typer(
@@ -29,16 +30,33 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    """Translate whole datasets with neural MT models on every GPU (or CPU) of a Ray cluster."""
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from mtfleet.manifest import versions
 
         out.print(versions()["mtfleet"])
         raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Show Ray's and the Hugging Face Hub's logs (and transformers'), which only "
+            "show their errors otherwise.",
+        ),
+    ] = False,
+) -> None:
+    """Translate whole datasets with neural MT models on every GPU (or CPU) of a Ray cluster."""
+    set_verbose(verbose)
 
 
 @app.command()
@@ -157,6 +175,7 @@ def _print_summary(manifest: dict[str, Any]) -> None:
         f"{manifest['units_skipped_empty']} empty kept, {failed} rows failed, "
         f"{manifest['segments']} segments ({manifest['segments_unique']} unique) in {manifest['elapsed_s']:.1f} s",
         highlight=False,
+        soft_wrap=True,
     )
     for target, language in manifest.get("targets", {}).items():
         out.print(f"{target}: {language['output']}", highlight=False, soft_wrap=True)
