@@ -332,6 +332,8 @@ def test_a_marian_pair_refuses_another_target_language(
     HFEngine(str(model_dir), src_lang="en", tgt_lang="de")
     with pytest.raises(ModelError, match="translates en to de, so it cannot take 'mr'"):
         HFEngine(str(model_dir), src_lang="en", tgt_lang="mr")
+    # the same languages in ISO 639-3 are the pair's own codes
+    assert check_model("hf", str(model_dir), src_lang="eng", tgt_lang="deu") == ("en", "de")
 
 
 # --- models that cannot be loaded

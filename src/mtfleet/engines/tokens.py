@@ -26,7 +26,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_L
 from mtfleet.engines.detect import AUTO
 from mtfleet.engines.hub import use_hub
 from mtfleet.engines.indictrans import INDICTRANS2_LANGUAGES
-from mtfleet.engines.languages import model_code
+from mtfleet.engines.languages import LanguageCode, model_code
 from mtfleet.errors import ModelError
 
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
@@ -279,17 +279,24 @@ class ModelTokenizer:
         return model_code(code, self.languages.codes, f"Model {self.model_name}", option)
 
     def _check_declared_pair(self, src_lang: str | None, tgt_lang: str | None) -> None:
-        """A one-pair model (Marian) that names its languages takes no others."""
+        """A one-pair model (Marian) that names its languages takes no others; the same
+        language in another ISO 639 code (`deu` for its `de`) is its own."""
         declared = {
             "source": (src_lang, getattr(self.tokenizer, "source_lang", None)),
             "target": (tgt_lang, getattr(self.tokenizer, "target_lang", None)),
         }
         for side, (asked, own) in declared.items():
-            if asked not in (None, AUTO) and own is not None and asked != own:
+            if asked in (None, AUTO) or own is None or asked == own:
+                continue
+            if LanguageCode.read(asked).kinship(LanguageCode.read(own)) != 0:
                 raise ModelError(
                     f"Model {self.model_name} translates {declared['source'][1]} to "
                     f"{declared['target'][1]}, so it cannot take {asked!r} as its {side} language."
                 )
+            if side == "source":
+                self.src_lang = own
+            else:
+                self.tgt_lang = own
 
 
 # --- the model directory
