@@ -184,6 +184,17 @@ def test_iso_639_codes_are_checked_as_the_models_own_codes(
     ) == (meant[0], [meant[1], meant[0]])
 
 
+def test_one_language_in_two_codes_is_refused_once_both_are_the_models(
+    family_dirs: dict[str, Path],
+) -> None:
+    nllb = str(family_dirs["nllb"])
+
+    with pytest.raises(ModelError, match=r"^--tgt-lang eng_Latn is also the source language"):
+        check_model("hf", nllb, src_lang="en", tgt_lang="eng_Latn")
+    with pytest.raises(ModelError, match=r"^--tgt-lang names mar_Deva more than once\.$"):
+        check_model("hf", nllb, src_lang="en", tgt_lang=["mr", "mar_Deva"])
+
+
 def test_an_engine_given_iso_639_codes_forces_the_models_target_token(
     hf_engines: dict[str, HFEngine], family_dirs: dict[str, Path]
 ) -> None:

@@ -109,6 +109,12 @@ def check_model(
             tokens.for_target(src_lang, target).tgt_lang for target in targets[1:]
         ]
         codes = list(tokens.languages.codes)
+    # `en` and `eng_Latn` are one language only once both are the model's code
+    repeated = sorted({target for target in targets if targets.count(target) > 1})
+    if repeated:
+        raise ModelError(f"--tgt-lang names {', '.join(repeated)} more than once.")
+    if src_lang is not None and src_lang in targets:
+        raise ModelError(f"--tgt-lang {src_lang} is also the source language (--src-lang).")
     if detect_source:
         from mtfleet.engines.detect import SourceDetector
 
