@@ -165,23 +165,26 @@ def test_an_unknown_language_code_is_one_sentence_naming_the_nearest(
 @pytest.mark.parametrize(
     ("family", "given", "meant"),
     [
-        ("nllb", ("en", "mr"), ("eng_Latn", "mar_Deva")),
-        ("mbart50", ("eng", "hin"), ("en_XX", "hi_IN")),
-        ("m2m100", ("eng", "mar"), ("en", "mr")),
-        ("t5", ("en", "deu"), ("en", "de")),
+        ("nllb", ("en", "mr", "fra"), ("eng_Latn", "mar_Deva", "fra_Latn")),
+        ("mbart50", ("eng", "hin", "fr"), ("en_XX", "hi_IN", "fr_XX")),
+        ("m2m100", ("eng", "mar", "fra"), ("en", "mr", "fr")),
+        ("t5", ("en", "deu", "fra"), ("en", "de", "fr")),
     ],
 )
 def test_iso_639_codes_are_checked_as_the_models_own_codes(
-    family: str, given: tuple[str, str], meant: tuple[str, str], family_dirs: dict[str, Path]
+    family: str,
+    given: tuple[str, str, str],
+    meant: tuple[str, str, str],
+    family_dirs: dict[str, Path],
 ) -> None:
-    src_lang, tgt_lang = given
+    model = str(family_dirs[family])
+    src_lang, tgt_lang, other_tgt_lang = given
 
-    assert check_model("hf", str(family_dirs[family]), src_lang=src_lang, tgt_lang=tgt_lang) == (
-        meant
+    assert check_model("hf", model, src_lang=src_lang, tgt_lang=tgt_lang) == meant[:2]
+    assert check_model("hf", model, src_lang=src_lang, tgt_lang=[tgt_lang, other_tgt_lang]) == (
+        meant[0],
+        list(meant[1:]),
     )
-    assert check_model(
-        "hf", str(family_dirs[family]), src_lang=src_lang, tgt_lang=[tgt_lang, meant[0]]
-    ) == (meant[0], [meant[1], meant[0]])
 
 
 def test_one_language_in_two_codes_is_refused_once_both_are_the_models(
