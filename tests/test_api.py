@@ -519,7 +519,7 @@ def test_a_model_that_is_no_path_is_taken_as_a_hub_id(http: httpx.Client) -> Non
         ({"fields": []}, "Field fields: List should have at least 1 item after validation"),
         (
             {"checks": False, "on_flag": "drop-row"},
-            "Field checks: Value error, on_flag drop-row acts on what the health checks flag",
+            "Field checks: on_flag drop-row acts on what the health checks flag",
         ),
     ],
 )
@@ -818,9 +818,12 @@ def test_console_errors_are_one_sentence_with_exit_code_2(mtfleet_cli: Any) -> N
     )
 
     assert (missing.exit_code, missing.output) == (2, "error: There is no job ghost.\n")
-    assert (refused.exit_code, refused.output) == (2, "error: The API token is wrong.\n")
+    assert (refused.exit_code, refused.output) == (
+        2,
+        "error: MTFLEET_API_TOKEN is not this API's token.\n",
+    )
     assert invalid.exit_code == 2
-    assert invalid.output.startswith("error: Field beam: Input should be less than or equal to 16")
+    assert invalid.output.startswith("error: --beam: Input should be less than or equal to 16")
     assert "Traceback" not in missing.output + refused.output + invalid.output
 
 

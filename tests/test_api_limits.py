@@ -663,7 +663,7 @@ def test_an_existing_unrelated_output_needs_overwrite(http: httpx.Client, data_r
     assert refused.status_code == 400
     assert error_of(refused).startswith(
         "Field output: out/existing.jsonl exists and is not this job's earlier output; "
-        "pass --overwrite (overwrite: true over the API) to replace it."
+        "set overwrite to true to replace it."
     )
     assert (data_root / "out" / "existing.jsonl").read_text() == "precious\n"
 
@@ -776,9 +776,9 @@ def test_a_backtracking_protect_pattern_runs_in_linear_time_and_its_job_succeeds
 @pytest.mark.parametrize(
     ("protect", "says"),
     [
-        (["ok-\\d+", "a(?=b)"], "Field protect: Value error, the pattern 'a(?=b)' is not one RE2"),
-        (["(a)\\1"], "Field protect: Value error, the pattern '(a)\\\\1' is not one RE2 runs"),
-        (["(" * 1000 + "a" + ")" * 1000], "Field protect: Value error, the pattern '(((("),
+        (["ok-\\d+", "a(?=b)"], "Field protect: the pattern 'a(?=b)' is not one RE2"),
+        (["(a)\\1"], "Field protect: the pattern '(a)\\\\1' is not one RE2 runs"),
+        (["(" * 1000 + "a" + ")" * 1000], "Field protect: the pattern '(((("),
         ([f"p{i}" for i in range(65)], "Field protect: List should have at most 64 items"),
     ],
     ids=["lookahead", "backreference", "nested-1000-deep", "too-many"],
@@ -836,7 +836,7 @@ def test_a_target_that_is_no_language_code_is_refused_before_any_folder_is_made(
 
     assert response.status_code == 422, response.text
     assert error_of(response).startswith(
-        f"Field tgt_lang: Value error, '../../{outside.name}/x' is not a language code"
+        f"Field tgt_lang: '../../{outside.name}/x' is not a language code"
     )
     assert not outside.exists()
     assert_unharmed(http, "template")

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from mtfleet.cli.main import app
 
 COMMANDS = [
+    [],
     ["translate"],
     ["submit"],
     ["serve"],
@@ -19,10 +20,12 @@ COMMANDS = [
     ["jobs"],
     ["jobs", "rm"],
     ["prune"],
+    ["memory"],
+    ["memory", "export"],
 ]
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda command: " ".join(command) or "mtfleet")
 def test_help_at_80_columns_shows_every_option_name_whole(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
 

@@ -146,7 +146,7 @@ def test_a_tagged_family_puts_the_target_tag_first_in_every_source(
     [
         ("nllb", "mar_Deva2", "mar_Deva"),
         ("mbart50", "mr_IN_", "mr_IN"),
-        ("m2m100", "deu", "de"),
+        ("m2m100", "dex", "de"),
         ("t5", "dee", "de"),
         ("marian-multi", "frr", "fr"),
     ],
@@ -157,9 +157,55 @@ def test_an_unknown_language_code_is_one_sentence_naming_the_nearest(
     src = FAMILIES[family].src_lang
 
     with pytest.raises(
-        ModelError, match=rf"no language code '{wrong}'; the nearest .*\b{nearest}\b"
+        ModelError, match=rf"no language code '{wrong}' \(--tgt-lang\); the nearest .*\b{nearest}\b"
     ):
         check_model("hf", str(family_dirs[family]), src_lang=src, tgt_lang=wrong)
+
+
+@pytest.mark.parametrize(
+    ("family", "given", "meant"),
+    [
+        ("nllb", ("en", "mr", "fra"), ("eng_Latn", "mar_Deva", "fra_Latn")),
+        ("mbart50", ("eng", "hin", "fr"), ("en_XX", "hi_IN", "fr_XX")),
+        ("m2m100", ("eng", "mar", "fra"), ("en", "mr", "fr")),
+        ("t5", ("en", "deu", "fra"), ("en", "de", "fr")),
+    ],
+)
+def test_iso_639_codes_are_checked_as_the_models_own_codes(
+    family: str,
+    given: tuple[str, str, str],
+    meant: tuple[str, str, str],
+    family_dirs: dict[str, Path],
+) -> None:
+    model = str(family_dirs[family])
+    src_lang, tgt_lang, other_tgt_lang = given
+
+    assert check_model("hf", model, src_lang=src_lang, tgt_lang=tgt_lang) == meant[:2]
+    assert check_model("hf", model, src_lang=src_lang, tgt_lang=[tgt_lang, other_tgt_lang]) == (
+        meant[0],
+        list(meant[1:]),
+    )
+
+
+def test_one_language_in_two_codes_is_refused_once_both_are_the_models(
+    family_dirs: dict[str, Path],
+) -> None:
+    nllb = str(family_dirs["nllb"])
+
+    with pytest.raises(ModelError, match=r"^--tgt-lang eng_Latn is also the source language"):
+        check_model("hf", nllb, src_lang="en", tgt_lang="eng_Latn")
+    with pytest.raises(ModelError, match=r"^--tgt-lang names mar_Deva more than once\.$"):
+        check_model("hf", nllb, src_lang="en", tgt_lang=["mr", "mar_Deva"])
+
+
+def test_an_engine_given_iso_639_codes_forces_the_models_target_token(
+    hf_engines: dict[str, HFEngine], family_dirs: dict[str, Path]
+) -> None:
+    engine = HFEngine(str(family_dirs["nllb"]), src_lang="en", tgt_lang="mr", threads=1, **SETTINGS)
+
+    assert (engine.src_lang, engine.tgt_lang) == ("eng_Latn", "mar_Deva")
+    assert engine.tokens.forced_bos_token_id == engine.tokenizer.convert_tokens_to_ids("mar_Deva")
+    assert engine.for_target("hin").tgt_lang == "hin_Deva"
 
 
 def test_a_tagged_model_needs_a_target_language(family_dirs: dict[str, Path]) -> None:
@@ -221,3 +267,29 @@ def test_models_inspect_names_a_missing_model_in_one_sentence(tmp_path: Path) ->
 
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def test_translate_prints_what_an_iso_639_code_means_and_names_outputs_by_the_models_codes(
+    family_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from mtfleet.cli.main import app
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "The cat sleeps."}\n')
+    # an output that is not this job's stops it after its languages are checked
+    (tmp_path / "out.mar_Deva.jsonl").write_text('{"text": "someone else\'s"}\n')
+    command = ["translate", str(rows), "-m", str(family_dirs["nllb"]), "-f", "text"]
+    command += ["-o", str(tmp_path / "out.{tgt_lang}.jsonl"), "--src-lang", "en"]
+    command += ["--tgt-lang", "mr,hin_Deva", "--state-dir", str(tmp_path / "state")]
+
+    result = CliRunner().invoke(app, command)
+
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    assert lines[:2] == [
+        "--src-lang en means eng_Latn for this model",
+        "--tgt-lang mr means mar_Deva for this model",
+    ]
+    assert lines[2].startswith("error: --output: ") and "out.mar_Deva.jsonl exists" in lines[2]

@@ -276,6 +276,6 @@ def test_the_cli_refuses_a_pattern_re2_cannot_run_with_one_sentence_naming_it(
 
     assert result.exit_code == 2, result.output
     assert " ".join(result.output.split()).startswith(
-        "error: Option protect: Value error, the pattern 'ACME(?=-\\\\d)' is not one RE2 runs"
+        "error: --protect: the pattern 'ACME(?=-\\\\d)' is not one RE2 runs"
     )
     assert "Traceback" not in result.output and not (tmp_path / "out.jsonl").exists()

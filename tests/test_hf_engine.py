@@ -279,9 +279,16 @@ def test_translations_do_not_start_with_the_language_token(m2m100_de: HFEngine) 
 
 def test_an_unknown_language_code_is_named_with_valid_ones(tiny_m2m100_dir: Path) -> None:
     with pytest.raises(
-        ModelError, match=r"no language code 'deu'; the nearest .*\bde\b.*100 in all"
+        ModelError,
+        match=r"no language code 'de_XYZ' \(--tgt-lang\); the nearest it has are de\b.*100 in all",
     ):
-        HFEngine(str(tiny_m2m100_dir), src_lang="en", tgt_lang="deu")
+        HFEngine(str(tiny_m2m100_dir), src_lang="en", tgt_lang="de_XYZ")
+
+
+def test_an_iso_639_3_code_is_the_models_own(tiny_m2m100_dir: Path) -> None:
+    engine = HFEngine(str(tiny_m2m100_dir), src_lang="eng", tgt_lang="deu")
+
+    assert (engine.src_lang, engine.tgt_lang) == ("en", "de")
 
 
 def test_a_language_code_model_needs_both_languages(tiny_m2m100_dir: Path) -> None:
@@ -332,6 +339,8 @@ def test_a_marian_pair_refuses_another_target_language(
     HFEngine(str(model_dir), src_lang="en", tgt_lang="de")
     with pytest.raises(ModelError, match="translates en to de, so it cannot take 'mr'"):
         HFEngine(str(model_dir), src_lang="en", tgt_lang="mr")
+    # the same languages in ISO 639-3 are the pair's own codes
+    assert check_model("hf", str(model_dir), src_lang="eng", tgt_lang="deu") == ("en", "de")
 
 
 # --- models that cannot be loaded

@@ -98,7 +98,9 @@ def test_indictrans2_without_its_preprocessor_is_refused_naming_it(indictrans2_d
 
 
 def test_an_unknown_flores_code_names_the_nearest(indictrans2_dir: Path) -> None:
-    with pytest.raises(ModelError, match=r"no language code 'mar_Dev'; the nearest .*mar_Deva"):
+    with pytest.raises(
+        ModelError, match=r"no language code 'mar_Dev' \(--tgt-lang\); the nearest .*mar_Deva"
+    ):
         check_model(
             "hf",
             str(indictrans2_dir),

@@ -49,6 +49,7 @@ from mtfleet.cluster.job import (
 from mtfleet.cluster.retention import delete_job, prune_jobs, retire, work_bytes
 from mtfleet.cluster.targets import target_progress
 from mtfleet.data import dataset_files
+from mtfleet.engines.hub import hub_offline, in_hub_cache
 from mtfleet.errors import ApiError, JobError, ModelError, MtfleetError
 from mtfleet.spec import DEFAULT_KEEP_WARM_S, MAX_GPUS, JobSpec, input_key, spec_from_store
 from mtfleet.store import ACTIVE, TERMINAL, EventRecord, JobRecord, JobState, JobStore
@@ -598,31 +599,17 @@ def _hub_offline(spec: JobSpec) -> Iterator[None]:
     """The model check without the network: a hub id that is not in this machine's cache is
     refused at once, where trying the hub blocked a request for 25 s. Submissions run one at a
     time, so no other request sees the switch."""
-    from huggingface_hub import constants
-
-    before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
     try:
-        yield
+        with hub_offline():
+            yield
     except ModelError:
-        if Path(spec.model).is_absolute() or _in_hub_cache(spec.model):
+        if Path(spec.model).is_absolute() or in_hub_cache(spec.model):
             raise
         raise ModelError(
             f"Model {spec.model!r} is not found locally: the API checks hub models without the "
             "network; put it in the Hugging Face cache of the API's machine, or give a model "
             "directory under the data root."
         ) from None
-    finally:
-        constants.HF_HUB_OFFLINE = before
-
-
-def _in_hub_cache(model: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        return isinstance(try_to_load_from_cache(model, "config.json"), str)
-    except ValueError:  # not a valid hub id
-        return False
 
 
 def _readable(value: Any) -> Any:

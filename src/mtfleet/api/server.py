@@ -47,6 +47,7 @@ from mtfleet.cluster.runtime import connect
 from mtfleet.errors import ApiError, JobError, MtfleetError, StoreError
 from mtfleet.spec import DEFAULT_KEEP_WARM_S, DEFAULT_STATE_DIR, MAX_GPUS
 from mtfleet.store import JobState
+from mtfleet.wording import NEEDS_TOKEN, WRONG_TOKEN, api_wording
 
 LOOPBACK = "127.0.0.1"
 # A token short enough to guess is no token.
@@ -73,8 +74,6 @@ JobBody = Annotated[dict[str, Any], Body()]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422, 503)
 }
-NEEDS_TOKEN = "This call needs the header 'Authorization: Bearer <MTFLEET_API_TOKEN>'."
-WRONG_TOKEN = "The API token is wrong."
 
 
 REMOTE_CODE_REFUSED = (
@@ -273,7 +272,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         status = _status(error)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(
-            {"error": service.root.relative(str(error))}, status_code=status, headers=headers
+            {"error": api_wording(service.root.relative(str(error)))},
+            status_code=status,
+            headers=headers,
         )
 
     app.add_exception_handler(MtfleetError, mtfleet_error)
@@ -516,4 +517,5 @@ def validation_message(problems: list[dict[str, Any]]) -> str:
         return f"Field {where} is required{more}."
     if first["type"] == "extra_forbidden":
         return f"Field {where} is not a job setting{more}."
-    return f"Field {where}: {first['msg']}{more}."
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"Field {where}: {message}{more}."

@@ -49,6 +49,7 @@ DEFAULT_API = "http://127.0.0.1:8000"
 # A path in the jobs table: two of them, the id, the state and the counts fit 80 columns.
 PATH_WIDTH = 16
 STATE_STYLES = {
+    "planning": "cyan",
     "queued": "cyan",
     "running": "blue",
     "paused": "yellow",

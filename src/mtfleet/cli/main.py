@@ -15,7 +15,10 @@ from mtfleet.cli import models as model_commands
 from mtfleet.cli import options
 from mtfleet.cli import train as trainer
 from mtfleet.cli.output import console, fail, out
+from mtfleet.engines.languages import CodeMapping
 from mtfleet.errors import Interrupted, MtfleetError
+from mtfleet.verbosity import set_verbose
+from mtfleet.wording import option_name
 
 app = typer.Typer(
     name="mtfleet",
@@ -28,16 +31,33 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    """Translate whole datasets with neural MT models on every GPU (or CPU) of a Ray cluster."""
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from mtfleet.manifest import versions
 
         out.print(versions()["mtfleet"])
         raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Show Ray's and the Hugging Face Hub's logs (and transformers'), which only "
+            "show their errors otherwise.",
+        ),
+    ] = False,
+) -> None:
+    """Translate whole datasets with neural MT models on every GPU (or CPU) of a Ray cluster."""
+    set_verbose(verbose)
 
 
 @app.command()
@@ -127,6 +147,7 @@ def translate(
                 address=address,
                 detach=detach,
                 on_progress=progress.update,
+                on_languages=_print_languages,
             )
     except Interrupted as error:
         console.print(f"interrupted: {error}", highlight=False, soft_wrap=True)
@@ -141,6 +162,15 @@ def translate(
     _print_summary(result.manifest or {})
 
 
+def _print_languages(mappings: list[CodeMapping]) -> None:
+    for mapping in mappings:
+        console.print(
+            f"{option_name(mapping.field)} {mapping.given} means {mapping.code} for this model",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 def _print_summary(manifest: dict[str, Any]) -> None:
     from mtfleet.manifest import job_manifest_path, manifest_path
 
@@ -150,6 +180,7 @@ def _print_summary(manifest: dict[str, Any]) -> None:
         f"{manifest['units_skipped_empty']} empty kept, {failed} rows failed, "
         f"{manifest['segments']} segments ({manifest['segments_unique']} unique) in {manifest['elapsed_s']:.1f} s",
         highlight=False,
+        soft_wrap=True,
     )
     for target, language in manifest.get("targets", {}).items():
         out.print(f"{target}: {language['output']}", highlight=False, soft_wrap=True)
@@ -174,9 +205,13 @@ def _checked(health: dict[str, Any]) -> str:
 
 
 def _first_validation_error(error: Any) -> str:
+    """A setting's problem as one sentence naming its option: `--tgt-lang: 'x y' is not...`."""
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "spec"
-    return f"Option {where.replace('_', '-')}: {first['msg']}."
+    field = str(first["loc"][0]) if first["loc"] else ""
+    message = str(first["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if not field:
+        return f"{message}."
+    return f"{option_name(field)}: {message}."
 
 
 admin_console.register(app)

@@ -26,15 +26,17 @@ Fields = Annotated[
 SrcLang = Annotated[
     str | None,
     typer.Option(
-        help="Source language code (M2M100, NLLB, mBART, MADLAD), or auto: each unit's is "
-        "detected, and units already in --tgt-lang are copied."
+        help="Source language code (M2M100, NLLB, mBART, MADLAD): the model's own (eng_Latn) or "
+        "ISO 639 (en, eng), which is mapped to it; or auto: each unit's is detected, and units "
+        "already in --tgt-lang are copied."
     ),
 ]
 TgtLang = Annotated[
     str | None,
     typer.Option(
-        help="Target language code (M2M100, NLLB, mBART, MADLAD, multi-target Marian), or "
-        "several, comma-separated, in one job: the output path then holds {tgt_lang} "
+        help="Target language code (M2M100, NLLB, mBART, MADLAD, multi-target Marian): the "
+        "model's own (mar_Deva) or ISO 639 (mr, mar), which is mapped to it; or several, "
+        "comma-separated, in one job: the output path then holds {tgt_lang} "
         "(out/data.{tgt_lang}.jsonl), one output and manifest per language."
     ),
 ]

@@ -24,6 +24,7 @@ from mtfleet.cluster.runtime import NAMESPACE, connect, head_node_id
 from mtfleet.data import check_output_writable as check_file_writable
 from mtfleet.data import dataset_files, mirrored_output
 from mtfleet.engines import check_model
+from mtfleet.engines.languages import CodeMapping, code_mappings
 from mtfleet.errors import Interrupted, JobError, OutputError
 from mtfleet.manifest import job_manifest_path, manifest_path
 from mtfleet.spec import (
@@ -42,6 +43,8 @@ POLL_S = 0.5
 # who did it, in a job's history, when it was done by `mtfleet translate` on this machine
 CLI_ACTOR = "cli"
 Progress = Callable[[dict[str, Any]], None]
+# Told the language codes a job takes as the model's own (`mr` as mar_Deva)
+LanguagesNote = Callable[[list[CodeMapping]], None]
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +97,13 @@ def prepare_job(
     state_dir: str | Path = DEFAULT_STATE_DIR,
     store_url: str | None = None,
     job_id: str | None = None,
+    on_languages: LanguagesNote | None = None,
 ) -> JobHandle:
     """Checks the spec against the input, output and model, then creates the job (its coordinator
     plans it) or finds it to resume it; see `submit_job`."""
-    return submit_job(spec, state_dir=state_dir, store_url=store_url, job_id=job_id)[0]
+    return submit_job(
+        spec, state_dir=state_dir, store_url=store_url, job_id=job_id, on_languages=on_languages
+    )[0]
 
 
 def submit_job(
@@ -108,8 +114,12 @@ def submit_job(
     job_id: str | None = None,
     data_root: Path | None = None,
     actor: str = CLI_ACTOR,
+    on_languages: LanguagesNote | None = None,
 ) -> tuple[JobHandle, bool]:
     """The job's handle, and True when this call created it (False: it existed, and resumes).
+
+    A language code given as ISO 639 (`mr`) is the model's own (`mar_Deva`) from here on: in the
+    job's id, its outputs and its manifest; `on_languages` is told each such code.
 
     Nothing here reads the whole input: the input, the first rows' fields, the output and the model
     are checked, so a user's mistake is one sentence before anything runs; the coordinator plans.
@@ -119,7 +129,7 @@ def submit_job(
     spec = resolve_spec(spec, data_root)
     _, files = dataset_files(spec.input)
     check_fields(spec)
-    check_model(
+    src_lang, tgt_lang = check_model(
         spec.engine,
         spec.model,
         src_lang=spec.src_lang,
@@ -127,6 +137,15 @@ def submit_job(
         trust_remote_code=spec.trust_remote_code,
         preprocessor=spec.preprocessor,
     )
+    # the model's own codes, before the job's id and outputs are derived from them
+    mappings = code_mappings(
+        {"src_lang": spec.src_lang, "tgt_lang": spec.tgt_lang},
+        {"src_lang": src_lang, "tgt_lang": tgt_lang},
+    )
+    if mappings:
+        spec = spec.model_copy(update={"src_lang": src_lang, "tgt_lang": tgt_lang})
+        if on_languages is not None:
+            on_languages(mappings)
     key = input_key(files)
     job_id = job_id or spec.default_job_id(key)
     # before the state dir is made, which may be a folder the output names
@@ -264,7 +283,7 @@ def check_output(spec: JobSpec, job_id: str, store: JobStore, state_dir: Path) -
         if existing and not spec.overwrite and not _own_outputs(one.output, job_id, existing):
             raise OutputError(
                 f"Field output: {existing[0]} exists and is not this job's earlier output; "
-                "pass --overwrite (overwrite: true over the API) to replace it."
+                "pass --overwrite to replace it."
             )
 
 
@@ -379,12 +398,15 @@ def run_job(
     address: str | None = None,
     detach: bool = False,
     on_progress: Progress | None = None,
+    on_languages: LanguagesNote | None = None,
 ) -> JobResult:
     """Runs a job to its end (or, detached, starts it and returns); the CLI and the API call this."""
     if detach and not address:
         raise JobError("--detach needs --address: a local cluster ends with this command.")
     spec = with_keep_warm(spec, DEFAULT_KEEP_WARM_S if address else 0.0)
-    handle = prepare_job(spec, state_dir=state_dir, store_url=store_url, job_id=job_id)
+    handle = prepare_job(
+        spec, state_dir=state_dir, store_url=store_url, job_id=job_id, on_languages=on_languages
+    )
     finished = finished_result(handle)
     if finished is not None:
         return finished

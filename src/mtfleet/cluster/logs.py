@@ -1,7 +1,8 @@
 """A job's log files, in its work dir: `logs/coordinator.log` and `logs/translator-<worker_id>.log`.
 
-Actors run with `log_to_driver=False`, so these files are where a user (or the API, which serves
-them) reads what the coordinator and each translator did: leases, completions, faults, deaths.
+Actors run with `log_to_driver=False` (but under --verbose), so these files are where a user (or
+the API, which serves them) reads what the coordinator and each translator did: leases,
+completions, faults, deaths.
 """
 
 from __future__ import annotations

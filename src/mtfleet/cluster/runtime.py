@@ -8,6 +8,7 @@ import os
 import ray
 
 from mtfleet.errors import JobError
+from mtfleet.verbosity import ray_logging, verbose
 
 NAMESPACE = "mtfleet"
 
@@ -27,23 +28,22 @@ def connect(address: str | None = None) -> bool:
             ray.init(
                 address=address,
                 namespace=NAMESPACE,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
+                **ray_logging(),
             )
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise JobError(f"Cannot connect to the Ray cluster at {address}: {error}") from error
         return False
     # "local": always a new cluster of our own, never one another process started on this machine.
     # Ray turns token authentication on for it and warns that it did, on every command: that is
-    # Ray's default, not news to a user of mtfleet; its errors still show.
-    logging.getLogger(RAY_AUTH_SETUP_LOGGER).setLevel(logging.ERROR)
+    # Ray's default, not news to a user of mtfleet; its errors still show (all of it: --verbose).
+    if not verbose():
+        logging.getLogger(RAY_AUTH_SETUP_LOGGER).setLevel(logging.ERROR)
     ray.init(
         address="local",
         num_cpus=os.cpu_count() or 1,
         namespace=NAMESPACE,
         include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.WARNING,
+        **ray_logging(),
     )
     return True
 

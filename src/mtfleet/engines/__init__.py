@@ -77,8 +77,9 @@ def check_model(
     tgt_lang: str | list[str] | None = None,
     trust_remote_code: bool = False,
     preprocessor: str | None = None,
-) -> None:
-    """Fail in seconds, before a job starts, when engine `name` could not use `model`.
+) -> tuple[str | None, str | list[str] | None]:
+    """Fail in seconds, before a job starts, when engine `name` could not use `model`; else the
+    source and target languages as the model's codes (`en`, `mr` for NLLB: eng_Latn, mar_Deva).
 
     Checks the engine name, the model directory (or hub id), its config, tokenizer and languages;
     it loads no weights. A model with code of its own is refused without `trust_remote_code`,
@@ -93,8 +94,8 @@ def check_model(
     if preprocessor is not None:
         from mtfleet.engines.indictrans import check_languages, indic_processor
 
-        for target in targets:
-            check_languages(src_lang, target)
+        pairs = [check_languages(src_lang, target) for target in targets]
+        src_lang, targets = pairs[0][0], [target for _, target in pairs]
         indic_processor()
     codes: list[str] = []
     if name != "reverse":
@@ -103,10 +104,18 @@ def check_model(
         tokens = ModelTokenizer(
             model, src_lang=src_lang, tgt_lang=targets[0], trust_remote_code=trust_remote_code
         )
-        for target in targets[1:]:
-            tokens.for_target(src_lang, target)
         _check_preprocessor_fits(tokens, preprocessor)
+        src_lang = tokens.src_lang
+        targets = [tokens.tgt_lang] + [
+            tokens.for_target(src_lang, target).tgt_lang for target in targets[1:]
+        ]
         codes = list(tokens.languages.codes)
+    # `en` and `eng_Latn` are one language only once both are the model's code
+    repeated = sorted({target for target in targets if targets.count(target) > 1})
+    if repeated:
+        raise ModelError(f"--tgt-lang names {', '.join(repeated)} more than once.")
+    if src_lang is not None and src_lang in targets:
+        raise ModelError(f"--tgt-lang {src_lang} is also the source language (--src-lang).")
     if detect_source:
         from mtfleet.engines.detect import SourceDetector
 
@@ -116,6 +125,7 @@ def check_model(
             )
         for target in targets:
             SourceDetector(target, codes)
+    return src_lang, targets if isinstance(tgt_lang, list) else targets[0]
 
 
 def _detects_source(src_lang: str | None, preprocessor: str | None) -> bool:

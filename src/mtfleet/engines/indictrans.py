@@ -16,7 +16,6 @@ empties in order, so every preprocessing here is followed by exactly one postpro
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 from collections.abc import Sequence
 from importlib import metadata
@@ -25,6 +24,7 @@ from types import ModuleType
 from typing import Any
 
 from mtfleet.engines.base import Engine, EngineWrapper
+from mtfleet.engines.languages import model_code
 from mtfleet.errors import ModelError
 
 NAME = "indictrans"
@@ -77,21 +77,17 @@ def _processor_module() -> ModuleType:
 
 
 def check_languages(src_lang: str | None, tgt_lang: str | None) -> tuple[str, str]:
-    """The two FLORES codes the processor needs, or one sentence naming the nearest ones."""
+    """The two FLORES codes the processor needs (`mr` is mar_Deva), or one sentence naming the
+    nearest ones."""
     if src_lang is None or tgt_lang is None:
         raise ModelError(
             f"--preprocessor {NAME} needs a source and a target language as FLORES codes "
             f"(--src-lang eng_Latn --tgt-lang mar_Deva)."
         )
-    for code in (src_lang, tgt_lang):
-        if code not in INDICTRANS2_LANGUAGES:
-            close = difflib.get_close_matches(code, INDICTRANS2_LANGUAGES, n=6, cutoff=0.3)
-            nearest = ", ".join(close or INDICTRANS2_LANGUAGES[:8])
-            raise ModelError(
-                f"IndicTrans2 has no language code {code!r}; the nearest it has are {nearest} "
-                f"({len(INDICTRANS2_LANGUAGES)} in all)."
-            )
-    return src_lang, tgt_lang
+    return (
+        model_code(src_lang, INDICTRANS2_LANGUAGES, "IndicTrans2", "--src-lang"),
+        model_code(tgt_lang, INDICTRANS2_LANGUAGES, "IndicTrans2", "--tgt-lang"),
+    )
 
 
 class IndicTransEngine(EngineWrapper):

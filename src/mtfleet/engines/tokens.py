@@ -10,7 +10,6 @@ token-budget batches. It loads no weights: checking a model costs seconds.
 from __future__ import annotations
 
 import copy
-import difflib
 import fnmatch
 import hashlib
 import math
@@ -25,7 +24,9 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
 
 from mtfleet.engines.detect import AUTO
+from mtfleet.engines.hub import use_hub
 from mtfleet.engines.indictrans import INDICTRANS2_LANGUAGES
+from mtfleet.engines.languages import LanguageCode, model_code
 from mtfleet.errors import ModelError
 
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
@@ -127,6 +128,7 @@ class ModelTokenizer:
         self.max_length_factor = max_length_factor
         self.max_length_offset = max_length_offset
         self.source = locate_model(model)
+        use_hub(self.source)
         self.remote_code = remote_code(self.source)
         self.config = _load_config(self.source, self.remote_code, trust_remote_code)
         self.tokenizer = _load_tokenizer(self.source, trust_remote_code)
@@ -136,6 +138,8 @@ class ModelTokenizer:
         # batch_decode's settings besides skip_special_tokens (a preprocessor may add its own)
         self.decode_settings: dict[str, Any] = {}
         self.forced_bos_token_id: int | None = None
+        # the languages as the model's codes, once set
+        self.src_lang, self.tgt_lang = src_lang, tgt_lang
         if check_languages:
             self._set_languages(src_lang, tgt_lang)
         positions = _model_positions(self.config)
@@ -225,15 +229,16 @@ class ModelTokenizer:
     # --- languages
 
     def _set_languages(self, src_lang: str | None, tgt_lang: str | None) -> None:
-        """Sets up `tgt_lang` and `src_lang`; a source of AUTO is set per segment by its detector."""
+        """Sets up `tgt_lang` and `src_lang` as the model's codes (`mr` is NLLB's `mar_Deva`);
+        a source of AUTO is set per segment by its detector."""
+        self.src_lang, self.tgt_lang = src_lang, tgt_lang
         if self.languages.mark == "code":
             self._set_language_codes(src_lang, tgt_lang)
         elif self.languages.mark == "tag":
             self._set_target_tag(src_lang, tgt_lang)
         elif self.languages.mark == "preprocessor":
-            for code in (src_lang, tgt_lang):
-                if code not in (None, AUTO):
-                    self._check_code(code)
+            self.src_lang = self._source_code(src_lang)
+            self.tgt_lang = None if tgt_lang is None else self._model_code(tgt_lang, "--tgt-lang")
         else:
             self._check_declared_pair(src_lang, tgt_lang)
 
@@ -245,11 +250,11 @@ class ModelTokenizer:
                 f"Model {self.model_name} needs a source and a target language "
                 f"(--src-lang, --tgt-lang), such as {_some(codes)}."
             )
-        self._check_code(tgt_lang)
-        if src_lang != AUTO:
-            self._check_code(src_lang)
-            self.tokenizer.src_lang = src_lang
-        self.forced_bos_token_id = codes[tgt_lang]
+        self.tgt_lang = self._model_code(tgt_lang, "--tgt-lang")
+        self.src_lang = self._source_code(src_lang)
+        if self.src_lang != AUTO:
+            self.tokenizer.src_lang = self.src_lang
+        self.forced_bos_token_id = codes[self.tgt_lang]
 
     def _set_target_tag(self, src_lang: str | None, tgt_lang: str | None) -> None:
         """Multi-target Marian, T5 (MADLAD-400): the target's tag before each source."""
@@ -259,32 +264,39 @@ class ModelTokenizer:
                 f"Model {self.model_name} is multi-target and got no target language "
                 f"(--tgt-lang); it takes {_some(codes)} ({len(codes)} in all)."
             )
-        self._check_code(tgt_lang)
+        self.tgt_lang = self._model_code(tgt_lang, "--tgt-lang")
         # a multi-target OPUS-MT model's sources need not be among its targets; MADLAD's are
-        if src_lang not in (None, AUTO) and self.languages.family == "t5":
-            self._check_code(src_lang)
-        self.source_tag_id = codes[tgt_lang]
+        if self.languages.family == "t5":
+            self.src_lang = self._source_code(src_lang)
+        self.source_tag_id = codes[self.tgt_lang]
 
-    def _check_code(self, code: str) -> None:
-        codes = self.languages.codes
-        if code not in codes:
-            raise ModelError(
-                f"Model {self.model_name} has no language code {code!r}; "
-                f"{_nearest(code, codes)} ({len(codes)} in all)."
-            )
+    def _source_code(self, src_lang: str | None) -> str | None:
+        if src_lang in (None, AUTO):
+            return src_lang
+        return self._model_code(src_lang, "--src-lang")
+
+    def _model_code(self, code: str, option: str) -> str:
+        return model_code(code, self.languages.codes, f"Model {self.model_name}", option)
 
     def _check_declared_pair(self, src_lang: str | None, tgt_lang: str | None) -> None:
-        """A one-pair model (Marian) that names its languages takes no others."""
+        """A one-pair model (Marian) that names its languages takes no others; the same
+        language in another ISO 639 code (`deu` for its `de`) is its own."""
         declared = {
             "source": (src_lang, getattr(self.tokenizer, "source_lang", None)),
             "target": (tgt_lang, getattr(self.tokenizer, "target_lang", None)),
         }
         for side, (asked, own) in declared.items():
-            if asked not in (None, AUTO) and own is not None and asked != own:
+            if asked in (None, AUTO) or own is None or asked == own:
+                continue
+            if LanguageCode.read(asked).kinship(LanguageCode.read(own)) != 0:
                 raise ModelError(
                     f"Model {self.model_name} translates {declared['source'][1]} to "
                     f"{declared['target'][1]}, so it cannot take {asked!r} as its {side} language."
                 )
+            if side == "source":
+                self.src_lang = own
+            else:
+                self.tgt_lang = own
 
 
 # --- the model directory
@@ -431,13 +443,6 @@ def _some(codes: Sequence[str] | dict[str, int], count: int = 8) -> str:
     return ", ".join(names[:count]) + (", ..." if len(names) > count else "")
 
 
-def _nearest(code: str, codes: dict[str, int]) -> str:
-    close = difflib.get_close_matches(code, codes, n=6, cutoff=0.3)
-    if close:
-        return f"the nearest it has are {', '.join(close)}"
-    return f"it has {_some(codes)}"
-
-
 def _language_codes(tokenizer: Any) -> dict[str, int]:
     """Language code -> token id: M2M100's `en` -> `__en__`, or NLLB's `eng_Latn` itself."""
     mapping = getattr(tokenizer, "lang_code_to_id", None)
@@ -488,7 +493,8 @@ class TokenizedEngine:
         )
         self.trust_remote_code = trust_remote_code
         self.tokenizer = self.tokens.tokenizer
-        self.src_lang, self.tgt_lang = src_lang, tgt_lang
+        # the model's own codes: `mr` given to NLLB is mar_Deva
+        self.src_lang, self.tgt_lang = self.tokens.src_lang, self.tokens.tgt_lang
         self.max_input_tokens = self.tokens.max_input_tokens
         self.beam = beam
 
@@ -497,7 +503,7 @@ class TokenizedEngine:
         again. A code family's target is only the decoder's first token (`decodes_target`)."""
         other = copy.copy(self)
         other.tokens = self.tokens.for_target(self.src_lang, tgt_lang)
-        other.tgt_lang = tgt_lang
+        other.tgt_lang = other.tokens.tgt_lang
         return other
 
     @property
