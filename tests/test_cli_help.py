@@ -19,6 +19,7 @@ COMMANDS = [
     ["jobs"],
     ["jobs", "rm"],
     ["prune"],
+    ["retry"],
 ]
 
 

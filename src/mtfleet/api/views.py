@@ -136,8 +136,19 @@ class Health(BaseModel):
     nodes_alive: int
 
 
+class Problem(BaseModel):
+    field: str | None = Field(description="The job request's field at fault; null: the whole.")
+    message: str = Field(description="One sentence saying what is wrong with it.")
+
+
 class ErrorBody(BaseModel):
     error: str = Field(description="One sentence saying what is wrong.")
+    field: str | None = Field(
+        None, description="A refused submission: the field at fault, as its first problem's."
+    )
+    problems: list[Problem] | None = Field(
+        None, description="A refused submission: each problem, at its field."
+    )
     detail: list[dict[str, Any]] | None = Field(
         None, description="Every validation error, for a 422."
     )
