@@ -652,6 +652,14 @@ def test_a_job_into_several_languages_takes_a_list_and_shows_each_language(
         assert target["output"] == str(data_root / "out" / f"languages.{target['tgt_lang']}.jsonl")
         assert read_jsonl(Path(target["output"])) == reversed_rows(SMALL_ROWS, ["text"])
     assert list(job.manifest()["targets"]) == ["de", "fr", "hi"]
+    # the lists name its languages, and its paths as the client wrote them
+    (listed,) = [summary for summary in http.get("/v1/jobs").json() if summary["id"] == job.id]
+    assert listed["tgt_lang"] == ["de", "fr", "hi"]
+    assert listed["relative"] == {
+        "input": "small.jsonl",
+        "output": "out/languages.{tgt_lang}.jsonl",
+        "model": "reverse",
+    }
     as_comma_string = http.post(
         "/v1/jobs",
         json={**SMALL_JOB, "output": "out/commas.{tgt_lang}.jsonl", "tgt_lang": "de,de"},

@@ -30,6 +30,7 @@ from mtfleet.api.views import (
     JobSummary,
     JobView,
     Node,
+    RelativePaths,
     TargetProgress,
     Translator,
 )
@@ -558,15 +559,25 @@ class JobService:
             raise ApiError(f"There is no job {job_id}.", 404) from None
 
     def _summary(self, record: JobRecord, progress: dict[str, Any]) -> JobSummary:
+        paths = {
+            name: _readable(str(record.spec.get(name, ""))) for name in ("input", "output", "model")
+        }
+        targets = record.spec.get("tgt_lang")
         return JobSummary(
             id=record.id,
             state=record.state.value,
             created_at=record.created_at,
             updated_at=record.updated_at,
             error=None if record.error is None else self.root.relative(_readable(record.error)),
-            input=_readable(str(record.spec.get("input", ""))),
-            output=_readable(str(record.spec.get("output", ""))),
-            model=_readable(str(record.spec.get("model", ""))),
+            **paths,
+            relative=RelativePaths(
+                **{name: self.root.relative(path) for name, path in paths.items()}
+            ),
+            tgt_lang=[
+                _readable(str(target))
+                for target in (targets if isinstance(targets, list) else [targets])
+                if target
+            ],
             rows_total=progress["rows_total"],
             rows_done=progress["rows_done"],
             segments_done=progress["segments_done"],

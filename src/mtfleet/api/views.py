@@ -49,6 +49,14 @@ class JobNode(BaseModel):
     )
 
 
+class RelativePaths(BaseModel):
+    """A job's paths as its submitter wrote them: relative to the server's data root."""
+
+    input: str
+    output: str
+    model: str
+
+
 class JobSummary(BaseModel):
     id: str
     state: Literal["planning", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
@@ -58,6 +66,12 @@ class JobSummary(BaseModel):
     input: str
     output: str
     model: str
+    relative: RelativePaths = Field(
+        description="input, output and model, relative to the data root."
+    )
+    tgt_lang: list[str] = Field(
+        description="Its target languages; empty for a model with one (a Marian pair)."
+    )
     rows_total: int
     rows_done: int
     segments_done: int
