@@ -831,8 +831,11 @@ def test_console_nodes_lists_the_head_node(mtfleet_cli: Any) -> None:
     assert "(head)" in nodes.stdout and "alive" in nodes.stdout
 
 
-def test_console_errors_are_one_sentence_with_exit_code_2(mtfleet_cli: Any) -> None:
+def test_console_errors_are_one_sentence_with_exit_code_2(
+    mtfleet_cli: Any, small_job: tuple[httpx.Response, dict[str, Any]]
+) -> None:
     missing = mtfleet_cli("status", "ghost")
+    no_failures = mtfleet_cli("retry", small_job[1]["id"])
     refused = mtfleet_cli("jobs", token="wrong-token")
     invalid = mtfleet_cli(
         "submit",
@@ -853,6 +856,10 @@ def test_console_errors_are_one_sentence_with_exit_code_2(mtfleet_cli: Any) -> N
     assert (refused.exit_code, refused.output) == (2, "error: The API token is wrong.\n")
     assert invalid.exit_code == 2
     assert invalid.output.startswith("error: Field beam: Input should be less than or equal to 16")
+    assert (no_failures.exit_code, no_failures.output) == (
+        2,
+        f"error: Job {small_job[1]['id']} has no failed rows to retry.\n",
+    )
     assert "Traceback" not in missing.output + refused.output + invalid.output
 
 
