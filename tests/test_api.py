@@ -25,11 +25,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 import mtfleet
-from mtfleet.api.server import ServerSettings
+from mtfleet.api.server import ServerSettings, refused_field
+from mtfleet.api.views import JobRequest
 from mtfleet.cli import console
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
 from mtfleet.cluster.retention import work_bytes
-from mtfleet.errors import ApiError
+from mtfleet.errors import ApiError, DatasetError, ModelError, MtfleetError, OutputError
 from mtfleet.testing.api import authorized, free_port, serve_process, serving
 from mtfleet.testing.cluster import wait_for
 
@@ -285,6 +286,12 @@ def test_steering_a_finished_job_is_a_conflict_and_an_unknown_job_is_not_found(
     )
     assert (missing.status_code, missing.json()["error"]) == (404, "There is no job ghost.")
     assert http.get("/v1/jobs/ghost/manifest").status_code == 404
+    no_failures = http.post(f"/v1/jobs/{job_id}/retry")
+    assert (no_failures.status_code, no_failures.json()["error"]) == (
+        409,
+        f"Job {job_id} has no failed rows to retry.",
+    )
+    assert http.post("/v1/jobs/ghost/retry").status_code == 404
 
 
 # --- retention, history and logs
@@ -485,6 +492,7 @@ def test_a_path_outside_the_data_root_is_refused_with_400_naming_the_field(
 
     assert response.status_code == 400
     error = response.json()["error"]
+    assert response.json()["problems"] == [{"field": field, "message": error}]
     # the data root itself is never named, not even as the client wrote it
     assert error.startswith(f"Field {field}: {value.replace(f'{data_root}/', '')} ")
     assert says in error and str(data_root) not in error
@@ -539,6 +547,30 @@ def test_a_bad_spec_is_refused_with_422_naming_the_field(
 
     assert response.status_code == 422
     assert response.json()["error"].startswith(message)
+    # the first problem at its field, for a form to show it there; `detail` as FastAPI has it
+    assert response.json()["problems"][0]["field"] == message.split()[1].rstrip(":")
+    assert response.json()["detail"][0]["loc"][0] == "body"
+
+
+@pytest.mark.parametrize(
+    ("error", "field"),
+    [
+        (OutputError("Cannot write out/x.jsonl: folder out does not exist."), "output"),
+        (ModelError("Model m has no language code 'deu'; the nearest is 'de'."), "tgt_lang"),
+        (ModelError("Model m has no language code 'eng'; the nearest is 'en'."), "src_lang"),
+        (DatasetError("small.json does not exist."), "input"),
+        (ApiError("Field gpus: 90 is more than this server's limit of 64.", 400), "gpus"),
+        (ApiError("This server runs at most 16 active jobs.", 429), None),
+    ],
+)
+def test_a_refused_submission_names_the_field_it_is_about(
+    error: MtfleetError, field: str | None
+) -> None:
+    request = JobRequest(
+        input="small.jsonl", output="out/x.jsonl", model="m", fields=["text"], src_lang="eng"
+    )
+
+    assert refused_field(error, request) == field
 
 
 def test_a_spec_the_planner_refuses_is_a_400_with_its_sentence(http: httpx.Client) -> None:
@@ -548,6 +580,7 @@ def test_a_spec_the_planner_refuses_is_a_400_with_its_sentence(http: httpx.Clien
 
     assert response.status_code == 400
     assert "title" in response.json()["error"]
+    assert response.json()["field"] == "fields"
 
 
 # --- metrics
@@ -628,6 +661,14 @@ def test_a_job_into_several_languages_takes_a_list_and_shows_each_language(
         assert target["output"] == str(data_root / "out" / f"languages.{target['tgt_lang']}.jsonl")
         assert read_jsonl(Path(target["output"])) == reversed_rows(SMALL_ROWS, ["text"])
     assert list(job.manifest()["targets"]) == ["de", "fr", "hi"]
+    # the lists name its languages, and its paths as the client wrote them
+    (listed,) = [summary for summary in http.get("/v1/jobs").json() if summary["id"] == job.id]
+    assert listed["tgt_lang"] == ["de", "fr", "hi"]
+    assert listed["relative"] == {
+        "input": "small.jsonl",
+        "output": "out/languages.{tgt_lang}.jsonl",
+        "model": "reverse",
+    }
     as_comma_string = http.post(
         "/v1/jobs",
         json={**SMALL_JOB, "output": "out/commas.{tgt_lang}.jsonl", "tgt_lang": "de,de"},
@@ -799,8 +840,11 @@ def test_console_nodes_lists_the_head_node(mtfleet_cli: Any) -> None:
     assert "(head)" in nodes.stdout and "alive" in nodes.stdout
 
 
-def test_console_errors_are_one_sentence_with_exit_code_2(mtfleet_cli: Any) -> None:
+def test_console_errors_are_one_sentence_with_exit_code_2(
+    mtfleet_cli: Any, small_job: tuple[httpx.Response, dict[str, Any]]
+) -> None:
     missing = mtfleet_cli("status", "ghost")
+    no_failures = mtfleet_cli("retry", small_job[1]["id"])
     refused = mtfleet_cli("jobs", token="wrong-token")
     invalid = mtfleet_cli(
         "submit",
@@ -824,6 +868,10 @@ def test_console_errors_are_one_sentence_with_exit_code_2(mtfleet_cli: Any) -> N
     )
     assert invalid.exit_code == 2
     assert invalid.output.startswith("error: --beam: Input should be less than or equal to 16")
+    assert (no_failures.exit_code, no_failures.output) == (
+        2,
+        f"error: Job {small_job[1]['id']} has no failed rows to retry.\n",
+    )
     assert "Traceback" not in missing.output + refused.output + invalid.output
 
 

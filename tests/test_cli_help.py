@@ -22,6 +22,7 @@ COMMANDS = [
     ["prune"],
     ["memory"],
     ["memory", "export"],
+    ["retry"],
 ]
 
 

@@ -46,6 +46,8 @@ ROWS = [
     for i in range(40)
 ]
 SMALL_ROWS = ROWS[:6]
+# the reverse engine refuses a segment holding this word, on every attempt: that row fails
+POISON = "POISON"
 WAIT_MS = 90_000
 
 
@@ -69,6 +71,8 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data_root")
     (root / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ROWS))
     (root / "small.jsonl").write_text("".join(json.dumps(row) + "\n" for row in SMALL_ROWS))
+    poisoned = [*SMALL_ROWS[:2], {"id": 2, "text": f"This one carries {POISON}."}]
+    (root / "poisoned.jsonl").write_text("".join(json.dumps(row) + "\n" for row in poisoned))
     (root / "out" / "a" / "deep" / "folder").mkdir(parents=True)
     return root
 
@@ -78,6 +82,7 @@ def cluster() -> Iterator[Cluster]:
     with pytest.MonkeyPatch.context() as env:
         # Ray's workers inherit the environment of the process that starts the cluster.
         env.setenv("MTFLEET_REVERSE_DELAY_S", DELAY_S)
+        env.setenv("MTFLEET_REVERSE_FAIL_ON", POISON)
         env.setenv("OMP_NUM_THREADS", "1")
         with local_cluster(head_cpus=2) as started:
             yield started
@@ -268,22 +273,27 @@ def test_a_job_submitted_through_the_form_fills_its_shard_map_and_succeeds(
     errors.expect_refusal(400)
     errors.expect_refusal(422)
     sign_in(page, api, "#/submit")
-    # the form is built from the API's JobRequest schema: every field, defaults as hints
+    # the form is built from the API's JobRequest schema: every field, defaults as hints; the
+    # settings beyond the common ones are folded away
     expect(page.locator("#field-shard_tokens")).to_have_attribute("placeholder", "default 32000")
+    expect(page.locator("#field-shard_tokens")).to_be_hidden()
     page.fill("#field-input", "../elsewhere.jsonl")
     page.fill("#field-output", "out/form.jsonl")
     page.fill("#field-model", "reverse")
     page.fill("#field-fields", "text")
     page.select_option("#field-engine", "reverse")
+    page.fill("#field-job_id", "from-the-form")
+    page.click("#advanced > summary")
     page.fill("#field-shard_tokens", "16")
     page.fill("#field-beam", "0")
-    page.fill("#field-job_id", "from-the-form")
     page.screenshot(path=screens / "submit.png", full_page=True)
+    page.click("#advanced > summary")
 
     page.click("#submit-job")
 
-    # a 422 names the field: beam must be at least 1
+    # a 422 names the field: beam must be at least 1, shown at the field, unfolded
     expect(page.locator("#field-beam-error")).to_contain_text("greater than or equal to 1")
+    expect(page.locator("#field-beam-error")).to_be_visible()
     page.fill("#field-beam", "")
     page.click("#submit-job")
     # a 400 names the field in its sentence: the input lies outside the data root
@@ -375,6 +385,38 @@ def test_a_running_job_is_cancelled_from_its_page_after_a_second_click(
     for control in ("#pause", "#resume", "#cancel"):
         expect(page.locator(control)).to_be_disabled()
 
+    page.click("#submit-again")
+
+    # the form holds the job's settings, its paths as the submitter wrote them, and its id
+    expect(page).to_have_url(f"{api}/#/submit/cancelled")
+    expect(page.locator("#field-job_id")).to_have_value("cancelled")
+    for field, value in (("input", "rows.jsonl"), ("output", "out/cancelled.jsonl")):
+        expect(page.locator(f"#field-{field}")).to_have_value(value)
+    expect(page.locator("#field-fields")).to_have_value("text")
+    expect(page.locator("#field-shard_tokens")).to_have_value("16")
+    expect(page.locator("#field-keep_work")).to_be_checked()
+
+
+def test_a_succeeded_jobs_failed_rows_are_retried_from_its_page(
+    page: Page, errors: Errors, api: str, http: httpx.Client
+) -> None:
+    spec = job_spec("out/poisoned.jsonl", "poisoned", input="poisoned.jsonl", max_attempts=1)
+    final = run_to_end(http, spec)
+    assert (final["state"], final["failures_total"]) == ("succeeded", 1)
+    sign_in(page, api, "#/job/poisoned")
+
+    page.click("#retry")
+
+    # only the failed row runs again; the engine still refuses it, so it fails once more
+    expect(page.locator("#timeline li[data-kind='retried']")).to_contain_text("by console")
+    expect(page.locator("#timeline li[data-kind='succeeded']")).to_have_count(2, timeout=WAIT_MS)
+    retried = http.get("/v1/jobs/poisoned").json()
+    assert (retried["state"], retried["failures_total"], retried["rows_done"]) == (
+        "succeeded",
+        1,
+        2,
+    )
+
 
 def test_the_jobs_view_filters_by_state_and_searches_ids_and_paths(
     page: Page, errors: Errors, api: str, finished: dict[str, Any], screens: Path
@@ -393,6 +435,10 @@ def test_the_jobs_view_filters_by_state_and_searches_ids_and_paths(
 
     expect(rows).to_have_count(1)
     expect(rows).to_have_attribute("data-job-id", "small-done")
+    # paths relative to the data root, a targets column, and no sideways scrolling at 1280 px
+    expect(rows.locator("td").nth(7)).to_have_text("small.jsonl")
+    expect(page.locator("#jobs th").nth(5)).to_have_text("targets")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
 
 
 def test_the_sample_viewer_shows_a_done_shards_rows_beside_their_translations(

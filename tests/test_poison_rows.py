@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mtfleet.cluster import run_job
+from mtfleet.cluster import retry_job, run_job
 from mtfleet.cluster.breaker import FailureBreaker
 from mtfleet.spec import JobSpec
 from mtfleet.store import JobStore
@@ -26,7 +26,7 @@ def poisoned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def spec(dataset: Path, on_error: str) -> JobSpec:
+def spec(dataset: Path, on_error: str, **settings: object) -> JobSpec:
     return JobSpec(
         input=str(dataset),
         output=str(dataset.with_name("out.jsonl")),
@@ -36,6 +36,7 @@ def spec(dataset: Path, on_error: str) -> JobSpec:
         shard_tokens=60,
         max_attempts=2,
         on_error=on_error,
+        **settings,
     )
 
 
@@ -51,6 +52,30 @@ def test_a_poison_row_is_bisected_reported_and_kept_as_source(poisoned: Path) ->
     assert rows[POISON_ROW]["text"] == "This one carries POISON."
     assert rows[3]["text"] == ".enif si 3 rebmun ecnetneS"
     assert manifest["shards"] > 4  # the poisoned shard was split on the way down to one row
+
+
+def test_a_failed_row_is_retried_alone_once_the_engine_takes_it_into_the_same_output(
+    poisoned: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_dir = poisoned.parent / "state"
+    first = run_job(spec(poisoned, "keep-source", keep_work=True), state_dir=state_dir)
+    assert first.manifest is not None and first.manifest["rows_failed"] == 1
+    done_before = {
+        s.index: s.part_path for s in JobStore.for_state_dir(state_dir).shards(first.job_id)
+    }
+    monkeypatch.delenv("MTFLEET_REVERSE_FAIL_ON")  # the engine was fixed
+
+    result = retry_job(first.job_id, state_dir=state_dir)
+
+    assert result.state == "succeeded", result.error
+    assert result.manifest is not None and result.manifest["rows_failed"] == 0
+    rows = [json.loads(line) for line in poisoned.with_name("out.jsonl").read_text().splitlines()]
+    assert rows[POISON_ROW]["text"] == ".NOSIOP seirrac eno sihT"
+    assert rows[3]["text"] == ".enif si 3 rebmun ecnetneS"
+    shards = JobStore.for_state_dir(state_dir).shards(first.job_id)
+    # the done shards kept their parts; only the failed row was translated again
+    assert all(done_before[s.index] == s.part_path for s in shards if s.row_start != POISON_ROW)
+    assert [s.row_start for s in shards if done_before[s.index] is None] == [POISON_ROW]
 
 
 def test_with_on_error_fail_a_poison_row_fails_the_job_and_names_the_row(poisoned: Path) -> None:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from mtfleet.api.history import LOG_PAGE_BYTES, log_files, read_logs
 from mtfleet.api.jobs import JobService
 from mtfleet.cli.main import app
-from mtfleet.cluster.job import forget_unassemblable, handle_for
+from mtfleet.cluster.job import forget_unassemblable, handle_for, retry_failed
 from mtfleet.cluster.retention import (
     delete_job,
     format_bytes,
@@ -45,10 +45,17 @@ def store(state_dir: Path) -> Iterator[JobStore]:
 
 
 def finished_job(
-    store: JobStore, state_dir: Path, job_id: str, state: JobState, **spec: object
+    store: JobStore,
+    state_dir: Path,
+    job_id: str,
+    state: JobState,
+    failed_row: bool = False,
+    **spec: object,
 ) -> Path:
-    """A job that ran to `state`, with the work files a run leaves: units, a part, plan, logs."""
-    store.create_job(job_id, {**SPEC, **spec}, [ShardPlan(0, 2, 2, 10)])
+    """A job that ran to `state`, with the work files a run leaves: units, a part, plan, logs;
+    with `failed_row`, its row 2 failed."""
+    plan = [ShardPlan(0, 2, 2, 10)] + ([ShardPlan(2, 3, 1, 5)] if failed_row else [])
+    store.create_job(job_id, {**SPEC, **spec}, plan)
     store.set_job_state(job_id, JobState.RUNNING)
     work_dir = work_dir_of(state_dir, job_id)
     (work_dir / "parts").mkdir(parents=True)
@@ -62,6 +69,8 @@ def finished_job(
     lease = store.lease_shard(job_id, "worker", ttl_s=60)
     assert lease is not None and lease.lease_id is not None
     store.complete_shard(job_id, lease.index, lease.lease_id, part, {})
+    if failed_row:
+        store.fail_shard(job_id, 1, None, "ValueError: refused")
     store.set_job_state(job_id, state)
     return work_dir
 
@@ -113,6 +122,25 @@ def test_a_succeeded_job_whose_parts_are_gone_is_forgotten_so_that_a_rerun_plans
 
     assert store.find_job("kept") is not None and (kept / "parts").is_dir()
     assert store.find_job("removed") is None and not removed.exists()
+
+
+def test_a_succeeded_jobs_failed_rows_are_retried_only_while_its_parts_are_kept(
+    store: JobStore, state_dir: Path
+) -> None:
+    kept = finished_job(store, state_dir, "kept", JobState.SUCCEEDED, True, keep_work=True)
+    removed = finished_job(store, state_dir, "removed", JobState.SUCCEEDED, True)
+    retire(store, "removed", removed)
+    retire(store, "kept", kept)
+
+    with pytest.raises(JobError, match=r"units and parts were removed .* --keep-work"):
+        retry_failed(handle_for("removed", state_dir, store.url), actor="ops")
+    assert retry_failed(handle_for("kept", state_dir, store.url), actor="ops") == [1]
+
+    assert store.get_job("removed").state is JobState.SUCCEEDED
+    assert store.get_job("kept").state is JobState.QUEUED
+    retried = store.events("kept")[-1]
+    assert (retried.kind, retried.actor) == ("retried", "ops")
+    assert "1 failed row(s)" in retried.message
 
 
 def test_deleting_a_finished_job_removes_its_work_dir_and_record_never_its_output(

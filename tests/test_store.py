@@ -297,6 +297,31 @@ def test_a_failed_job_can_be_queued_again_with_its_error_cleared(store: JobStore
     assert (requeued.state, requeued.error) == (JobState.QUEUED, None)
 
 
+def test_retrying_a_succeeded_job_queues_it_with_only_its_failed_shards_pending(
+    store: JobStore,
+) -> None:
+    job_id = running_job(store, bounds=(0, 10, 20))
+    lease = store.lease_shard(job_id, "t1", TTL_S)
+    store.complete_shard(job_id, lease.index, lease.lease_id, "0.json", {})
+    store.count_failure(job_id, 1)
+    store.fail_shard(job_id, 1, None, "ValueError: refused")
+    with pytest.raises(JobError, match="only the failed rows of a succeeded job"):
+        store.retry_failed(job_id)
+    store.set_job_state(job_id, JobState.SUCCEEDED)
+
+    assert store.retry_failed(job_id) == [1]
+
+    assert store.get_job(job_id).state is JobState.QUEUED
+    assert [(s.state, s.failures) for s in store.shards(job_id)] == [
+        (ShardState.DONE, 0),
+        (ShardState.PENDING, 0),
+    ]
+    store.set_job_state(job_id, JobState.RUNNING)
+    store.set_job_state(job_id, JobState.SUCCEEDED)
+    with pytest.raises(JobError, match="has no failed rows to retry"):
+        store.retry_failed(job_id)
+
+
 def test_a_store_with_a_newer_schema_version_is_refused(store_url: str, store: JobStore) -> None:
     store.close()
     engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))

@@ -34,12 +34,23 @@ class StoreError(MtfleetError):
 class ApiError(MtfleetError):
     """The mtfleet API refused a request, or cannot be reached or started as configured.
 
-    `status` is the HTTP status the API answered with; None when no answer came.
+    `status` is the HTTP status the API answered with; None when no answer came. `field` is the
+    job request's field a refusal of a submission is about (None: the request as a whole);
+    `refused` is True for such a refusal, whose body names its field.
     """
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        *,
+        field: str | None = None,
+        refused: bool = False,
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.field = field
+        self.refused = refused or field is not None
 
 
 class Interrupted(MtfleetError):

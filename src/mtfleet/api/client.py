@@ -113,6 +113,11 @@ class Job:
         """Stops the job; its finished parts stay, and submitting it again goes on from them."""
         return self._update("POST", "/cancel")
 
+    def retry(self) -> dict[str, Any]:
+        """Translates the failed rows of the succeeded job again, into its output; a job without
+        failed rows, or whose parts were removed (no keep_work), is refused (409)."""
+        return self._update("POST", "/retry")
+
     def delete(self) -> dict[str, Any]:
         """Deletes the finished job: its work files and its record on the server (never its
         output); an active job is refused (409)."""

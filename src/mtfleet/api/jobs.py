@@ -30,6 +30,7 @@ from mtfleet.api.views import (
     JobSummary,
     JobView,
     Node,
+    RelativePaths,
     TargetProgress,
     Translator,
 )
@@ -43,6 +44,7 @@ from mtfleet.cluster.job import (
     handle_for,
     reassemble,
     resolve_spec,
+    retry_failed,
     store_url_for,
     with_keep_warm,
 )
@@ -274,6 +276,28 @@ class JobService:
     def cancel(self, job_id: str, actor: str | None = None) -> JobView:
         """Stops the job; its finished parts stay, so submitting it again goes on from them."""
         return self._steer(job_id, JobState.CANCELLED, "cancel", actor)
+
+    def retry(self, job_id: str, actor: str | None = None) -> JobView:
+        """Translates the failed rows of a succeeded job again and assembles its output anew
+        (409 for a job that did not succeed, has no failed row or kept no parts); the job."""
+        record = self._record(job_id)
+        with self.submitting:
+            active = {r.id for state in ACTIVE for r in self.store.list_jobs(state)}
+            if len(active) >= self.max_jobs and record.state is JobState.SUCCEEDED:
+                raise ApiError(
+                    f"This server runs at most {self.max_jobs} active jobs (mtfleet serve "
+                    f"--max-jobs) and has {len(active)}; retry once one has ended.",
+                    429,
+                )
+            with self.work_lock:
+                try:
+                    retry_failed(self._handle(job_id), actor or API_ACTOR)
+                except JobError as error:
+                    raise ApiError(str(error), 409) from None
+        with self.starting:
+            self._drop_stale_coordinator(job_id)
+        self._coordinator(job_id)
+        return self.job(job_id)
 
     def delete(self, job_id: str) -> JobSummary:
         """Deletes a finished job: its work files and its record (409 for an active one); its
@@ -536,15 +560,25 @@ class JobService:
             raise ApiError(f"There is no job {job_id}.", 404) from None
 
     def _summary(self, record: JobRecord, progress: dict[str, Any]) -> JobSummary:
+        paths = {
+            name: _readable(str(record.spec.get(name, ""))) for name in ("input", "output", "model")
+        }
+        targets = record.spec.get("tgt_lang")
         return JobSummary(
             id=record.id,
             state=record.state.value,
             created_at=record.created_at,
             updated_at=record.updated_at,
             error=None if record.error is None else self.root.relative(_readable(record.error)),
-            input=_readable(str(record.spec.get("input", ""))),
-            output=_readable(str(record.spec.get("output", ""))),
-            model=_readable(str(record.spec.get("model", ""))),
+            **paths,
+            relative=RelativePaths(
+                **{name: self.root.relative(path) for name, path in paths.items()}
+            ),
+            tgt_lang=[
+                _readable(str(target))
+                for target in (targets if isinstance(targets, list) else [targets])
+                if target
+            ],
             rows_total=progress["rows_total"],
             rows_done=progress["rows_done"],
             segments_done=progress["segments_done"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import importlib.metadata
 import json
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -44,7 +45,16 @@ from mtfleet.api.views import (
     Node,
 )
 from mtfleet.cluster.runtime import connect
-from mtfleet.errors import ApiError, JobError, MtfleetError, StoreError
+from mtfleet.errors import (
+    ApiError,
+    DatasetError,
+    FieldPathError,
+    JobError,
+    ModelError,
+    MtfleetError,
+    OutputError,
+    StoreError,
+)
 from mtfleet.spec import DEFAULT_KEEP_WARM_S, DEFAULT_STATE_DIR, MAX_GPUS
 from mtfleet.store import JobState
 from mtfleet.wording import NEEDS_TOKEN, WRONG_TOKEN, api_wording
@@ -271,11 +281,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
     async def mtfleet_error(_: Request, error: MtfleetError) -> JSONResponse:
         status = _status(error)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse(
-            {"error": api_wording(service.root.relative(str(error)))},
-            status_code=status,
-            headers=headers,
-        )
+        message = api_wording(service.root.relative(str(error)))
+        body: dict[str, Any] = {"error": message}
+        if isinstance(error, ApiError) and error.refused:
+            body |= {"field": error.field, "problems": [{"field": error.field, "message": message}]}
+        return JSONResponse(body, status_code=status, headers=headers)
 
     app.add_exception_handler(MtfleetError, mtfleet_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -311,8 +321,14 @@ def create_app(settings: ServerSettings) -> FastAPI:
     def submit(body: JobBody, response: Response, actor: Actor) -> JobView:
         request = job_request(body)
         if request.trust_remote_code and not settings.allow_remote_code:
-            raise ApiError(REMOTE_CODE_REFUSED, 400)
-        view, created = service.submit(request.spec(), request.job_id, actor)
+            raise ApiError(REMOTE_CODE_REFUSED, 400, field="trust_remote_code")
+        try:
+            view, created = service.submit(request.spec(), request.job_id, actor)
+        except MtfleetError as error:
+            status = _status(error)
+            raise ApiError(
+                str(error), status, field=refused_field(error, request), refused=True
+            ) from None
         response.status_code = 201 if created else 200
         return view
 
@@ -345,6 +361,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @v1.post("/jobs/{job_id}/cancel", summary="Stop; finished parts are kept for a resubmission")
     def cancel(job_id: JobId, actor: Actor) -> JobView:
         return service.cancel(job_id, actor)
+
+    @v1.post(
+        "/jobs/{job_id}/retry",
+        summary="Translate a succeeded job's failed rows again into its output; 409 if none",
+    )
+    def retry(job_id: JobId, actor: Actor) -> JobView:
+        return service.retry(job_id, actor)
 
     @v1.get("/jobs/{job_id}/manifest", summary="The manifest of a succeeded job")
     def manifest(job_id: JobId) -> dict[str, Any]:
@@ -490,8 +513,50 @@ async def _validation_error(_: Request, error: RequestValidationError) -> JSONRe
         for problem in error.errors()
     ]
     return JSONResponse(
-        {"error": validation_message(problems), "detail": problems}, status_code=422
+        {
+            "error": validation_message(problems),
+            "field": _field_of(problems[0]),
+            "problems": [
+                {"field": _field_of(problem), "message": validation_message([problem])}
+                for problem in problems
+            ],
+            "detail": problems,
+        },
+        status_code=422,
     )
+
+
+def _field_of(problem: dict[str, Any]) -> str | None:
+    """The body's field a validation problem is about: `beam` of ["body", "beam"]."""
+    loc = problem["loc"]
+    return str(loc[1]) if len(loc) > 1 and loc[0] == "body" else None
+
+
+_FIELD_NAMED = re.compile(r"Fields? ([A-Za-z_]+)\b")
+_LANGUAGE_CODE = re.compile(r"language code '([^']*)'")
+
+
+def refused_field(error: MtfleetError, request: JobRequest) -> str | None:
+    """The job request's field a refusal of it is about, so that a form shows it there: the one
+    its sentence names ("Field output: ..."), else the one its kind of error is about."""
+    if isinstance(error, ApiError) and error.field is not None:
+        return error.field
+    if isinstance(error, FieldPathError):
+        return "fields"
+    text = str(error)
+    named = _FIELD_NAMED.match(text)
+    if named and named.group(1) in JobRequest.model_fields:
+        return named.group(1)
+    code = _LANGUAGE_CODE.search(text)
+    if code:
+        return "src_lang" if code.group(1) == request.src_lang else "tgt_lang"
+    if isinstance(error, OutputError):
+        return "output"
+    if isinstance(error, DatasetError):
+        return "input"
+    if isinstance(error, ModelError):
+        return "model"
+    return None
 
 
 def _location(part: object) -> str | int:

@@ -50,6 +50,14 @@ class JobNode(BaseModel):
     )
 
 
+class RelativePaths(BaseModel):
+    """A job's paths as its submitter wrote them: relative to the server's data root."""
+
+    input: str
+    output: str
+    model: str
+
+
 class JobSummary(BaseModel):
     id: str
     state: JobState
@@ -59,6 +67,12 @@ class JobSummary(BaseModel):
     input: str
     output: str
     model: str
+    relative: RelativePaths = Field(
+        description="input, output and model, relative to the data root."
+    )
+    tgt_lang: list[str] = Field(
+        description="Its target languages; empty for a model with one (a Marian pair)."
+    )
     rows_total: int
     rows_done: int
     segments_done: int
@@ -137,8 +151,19 @@ class Health(BaseModel):
     nodes_alive: int
 
 
+class Problem(BaseModel):
+    field: str | None = Field(description="The job request's field at fault; null: the whole.")
+    message: str = Field(description="One sentence saying what is wrong with it.")
+
+
 class ErrorBody(BaseModel):
     error: str = Field(description="One sentence saying what is wrong.")
+    field: str | None = Field(
+        None, description="A refused submission: the field at fault, as its first problem's."
+    )
+    problems: list[Problem] | None = Field(
+        None, description="A refused submission: each problem, at its field."
+    )
     detail: list[dict[str, Any]] | None = Field(
         None, description="Every validation error, for a 422."
     )

@@ -66,7 +66,7 @@ jobs_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
-    for command in (serve, submit, status, pause, resume, cancel, nodes, prune):
+    for command in (serve, submit, status, pause, resume, cancel, retry, nodes, prune):
         app.command()(command)
     app.add_typer(jobs_app, name="jobs")
 
@@ -389,6 +389,15 @@ def resume(job_id: JobId, api: Api = DEFAULT_API) -> None:
 def cancel(job_id: JobId, api: Api = DEFAULT_API) -> None:
     """Cancel a job; its finished parts are kept, so submitting it again goes on from them."""
     _steer(api, job_id, Job.cancel)
+
+
+def retry(job_id: JobId, api: Api = DEFAULT_API) -> None:
+    """Translate the failed rows of a succeeded job again, into the same output.
+
+    Only those rows run; the output is assembled again from every shard's part, so the job must
+    have been submitted with --keep-work (its parts are removed when it succeeds otherwise).
+    """
+    _steer(api, job_id, Job.retry)
 
 
 def nodes(api: Api = DEFAULT_API, output: OutputFormat = Format.TABLE) -> None:

@@ -18,7 +18,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from mtfleet.cluster import tasks
 from mtfleet.cluster.assemble import outputs_intact
 from mtfleet.cluster.coordinator import JobCoordinatorActor, coordinator_name, wait_ended
-from mtfleet.cluster.plan import check_fields
+from mtfleet.cluster.plan import UnitReader, check_fields
 from mtfleet.cluster.retention import delete_job, parts_missing, retire
 from mtfleet.cluster.runtime import NAMESPACE, connect, head_node_id
 from mtfleet.data import check_output_writable as check_file_writable
@@ -421,6 +421,58 @@ def run_job(
         if detach:
             start_coordinator(handle)
             return JobResult(handle.job_id, JobState.RUNNING.value, None, None)
+        return follow(handle, on_progress)
+    except KeyboardInterrupt:
+        raise Interrupted(pause_interrupted(handle)) from None
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def retry_failed(handle: JobHandle, actor: str = CLI_ACTOR) -> list[int]:
+    """Queues a succeeded job again to translate only its failed rows: its failed shards go back
+    to pending and its coordinator, started next, translates them and assembles the whole output
+    again from every shard's part, into the same files. The shards retried. A job that did not
+    succeed, has no failed row, or whose units and parts were removed when it succeeded (without
+    `keep_work`) is a JobError, one sentence."""
+    store = JobStore(handle.store_url)
+    job = store.get_job(handle.job_id)
+    failed = store.failed_shards(handle.job_id)
+    kept = UnitReader.exists(handle.work_dir) and not parts_missing(store, handle.job_id)
+    if job.state is JobState.SUCCEEDED and failed and not kept:
+        raise JobError(
+            f"Job {handle.job_id}'s units and parts were removed when it succeeded, so its "
+            "failed rows cannot be retried into its output; submit it with --keep-work "
+            "(keep_work: true over the API) to retry failed rows later."
+        )
+    retried = store.retry_failed(handle.job_id)
+    rows = sum(shard.row_end - shard.row_start for shard in failed if shard.index in retried)
+    store.add_event(
+        handle.job_id,
+        "retried",
+        f"Retrying its {rows} failed row(s) ({len(retried)} shard(s)); the output is assembled "
+        "again from every shard.",
+        actor=actor,
+    )
+    return retried
+
+
+def retry_job(
+    job_id: str,
+    *,
+    state_dir: str | Path = ".mtfleet",
+    store_url: str | None = None,
+    address: str | None = None,
+    on_progress: Progress | None = None,
+) -> JobResult:
+    """Retries the failed rows of a succeeded job (see `retry_failed`) and follows it to its
+    end, on the cluster at `address` or a local one."""
+    state_dir = Path(state_dir).expanduser().resolve()
+    handle = handle_for(job_id, state_dir, store_url_for(state_dir, store_url))
+    retry_failed(handle)
+    started_here = False
+    try:
+        started_here = connect(address)
         return follow(handle, on_progress)
     except KeyboardInterrupt:
         raise Interrupted(pause_interrupted(handle)) from None

@@ -717,6 +717,35 @@ class JobStore:
         return True
 
     @_retried
+    def retry_failed(self, job_id: str) -> list[int]:
+        """Queues a succeeded job again with its failed shards pending, their failures counted
+        afresh (its done shards stay done); the shards retried. A job that did not succeed, or
+        has no failed shard, is a JobError saying so and changes nothing."""
+        with self._transaction(write=True) as conn:
+            state = JobState(self._job_row(conn, job_id, lock="update").state)
+            if state is not JobState.SUCCEEDED:
+                raise JobError(
+                    f"Job {job_id} is {state}; only the failed rows of a succeeded job are "
+                    "retried (submit it again to go on with it)."
+                )
+            rows = conn.execute(
+                sa.select(shards)
+                .where(shards.c.job_id == job_id, shards.c.state == ShardState.FAILED)
+                .order_by(shards.c.shard_index)
+                .with_for_update()
+            ).all()
+            if not rows:
+                raise JobError(f"Job {job_id} has no failed rows to retry.")
+            for row in rows:
+                self._move_shard(conn, row, ShardState.PENDING, **_NO_LEASE, failures=0)
+            conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(state=JobState.QUEUED, error=None, updated_at=self._clock())
+            )
+        return [row.shard_index for row in rows]
+
+    @_retried
     def progress(self, job_id: str) -> dict[str, Any]:
         """Shard counts per state and the rows, units and segments of the done shards.
 

@@ -43,7 +43,8 @@ _JOB_MOVES: dict[JobState, frozenset[JobState]] = {
         {JobState.PAUSED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
     ),
     JobState.PAUSED: frozenset({JobState.RUNNING, JobState.FAILED, JobState.CANCELLED}),
-    JobState.SUCCEEDED: frozenset(),
+    # only to retry its failed rows (`JobStore.retry_failed`): its done shards stay done
+    JobState.SUCCEEDED: frozenset({JobState.QUEUED}),
     # a failed or cancelled job keeps its done shards, so rerunning it queues it again (or plans
     # it again, when it failed or was cancelled before its plan was written)
     JobState.FAILED: frozenset({JobState.QUEUED, JobState.PLANNING}),
@@ -55,5 +56,6 @@ _SHARD_MOVES: dict[ShardState, frozenset[ShardState]] = {
     ShardState.PENDING: frozenset({ShardState.LEASED, ShardState.FAILED}),
     ShardState.LEASED: frozenset({ShardState.PENDING, ShardState.DONE, ShardState.FAILED}),
     ShardState.DONE: frozenset(),
-    ShardState.FAILED: frozenset(),
+    # failed -> pending: only when a succeeded job's failed rows are retried
+    ShardState.FAILED: frozenset({ShardState.PENDING}),
 }

@@ -14,6 +14,8 @@ const SAMPLE_UNITS = 20;
 const FLAG_PAGE = 20;
 // jobs whose rate the list asks for, one call each per poll
 const RATED_JOBS = 20;
+// the submit form's fields shown at once, after the required ones; the rest are advanced settings
+const BASIC_FIELDS = ["src_lang", "tgt_lang", "engine", "overwrite", "job_id"];
 
 class ApiError extends Error {
   constructor(message, status, body) {
@@ -321,7 +323,9 @@ function jobsView() {
       (job) =>
         (!filter.value || job.state === filter.value) &&
         (!wanted ||
-          [job.id, job.input, job.output, job.model].some((text) => text.toLowerCase().includes(wanted))),
+          [job.id, job.input, job.output, job.model, ...job.tgt_lang].some((text) =>
+            text.toLowerCase().includes(wanted),
+          )),
     );
     const rows = shown
       .slice()
@@ -341,9 +345,10 @@ function jobsView() {
           ),
           h("td", { class: "num" }, dash(rated?.rows_per_s, rate)),
           h("td", { class: "num" }, ACTIVE.has(job.state) ? dash(rated?.eta_s, duration) : "–"),
-          h("td", null, path(job.model)),
-          h("td", null, path(job.input)),
-          h("td", null, path(job.output)),
+          h("td", { class: "targets" }, job.tgt_lang.join(", ") || "–"),
+          h("td", null, path(job.relative.model)),
+          h("td", null, path(job.relative.input)),
+          h("td", null, path(job.relative.output)),
           h("td", { class: "small" }, ago(job.updated_at)),
         );
       });
@@ -351,7 +356,7 @@ function jobsView() {
       holder,
       table(
         "jobs",
-        ["job", "state", "rows", "rows/s", "ETA", "model", "input", "output", "updated"],
+        ["job", "state", "rows", "rows/s", "ETA", "targets", "model", "input", "output", "updated"],
         rows,
         "no jobs",
       ),
@@ -550,11 +555,39 @@ function jobView(jobId) {
           },
           "Cancel",
         );
+    // a succeeded job's failed rows (kept as source) are translated again into the same output
+    const retry =
+      state === "succeeded" && view.failures_total > 0
+        ? h(
+            "button",
+            {
+              type: "button",
+              id: "retry",
+              title: "Translate the failed rows again; the output is assembled anew from every shard.",
+              onclick: () => steer("retry"),
+            },
+            `Retry failed rows (${number(view.failures_total)})`,
+          )
+        : null;
+    const again = ACTIVE.has(state)
+      ? null
+      : h(
+          "a",
+          {
+            href: `#/submit/${encodeURIComponent(jobId)}`,
+            id: "submit-again",
+            class: "button",
+            title: "The submit form, filled in with this job's settings.",
+          },
+          "Submit again",
+        );
     fill(
       controls,
       button("Pause", "pause", ["planning", "queued", "running"].includes(state)),
       button("Resume", "resume", state === "paused"),
       cancel,
+      retry,
+      again,
       drawDelete(),
     );
   }
@@ -570,7 +603,16 @@ function jobView(jobId) {
         " ",
         h("span", { id: "job-state" }, badge(view.state)),
       ),
-      h("p", { class: "meta" }, path(view.model), " · ", path(view.input), " → ", path(view.output)),
+      h(
+        "p",
+        { class: "meta" },
+        path(view.relative.model),
+        " · ",
+        path(view.relative.input),
+        " → ",
+        path(view.relative.output),
+        view.tgt_lang.length ? ` (${view.tgt_lang.join(", ")})` : "",
+      ),
       h("p", { class: "meta small" }, `created ${ago(view.created_at)} · updated ${ago(view.updated_at)}`),
       view.error ? h("p", { class: "error", id: "job-error" }, view.error) : null,
     );
@@ -1054,7 +1096,7 @@ function jobView(jobId) {
   };
 }
 
-function submitView() {
+function submitView(fromJob) {
   const form = h("form", { id: "submit-form", class: "card", novalidate: true });
   const message = h("p", { id: "submit-error", class: "error", role: "alert" });
   message.hidden = true;
@@ -1064,7 +1106,12 @@ function submitView() {
     const resolved = schema.$ref ? components[schema.$ref.split("/").at(-1)] : schema;
     const options = resolved.anyOf?.filter((option) => option.type !== "null") ?? [resolved];
     const chosen = options[0].$ref ? components[options[0].$ref.split("/").at(-1)] : options[0];
-    return { ...chosen, nullable: Boolean(resolved.anyOf?.some((option) => option.type === "null")) };
+    return {
+      ...chosen,
+      nullable: Boolean(resolved.anyOf?.some((option) => option.type === "null")),
+      // one value or a list (tgt_lang), which the API also takes as "de, fr"
+      listed: chosen.type !== "array" && options.some((option) => option.type === "array"),
+    };
   }
 
   function field(name, schemas, property, required) {
@@ -1104,7 +1151,11 @@ function submitView() {
         name,
         type: "text",
         placeholder:
-          kind.type === "array" ? "comma, separated" : property.default ? `default ${property.default}` : "",
+          kind.type === "array" || kind.listed
+            ? "comma, separated"
+            : property.default
+              ? `default ${property.default}`
+              : "",
       });
     }
     inputs.set(name, { input, kind, property });
@@ -1139,18 +1190,22 @@ function submitView() {
     return spec;
   }
 
+  // the API names the field of every refusal: {error, field, problems: [{field, message}]}
   function showErrors(error) {
-    const problems = Array.isArray(error.body?.detail)
-      ? error.body.detail.map((problem) => ({ name: problem.loc?.[1], text: problem.msg }))
-      : [{ name: /^Field ([A-Za-z_]+)/.exec(error.message)?.[1], text: error.message }];
+    const problems = Array.isArray(error.body?.problems) ? error.body.problems : [];
     let placed = false;
     for (const problem of problems) {
-      const target = inputs.get(problem.name);
+      const target = inputs.get(problem.field);
       if (!target) continue;
-      const slot = document.getElementById(`field-${problem.name}-error`);
-      slot.textContent = problem.text;
+      const slot = document.getElementById(`field-${problem.field}-error`);
+      slot.textContent = problem.message;
       target.input.setAttribute("aria-invalid", "true");
-      target.input.closest(".field").classList.add("invalid");
+      const holder = target.input.closest(".field");
+      holder.classList.add("invalid");
+      // an advanced setting at fault is shown, not left folded away
+      const folded = holder.closest("details");
+      if (folded) folded.open = true;
+      if (!placed) target.input.focus();
       placed = true;
     }
     message.hidden = false;
@@ -1171,8 +1226,28 @@ function submitView() {
     }
   });
 
+  // "Submit again": the form holds a job's settings (its paths relative to the data root), each
+  // that differs from the default, and its id, so that submitting it as it is resumes that job
+  async function prefill(jobId) {
+    const job = await api(jobPath(jobId));
+    const values = { ...job.spec, ...job.relative, job_id: job.id };
+    for (const [name, { input, kind, property }] of inputs) {
+      const value = values[name];
+      if (value === undefined || value === null || value === property.default) continue;
+      if (kind.type === "boolean") input.checked = Boolean(value);
+      else if (Array.isArray(value)) {
+        if (value.every((item) => typeof item === "string")) input.value = value.join(", ");
+      } else if (typeof value !== "object") input.value = String(value);
+    }
+  }
+
   return {
-    element: h("section", { id: "submit" }, h("h1", null, "Submit a job"), form),
+    element: h(
+      "section",
+      { id: "submit" },
+      h("h1", null, fromJob ? `Submit ${fromJob} again` : "Submit a job"),
+      form,
+    ),
     async refresh() {
       if (inputs.size) return;
       const { components, paths } = await openapiDocument();
@@ -1181,10 +1256,13 @@ function submitView() {
       const schema = body.$ref ? components.schemas[body.$ref.split("/").at(-1)] : body;
       const required = new Set(schema.required ?? []);
       const names = Object.keys(schema.properties);
-      const ordered = [
+      const basic = [
         ...names.filter((name) => required.has(name)),
-        ...names.filter((name) => !required.has(name)),
+        ...BASIC_FIELDS.filter((name) => names.includes(name) && !required.has(name)),
       ];
+      const advanced = names.filter((name) => !basic.includes(name));
+      const fields = (group) =>
+        group.map((name) => field(name, components.schemas, schema.properties[name], required.has(name)));
       fill(
         form,
         h(
@@ -1192,14 +1270,17 @@ function submitView() {
           { class: "muted" },
           "Paths are relative to the server's data root. Settings left empty take the server's defaults.",
         ),
+        h("div", { class: "fields" }, fields(basic)),
         h(
-          "div",
-          { class: "fields" },
-          ordered.map((name) => field(name, components.schemas, schema.properties[name], required.has(name))),
+          "details",
+          { id: "advanced" },
+          h("summary", null, `Advanced settings (${advanced.length})`),
+          h("div", { class: "fields" }, fields(advanced)),
         ),
         message,
         h("button", { type: "submit", id: "submit-job" }, "Submit"),
       );
+      if (fromJob) await prefill(fromJob);
     },
     once: true,
   };
@@ -1214,7 +1295,8 @@ function route() {
   const [, view, argument] = /^#\/([a-z]+)(?:\/(.+))?$/.exec(location.hash) ?? [];
   if (view === "job" && argument) return { name: "jobs", make: () => jobView(decodeURIComponent(argument)) };
   if (view === "jobs") return { name: "jobs", make: jobsView };
-  if (view === "submit") return { name: "submit", make: submitView };
+  if (view === "submit")
+    return { name: "submit", make: () => submitView(argument ? decodeURIComponent(argument) : null) };
   return { name: "fleet", make: fleetView };
 }
 
