@@ -251,6 +251,8 @@ def test_a_cancelled_job_kills_its_translator_stuck_in_a_shard_and_keeps_only_th
         # the coordinator stops its translators after the driver has seen the job end
         wait_for(lambda: store.progress(record.id)["shards"]["leased"] == 0)
         wait_for(lambda: ended_process(pid_of[stuck.lease_owner]))
+        # the coordinator hands the idle one to the pool without waiting for the pool's answer
+        wait_for(lambda: len(ray.get(warm_pool().idle.remote())) == 1)
         [(_, idle)] = warm_translators()
         assert idle["pid"] == next(pid for w, pid in pid_of.items() if w != stuck.lease_owner)
 
