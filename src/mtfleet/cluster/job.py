@@ -6,7 +6,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -413,15 +414,23 @@ def run_job(
     if forget_unassemblable(handle):
         handle = prepare_job(spec, state_dir=state_dir, store_url=store_url, job_id=job_id)
         JobStore(handle.store_url).add_event(handle.job_id, "replanned", REPLANNED)
-    started_here = False
-    try:
-        started_here = connect(address)
+    with _on_cluster(handle, address):
         if JobStore(handle.store_url).get_job(handle.job_id).state is JobState.SUCCEEDED:
             return reassemble(handle)
         if detach:
             start_coordinator(handle)
             return JobResult(handle.job_id, JobState.RUNNING.value, None, None)
         return follow(handle, on_progress)
+
+
+@contextmanager
+def _on_cluster(handle: JobHandle, address: str | None) -> Iterator[None]:
+    """Runs the block on the cluster at `address`, or on a local one that ends with it; Ctrl-C
+    pauses the job and says so (Interrupted)."""
+    started_here = False
+    try:
+        started_here = connect(address)
+        yield
     except KeyboardInterrupt:
         raise Interrupted(pause_interrupted(handle)) from None
     finally:
@@ -460,7 +469,7 @@ def retry_failed(handle: JobHandle, actor: str = CLI_ACTOR) -> list[int]:
 def retry_job(
     job_id: str,
     *,
-    state_dir: str | Path = ".mtfleet",
+    state_dir: str | Path = DEFAULT_STATE_DIR,
     store_url: str | None = None,
     address: str | None = None,
     on_progress: Progress | None = None,
@@ -470,15 +479,8 @@ def retry_job(
     state_dir = Path(state_dir).expanduser().resolve()
     handle = handle_for(job_id, state_dir, store_url_for(state_dir, store_url))
     retry_failed(handle)
-    started_here = False
-    try:
-        started_here = connect(address)
+    with _on_cluster(handle, address):
         return follow(handle, on_progress)
-    except KeyboardInterrupt:
-        raise Interrupted(pause_interrupted(handle)) from None
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 INTERRUPTED = "Interrupted (Ctrl-C); rerun the same command to resume."
