@@ -108,7 +108,7 @@ class Bench:
 def wrongly_failed(store: JobStore, job_id: str, expected: set[int] = frozenset()) -> int:
     rows = {
         row
-        for shard in store.failed_shards(job_id)
+        for shard in store.shards.failed(job_id)
         for row in range(shard.row_start, shard.row_end)
     }
     return len(rows - expected)
@@ -199,7 +199,7 @@ def hang(bench: Bench) -> Run:
         for i, (row, clean) in enumerate(zip(rows, clean_rows, strict=True))
         if i != MARKED_ROW
     )
-    restarts = store.get_job(result.job_id).counters.get("watchdog_restarts", 0)
+    restarts = store.jobs.get(result.job_id).counters.get("watchdog_restarts", 0)
     ended = "identical" if result.state == "succeeded" and others_identical else "wrong"
     detail = f"row {MARKED_ROW} kept as source after {restarts} watchdog restarts"
     return Run("hang", restarts, ended, wrong, 0, detail)
@@ -249,16 +249,16 @@ def coordinator_restart_node_loss(bench: Bench) -> Run:
         wait_for(
             lambda: any(
                 s.state.value == "leased" and s.lease_owner.startswith(leaving.node_id[:8])
-                for s in store.shards(handle.job_id)
+                for s in store.shards.in_row_order(handle.job_id)
             ),
             poll_s=0.02,
         )
         coordinator = ray.get_actor(coordinator_name(handle.job_id), namespace=NAMESPACE)
         ray.kill(coordinator, no_restart=False)
         cluster.remove_node(leaving)
-        wait_for(lambda: store.get_job(handle.job_id).state.value in ("succeeded", "failed"), 180)
+        wait_for(lambda: store.jobs.get(handle.job_id).state.value in ("succeeded", "failed"), 180)
         ray.kill(coordinator, no_restart=True)
-    job = store.get_job(handle.job_id)
+    job = store.jobs.get(handle.job_id)
     ended, detail = judge(output, bench.clean, job.state.value, job.error)
     return Run("coordinator_restart_node_loss", 2, ended, wrongly_failed(store, job.id), 0, detail)
 

@@ -132,12 +132,12 @@ def run(
     each translator takes `shard_s` on average (0: none) to translate a shard."""
     with store_at(kind) as store:
         job_id = f"bench-{nodes * per_node}"
-        store.create_job(
+        store.jobs.create(
             job_id,
             SPEC.model_dump(),
             [ShardPlan(i * 10, i * 10 + 10, 10, 1000) for i in range(shards)],
         )
-        store.set_job_state(job_id, JobState.RUNNING)
+        store.jobs.set_state(job_id, JobState.RUNNING)
         fleet = Fleet.of(nodes, per_node)
         schedule = Schedule(fleet.translators(), shard_s)
         ledger = ShardLedger(store, job_id, SPEC, is_live=lambda w: w not in fleet.gone)
@@ -186,7 +186,7 @@ def run(
 
         def ticker() -> None:
             while not done.wait(TICK_S):
-                store.expire_leases(job_id)
+                store.leases.expire(job_id)
                 ledger.hung()
 
         cpu, wall = time.process_time(), time.perf_counter()
@@ -197,7 +197,7 @@ def run(
         for thread in threads:
             thread.join()
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        progress = store.progress(job_id)
+        progress = store.counters.progress(job_id)
         lease_ms.sort()
         return {
             "store": kind,

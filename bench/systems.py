@@ -285,7 +285,7 @@ def mtfleet_job(
                 raise RuntimeError(f"{engine_name} job ended {result.state}: {result.error}")
             manifest = result.manifest
             with JobStore.for_state_dir(state_dir) as store:
-                counters = store.get_job(result.job_id).counters
+                counters = store.jobs.get(result.job_id).counters
             return {
                 **{
                     key: manifest[key]

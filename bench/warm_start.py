@@ -113,7 +113,7 @@ def second_job(spec: Any, state_dir: Path) -> dict[str, Any]:
     started = time.time()
     logged = log_times(log_path(handle.work_dir, "coordinator"))
     store = JobStore(handle.store_url)
-    while store.get_job(handle.job_id).state.value not in ("succeeded", "failed"):
+    while store.jobs.get(handle.job_id).state.value not in ("succeeded", "failed"):
         time.sleep(0.2)
     return {
         "load_1min": round(load_1min, 2),
@@ -121,7 +121,7 @@ def second_job(spec: Any, state_dir: Path) -> dict[str, Any]:
         "coordinator_started_s": round(started - submitted, 3),
         **{step: None if at is None else round(at - submitted, 3) for step, at in logged.items()},
         "job_s": round(time.time() - submitted, 2),
-        "state": store.get_job(handle.job_id).state.value,
+        "state": store.jobs.get(handle.job_id).state.value,
     }
 
 

@@ -298,7 +298,7 @@ def test_the_job_store_keeps_the_data_root_so_the_output_is_confined_when_writte
         "id"
     ]
 
-    stored = JobStore(f"sqlite:///{data_root / 'state' / 'jobs.db'}").get_job(job_id).spec
+    stored = JobStore(f"sqlite:///{data_root / 'state' / 'jobs.db'}").jobs.get(job_id).spec
 
     assert stored["data_root"] == str(data_root.resolve())
     assert "data_root" not in view(http, job_id)["spec"]
@@ -367,8 +367,8 @@ def test_a_job_that_cannot_be_read_back_never_makes_the_job_list_fail(
     http: httpx.Client, data_root: Path
 ) -> None:
     store = JobStore(f"sqlite:///{data_root / 'state' / 'jobs.db'}")
-    store.create_or_find_job("unreadable", {"input": "o\udc80.json", "model": "reverse"}, None)
-    store.set_job_state("unreadable", JobState.CANCELLED)
+    store.jobs.create_or_find("unreadable", {"input": "o\udc80.json", "model": "reverse"}, None)
+    store.jobs.set_state("unreadable", JobState.CANCELLED)
 
     listed = http.get("/v1/jobs")
     one = http.get("/v1/jobs/unreadable")
@@ -929,7 +929,7 @@ def test_an_unreadable_active_job_never_makes_a_submission_fail(
     api: str, http: httpx.Client, data_root: Path
 ) -> None:
     store = JobStore(f"sqlite:///{data_root / 'state' / 'jobs.db'}")
-    store.create_or_find_job(
+    store.jobs.create_or_find(
         "0-unreadable-active", {"input": "gone.json", "model": "reverse"}, None
     )
     try:
@@ -939,7 +939,7 @@ def test_an_unreadable_active_job_never_makes_a_submission_fail(
         assert final["state"] == "succeeded", final["error"]
         assert http.get("/v1/jobs").status_code == 200
     finally:
-        store.set_job_state("0-unreadable-active", JobState.CANCELLED)
+        store.jobs.set_state("0-unreadable-active", JobState.CANCELLED)
 
 
 @pytest.mark.parametrize(

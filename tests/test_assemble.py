@@ -26,14 +26,14 @@ def run_without_ray(
     spec: JobSpec, work_dir: Path, store: JobStore, translate=lambda text: text[::-1]
 ) -> str:
     """Plans the job, translates every shard in this process, and leaves it ready to assemble."""
-    store.create_job("job", stored_spec(spec, "key"), None)
-    store.add_plan("job", plan_job(spec, work_dir))
+    store.jobs.create("job", stored_spec(spec, "key"), None)
+    store.jobs.add_plan("job", plan_job(spec, work_dir))
     units = UnitReader(work_dir)
-    while (lease := store.lease_shard("job", "here", TTL_S)) is not None:
+    while (lease := store.leases.take("job", "here", TTL_S)) is not None:
         lines = units.read(lease.row_start, lease.row_end)
         path = part_path(work_dir, lease.row_start, lease.row_end, lease.lease_id)
         write_part(path, [replace(line, text=translate(line.text)) for line in lines])
-        store.complete_shard("job", lease.index, lease.lease_id, path, {"segments": len(lines)})
+        store.leases.complete("job", lease.index, lease.lease_id, path, {"segments": len(lines)})
     return "job"
 
 
@@ -97,7 +97,7 @@ def test_a_part_holding_a_unit_outside_its_shard_fails_the_job_loudly_and_writes
         shard_tokens=300,
     )
     run_without_ray(spec, tmp_path / "work", store)
-    second = store.shards("job")[1]
+    second = store.shards.in_row_order("job")[1]
     lines = list(read_part(Path(second.part_path)))
     write_part(Path(second.part_path), [replace(lines[0], row=second.row_end + 5), *lines[1:]])
 
@@ -111,7 +111,7 @@ def test_a_part_whose_unit_names_another_field_fails_the_job_loudly(
 ) -> None:
     spec = spec_for(write_jsonl(tmp_path / "in.jsonl", alpaca_rows(20)), tmp_path / "out.jsonl")
     run_without_ray(spec, tmp_path / "work", store)
-    (shard,) = store.shards("job")
+    (shard,) = store.shards.in_row_order("job")
     lines = list(read_part(Path(shard.part_path)))
     write_part(Path(shard.part_path), [replace(lines[0], location="output"), *lines[1:]])
 
@@ -195,7 +195,7 @@ def test_assembling_60k_rows_holds_a_shard_at_a_time_not_the_dataset(
     # The input is 10 MB; held as Python rows (as assembly once did) it takes ten times that.
     assert input.stat().st_size > 9_000_000
     assert assembled_peak < 30_000_000, assembled_peak
-    assert store.get_job("job").state is JobState.RUNNING
+    assert store.jobs.get("job").state is JobState.RUNNING
     assert (tmp_path / "out.jsonl").stat().st_size == input.stat().st_size
 
 
@@ -206,11 +206,11 @@ def test_the_manifest_lists_the_first_failed_rows_and_counts_them_all(
     spec = spec_for(
         write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl", shard_tokens=16
     )
-    store.create_job("job", stored_spec(spec, "key"), None)
-    store.add_plan("job", plan_job(spec, tmp_path / "work"))
+    store.jobs.create("job", stored_spec(spec, "key"), None)
+    store.jobs.add_plan("job", plan_job(spec, tmp_path / "work"))
     # every row its own shard (a row is over 16 tokens), and every shard failed as a broken engine fails
-    while (lease := store.lease_shard("job", "here", TTL_S)) is not None:
-        store.fail_shard("job", lease.index, lease.lease_id, "ValueError: broken")
+    while (lease := store.leases.take("job", "here", TTL_S)) is not None:
+        store.shards.fail("job", lease.index, lease.lease_id, "ValueError: broken")
 
     manifest = assemble(store, "job", tmp_path / "work")
 

@@ -136,10 +136,10 @@ def test_a_node_that_leaves_mid_run_has_its_shards_redone_elsewhere(
         held: list[int] = []
 
         def leaving_node_holds_a_shard() -> bool:
-            jobs = store.list_jobs()
+            jobs = store.jobs.all()
             held[:] = [
                 s.index
-                for s in (store.shards(jobs[0].id) if jobs else [])
+                for s in (store.shards.in_row_order(jobs[0].id) if jobs else [])
                 if s.state.value == "leased" and s.lease_owner.startswith(leaving.node_id[:8])
             ]
             return bool(held)
@@ -147,7 +147,7 @@ def test_a_node_that_leaves_mid_run_has_its_shards_redone_elsewhere(
         wait_for(leaving_node_holds_a_shard, poll_s=0.02)
         cluster.remove_node(leaving)
         manifest = driver.finish()
-    redone = store.shard(manifest["job_id"], held[0])
+    redone = store.shards.get(manifest["job_id"], held[0])
     assert redone.state.value == "done"
     assert not redone.lease_owner.startswith(leaving.node_id[:8])
     assert redone.attempts >= 2
@@ -194,7 +194,7 @@ def test_a_storm_of_joins_and_leaves_loses_and_duplicates_nothing(
     assert_accounted(manifest)
     assert (tmp_path / "out.jsonl").read_bytes() == clean_output
     store = JobStore(store_url) if store_url else JobStore.for_state_dir(tmp_path / "state")
-    assert all(s.state.value == "done" for s in store.shards(manifest["job_id"]))
+    assert all(s.state.value == "done" for s in store.shards.in_row_order(manifest["job_id"]))
 
 
 def test_a_driver_killed_mid_run_and_rerun_resumes_with_shards_reused(
@@ -232,8 +232,8 @@ def test_a_driver_killed_mid_run_and_rerun_resumes_with_shards_reused(
     store = JobStore(store_url) if store_url else JobStore.for_state_dir(tmp_path / "state")
 
     def some_shards_done() -> bool:
-        jobs = store.list_jobs()
-        return bool(jobs) and store.progress(jobs[0].id)["shards"]["done"] >= 3
+        jobs = store.jobs.all()
+        return bool(jobs) and store.counters.progress(jobs[0].id)["shards"]["done"] >= 3
 
     try:
         wait_for(some_shards_done, timeout_s=120, poll_s=0.2)

@@ -63,7 +63,7 @@ def translate_command(dataset: Path, output: Path, state_dir: Path) -> list[str]
 
 
 def no_failed_shards(store: JobStore, job_id: str) -> bool:
-    return not store.failed_shards(job_id)
+    return not store.shards.failed(job_id)
 
 
 # --- the work dir's disk fills up
@@ -81,14 +81,14 @@ def test_a_full_disk_pauses_the_job_naming_it_and_a_rerun_after_freeing_it_finis
         store = JobStore.for_state_dir(state_dir)
 
         def shards_done() -> int:
-            jobs = store.list_jobs()
-            return store.progress(jobs[0].id)["shards"]["done"] if jobs else 0
+            jobs = store.jobs.all()
+            return store.counters.progress(jobs[0].id)["shards"]["done"] if jobs else 0
 
         wait_for(lambda: shards_done() >= 2, timeout_s=120)
         disk.fill()
         _, stderr = first.communicate(timeout=180)
 
-        (job,) = store.list_jobs()
+        (job,) = store.jobs.all()
         assert first.returncode == 2
         assert job.state is JobState.PAUSED
         parts = f"{state_dir / 'jobs' / job.id / 'parts'}: no space left on device"
@@ -150,12 +150,12 @@ def test_a_locked_sqlite_store_is_a_transient_error_and_a_missing_one_a_lasting_
     tmp_path: Path,
 ) -> None:
     store = JobStore.for_state_dir(tmp_path)
-    store.create_job("job", {"input": "x"}, [])
+    store.jobs.create("job", {"input": "x"}, [])
     store.retry_s = 0.5  # no time for a second try
     locked = pytest.raises(TransientStoreError, match="database is locked")
     with sqlite_locked(tmp_path / "jobs.db", hold_s=7), locked:
-        store.incr_counter("job", "n")
-    assert store.incr_counter("job", "n") == 1  # the lock's holder has let go
+        store.counters.add("job", "n")
+    assert store.counters.add("job", "n") == 1  # the lock's holder has let go
     with pytest.raises(StoreError) as missing:
         JobStore(f"sqlite:///{tmp_path / 'missing' / 'jobs.db'}")
     assert not isinstance(missing.value, TransientStoreError)
@@ -305,7 +305,7 @@ def test_a_detached_job_goes_on_when_its_coordinator_dies_and_a_node_leaves_mean
         def leaving_node_holds_a_shard() -> bool:
             return any(
                 s.state.value == "leased" and s.lease_owner.startswith(leaving.node_id[:8])
-                for s in store.shards(handle.job_id)
+                for s in store.shards.in_row_order(handle.job_id)
             )
 
         wait_for(leaving_node_holds_a_shard, poll_s=0.02)
@@ -313,9 +313,9 @@ def test_a_detached_job_goes_on_when_its_coordinator_dies_and_a_node_leaves_mean
         coordinator = ray.get_actor(coordinator_name(handle.job_id), namespace=NAMESPACE)
         ray.kill(coordinator, no_restart=False)
         cluster.remove_node(leaving)
-        wait_for(lambda: store.get_job(handle.job_id).state.value == "succeeded", timeout_s=180)
+        wait_for(lambda: store.jobs.get(handle.job_id).state.value == "succeeded", timeout_s=180)
         ray.kill(coordinator, no_restart=True)
-    job = store.get_job(handle.job_id)
+    job = store.jobs.get(handle.job_id)
     assert job.counters["coordinator_restarts"] >= 1
     assert no_failed_shards(store, handle.job_id)
     assert (tmp_path / "out.jsonl").read_bytes() == clean_output

@@ -25,8 +25,8 @@ def command(source: Path, output: Path, state: Path) -> list[str]:
 
 def shards_done(store_url: str) -> int:
     with JobStore(store_url) as store:
-        jobs = store.list_jobs()
-        return store.progress(jobs[0].id)["shards"]["done"] if jobs else 0
+        jobs = store.jobs.all()
+        return store.counters.progress(jobs[0].id)["shards"]["done"] if jobs else 0
 
 
 def test_ctrl_c_pauses_the_job_says_where_it_stands_and_a_rerun_resumes_it(
@@ -51,9 +51,9 @@ def test_ctrl_c_pauses_the_job_says_where_it_stands_and_a_rerun_resumes_it(
         "rows; rerun the same command to resume"
     ), stderr
     with JobStore(store_url) as store:
-        (job,) = store.list_jobs()
+        (job,) = store.jobs.all()
         assert job.state is JobState.PAUSED
-        done = store.progress(job.id)["rows_done"]
+        done = store.counters.progress(job.id)["rows_done"]
     # shards already being translated when the job paused may still complete
     reported = int(re.search(r"paused after (\d+) of 30 rows", last).group(1))
     assert 0 < reported <= done < 30

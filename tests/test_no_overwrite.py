@@ -74,7 +74,7 @@ def test_the_job_store_and_the_state_dir_cannot_be_written(rows: Path, tmp_path:
     relative = os.path.relpath(state / "sub" / ".." / "out.jsonl")
     assert_refused(translate(rows, relative, state), "state directory")
     assert digest(state / "jobs.db") == store_before
-    assert JobStore.for_state_dir(state).list_jobs() == []
+    assert JobStore.for_state_dir(state).jobs.all() == []
 
 
 def test_an_active_jobs_input_or_output_cannot_be_another_jobs_output(
@@ -86,7 +86,7 @@ def test_an_active_jobs_input_or_output_cannot_be_another_jobs_output(
     first = JobSpec(input=str(other), output=str(tmp_path / "shared.jsonl"), model="reverse",
                     engine="reverse", fields=["text"])  # fmt: skip
     handle, created = submit_job(first, state_dir=state)
-    assert created and JobStore(handle.store_url).get_job(handle.job_id).state is JobState.PLANNING
+    assert created and JobStore(handle.store_url).jobs.get(handle.job_id).state is JobState.PLANNING
 
     assert_refused(translate(rows, tmp_path / "shared.jsonl", state), "active job", "output")
     assert_refused(translate(rows, other, state), "active job", "input")

@@ -61,7 +61,8 @@ def test_a_failed_row_is_retried_alone_once_the_engine_takes_it_into_the_same_ou
     first = run_job(spec(poisoned, "keep-source", keep_work=True), state_dir=state_dir)
     assert first.manifest is not None and first.manifest["rows_failed"] == 1
     done_before = {
-        s.index: s.part_path for s in JobStore.for_state_dir(state_dir).shards(first.job_id)
+        s.index: s.part_path
+        for s in JobStore.for_state_dir(state_dir).shards.in_row_order(first.job_id)
     }
     monkeypatch.delenv("MTFLEET_REVERSE_FAIL_ON")  # the engine was fixed
 
@@ -72,7 +73,7 @@ def test_a_failed_row_is_retried_alone_once_the_engine_takes_it_into_the_same_ou
     rows = [json.loads(line) for line in poisoned.with_name("out.jsonl").read_text().splitlines()]
     assert rows[POISON_ROW]["text"] == ".NOSIOP seirrac eno sihT"
     assert rows[3]["text"] == ".enif si 3 rebmun ecnetneS"
-    shards = JobStore.for_state_dir(state_dir).shards(first.job_id)
+    shards = JobStore.for_state_dir(state_dir).shards.in_row_order(first.job_id)
     # the done shards kept their parts; only the failed row was translated again
     assert all(done_before[s.index] == s.part_path for s in shards if s.row_start != POISON_ROW)
     assert [s.row_start for s in shards if done_before[s.index] is None] == [POISON_ROW]
@@ -102,7 +103,7 @@ def test_an_engine_that_fails_every_row_pauses_the_job_instead_of_bisecting_it(
     assert "nothing was bisected" in result.error and "POISON" not in result.error
     assert not dataset.with_name("out.jsonl").exists()
     with JobStore(f"sqlite:///{store / 'jobs.db'}") as jobs:
-        shards = jobs.shards(result.job_id)
+        shards = jobs.shards.in_row_order(result.job_id)
     # each shard failed once at most, so none was split, and the job stopped within 50 leases
     assert len(shards) >= 16
     assert max(shard.attempts for shard in shards) == 1
@@ -133,24 +134,23 @@ def test_a_new_coordinator_goes_on_with_a_bisection_where_the_last_one_left_it(
     restarts between a shard's failures (a new ledger) does not give the shard its attempts
     again."""
     from mtfleet.cluster.ledger import ShardLedger
-    from mtfleet.store import JobState, ShardState
-    from mtfleet.store.jobstore import ShardPlan
+    from mtfleet.store import JobState, ShardPlan, ShardState
 
     job_spec = spec(tmp_path / "rows.jsonl", "keep-source").model_copy(update={"max_attempts": 3})
     with JobStore(f"sqlite:///{tmp_path / 'jobs.db'}") as store:
-        store.create_job("job", job_spec.model_dump(), [ShardPlan(0, 10, 10, 1000)])
-        store.set_job_state("job", JobState.RUNNING)
+        store.jobs.create("job", job_spec.model_dump(), [ShardPlan(0, 10, 10, 1000)])
+        store.jobs.set_state("job", JobState.RUNNING)
         first = ShardLedger(store, "job", job_spec)
         for _ in range(2):
             lease = first.lease("t1")
             assert lease is not None
             first.fail("t1", lease.index, lease.lease_id, "ValueError: row 3")
-        assert [s.state for s in store.shards("job")] == [ShardState.PENDING]
+        assert [s.state for s in store.shards.in_row_order("job")] == [ShardState.PENDING]
 
         restarted = ShardLedger(store, "job", job_spec)
         lease = restarted.lease("t2")
         assert lease is not None
         restarted.fail("t2", lease.index, lease.lease_id, "ValueError: row 3")
 
-        halves = store.shards("job")
+        halves = store.shards.in_row_order("job")
         assert [(s.row_start, s.row_end, s.failures) for s in halves] == [(0, 5, 0), (5, 10, 0)]

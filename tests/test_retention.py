@@ -55,8 +55,8 @@ def finished_job(
     """A job that ran to `state`, with the work files a run leaves: units, a part, plan, logs;
     with `failed_row`, its row 2 failed."""
     plan = [ShardPlan(0, 2, 2, 10)] + ([ShardPlan(2, 3, 1, 5)] if failed_row else [])
-    store.create_job(job_id, {**SPEC, **spec}, plan)
-    store.set_job_state(job_id, JobState.RUNNING)
+    store.jobs.create(job_id, {**SPEC, **spec}, plan)
+    store.jobs.set_state(job_id, JobState.RUNNING)
     work_dir = work_dir_of(state_dir, job_id)
     (work_dir / "parts").mkdir(parents=True)
     (work_dir / "logs").mkdir()
@@ -66,12 +66,12 @@ def finished_job(
     part.write_bytes(b"p" * 500)
     (work_dir / "plan.json").write_text("{}")
     (work_dir / "logs" / "coordinator.log").write_text("started\n")
-    lease = store.lease_shard(job_id, "worker", ttl_s=60)
+    lease = store.leases.take(job_id, "worker", ttl_s=60)
     assert lease is not None and lease.lease_id is not None
-    store.complete_shard(job_id, lease.index, lease.lease_id, part, {})
+    store.leases.complete(job_id, lease.index, lease.lease_id, part, {})
     if failed_row:
-        store.fail_shard(job_id, 1, None, "ValueError: refused")
-    store.set_job_state(job_id, state)
+        store.shards.fail(job_id, 1, None, "ValueError: refused")
+    store.jobs.set_state(job_id, state)
     return work_dir
 
 
@@ -86,11 +86,11 @@ def test_a_succeeded_jobs_units_and_parts_go_and_its_plan_and_logs_stay(
     assert sorted(path.name for path in work_dir.iterdir()) == ["logs", "plan.json"]
     assert freed == 300 + 24 + 32 + 500 and work_bytes(work_dir) == before - freed
     assert parts_missing(store, "done")
-    (event,) = store.events("done")
+    (event,) = store.events.page("done")
     assert (event.kind, event.actor) == ("work_removed", None)
     assert "856 B" in event.message
     assert retire(store, "done", work_dir) == 0
-    assert len(store.events("done")) == 1
+    assert len(store.events.page("done")) == 1
 
 
 def test_keep_work_keeps_them_and_a_failed_job_keeps_them_for_its_rerun(
@@ -120,8 +120,8 @@ def test_a_succeeded_job_whose_parts_are_gone_is_forgotten_so_that_a_rerun_plans
     assert not forget_unassemblable(handle_for("kept", state_dir, store.url))
     assert forget_unassemblable(handle_for("removed", state_dir, store.url))
 
-    assert store.find_job("kept") is not None and (kept / "parts").is_dir()
-    assert store.find_job("removed") is None and not removed.exists()
+    assert store.jobs.find("kept") is not None and (kept / "parts").is_dir()
+    assert store.jobs.find("removed") is None and not removed.exists()
 
 
 def test_a_succeeded_jobs_failed_rows_are_retried_only_while_its_parts_are_kept(
@@ -136,9 +136,9 @@ def test_a_succeeded_jobs_failed_rows_are_retried_only_while_its_parts_are_kept(
         retry_failed(handle_for("removed", state_dir, store.url), actor="ops")
     assert retry_failed(handle_for("kept", state_dir, store.url), actor="ops") == [1]
 
-    assert store.get_job("removed").state is JobState.SUCCEEDED
-    assert store.get_job("kept").state is JobState.QUEUED
-    retried = store.events("kept")[-1]
+    assert store.jobs.get("removed").state is JobState.SUCCEEDED
+    assert store.jobs.get("kept").state is JobState.QUEUED
+    retried = store.events.page("kept")[-1]
     assert (retried.kind, retried.actor) == ("retried", "ops")
     assert "1 failed row(s)" in retried.message
 
@@ -152,14 +152,14 @@ def test_deleting_a_finished_job_removes_its_work_dir_and_record_never_its_outpu
 
     delete_job(store, state_dir, "old")
 
-    assert not work_dir.exists() and store.find_job("old") is None
+    assert not work_dir.exists() and store.jobs.find("old") is None
     assert output.read_text() == "[]"
 
 
 def test_an_active_job_is_never_deleted_and_its_files_stay(
     store: JobStore, state_dir: Path
 ) -> None:
-    store.create_job("active", SPEC, None)
+    store.jobs.create("active", SPEC, None)
     (work_dir_of(state_dir, "active") / "logs").mkdir(parents=True)
 
     with pytest.raises(JobError, match="is planning; only a finished"):
@@ -183,15 +183,15 @@ def test_prune_deletes_finished_jobs_older_than_the_age_in_the_states_asked_for(
         ("stopped", JobState.CANCELLED),
     ):
         finished_job(store, state_dir, job_id, state)
-    store.create_job("queued", SPEC, [ShardPlan(0, 1, 1, 1)])
+    store.jobs.create("queued", SPEC, [ShardPlan(0, 1, 1, 1)])
 
     assert prune_jobs(store, state_dir, 3600, now=NOW + 60) == []
     pruned = prune_jobs(store, state_dir, 3600, parse_states("failed,cancelled"), now=NOW + 7200)
 
     assert sorted(record.id for record in pruned) == ["bad", "stopped"]
-    assert sorted(record.id for record in store.list_jobs()) == ["ok", "queued"]
+    assert sorted(record.id for record in store.jobs.all()) == ["ok", "queued"]
     assert [r.id for r in prune_jobs(store, state_dir, 0, now=NOW + 7200)] == ["ok"]
-    assert [record.id for record in store.list_jobs()] == ["queued"]
+    assert [record.id for record in store.jobs.all()] == ["queued"]
     assert sorted(path.name for path in (state_dir / "jobs").iterdir()) == []
 
 
@@ -288,7 +288,7 @@ def test_mtfleet_prune_deletes_old_finished_jobs_of_a_state_dir_and_names_them(
 ) -> None:
     finished_job(store, state_dir, "old-failure", JobState.FAILED)
     finished_job(store, state_dir, "old-success", JobState.SUCCEEDED)
-    store.create_job("still-planning", SPEC, None)
+    store.jobs.create("still-planning", SPEC, None)
 
     pruned = CliRunner().invoke(
         app, ["prune", "--older-than", "7d", "--state", "failed", "--state-dir", str(state_dir)]
@@ -300,7 +300,7 @@ def test_mtfleet_prune_deletes_old_finished_jobs_of_a_state_dir_and_names_them(
         "old-failure failed deleted",
         "1 job deleted, 866 B freed",
     ]
-    assert sorted(r.id for r in store.list_jobs()) == ["old-success", "still-planning"]
+    assert sorted(r.id for r in store.jobs.all()) == ["old-success", "still-planning"]
 
 
 @pytest.mark.parametrize(
@@ -330,7 +330,7 @@ def test_the_server_removes_succeeded_jobs_work_files_when_it_starts_and_prunes_
     service.start()
     try:
         wait_for(lambda: not (work_dir / "parts").exists(), timeout_s=30)
-        assert [e.kind for e in store.events("done-before")] == ["work_removed"]
+        assert [e.kind for e in store.events.page("done-before")] == ["work_removed"]
     finally:
         service.stop()
 
@@ -338,7 +338,7 @@ def test_the_server_removes_succeeded_jobs_work_files_when_it_starts_and_prunes_
     retaining.start()
     try:
         # the job changed last at NOW, long before this test ran
-        wait_for(lambda: store.find_job("done-before") is None, timeout_s=30)
+        wait_for(lambda: store.jobs.find("done-before") is None, timeout_s=30)
     finally:
         retaining.stop()
     assert not work_dir.exists()

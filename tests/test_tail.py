@@ -163,7 +163,7 @@ def run(dataset: Path, work: Path, **settings: Any) -> tuple[bytes, dict[str, in
     result = run_job(spec, state_dir=work / "state")
     assert result.state == "succeeded", result.error
     store = JobStore.for_state_dir(work / "state")
-    return (work / "out.jsonl").read_bytes(), store.get_job(result.job_id).counters, store
+    return (work / "out.jsonl").read_bytes(), store.jobs.get(result.job_id).counters, store
 
 
 @pytest.mark.cluster
@@ -178,8 +178,8 @@ def test_a_slow_translators_shard_is_backed_up_the_backup_wins_and_the_bytes_are
     assert counters["backup_leases"] >= 1 and counters["backups_won"] >= 1
     # the loser's completion, if it came at all, was not counted: one completion a shard
     assert counters["segments_done"] == clean_counters["segments_done"]
-    (job,) = store.list_jobs()
-    shards = store.shards(job.id)
+    (job,) = store.jobs.all()
+    shards = store.shards.in_row_order(job.id)
     assert all(shard.state is ShardState.DONE for shard in shards)
     parts = tmp_path / "slow" / "state" / "jobs" / job.id / "parts"
     assert sorted(parts.iterdir()) == sorted(Path(shard.part_path) for shard in shards)
@@ -211,13 +211,12 @@ class FakeClock:
 
 @pytest.fixture
 def tail_store(tmp_path: Path) -> Iterator[tuple[JobStore, str]]:
-    from mtfleet.store import JobState
-    from mtfleet.store.jobstore import ShardPlan
+    from mtfleet.store import JobState, ShardPlan
 
     with JobStore(f"sqlite:///{tmp_path / 'jobs.db'}") as store:
         plans = [ShardPlan(0, 10, 10, 1000), ShardPlan(10, 20, 10, 1000)]
-        store.create_job("job", TAIL_SPEC.model_dump(), plans)
-        store.set_job_state("job", JobState.RUNNING)
+        store.jobs.create("job", TAIL_SPEC.model_dump(), plans)
+        store.jobs.set_state("job", JobState.RUNNING)
         yield store, "job"
 
 
@@ -255,8 +254,8 @@ def test_a_backup_that_completes_first_wins_and_the_primary_is_told_to_stop_and_
     )
     assert not ledger.heartbeat("slow", 1, primary.lease_id)
     assert ledger.complete("slow", 1, primary.lease_id, "slow.part", {}) == Completion(False)
-    assert store.shard(job_id, 1).part_path == "backup.part"
-    assert store.get_job(job_id).counters == {
+    assert store.shards.get(job_id, 1).part_path == "backup.part"
+    assert store.jobs.get(job_id).counters == {
         "backup_leases": 1,
         "backups_won": 1,
         "segments_done": 0,
@@ -274,7 +273,7 @@ def test_a_primary_that_completes_first_tells_the_backup_to_stop(
     assert won.loser is not None and won.loser.lease_id == backup.lease_id
     assert not ledger.heartbeat("fast", 1, backup.lease_id)
     assert not ledger.complete("fast", 1, backup.lease_id, "backup.part", {}).accepted
-    assert "backups_won" not in store.get_job(job_id).counters
+    assert "backups_won" not in store.jobs.get(job_id).counters
 
 
 def test_a_failing_backup_leaves_the_primary_alone_and_a_failing_primary_hands_over_uncounted(
@@ -284,16 +283,16 @@ def test_a_failing_backup_leaves_the_primary_alone_and_a_failing_primary_hands_o
     ledger, primary, backup = backed_up(store, job_id)
 
     assert ledger.fail("fast", 1, backup.lease_id, "ValueError: the backup's") is None
-    assert store.shard(job_id, 1).lease_id == primary.lease_id
+    assert store.shards.get(job_id, 1).lease_id == primary.lease_id
 
     again = ledger.lease("fast")
     assert again is not None and again.backup
     ledger.fault("slow", 1, primary.lease_id, "No space left on the primary's disk.")
-    shard = store.shard(job_id, 1)
+    shard = store.shards.get(job_id, 1)
     assert (shard.state, shard.lease_id, shard.lease_owner) == (
         ShardState.LEASED,
         again.lease_id,
         "fast",
     )
-    assert store.shard(job_id, 1).failures == 0
+    assert store.shards.get(job_id, 1).failures == 0
     assert ledger.complete("fast", 1, again.lease_id, "backup.part", {}).accepted

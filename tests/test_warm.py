@@ -42,8 +42,7 @@ from mtfleet.cluster.protocol import Action, LeaseReply
 from mtfleet.engines.reverse import HANG_ON_VARIABLE
 from mtfleet.errors import ApiError
 from mtfleet.spec import JobSpec, stored_spec
-from mtfleet.store import JobState, JobStore
-from mtfleet.store.jobstore import ShardPlan
+from mtfleet.store import JobState, JobStore, ShardPlan
 from mtfleet.testing.cluster import (
     JobThread,
     local_cluster,
@@ -225,15 +224,15 @@ def test_a_cancelled_job_kills_its_translator_stuck_in_a_shard_and_keeps_only_th
         job = JobThread(spec, tmp_path / "state")
         job.start()
         store = JobStore.for_state_dir(tmp_path / "state")
-        wait_for(lambda: bool(store.list_jobs()))
-        [record] = store.list_jobs()
+        wait_for(lambda: bool(store.jobs.all()))
+        [record] = store.jobs.all()
 
         def stuck_and_the_rest_done() -> bool:
-            progress = store.progress(record.id)["shards"]
+            progress = store.counters.progress(record.id)["shards"]
             return progress["leased"] == 1 and progress["pending"] == 0
 
         wait_for(stuck_and_the_rest_done)
-        [stuck] = [s for s in store.shards(record.id) if s.state == "leased"]
+        [stuck] = [s for s in store.shards.in_row_order(record.id) if s.state == "leased"]
         assert stuck.row_start <= 17 < stuck.row_end
         coordinator = ray.get_actor(coordinator_name(record.id), namespace=NAMESPACE)
 
@@ -244,12 +243,12 @@ def test_a_cancelled_job_kills_its_translator_stuck_in_a_shard_and_keeps_only_th
         wait_for(lambda: len(pids()) == 2)
         pid_of = pids()
 
-        store.set_job_state(record.id, JobState.CANCELLED)
+        store.jobs.set_state(record.id, JobState.CANCELLED)
 
         job.join()
         assert job.result is not None and job.result.state == "cancelled"
         # the coordinator stops its translators after the driver has seen the job end
-        wait_for(lambda: store.progress(record.id)["shards"]["leased"] == 0)
+        wait_for(lambda: store.counters.progress(record.id)["shards"]["leased"] == 0)
         wait_for(lambda: ended_process(pid_of[stuck.lease_owner]))
         # the coordinator hands the idle one to the pool without waiting for the pool's answer
         wait_for(lambda: len(ray.get(warm_pool().idle.remote())) == 1)
@@ -260,7 +259,7 @@ def test_a_cancelled_job_kills_its_translator_stuck_in_a_shard_and_keeps_only_th
 def spec_job_id(tmp_path: Path) -> str:
     from mtfleet.store import JobStore
 
-    [job] = JobStore.for_state_dir(tmp_path / "state").list_jobs()
+    [job] = JobStore.for_state_dir(tmp_path / "state").jobs.all()
     return job.id
 
 
@@ -333,8 +332,8 @@ def coordinator_of_a_running_job(tmp_path: Path) -> JobCoordinator:
     store_url = f"sqlite:///{tmp_path / 'jobs.db'}"
     with JobStore(store_url) as store:
         spec = reverse_spec(tmp_path / "in.jsonl", tmp_path / "out.jsonl", ["text"])
-        store.create_job("job", stored_spec(spec, "key"), [ShardPlan(0, 10, 10, 1000)])
-        store.set_job_state("job", JobState.RUNNING)
+        store.jobs.create("job", stored_spec(spec, "key"), [ShardPlan(0, 10, 10, 1000)])
+        store.jobs.set_state("job", JobState.RUNNING)
     return JobCoordinator("job", store_url, str(tmp_path / "work"))
 
 
@@ -368,17 +367,17 @@ def test_a_job_resumed_with_other_fleet_settings_runs_with_them_on_its_live_coor
 ) -> None:
     coordinator = coordinator_of_a_running_job(tmp_path)
     store = coordinator.store
-    stored = dict(store.get_job("job").spec)
-    store.update_spec("job", {**stored, "cpu_translators_per_node": 3, "lease_ttl_s": 90.0})
+    stored = dict(store.jobs.get("job").spec)
+    store.jobs.update_spec("job", {**stored, "cpu_translators_per_node": 3, "lease_ttl_s": 90.0})
 
-    coordinator._follow_spec(store.get_job("job").spec)
+    coordinator._follow_spec(store.jobs.get("job").spec)
 
     assert (coordinator.spec.cpu_translators_per_node, coordinator.spec.lease_ttl_s) == (3, 90.0)
     assert coordinator.ledger.spec.lease_ttl_s == 90.0
     asked_at = time.time()
     lease = coordinator.ledger.lease("t1")
     assert lease is not None
-    expires_at = store.shard("job", lease.index).lease_expires_at
+    expires_at = store.shards.get("job", lease.index).lease_expires_at
     # leased for the new 90 s, not the 60 s the job was stored with
     assert expires_at is not None and expires_at - asked_at > 60
 

@@ -195,7 +195,7 @@ class JobService:
                     return self.job(handle.job_id), created
                 if forget_unassemblable(handle):
                     handle, created = self._submit_job(spec, job_id, actor)
-                    self.store.add_event(handle.job_id, "replanned", REPLANNED)
+                    self.store.events.add(handle.job_id, "replanned", REPLANNED)
                 elif self._record(handle.job_id).state is JobState.SUCCEEDED:
                     reassemble(handle)
                     return self.job(handle.job_id), created
@@ -221,16 +221,16 @@ class JobService:
         """Every job that can be read back; one that cannot is logged and left out, never a 500
         for everyone."""
         summaries = []
-        for record in self.store.list_jobs():
+        for record in self.store.jobs.all():
             try:
-                summaries.append(self._summary(record, self.store.progress(record.id)))
+                summaries.append(self._summary(record, self.store.counters.progress(record.id)))
             except Exception:
                 log.exception("job %s cannot be read back; it is left out of the list", record.id)
         return summaries
 
     def job(self, job_id: str) -> JobView:
         record = self._record(job_id)
-        progress = self.store.progress(job_id)
+        progress = self.store.counters.progress(job_id)
         with self.lock:
             followed = self.followed.get(job_id)
             report = dict(followed.report) if followed else {}
@@ -256,12 +256,12 @@ class JobService:
             eta_s=_eta(rows_left, rows_per_s, record.state),
             failures=[
                 Failure(row_start=s.row_start, row_end=s.row_end, error=s.error)
-                for s in self.store.failed_shards(job_id, limit=LISTED_FAILURES)
+                for s in self.store.shards.failed(job_id, limit=LISTED_FAILURES)
             ],
             failures_total=progress["shards"]["failed"],
             counters=record.counters,
             translators=translators,
-            nodes=_job_nodes(self.store.work_by_translator(job_id), translators),
+            nodes=_job_nodes(self.store.counters.work_by_translator(job_id), translators),
             health=(record.manifest or {}).get("health"),
             targets=_targets(record.spec, progress),
         )
@@ -282,7 +282,7 @@ class JobService:
         (409 for a job that did not succeed, has no failed row or kept no parts); the job."""
         record = self._record(job_id)
         with self.submitting:
-            active = {r.id for state in ACTIVE for r in self.store.list_jobs(state)}
+            active = {r.id for state in ACTIVE for r in self.store.jobs.all(state)}
             if len(active) >= self.max_jobs and record.state is JobState.SUCCEEDED:
                 raise ApiError(
                     f"This server runs at most {self.max_jobs} active jobs (mtfleet serve "
@@ -309,7 +309,7 @@ class JobService:
                 "it first.",
                 409,
             )
-        summary = self._summary(record, self.store.progress(job_id))
+        summary = self._summary(record, self.store.counters.progress(job_id))
         with self.submitting, self.work_lock:
             self._stop_coordinator(job_id)
             try:
@@ -330,7 +330,7 @@ class JobService:
 
     def events(self, job_id: str, after: int = 0, limit: int = 200) -> list[EventRecord]:
         self._record(job_id)
-        return self.store.events(job_id, after=after, limit=limit)
+        return self.store.events.page(job_id, after=after, limit=limit)
 
     def job_exists(self, job_id: str) -> None:
         """Nothing, or the 404 of a job the store does not have."""
@@ -398,7 +398,7 @@ class JobService:
 
     def _check_room(self, spec: JobSpec, job_id: str | None) -> None:
         """At most `max_jobs` active jobs; a job already active may always be submitted again."""
-        active = {record.id for state in ACTIVE for record in self.store.list_jobs(state)}
+        active = {record.id for state in ACTIVE for record in self.store.jobs.all(state)}
         if len(active) < self.max_jobs or _job_id_of(spec, self.root.root, job_id) in active:
             return
         raise ApiError(
@@ -416,14 +416,14 @@ class JobService:
         record = self._record(job_id)
         if record.state is not to:
             try:
-                self.store.set_job_state(job_id, to)
+                self.store.jobs.set_state(job_id, to)
             except JobError:
                 record = self._record(job_id)
                 if record.state is not to:
                     raise ApiError(_cannot(job_id, record.state, verb), 409) from None
             else:
                 kind, message = STEERED[to]
-                self.store.add_event(job_id, kind, message, actor=actor or API_ACTOR)
+                self.store.events.add(job_id, kind, message, actor=actor or API_ACTOR)
         return self.job(job_id)
 
     def _drop_stale_coordinator(self, job_id: str) -> None:
@@ -447,7 +447,7 @@ class JobService:
 
     def _list_quietly(self, state: JobState) -> list[JobRecord]:
         try:
-            return self.store.list_jobs(state)
+            return self.store.jobs.all(state)
         except MtfleetError:
             log.exception("the job store cannot list the %s jobs", state)
             return []
@@ -471,7 +471,7 @@ class JobService:
             self.stopping.wait(PRUNE_EVERY_S)
 
     def _follow_tick(self) -> None:
-        active = {record.id for state in ACTIVE for record in self.store.list_jobs(state)}
+        active = {record.id for state in ACTIVE for record in self.store.jobs.all(state)}
         for job_id in sorted(active):
             try:
                 self._observe(job_id)
@@ -555,7 +555,7 @@ class JobService:
 
     def _record(self, job_id: str) -> JobRecord:
         try:
-            return self.store.get_job(job_id)
+            return self.store.jobs.get(job_id)
         except JobError:
             raise ApiError(f"There is no job {job_id}.", 404) from None
 

@@ -33,7 +33,7 @@ class FleetCollector(Collector):
         self.per_job = per_job
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._jobs(self.service.store.progress_by_job())
+        yield from self._jobs(self.service.store.counters.progress_by_job())
         yield from self._fleet()
 
     def _jobs(self, jobs: dict[str, dict[str, Any]]) -> Iterator[Metric]:

@@ -391,7 +391,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         nodes_alive = sum(bool(node.get("Alive")) for node in service.cluster_nodes())
         if not nodes_alive:
             raise ApiError("No node of the Ray cluster is alive.", 503)
-        running = service.store.list_jobs(JobState.RUNNING)
+        running = service.store.jobs.all(JobState.RUNNING)
         return Health(status="ok", jobs_running=len(running), nodes_alive=nodes_alive)
 
     @app.get(

@@ -102,8 +102,8 @@ def shard_routes(service: JobService) -> APIRouter:
 def shard_page(store: JobStore, job_id: str, row_start: int, limit: int) -> ShardPage:
     """Up to `limit` of the job's shards from `row_start` on, and how many it has in all."""
     _check_job(store, job_id)
-    shards_total = sum(store.progress(job_id)["shards"].values())
-    found = store.shard_page(job_id, row_start, limit + 1)
+    shards_total = sum(store.counters.progress(job_id)["shards"].values())
+    found = store.shards.page(job_id, row_start, limit + 1)
     return ShardPage(
         job_id=job_id,
         shards_total=shards_total,
@@ -125,7 +125,7 @@ def sample(store: JobStore, work_dir: Path, job_id: str, row_start: int, limit: 
     """Up to `limit` text units of the done shard holding `row_start`, from that row on: each
     source from the job's unit file beside its translation from the shard's part."""
     _check_job(store, job_id)
-    shard = store.shard_at(job_id, row_start)
+    shard = store.shards.at_row(job_id, row_start)
     if shard is None:
         raise ApiError(f"Job {job_id} has no shard holding row {row_start}.", 404)
     if shard.state is not ShardState.DONE or shard.part_path is None:
@@ -166,7 +166,7 @@ def sample(store: JobStore, work_dir: Path, job_id: str, row_start: int, limit: 
 
 
 def _check_job(store: JobStore, job_id: str) -> None:
-    if store.find_job(job_id) is None:
+    if store.jobs.find(job_id) is None:
         raise ApiError(f"There is no job {job_id}.", 404)
 
 

@@ -333,7 +333,7 @@ def prune(
         states = parse_states(state)
         state_dir = state_dir.expanduser().resolve()
         with JobStore(store_url_for(state_dir, store)) as jobs_store:
-            sizes = {r.id: work_bytes(state_dir / "jobs" / r.id) for r in jobs_store.list_jobs()}
+            sizes = {r.id: work_bytes(state_dir / "jobs" / r.id) for r in jobs_store.jobs.all()}
             deleted = prune_jobs(jobs_store, state_dir, older_than_s, states)
     except MtfleetError as error:
         raise fail(error) from None

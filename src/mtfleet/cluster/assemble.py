@@ -46,7 +46,7 @@ LISTED_FAILURES = 100
 def assemble(store: JobStore, job_id: str, work_dir: Path) -> dict[str, Any]:
     """Writes the output (one file, or a folder mirroring a sharded input) and its manifest; with
     several target languages, those of each language and a job manifest listing them."""
-    job = store.get_job(job_id)
+    job = store.jobs.get(job_id)
     # confined to the API's data root again now that it writes: a folder may have become a symlink
     spec, _, confine_to = spec_from_store(job.spec)
     facts = read_plan_facts(work_dir)
@@ -297,7 +297,7 @@ class PartApplier:
     def finish(self) -> None:
         """Checks that the last shard's part was used up and that no shard is left over."""
         self._close_shard()
-        if self._page or self.store.shard_page(self.job_id, self._row_after(), 1):
+        if self._page or self.store.shards.page(self.job_id, self._row_after(), 1):
             raise JobError(f"Job {self.job_id} has shards past the end of its input.")
 
     def _row_after(self) -> int:
@@ -307,7 +307,7 @@ class PartApplier:
         while self._shard is None or row_index >= self._shard.row_end:
             self._close_shard()
             if not self._page:
-                self._page = self.store.shard_page(self.job_id, self._row_after(), _SHARD_PAGE)
+                self._page = self.store.shards.page(self.job_id, self._row_after(), _SHARD_PAGE)
             if not self._page or self._page[0].row_start != self._row_after():
                 raise JobError(f"Job {self.job_id} has no shard for row {row_index}.")
             self._open_shard(self._page.pop(0))

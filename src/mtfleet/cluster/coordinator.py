@@ -126,7 +126,7 @@ class JobCoordinator:
         self.store = retry(
             lambda: JobStore(store_url), on=TransientStoreError, budget_s=STORE_RETRY_S
         )
-        job = self.store.get_job(job_id)
+        job = self.store.jobs.get(job_id)
         self.spec, _, _ = spec_from_store(job.spec)
         self.stored_spec = job.spec
         self.slots: dict[str, TranslatorSlot] = {}
@@ -167,25 +167,25 @@ class JobCoordinator:
         """Resumes the job from the store and starts placing translators; idempotent."""
         with self.lock:
             if self.fleet_thread is not None:
-                return self.store.get_job(self.job_id).state.value
-            job = self.store.get_job(self.job_id)
+                return self.store.jobs.get(self.job_id).state.value
+            job = self.store.jobs.get(self.job_id)
             if job.state in TERMINAL:
                 return job.state.value
-            shards = self.store.shards(self.job_id)
+            shards = self.store.shards.in_row_order(self.job_id)
             # No translator of an earlier coordinator survives it: its leases go back at once.
             for owner in {s.lease_owner for s in shards if s.state is ShardState.LEASED}:
-                self.store.release_owner(self.job_id, owner)
+                self.store.leases.release_owner(self.job_id, owner)
             done = sum(s.state is ShardState.DONE for s in shards)
             if done > job.counters.get("shards_reused", 0):
-                self.store.incr_counter(
+                self.store.counters.add(
                     self.job_id, "shards_reused", done - job.counters.get("shards_reused", 0)
                 )
             if job.counters.get("coordinator_starts", 0) > 0:
-                self.store.incr_counter(self.job_id, "coordinator_restarts")
-                self.store.add_event(self.job_id, "restarted", f"Restarted; {done} done.")
-            self.store.incr_counter(self.job_id, "coordinator_starts")
+                self.store.counters.add(self.job_id, "coordinator_restarts")
+                self.store.events.add(self.job_id, "restarted", f"Restarted; {done} done.")
+            self.store.counters.add(self.job_id, "coordinator_starts")
             if job.state is JobState.QUEUED:
-                self.store.set_job_state(self.job_id, JobState.RUNNING)
+                self.store.jobs.set_state(self.job_id, JobState.RUNNING)
             if job.state is JobState.PLANNING or not UnitReader.exists(self.work_dir):
                 # Planning reads the whole input: here, never in the API's process, while the
                 # fleet loop places translators that load their engines meanwhile.
@@ -194,7 +194,7 @@ class JobCoordinator:
                 self.planned.set()
             self.fleet_thread = threading.Thread(target=self._fleet_loop, name="fleet", daemon=True)
             self.fleet_thread.start()
-            state = self.store.get_job(self.job_id).state.value
+            state = self.store.jobs.get(self.job_id).state.value
             log.info("job %s started: %s, %d shards done before", self.job_id, state, done)
             return state
 
@@ -225,7 +225,7 @@ class JobCoordinator:
         """Writes the unit file, then the shards (a job planned before keeps its own)."""
         try:
             shards = tasks.plan(self.spec, self.work_dir)
-            if not self.store.add_plan(self.job_id, shards):
+            if not self.store.jobs.add_plan(self.job_id, shards):
                 return
         except MtfleetError as error:
             self._finish_failed(str(error))
@@ -235,7 +235,7 @@ class JobCoordinator:
             self._finish_failed(f"Planning failed: {type(error).__name__}: {error}")
             return
         log.info("job %s planned: %d shards", self.job_id, len(shards))
-        self.store.add_event(self.job_id, "planned", f"Planned: {len(shards)} shards.")
+        self.store.events.add(self.job_id, "planned", f"Planned: {len(shards)} shards.")
         self.planned.set()
 
     def pause(self) -> str:
@@ -250,8 +250,8 @@ class JobCoordinator:
     def _move(self, state: JobState) -> str:
         with self.lock:
             # A repeated call (a client's retry, a race of two) finds the move done.
-            if self.store.get_job(self.job_id).state is not state:
-                self.store.set_job_state(self.job_id, state)
+            if self.store.jobs.get(self.job_id).state is not state:
+                self.store.jobs.set_state(self.job_id, state)
         return state.value
 
     # --- the translators' calls: the ledger decides, the coordinator carries it out
@@ -261,7 +261,7 @@ class JobCoordinator:
         translator over the job's fair share is let go here, between two of its shards."""
         if not self.planned.is_set():
             self.planned.wait(PLAN_WAIT_S)
-        job = self.store.get_job(self.job_id)
+        job = self.store.jobs.get(self.job_id)
         if worker_id in self.over_share:
             self._release_idle_translators({worker_id}, "over its fair share")
         if job.state in TERMINAL or worker_id not in self.slots:
@@ -309,7 +309,7 @@ class JobCoordinator:
             if kept:
                 self.memory.remember(kept["key"], kept["entries"])
             if recalled:
-                self.store.incr_counter(self.job_id, "segments_from_memory", recalled)
+                self.store.counters.add(self.job_id, "segments_from_memory", recalled)
         except Exception:
             log.exception("the translation memory could not keep a shard's segments")
 
@@ -337,8 +337,8 @@ class JobCoordinator:
     # --- what the driver, the API and the console read
 
     def progress(self) -> dict[str, Any]:
-        job = self.store.get_job(self.job_id)
-        progress = self.store.progress(self.job_id)
+        job = self.store.jobs.get(self.job_id)
+        progress = self.store.counters.progress(self.job_id)
         return {
             "job_id": self.job_id,
             "state": job.state.value,
@@ -401,7 +401,7 @@ class JobCoordinator:
 
     def _tick(self) -> bool:
         """One round of the fleet loop; True when the job has ended."""
-        job = self.store.get_job(self.job_id)
+        job = self.store.jobs.get(self.job_id)
         self._follow_spec(job.spec)
         if job.state is JobState.CANCELLED:
             self._stop_cancelled()
@@ -420,10 +420,10 @@ class JobCoordinator:
             self._share(job.state, None)
             self._place(nodes, job.state)
             return False
-        expired = self.store.expire_leases(self.job_id)
+        expired = self.store.leases.expire(self.job_id)
         if expired:
             log.info("leases expired on shards %s", expired)
-        shards = self.store.progress(self.job_id)["shards"]
+        shards = self.store.counters.progress(self.job_id)["shards"]
         left = shards[ShardState.PENDING] + shards[ShardState.LEASED]
         if not left and job.state is JobState.PAUSED:
             # Its last shards landed after the pause: it ends once resumed, as a paused job may not.
@@ -639,7 +639,9 @@ class JobCoordinator:
         if not self.slots:
             return
         busy = {
-            s.lease_owner for s in self.store.shards(self.job_id) if s.state is ShardState.LEASED
+            s.lease_owner
+            for s in self.store.shards.in_row_order(self.job_id)
+            if s.state is ShardState.LEASED
         }
         with self.lock:
             for slot in list(self.slots.values()):
@@ -649,7 +651,7 @@ class JobCoordinator:
                     continue
                 del self.slots[slot.worker_id]
                 if not self._let_go(slot, keep_warm=True):
-                    self.store.release_owner(self.job_id, slot.worker_id)
+                    self.store.leases.release_owner(self.job_id, slot.worker_id)
                 log.info("translator %s let go: job %s is %s", slot.worker_id, self.job_id, why)
 
     def _let_go(self, slot: TranslatorSlot, keep_warm: bool) -> bool:
@@ -714,7 +716,7 @@ class JobCoordinator:
             slot = self.slots.get(hung.worker_id)
             if slot is None:
                 continue
-            self.store.incr_counter(self.job_id, "watchdog_restarts")
+            self.store.counters.add(self.job_id, "watchdog_restarts")
             self._forget(slot, node_left=False, cause=hung.cause)
 
     def _forget(self, slot: TranslatorSlot, node_left: bool, cause: str | None = None) -> None:
@@ -723,7 +725,7 @@ class JobCoordinator:
         # a translator that dies (or hangs) on a live node may have been killed by its shard
         cause = cause or ("its node left" if node_left else "died")
         self.ledger.translator_gone(slot.worker_id, cause, counts=not node_left)
-        self.store.add_event(self.job_id, "translator_lost", f"{slot.worker_id}: {cause}.")
+        self.store.events.add(self.job_id, "translator_lost", f"{slot.worker_id}: {cause}.")
 
     def _stop_translators(self, keep_warm: bool) -> None:
         """The job ended: its translators go to the warm pool (`keep_warm`, a job that did not
@@ -745,7 +747,7 @@ class JobCoordinator:
                 ray.kill(slot.handle, no_restart=True)
         self._stop_translators(keep_warm=True)
         released = self.ledger.stop_all()
-        self.store.add_event(
+        self.store.events.add(
             self.job_id,
             "stopped",
             f"Stopped: {len(busy)} translators killed in the middle of a shard; "
@@ -762,7 +764,7 @@ class JobCoordinator:
     def _finish(self) -> None:
         # every shard is done: the translators go warm now, for the next job, while this assembles
         self._stop_translators(keep_warm=True)
-        failed = self.store.failed_shards(self.job_id, limit=10)
+        failed = self.store.shards.failed(self.job_id, limit=10)
         if failed and self.spec.on_error == "fail":
             rows = ", ".join(str(s.row_start) for s in failed[:10])
             self._finish_failed(f"Translation failed on row(s) {rows}: {failed[0].error}")
@@ -772,10 +774,10 @@ class JobCoordinator:
         except MtfleetError as error:
             self._finish_failed(str(error))
             return
-        self.store.set_manifest(self.job_id, manifest)
+        self.store.jobs.set_manifest(self.job_id, manifest)
         # its history says so before its state does: a reader who sees it succeeded finds why
-        self.store.add_event(self.job_id, "succeeded", f"Succeeded: {manifest['rows']} rows.")
-        self.store.set_job_state(self.job_id, JobState.SUCCEEDED)
+        self.store.events.add(self.job_id, "succeeded", f"Succeeded: {manifest['rows']} rows.")
+        self.store.jobs.set_state(self.job_id, JobState.SUCCEEDED)
         if self.spec.memory:
             try:
                 forgotten = self.memory.evict(int(self.spec.memory_max_gb * 1e9))
@@ -793,9 +795,9 @@ class JobCoordinator:
         """Fails the job with `message` and stops its translators. Never raises: a failure the
         store cannot take now is kept, and the fleet loop records it when the store answers."""
         try:
-            if self.store.get_job(self.job_id).state not in TERMINAL:
-                self.store.add_event(self.job_id, "failed", f"Failed: {message}")
-                self.store.set_job_state(self.job_id, JobState.FAILED, error=message)
+            if self.store.jobs.get(self.job_id).state not in TERMINAL:
+                self.store.events.add(self.job_id, "failed", f"Failed: {message}")
+                self.store.jobs.set_state(self.job_id, JobState.FAILED, error=message)
                 log.error("job %s failed: %s", self.job_id, message)
             self.unrecorded_failure = None
         except Exception:

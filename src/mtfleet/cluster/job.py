@@ -158,18 +158,18 @@ def submit_job(
     store = JobStore(url)
     check_output(spec, job_id, store, state_dir)
     stored = stored_spec(spec, key, data_root)
-    record, created = store.create_or_find_job(job_id, stored, None, identity=stored_identity)
+    record, created = store.jobs.create_or_find(job_id, stored, None, identity=stored_identity)
     if created:
-        store.add_event(job_id, "submitted", "Submitted.", actor=actor)
+        store.events.add(job_id, "submitted", "Submitted.", actor=actor)
         return handle, True
     if record.spec != stored:
         # Same output, other fleet: translators, threads, GPUs and lease TTL may change on resume.
-        store.update_spec(job_id, stored)
+        store.jobs.update_spec(job_id, stored)
     if record.state in (JobState.FAILED, JobState.CANCELLED):
         # Rerunning a failed or cancelled job goes on from its finished shards, or plans it again.
-        planned = store.has_shards(job_id)
-        store.set_job_state(job_id, JobState.QUEUED if planned else JobState.PLANNING)
-        store.add_event(
+        planned = store.shards.exist(job_id)
+        store.jobs.set_state(job_id, JobState.QUEUED if planned else JobState.PLANNING)
+        store.events.add(
             job_id,
             "resubmitted",
             f"Submitted again after it {record.state.value}; its done shards are kept.",
@@ -177,8 +177,8 @@ def submit_job(
         )
     elif record.state is JobState.PAUSED and record.error:
         # Paused by its coordinator on a fault that persisted (a full disk...): rerunning resumes.
-        store.set_job_state(job_id, JobState.RUNNING)
-        store.add_event(job_id, "resumed", "Resumed by submitting it again.", actor=actor)
+        store.jobs.set_state(job_id, JobState.RUNNING)
+        store.events.add(job_id, "resumed", "Resumed by submitting it again.", actor=actor)
     return handle, False
 
 
@@ -246,7 +246,7 @@ def check_output(spec: JobSpec, job_id: str, store: JobStore, state_dir: Path) -
             f"Field output: {spec.output} and the input folder {root} lie inside one another; "
             "choose an output folder beside the input."
         )
-    for record in store.list_jobs():
+    for record in store.jobs.all():
         if record.id == job_id or record.state not in ACTIVE:
             continue
         try:
@@ -349,14 +349,14 @@ def follow(handle: JobHandle, on_progress: Progress | None = None) -> JobResult:
             ray.kill(coordinator, no_restart=True)
             store = JobStore(handle.store_url)
             retire(store, handle.job_id, handle.work_dir)
-            job = store.get_job(handle.job_id)
+            job = store.jobs.get(handle.job_id)
             return JobResult(handle.job_id, job.state.value, job.error, job.manifest)
         time.sleep(POLL_S)
 
 
 def finished_result(handle: JobHandle) -> JobResult | None:
     """The result of a job that already succeeded and whose output is still as it wrote it."""
-    job = JobStore(handle.store_url).get_job(handle.job_id)
+    job = JobStore(handle.store_url).jobs.get(handle.job_id)
     if job.state is not JobState.SUCCEEDED or not outputs_intact(job.manifest or {}):
         return None
     return JobResult(handle.job_id, job.state.value, None, job.manifest)
@@ -367,7 +367,7 @@ def forget_unassemblable(handle: JobHandle) -> bool:
     succeeded) is deleted, record and work dir, so that submitting it again plans and translates
     it anew; True when it was."""
     store = JobStore(handle.store_url)
-    if store.get_job(handle.job_id).state is not JobState.SUCCEEDED:
+    if store.jobs.get(handle.job_id).state is not JobState.SUCCEEDED:
         return False
     if not parts_missing(store, handle.job_id):
         return False
@@ -386,7 +386,7 @@ def reassemble(handle: JobHandle) -> JobResult:
     """Writes a succeeded job's output again from its parts (it went missing or was changed), in a
     Ray task that asks for the memory assembly needs, never in the caller's process."""
     manifest = tasks.assemble(handle.store_url, handle.job_id, handle.work_dir)
-    JobStore(handle.store_url).set_manifest(handle.job_id, manifest)
+    JobStore(handle.store_url).jobs.set_manifest(handle.job_id, manifest)
     return JobResult(handle.job_id, JobState.SUCCEEDED.value, None, manifest)
 
 
@@ -413,9 +413,9 @@ def run_job(
         return finished
     if forget_unassemblable(handle):
         handle = prepare_job(spec, state_dir=state_dir, store_url=store_url, job_id=job_id)
-        JobStore(handle.store_url).add_event(handle.job_id, "replanned", REPLANNED)
+        JobStore(handle.store_url).events.add(handle.job_id, "replanned", REPLANNED)
     with _on_cluster(handle, address):
-        if JobStore(handle.store_url).get_job(handle.job_id).state is JobState.SUCCEEDED:
+        if JobStore(handle.store_url).jobs.get(handle.job_id).state is JobState.SUCCEEDED:
             return reassemble(handle)
         if detach:
             start_coordinator(handle)
@@ -445,8 +445,8 @@ def retry_failed(handle: JobHandle, actor: str = CLI_ACTOR) -> list[int]:
     succeed, has no failed row, or whose units and parts were removed when it succeeded (without
     `keep_work`) is a JobError, one sentence."""
     store = JobStore(handle.store_url)
-    job = store.get_job(handle.job_id)
-    failed = store.failed_shards(handle.job_id)
+    job = store.jobs.get(handle.job_id)
+    failed = store.shards.failed(handle.job_id)
     kept = UnitReader.exists(handle.work_dir) and not parts_missing(store, handle.job_id)
     if job.state is JobState.SUCCEEDED and failed and not kept:
         raise JobError(
@@ -454,9 +454,9 @@ def retry_failed(handle: JobHandle, actor: str = CLI_ACTOR) -> list[int]:
             "failed rows cannot be retried into its output; submit it with --keep-work "
             "(keep_work: true over the API) to retry failed rows later."
         )
-    retried = store.retry_failed(handle.job_id)
+    retried = store.jobs.retry_failed(handle.job_id)
     rows = sum(shard.row_end - shard.row_start for shard in failed if shard.index in retried)
-    store.add_event(
+    store.events.add(
         handle.job_id,
         "retried",
         f"Retrying its {rows} failed row(s) ({len(retried)} shard(s)); the output is assembled "
@@ -490,10 +490,10 @@ def pause_interrupted(handle: JobHandle) -> str:
     """Pauses a job whose command was interrupted, so that nothing goes on with it until the
     command is run again; one sentence saying where it stands."""
     store = JobStore(handle.store_url)
-    if store.get_job(handle.job_id).state in (JobState.PLANNING, JobState.RUNNING):
-        store.set_job_state(handle.job_id, JobState.PAUSED, error=INTERRUPTED)
-        store.add_event(handle.job_id, "paused", INTERRUPTED, actor=CLI_ACTOR)
-    progress = store.progress(handle.job_id)
+    if store.jobs.get(handle.job_id).state in (JobState.PLANNING, JobState.RUNNING):
+        store.jobs.set_state(handle.job_id, JobState.PAUSED, error=INTERRUPTED)
+        store.events.add(handle.job_id, "paused", INTERRUPTED, actor=CLI_ACTOR)
+    progress = store.counters.progress(handle.job_id)
     return (
         f"job {handle.job_id} paused after {progress['rows_done']} of {progress['rows_total']} "
         "rows; rerun the same command to resume"

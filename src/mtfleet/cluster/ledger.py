@@ -118,7 +118,7 @@ class ShardLedger:
     def lease(self, worker_id: str) -> Lease | None:
         """A pending shard leased to `worker_id`, else a backup lease (the speculative tail), else
         None: every shard is leased or done."""
-        shard = self.store.lease_shard(self.job_id, worker_id, self.spec.lease_ttl_s)
+        shard = self.store.leases.take(self.job_id, worker_id, self.spec.lease_ttl_s)
         if shard is None:
             return self._lease_backup(worker_id) if self.spec.speculative_tail else None
         log.info(
@@ -174,7 +174,7 @@ class ShardLedger:
                 self.holdings[backup.lease_id] = backup
                 self._watch(worker_id, picked.index, backup.lease_id, picked.est_tokens)
             break
-        self.store.incr_counter(self.job_id, "backup_leases")
+        self.store.counters.add(self.job_id, "backup_leases")
         log.info(
             "backup lease on shard %d, rows [%d, %d), to %s beside %s",
             shard.index,
@@ -188,7 +188,7 @@ class ShardLedger:
     def _current_shard(self, holding: Holding) -> ShardRecord | None:
         """The holding's shard while its lease is current in the store, else None."""
         try:
-            shard = self.store.shard(self.job_id, holding.index)
+            shard = self.store.shards.get(self.job_id, holding.index)
         except JobError:
             return None
         if shard.state is ShardState.LEASED and shard.lease_id == holding.lease_id:
@@ -202,7 +202,7 @@ class ShardLedger:
         with self.lock:
             holding = self.holdings.get(lease_id)
             primary_id = holding.backup_of if holding is not None else None
-        renewed = self.store.renew_lease(
+        renewed = self.store.leases.renew(
             self.job_id, index, primary_id or lease_id, self.spec.lease_ttl_s
         )
         with self.lock:
@@ -227,10 +227,10 @@ class ShardLedger:
         backup_won = holding is not None and holding.backup_of is not None
         if holding is not None and holding.backup_of is not None:
             # the backup's lease takes the primary's place in the store, then completes
-            self.store.hand_over_lease(
+            self.store.leases.hand_over(
                 self.job_id, index, holding.backup_of, lease_id, worker_id, self.spec.lease_ttl_s
             )
-        accepted = self.store.complete_shard(self.job_id, index, lease_id, part_path, stats)
+        accepted = self.store.leases.complete(self.job_id, index, lease_id, part_path, stats)
         if not accepted:
             return Completion(False)
         with self.lock:
@@ -245,7 +245,7 @@ class ShardLedger:
             )
             loser = self.holdings.pop(loser_id, None) if loser_id is not None else None
         if backup_won:
-            self.store.incr_counter(self.job_id, "backups_won")
+            self.store.counters.add(self.job_id, "backups_won")
         return Completion(True, loser)
 
     def fail(self, worker_id: str, index: int, lease_id: str, error: str) -> str | None:
@@ -258,9 +258,9 @@ class ShardLedger:
         # one of a shard's two holders failing leaves the other's lease alone
         if self._give_up_lease(index, lease_id):
             return None
-        if not self.store.release_shard(self.job_id, index, lease_id, error):
+        if not self.store.leases.release(self.job_id, index, lease_id, error):
             return None
-        shard = self.store.shard(self.job_id, index)
+        shard = self.store.shards.get(self.job_id, index)
         with self.lock:
             stop = self.breaker.failed(shard.row_start, shard.row_end, error)
         if stop is None:
@@ -278,14 +278,14 @@ class ShardLedger:
         with self.lock:
             self._drop_watch(worker_id, lease_id)
         if index is not None and lease_id is not None and not self._give_up_lease(index, lease_id):
-            self.store.release_shard(self.job_id, index, lease_id, None)
+            self.store.leases.release(self.job_id, index, lease_id, None)
         with self.lock:
             self.faults_in_a_row += 1
             faults = self.faults_in_a_row
             if faults >= FAULTS_BEFORE_PAUSE:
                 # the count starts again: a job resumed after the cause is fixed gets every chance
                 self.faults_in_a_row = 0
-        self.store.incr_counter(self.job_id, "faults")
+        self.store.counters.add(self.job_id, "faults")
         log.warning(
             "fault %d in a row, translator %s%s: %s",
             faults,
@@ -305,26 +305,26 @@ class ShardLedger:
     def count_failure(self, index: int, error: str) -> None:
         """One more failure of shard `index`, counted in the store (a restarted coordinator goes
         on with the count); at max_attempts the shard is halved, or its one row fails."""
-        if self.store.count_failure(self.job_id, index) < self.spec.max_attempts:
+        if self.store.shards.count_failure(self.job_id, index) < self.spec.max_attempts:
             return
-        shard = self.store.shard(self.job_id, index)
+        shard = self.store.shards.get(self.job_id, index)
         if shard.state is not ShardState.PENDING:
             return
         if shard.row_end - shard.row_start > 1:
-            self.store.split_shard(self.job_id, index)
+            self.store.shards.split(self.job_id, index)
         else:
-            self.store.fail_shard(self.job_id, index, None, error)
+            self.store.shards.fail(self.job_id, index, None, error)
 
     def pause(self, message: str) -> bool:
         """Pauses the running job with `message` as its error (the cause is not the rows');
         whether it was running."""
-        if self.store.get_job(self.job_id).state is not JobState.RUNNING:
+        if self.store.jobs.get(self.job_id).state is not JobState.RUNNING:
             return False
         with self.lock:
             self.breaker.done()
-        self.store.set_job_state(self.job_id, JobState.PAUSED, error=message)
+        self.store.jobs.set_state(self.job_id, JobState.PAUSED, error=message)
         log.error("job %s paused: %s", self.job_id, message)
-        self.store.add_event(self.job_id, "paused", f"Paused by its coordinator: {message}")
+        self.store.events.add(self.job_id, "paused", f"Paused by its coordinator: {message}")
         return True
 
     def _give_up_lease(self, index: int, lease_id: str) -> bool:
@@ -339,7 +339,7 @@ class ShardLedger:
             if backup is None or not self.is_live(backup.worker_id):
                 return False
             backup.backup_of = None
-        handed = self.store.hand_over_lease(
+        handed = self.store.leases.hand_over(
             self.job_id, index, lease_id, backup.lease_id, backup.worker_id, self.spec.lease_ttl_s
         )
         if handed:
@@ -400,8 +400,8 @@ class ShardLedger:
             held = [h for h in self.holdings.values() if h.worker_id == worker_id]
         for holding in held:
             self._give_up_lease(holding.index, holding.lease_id)
-        released = self.store.release_owner(self.job_id, worker_id)
-        self.store.incr_counter(self.job_id, "translator_deaths")
+        released = self.store.leases.release_owner(self.job_id, worker_id)
+        self.store.counters.add(self.job_id, "translator_deaths")
         log.warning("translator %s gone (%s); shards back: %s", worker_id, cause, released)
         if counts:
             for index in released:
@@ -413,4 +413,4 @@ class ShardLedger:
         with self.lock:
             self.watches.clear()
             self.holdings.clear()
-        return self.store.release_leases(self.job_id)
+        return self.store.leases.release_all(self.job_id)

@@ -71,7 +71,7 @@ def remove_work_files(work_dir: Path) -> int:
 def retire(store: JobStore, job_id: str, work_dir: Path) -> int:
     """Removes the units and parts of a succeeded job, unless its spec keeps them (`keep_work`)
     or they are gone already; records it in the job's history. The bytes freed."""
-    job = store.get_job(job_id)
+    job = store.jobs.get(job_id)
     if job.state is not JobState.SUCCEEDED or job.spec.get("keep_work"):
         return 0
     if not any(
@@ -79,7 +79,7 @@ def retire(store: JobStore, job_id: str, work_dir: Path) -> int:
     ):
         return 0
     freed = remove_work_files(work_dir)
-    store.add_event(
+    store.events.add(
         job_id,
         "work_removed",
         f"Its units and parts were removed ({format_bytes(freed)}); the output, its manifest "
@@ -92,7 +92,7 @@ def parts_missing(store: JobStore, job_id: str) -> bool:
     """A done shard's part is gone: the job cannot be assembled again from its work files."""
     return any(
         shard.part_path is not None and not Path(shard.part_path).is_file()
-        for shard in store.shards(job_id)
+        for shard in store.shards.in_row_order(job_id)
     )
 
 
@@ -100,7 +100,7 @@ def delete_job(store: JobStore, state_dir: Path, job_id: str) -> JobRecord:
     """Deletes a finished job: its record (an active one is refused, a JobError), then its work
     dir. Its output and manifest stay where they are."""
     work_dir = work_dir_of(state_dir, job_id)
-    record = store.delete_job(job_id)
+    record = store.jobs.delete(job_id)
     shutil.rmtree(work_dir, ignore_errors=True)
     return record
 
@@ -116,7 +116,7 @@ def prune_jobs(
     `older_than_s` seconds; the jobs deleted, oldest first."""
     cutoff = (time.time() if now is None else now) - older_than_s
     deleted = []
-    for record in store.list_jobs():
+    for record in store.jobs.all():
         if record.state not in TERMINAL or record.state not in states:
             continue
         if record.updated_at > cutoff:

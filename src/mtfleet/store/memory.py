@@ -93,7 +93,7 @@ class TranslationMemory:
                     conn.execute(
                         sa.update(memory)
                         .where(memory.c.signature == signature, memory.c.source_sha256.in_(hits))
-                        .values(used_at=self.store._clock())
+                        .values(used_at=self.store.db.clock())
                     )
         return found
 
@@ -106,7 +106,7 @@ class TranslationMemory:
                 "source_sha256": sha,
                 "target": target,
                 "flags": list(flags),
-                "used_at": self.store._clock(),
+                "used_at": self.store.db.clock(),
             }
             for sha, (target, flags) in entries.items()
         ]
@@ -240,7 +240,7 @@ class TranslationMemory:
     def _write(self) -> Any:
         # not retried here: the memory is advice, and the caller has its own way on (a translator
         # translates what it could not recall; a completion is asked again by its translator)
-        return self.store._transaction(write=True)
+        return self.store.db.transaction(write=True)
 
     def _read(self) -> Any:
-        return self.store._transaction(write=False)
+        return self.store.db.transaction(write=False)
