@@ -344,9 +344,44 @@ def _write_model(
         model.save_pretrained(str(output_dir), state_dict=weights)
 
 
+# A pair's source and target token ids, as `encode_pairs` makes them.
+EncodedPair = tuple[list[int], list[int]]
+
+
+@dataclass(frozen=True)
+class _Corpus:
+    """A run's sentence pairs, tokenized by its SentencePiece model."""
+
+    spm_path: Path
+    vocab: dict[str, int]
+    tokenizer: MarianTokenizer
+    train: list[EncodedPair]
+    val: list[EncodedPair]
+    val_batches: list[list[int]]
+    # the validation pairs translated at each evaluation (BLEU is slow; the loss takes them all)
+    val_slice: list[tuple[str, str]]
+
+
 def train_marian(config: TrainingConfig, command: str | None = None) -> TrainingResult:
     """Train (or resume training) a Marian model and save the best checkpoint to output_dir."""
     started = time.monotonic()
+    output_dir, checkpoint_dir = _prepare_run(config)
+    corpus = _load_corpus(config, checkpoint_dir)
+    run = _TrainingRun(config, corpus, checkpoint_dir, started)
+    run.resume()
+    run.train()
+    run.model.load_state_dict(torch.load(checkpoint_dir / BEST_FILE))
+    saved_dtype = _saved_dtype(config, corpus, run.model, run.best["val_bleu"])
+    _write_model(run.model, corpus.spm_path, config, saved_dtype)
+    result = run.result(output_dir, saved_dtype)
+    write_model_card(
+        output_dir, training_record(config, result, len(corpus.train), len(corpus.vocab), command)
+    )
+    return result
+
+
+def _prepare_run(config: TrainingConfig) -> tuple[Path, Path]:
+    """The output and checkpoint folders, created; torch's threads and every seed set."""
     output_dir, checkpoint_dir = Path(config.output_dir), Path(config.checkpoint_dir)
     try:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -357,12 +392,16 @@ def train_marian(config: TrainingConfig, command: str | None = None) -> Training
         torch.set_num_threads(config.threads)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
+    return output_dir, checkpoint_dir
 
+
+def _load_corpus(config: TrainingConfig, checkpoint_dir: Path) -> _Corpus:
+    """Reads the pairs and tokenizes them, training the SentencePiece model first when the
+    checkpoint folder has none (a resumed run keeps its own)."""
     train_pairs = read_parallel(config.source_path, config.target_path, config.limit)
     val_pairs = read_parallel(config.val_source_path, config.val_target_path)
     if not train_pairs:
         raise DatasetError(f"Corpus file {config.source_path} holds no sentence pairs.")
-
     spm_path = checkpoint_dir / "joint.model"
     if not spm_path.exists():
         train_sentencepiece(
@@ -371,164 +410,215 @@ def train_marian(config: TrainingConfig, command: str | None = None) -> Training
             config.vocab_size,
         )
     vocab = marian_vocab(spm_path)
-    tokenizer = marian_tokenizer(
-        spm_path, vocab, checkpoint_dir / "tokenizer", config.source_lang, config.target_lang
-    )
     processor = spm.SentencePieceProcessor(model_file=str(spm_path))
-
-    encoded = encode_pairs(train_pairs, processor, config.max_length)
     val_encoded = encode_pairs(val_pairs, processor, config.max_length)
-    val_batches = make_batches(val_encoded, config.batch_tokens, config.seed)
-    val_slice = val_pairs[: config.val_bleu_sentences]
-
-    model = build_marian(config, vocab)
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=config.learning_rate,
-        betas=(0.9, 0.98),
-        eps=1e-9,
-        weight_decay=config.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, inverse_sqrt_schedule(config.warmup_steps)
+    return _Corpus(
+        spm_path=spm_path,
+        vocab=vocab,
+        tokenizer=marian_tokenizer(
+            spm_path, vocab, checkpoint_dir / "tokenizer", config.source_lang, config.target_lang
+        ),
+        train=encode_pairs(train_pairs, processor, config.max_length),
+        val=val_encoded,
+        val_batches=make_batches(val_encoded, config.batch_tokens, config.seed),
+        val_slice=val_pairs[: config.val_bleu_sentences],
     )
 
-    step, epoch, batch_position, elapsed_before = 0, 0, 0, 0.0
-    best = {"step": 0, "val_bleu": -1.0, "val_chrf": 0.0, "val_loss": math.inf}
-    history: list[dict[str, float]] = []
-    evals_since_best = 0
-    checkpoint_path = checkpoint_dir / CHECKPOINT_FILE
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=False)
+
+class _TrainingRun:
+    """A model, its optimizer and where its training stands: saved to the checkpoint folder and
+    resumed from it, so a run stopped at any step goes on from its last checkpoint."""
+
+    def __init__(
+        self, config: TrainingConfig, corpus: _Corpus, checkpoint_dir: Path, started: float
+    ) -> None:
+        self.config = config
+        self.corpus = corpus
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_path = checkpoint_dir / CHECKPOINT_FILE
+        self.started = started
+        self.model = build_marian(config, corpus.vocab)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=config.learning_rate,
+            betas=(0.9, 0.98),
+            eps=1e-9,
+            weight_decay=config.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, inverse_sqrt_schedule(config.warmup_steps)
+        )
+        self.step, self.epoch, self.batch_position, self.elapsed_before = 0, 0, 0, 0.0
+        self.best: dict[str, float] = {
+            "step": 0,
+            "val_bleu": -1.0,
+            "val_chrf": 0.0,
+            "val_loss": math.inf,
+        }
+        self.history: list[dict[str, float]] = []
+        self.evals_since_best = 0
+        self.batches: list[list[int]] = []
+
+    def resume(self) -> None:
+        """Takes up the checkpoint's model, optimizer and position, when there is one."""
+        if not self.checkpoint_path.exists():
+            return
+        state = torch.load(self.checkpoint_path, weights_only=False)
         try:
-            model.load_state_dict(state["model"])
+            self.model.load_state_dict(state["model"])
         except RuntimeError as error:
             raise JobError(
-                f"The checkpoint {checkpoint_path} was made with other model settings or "
+                f"The checkpoint {self.checkpoint_path} was made with other model settings or "
                 f"vocabulary; train into another checkpoint directory or delete it to start over."
             ) from error
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, epoch, batch_position = state["step"], state["epoch"], state["batch_position"]
-        elapsed_before, best, history = state["elapsed"], state["best"], state["history"]
-        evals_since_best = state["evals_since_best"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.batch_position, self.elapsed_before = state["batch_position"], state["elapsed"]
+        self.best, self.history = state["best"], state["history"]
+        self.evals_since_best = state["evals_since_best"]
         torch.set_rng_state(state["torch_rng"])
-        print(f"Resuming from {checkpoint_path} at step {step}.", file=sys.stderr)
+        print(f"Resuming from {self.checkpoint_path} at step {self.step}.", file=sys.stderr)
 
-    def elapsed() -> float:
-        return elapsed_before + time.monotonic() - started
+    def train(self) -> None:
+        """Steps until max_steps, max_minutes or the patience runs out, evaluating and saving a
+        checkpoint as configured and once at the end."""
+        config = self.config
+        self.model.train()
+        self.batches = make_batches(
+            self.corpus.train, config.batch_tokens, config.seed + self.epoch
+        )
+        finished = (
+            self.step >= config.max_steps
+            or self.evals_since_best >= config.patience
+            or self._out_of_time()
+        )
+        # A time-limited run has no known end step, so the bar counts instead of estimating.
+        total = None if config.max_minutes is not None else config.max_steps
+        progress = tqdm(total=total, initial=self.step, desc="train", unit="step", mininterval=5)
+        running_loss: float | None = None
+        while not finished:
+            loss = self._train_step()
+            running_loss = loss if running_loss is None else 0.98 * running_loss + 0.02 * loss
+            progress.update(1)
+            progress.set_postfix(loss=f"{running_loss:.3f}", epoch=self.epoch, refresh=False)
+            finished = self.step >= config.max_steps or self._out_of_time()
+            if self.step % config.eval_every == 0 or finished:
+                self._evaluate()
+                finished = finished or self.evals_since_best >= config.patience
+            if self.step % config.save_every == 0 or finished:
+                self._save_checkpoint()
+        progress.close()
+        if not self.history or self.history[-1]["step"] != self.step:
+            self._evaluate()
+            self._save_checkpoint()
 
-    def save_checkpoint() -> None:
-        _save_atomic(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "step": step,
-                "epoch": epoch,
-                "batch_position": batch_position,
-                "elapsed": elapsed(),
-                "best": best,
-                "history": history,
-                "evals_since_best": evals_since_best,
-                "torch_rng": torch.get_rng_state(),
-            },
-            checkpoint_path,
+    def result(self, output_dir: Path, saved_dtype: torch.dtype) -> TrainingResult:
+        return TrainingResult(
+            output_dir=output_dir,
+            steps=self.step,
+            epochs=round(self._epochs(), 2),
+            wall_seconds=round(self._elapsed(), 1),
+            best_step=int(self.best["step"]),
+            best_val_bleu=round(self.best["val_bleu"], 2),
+            best_val_chrf=round(self.best["val_chrf"], 2),
+            best_val_loss=round(self.best["val_loss"], 4),
+            saved_dtype=str(saved_dtype).removeprefix("torch."),
+            size_bytes=sum(path.stat().st_size for path in output_dir.iterdir() if path.is_file()),
+            history=self.history,
         )
 
-    def evaluate() -> None:
+    def _train_step(self) -> float:
+        """One optimizer step on the next batch (of the next epoch once this one is done); its
+        loss."""
+        if self.batch_position >= len(self.batches):
+            self.epoch, self.batch_position = self.epoch + 1, 0
+            self.batches = make_batches(
+                self.corpus.train, self.config.batch_tokens, self.config.seed + self.epoch
+            )
+        tensors = collate(self.corpus.train, self.batches[self.batch_position])
+        loss, _ = batch_loss(self.model, tensors, self.config.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step, self.batch_position = self.step + 1, self.batch_position + 1
+        return loss.item()
+
+    def _evaluate(self) -> None:
         """Score the model on val and keep its weights when they are the best so far."""
-        nonlocal evals_since_best
-        loss = validation_loss(model, val_encoded, val_batches)
+        loss = validation_loss(self.model, self.corpus.val, self.corpus.val_batches)
+        val_slice = self.corpus.val_slice
         hypotheses = translate_sentences(
-            model, tokenizer, [s for s, _ in val_slice], beam=config.beam
+            self.model, self.corpus.tokenizer, [s for s, _ in val_slice], beam=self.config.beam
         )
         bleu, chrf = score(hypotheses, [t for _, t in val_slice])
-        history.append(
+        self.history.append(
             {
-                "step": step,
-                "epoch": round(epoch + batch_position / len(batches), 3),
+                "step": self.step,
+                "epoch": round(self._epochs(), 3),
                 "val_loss": round(loss, 4),
                 "val_bleu": round(bleu, 2),
                 "val_chrf": round(chrf, 2),
-                "minutes": round(elapsed() / 60, 2),
+                "minutes": round(self._elapsed() / 60, 2),
             }
         )
-        tqdm.write(json.dumps(history[-1]))
-        model.train()
-        if bleu > best["val_bleu"]:
-            best.update(step=step, val_bleu=bleu, val_chrf=chrf, val_loss=loss)
-            evals_since_best = 0
-            torch.save(model.state_dict(), checkpoint_dir / BEST_FILE)
+        tqdm.write(json.dumps(self.history[-1]))
+        self.model.train()
+        if bleu > self.best["val_bleu"]:
+            self.best.update(step=self.step, val_bleu=bleu, val_chrf=chrf, val_loss=loss)
+            self.evals_since_best = 0
+            torch.save(self.model.state_dict(), self.checkpoint_dir / BEST_FILE)
         else:
-            evals_since_best += 1
+            self.evals_since_best += 1
 
-    def out_of_time() -> bool:
-        return config.max_minutes is not None and elapsed() >= config.max_minutes * 60
-
-    model.train()
-    batches = make_batches(encoded, config.batch_tokens, config.seed + epoch)
-    finished = step >= config.max_steps or evals_since_best >= config.patience or out_of_time()
-    # A time-limited run has no known end step, so the bar counts instead of estimating.
-    total = None if config.max_minutes is not None else config.max_steps
-    progress = tqdm(total=total, initial=step, desc="train", unit="step", mininterval=5)
-    running_loss: float | None = None
-    while not finished:
-        if batch_position >= len(batches):
-            epoch, batch_position = epoch + 1, 0
-            batches = make_batches(encoded, config.batch_tokens, config.seed + epoch)
-        tensors = collate(encoded, batches[batch_position])
-        loss, _ = batch_loss(model, tensors, config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        step, batch_position = step + 1, batch_position + 1
-        running_loss = (
-            loss.item() if running_loss is None else 0.98 * running_loss + 0.02 * loss.item()
+    def _save_checkpoint(self) -> None:
+        _save_atomic(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "step": self.step,
+                "epoch": self.epoch,
+                "batch_position": self.batch_position,
+                "elapsed": self._elapsed(),
+                "best": self.best,
+                "history": self.history,
+                "evals_since_best": self.evals_since_best,
+                "torch_rng": torch.get_rng_state(),
+            },
+            self.checkpoint_path,
         )
-        progress.update(1)
-        progress.set_postfix(loss=f"{running_loss:.3f}", epoch=epoch, refresh=False)
-        finished = step >= config.max_steps or out_of_time()
-        if step % config.eval_every == 0 or finished:
-            evaluate()
-            finished = finished or evals_since_best >= config.patience
-        if step % config.save_every == 0 or finished:
-            save_checkpoint()
-    progress.close()
-    if not history or history[-1]["step"] != step:
-        evaluate()
-        save_checkpoint()
 
-    model.load_state_dict(torch.load(checkpoint_dir / BEST_FILE))
-    saved_dtype = torch.float32
-    if config.fp16:
-        half = build_marian(config, vocab)
-        half.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
-        half_bleu, _ = score(
-            translate_sentences(half, tokenizer, [s for s, _ in val_slice], beam=config.beam),
-            [t for _, t in val_slice],
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def _epochs(self) -> float:
+        return self.epoch + self.batch_position / len(self.batches)
+
+    def _out_of_time(self) -> bool:
+        return (
+            self.config.max_minutes is not None and self._elapsed() >= self.config.max_minutes * 60
         )
-        if half_bleu >= best["val_bleu"] - config.fp16_tolerance:
-            saved_dtype = torch.float16
-    _write_model(model, spm_path, config, saved_dtype)
-    size = sum(path.stat().st_size for path in output_dir.iterdir() if path.is_file())
-    result = TrainingResult(
-        output_dir=output_dir,
-        steps=step,
-        epochs=round(epoch + batch_position / len(batches), 2),
-        wall_seconds=round(elapsed(), 1),
-        best_step=int(best["step"]),
-        best_val_bleu=round(best["val_bleu"], 2),
-        best_val_chrf=round(best["val_chrf"], 2),
-        best_val_loss=round(best["val_loss"], 4),
-        saved_dtype=str(saved_dtype).removeprefix("torch."),
-        size_bytes=size,
-        history=history,
+
+
+def _saved_dtype(
+    config: TrainingConfig, corpus: _Corpus, model: MarianMTModel, best_bleu: float
+) -> torch.dtype:
+    """float16 when `config.fp16` asks for it and the weights rounded to it lose at most
+    `fp16_tolerance` BLEU on the validation slice; float32 otherwise."""
+    if not config.fp16:
+        return torch.float32
+    half = build_marian(config, corpus.vocab)
+    half.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    half_bleu, _ = score(
+        translate_sentences(
+            half, corpus.tokenizer, [s for s, _ in corpus.val_slice], beam=config.beam
+        ),
+        [t for _, t in corpus.val_slice],
     )
-    write_model_card(output_dir, training_record(config, result, len(encoded), len(vocab), command))
-    return result
+    return torch.float16 if half_bleu >= best_bleu - config.fp16_tolerance else torch.float32
 
 
 def training_record(

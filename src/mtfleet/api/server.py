@@ -8,7 +8,7 @@ import json
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -234,18 +234,35 @@ def create_app(settings: ServerSettings) -> FastAPI:
         allow_hardlinks=settings.allow_hardlinks,
         retain_s=settings.retain_s,
     )
-    requests = RequestCounter(
-        "mtfleet_api_requests",
-        "API requests, by method, route and status.",
-        ["method", "route", "status"],
-        registry=None,
+    app = FastAPI(
+        title="mtfleet",
+        version=importlib.metadata.version("mtfleet"),
+        summary="Translate whole datasets with neural MT models on an elastic Ray cluster.",
+        lifespan=_lifespan(settings, service),
+        docs_url=None,
+        redoc_url=None,
     )
-    # Job ids only for a scrape that carries the token: one registry without them, one with.
-    public, private = CollectorRegistry(), CollectorRegistry()
-    public.register(FleetCollector(service, per_job=False))
-    private.register(FleetCollector(service, per_job=True))
-    for registry in (public, private):
-        registry.register(requests)
+    _serve_docs(app)
+    _document_job_request(app)
+    _handle_errors(app, service)
+    app.add_middleware(Gate, token=settings.token, max_body_bytes=settings.max_body_bytes)
+    requests = _count_requests(app)
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(_authorization(settings))], responses=ERRORS)
+    v1.include_router(_job_routes(settings, service))
+    v1.include_router(shard_routes(service))
+    v1.include_router(flag_routes(service))
+    v1.include_router(history_routes(service))
+    app.include_router(v1)
+    app.include_router(_health_routes(settings, service, requests))
+    mount_console(app)
+    return app
+
+
+def _lifespan(
+    settings: ServerSettings, service: JobService
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Connects to Ray (starting a local cluster when there is none) and starts the service;
+    stops both when the server stops."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -258,25 +275,24 @@ def create_app(settings: ServerSettings) -> FastAPI:
             if started_here:
                 ray.shutdown()
 
-    app = FastAPI(
-        title="mtfleet",
-        version=importlib.metadata.version("mtfleet"),
-        summary="Translate whole datasets with neural MT models on an elastic Ray cluster.",
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-    )
-    _serve_docs(app)
+    return lifespan
+
+
+def _document_job_request(app: FastAPI) -> None:
+    """Adds JobRequest to the OpenAPI document's schemas: the route reads it as a plain body."""
     generate_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
-        """The document, with JobRequest among its schemas: the route reads it as a plain body."""
         if app.openapi_schema is None:
             schemas = generate_openapi().setdefault("components", {}).setdefault("schemas", {})
             schemas["JobRequest"] = JobRequest.model_json_schema()
         return app.openapi_schema or generate_openapi()
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _handle_errors(app: FastAPI, service: JobService) -> None:
+    """Every error answers one JSON sentence, with paths as the API's clients name them."""
 
     async def mtfleet_error(_: Request, error: MtfleetError) -> JSONResponse:
         status = _status(error)
@@ -290,7 +306,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.add_exception_handler(MtfleetError, mtfleet_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_middleware(Gate, token=settings.token, max_body_bytes=settings.max_body_bytes)
+
+
+def _count_requests(app: FastAPI) -> RequestCounter:
+    """The counter of the app's requests by method, route and status, kept by a middleware."""
+    requests = RequestCounter(
+        "mtfleet_api_requests",
+        "API requests, by method, route and status.",
+        ["method", "route", "status"],
+        registry=None,
+    )
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Callable[..., Any]) -> Response:
@@ -299,9 +324,14 @@ def create_app(settings: ServerSettings) -> FastAPI:
         requests.labels(method_label(request.method), route, str(response.status_code)).inc()
         return response
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(_authorization(settings))], responses=ERRORS)
+    return requests
 
-    @v1.post(
+
+def _job_routes(settings: ServerSettings, service: JobService) -> APIRouter:
+    """Submit, read, steer and delete jobs; list the nodes. Under /v1, behind the token."""
+    router = APIRouter()
+
+    @router.post(
         "/jobs",
         status_code=201,
         summary="Submit a job (201), or find it to resume it (200)",
@@ -332,57 +362,75 @@ def create_app(settings: ServerSettings) -> FastAPI:
         response.status_code = 201 if created else 200
         return view
 
-    @v1.get("/jobs", summary="All jobs, oldest first")
+    @router.get("/jobs", summary="All jobs, oldest first")
     def jobs() -> list[JobSummary]:
         return service.jobs()
 
-    @v1.get(
+    @router.get(
         "/jobs/{job_id}",
         summary="A job: state, progress, rate, ETA, failures, translators per node",
     )
     def job(job_id: JobId) -> JobView:
         return service.job(job_id)
 
-    @v1.delete(
+    @router.delete(
         "/jobs/{job_id}",
         summary="Delete a finished job: its work files and record (never its output); 409 if active",
     )
     def delete(job_id: JobId) -> JobSummary:
         return service.delete(job_id)
 
-    @v1.post("/jobs/{job_id}/pause", summary="No new leases; leased shards finish")
+    _steering_routes(router, service)
+
+    @router.get("/jobs/{job_id}/manifest", summary="The manifest of a succeeded job")
+    def manifest(job_id: JobId) -> dict[str, Any]:
+        return service.manifest(job_id)
+
+    @router.get("/nodes", summary="The Ray nodes: devices, health, translators")
+    def nodes() -> list[Node]:
+        return service.nodes()
+
+    return router
+
+
+def _steering_routes(router: APIRouter, service: JobService) -> None:
+    """Pause, resume, cancel and retry a job, each written down with who asked."""
+
+    @router.post("/jobs/{job_id}/pause", summary="No new leases; leased shards finish")
     def pause(job_id: JobId, actor: Actor) -> JobView:
         return service.pause(job_id, actor)
 
-    @v1.post("/jobs/{job_id}/resume", summary="Lease shards again")
+    @router.post("/jobs/{job_id}/resume", summary="Lease shards again")
     def resume(job_id: JobId, actor: Actor) -> JobView:
         return service.resume(job_id, actor)
 
-    @v1.post("/jobs/{job_id}/cancel", summary="Stop; finished parts are kept for a resubmission")
+    @router.post(
+        "/jobs/{job_id}/cancel", summary="Stop; finished parts are kept for a resubmission"
+    )
     def cancel(job_id: JobId, actor: Actor) -> JobView:
         return service.cancel(job_id, actor)
 
-    @v1.post(
+    @router.post(
         "/jobs/{job_id}/retry",
         summary="Translate a succeeded job's failed rows again into its output; 409 if none",
     )
     def retry(job_id: JobId, actor: Actor) -> JobView:
         return service.retry(job_id, actor)
 
-    @v1.get("/jobs/{job_id}/manifest", summary="The manifest of a succeeded job")
-    def manifest(job_id: JobId) -> dict[str, Any]:
-        return service.manifest(job_id)
 
-    @v1.get("/nodes", summary="The Ray nodes: devices, health, translators")
-    def nodes() -> list[Node]:
-        return service.nodes()
+def _health_routes(
+    settings: ServerSettings, service: JobService, requests: RequestCounter
+) -> APIRouter:
+    """/healthz and /metrics, outside /v1: a probe and a scrape need no token."""
+    # Job ids only for a scrape that carries the token: one registry without them, one with.
+    public, private = CollectorRegistry(), CollectorRegistry()
+    public.register(FleetCollector(service, per_job=False))
+    private.register(FleetCollector(service, per_job=True))
+    for registry in (public, private):
+        registry.register(requests)
+    router = APIRouter()
 
-    v1.include_router(shard_routes(service))
-    v1.include_router(flag_routes(service))
-    v1.include_router(history_routes(service))
-    app.include_router(v1)
-
-    @app.get(
+    @router.get(
         "/healthz",
         summary="Alive, with the store reachable and a Ray node alive",
         responses={413: {"model": ErrorBody}, 503: {"model": ErrorBody}},
@@ -394,7 +442,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         running = service.store.jobs.all(JobState.RUNNING)
         return Health(status="ok", jobs_running=len(running), nodes_alive=nodes_alive)
 
-    @app.get(
+    @router.get(
         "/metrics",
         summary="Prometheus metrics, names prefixed mtfleet_; job ids only with the token",
         response_class=Response,
@@ -408,8 +456,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         registry = private if authorized else public
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    mount_console(app)
-    return app
+    return router
 
 
 def serve(settings: ServerSettings, host: str = LOOPBACK, port: int = 8000) -> None:

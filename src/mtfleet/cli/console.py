@@ -125,25 +125,13 @@ def serve(
 ) -> None:
     """Serve the REST API (token: MTFLEET_API_TOKEN, 32 characters or more; one is generated and
     printed when unset) for the jobs of a Ray cluster."""
-    from mtfleet.api.server import LOOPBACK, ServerSettings, generate_token
+    from mtfleet.api.server import LOOPBACK, ServerSettings
     from mtfleet.api.server import serve as serve_api
-    from mtfleet.cluster.retention import parse_age
 
-    try:
-        retain_s = None if retain is None else parse_age(retain, "--retain")
-    except MtfleetError as error:
-        raise fail(error) from None
-
-    # Out of the environment before Ray starts: no worker this process starts inherits it.
-    token = os.environ.pop("MTFLEET_API_TOKEN", None) or None
-    if token is None and not insecure_no_auth:
-        token = generate_token()
-        console.print(
-            f"MTFLEET_API_TOKEN is not set; this server's token is {token}", soft_wrap=True
-        )
+    retain_s = _retain_s(retain)
     settings = ServerSettings(
         data_root=data_root,
-        token=token,
+        token=_api_token(insecure_no_auth),
         state_dir=state_dir,
         store_url=store,
         address=address,
@@ -162,6 +150,30 @@ def serve(
         serve_api(settings, host=host, port=port)
     except MtfleetError as error:
         raise fail(error) from None
+
+
+def _retain_s(retain: str | None) -> float | None:
+    """--retain in seconds; None when finished jobs are kept."""
+    from mtfleet.cluster.retention import parse_age
+
+    try:
+        return None if retain is None else parse_age(retain, "--retain")
+    except MtfleetError as error:
+        raise fail(error) from None
+
+
+def _api_token(insecure_no_auth: bool) -> str | None:
+    """MTFLEET_API_TOKEN, or a new token printed for the user; None with --insecure-no-auth."""
+    from mtfleet.api.server import generate_token
+
+    # Out of the environment before Ray starts: no worker this process starts inherits it.
+    token = os.environ.pop("MTFLEET_API_TOKEN", None) or None
+    if token is None and not insecure_no_auth:
+        token = generate_token()
+        console.print(
+            f"MTFLEET_API_TOKEN is not set; this server's token is {token}", soft_wrap=True
+        )
+    return token
 
 
 def submit(

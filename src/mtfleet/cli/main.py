@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,6 +19,9 @@ from mtfleet.engines.languages import CodeMapping
 from mtfleet.errors import Interrupted, MtfleetError
 from mtfleet.verbosity import set_verbose
 from mtfleet.wording import option_name
+
+if TYPE_CHECKING:
+    from mtfleet.spec import JobSpec
 
 app = typer.Typer(
     name="mtfleet",
@@ -106,43 +109,70 @@ def translate(
     ] = False,
 ) -> None:
     """Translate FIELDS of INPUT with MODEL and write the same dataset to OUTPUT, with a manifest."""
+    spec = _job_spec(
+        input, output, model, fields, glossary,
+        src_lang=src_lang, tgt_lang=tgt_lang, engine=engine, beam=beam,
+        max_batch_tokens=max_batch_tokens, max_length_factor=max_length_factor,
+        max_length_offset=max_length_offset, compute_type=compute_type,
+        shard_tokens=shard_tokens, on_error=on_error,
+        cpu_translators_per_node=cpu_translators_per_node, gpus=gpus, threads=threads,
+        gpus_per_translator=gpus_per_translator, keep_warm_s=keep_warm,
+        lease_ttl_s=lease_ttl, speculative_tail=speculative_tail, overwrite=overwrite, keep_work=keep_work,
+        memory=memory, memory_max_gb=tm_max_gb,
+        protect=protect, on_flag=on_flag, checks=checks,
+        trust_remote_code=trust_remote_code, preprocessor=preprocessor,
+    )  # fmt: skip
+    _run_translation(
+        spec, state_dir=state_dir, store_url=store, job_id=job_id, address=address, detach=detach
+    )
+
+
+def _job_spec(
+    input: Path, output: Path, model: str, fields: str, glossary: Path | None, **settings: Any
+) -> JobSpec:
+    """The job the command line describes; a setting it refuses ends the command with one
+    sentence naming the option."""
     from pydantic import ValidationError
 
-    from mtfleet.cli.progress import JobProgress
-    from mtfleet.cluster.job import run_job
     from mtfleet.health import read_glossary
     from mtfleet.spec import JobSpec
 
     try:
-        spec = JobSpec(
+        return JobSpec(
             input=str(input),
             output=str(output),
             model=model,
             fields=[fields],
             **options.job_settings(
-                src_lang=src_lang, tgt_lang=tgt_lang, engine=engine, beam=beam,
-                max_batch_tokens=max_batch_tokens, max_length_factor=max_length_factor,
-                max_length_offset=max_length_offset, compute_type=compute_type,
-                shard_tokens=shard_tokens, on_error=on_error,
-                cpu_translators_per_node=cpu_translators_per_node, gpus=gpus, threads=threads,
-                gpus_per_translator=gpus_per_translator, keep_warm_s=keep_warm,
-                lease_ttl_s=lease_ttl, speculative_tail=speculative_tail, overwrite=overwrite, keep_work=keep_work,
-                memory=memory, memory_max_gb=tm_max_gb,
-                protect=protect, on_flag=on_flag, checks=checks,
-                glossary=read_glossary(glossary) if glossary else None,
-                trust_remote_code=trust_remote_code, preprocessor=preprocessor,
+                **settings, glossary=read_glossary(glossary) if glossary else None
             ),
-        )  # fmt: skip
+        )
     except ValidationError as error:
         raise fail(_first_validation_error(error)) from None
     except MtfleetError as error:
         raise fail(error) from None
+
+
+def _run_translation(
+    spec: JobSpec,
+    *,
+    state_dir: Path,
+    store_url: str | None,
+    job_id: str | None,
+    address: str | None,
+    detach: bool,
+) -> None:
+    """Runs the job with a progress bar and prints its summary (or, detached, its id); a job that
+    does not succeed, or Ctrl-C, ends the command with a non-zero exit."""
+    from mtfleet.cli.progress import JobProgress
+    from mtfleet.cluster.job import run_job
+
     try:
         with JobProgress(console) as progress:
             result = run_job(
                 spec,
                 state_dir=state_dir,
-                store_url=store,
+                store_url=store_url,
                 job_id=job_id,
                 address=address,
                 detach=detach,
