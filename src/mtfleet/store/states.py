@@ -43,7 +43,7 @@ _JOB_MOVES: dict[JobState, frozenset[JobState]] = {
         {JobState.PAUSED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
     ),
     JobState.PAUSED: frozenset({JobState.RUNNING, JobState.FAILED, JobState.CANCELLED}),
-    # only to retry its failed rows (`JobStore.retry_failed`): its done shards stay done
+    # only to retry its failed rows (`store.jobs.retry_failed`): its done shards stay done
     JobState.SUCCEEDED: frozenset({JobState.QUEUED}),
     # a failed or cancelled job keeps its done shards, so rerunning it queues it again (or plans
     # it again, when it failed or was cancelled before its plan was written)
