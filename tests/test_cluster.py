@@ -130,7 +130,7 @@ def test_a_node_that_leaves_mid_run_has_its_shards_redone_elsewhere(
     with local_cluster(head_cpus=1) as cluster:
         leaving = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        spec = make_spec(dataset, tmp_path / "out.jsonl", shard_tokens=1000)
+        spec = make_spec(dataset, tmp_path / "out.jsonl", shard_tokens=3000)
         driver = Driver(spec, tmp_path / "state", store_url)
         driver.start()
         held: list[int] = []

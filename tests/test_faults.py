@@ -294,7 +294,7 @@ def test_a_detached_job_goes_on_when_its_coordinator_dies_and_a_node_leaves_mean
 ) -> None:
     # A shard takes a second here, so the leaving node is caught holding one.
     monkeypatch.setenv("MTFLEET_REVERSE_DELAY_S", "1.0")
-    spec = make_spec(dataset, tmp_path / "out.jsonl", shard_tokens=1000)
+    spec = make_spec(dataset, tmp_path / "out.jsonl", shard_tokens=3000)
     with local_cluster(head_cpus=1) as cluster:
         leaving = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
