@@ -598,6 +598,24 @@ def test_jobs_in_an_80_column_terminal_shows_every_job_id_whole(
         assert any(line.split()[0] == job_id for line in lines), (job_id, listed.stdout)
 
 
+def test_jobs_shows_paths_whole_relative_to_this_directory_or_else_to_the_data_root(
+    mtfleet_cli: Any, http: httpx.Client, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_to_end(http, job_spec("out/a/deep/folder/whole.jsonl", "whole-paths", input="small.jsonl"))
+
+    def paths(listed: Any) -> list[str]:
+        assert listed.exit_code == 0, listed.output
+        (row,) = [line.split() for line in listed.stdout.splitlines() if "whole-paths" in line]
+        return row[4:6]
+
+    from_elsewhere = mtfleet_cli("jobs")
+    monkeypatch.chdir(data_root / "out")
+    from_its_output_folder = mtfleet_cli("jobs")
+
+    assert paths(from_elsewhere) == ["small.jsonl", "out/a/deep/folder/whole.jsonl"]
+    assert paths(from_its_output_folder) == ["small.jsonl", "a/deep/folder/whole.jsonl"]
+
+
 def test_jobs_status_and_nodes_answer_json_for_scripts(
     mtfleet_cli: Any, http: httpx.Client, finished: dict[str, Any]
 ) -> None:
