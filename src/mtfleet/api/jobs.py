@@ -23,7 +23,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from mtfleet.api.paths import DataRoot
+from mtfleet.api.paths import DataRoot, not_found_locally
 from mtfleet.api.views import (
     Failure,
     JobNode,
@@ -639,11 +639,7 @@ def _hub_offline(spec: JobSpec) -> Iterator[None]:
     except ModelError:
         if Path(spec.model).is_absolute() or in_hub_cache(spec.model):
             raise
-        raise ModelError(
-            f"Model {spec.model!r} is not found locally: the API checks hub models without the "
-            "network; put it in the Hugging Face cache of the API's machine, or give a model "
-            "directory under the data root."
-        ) from None
+        raise not_found_locally(spec.model) from None
 
 
 def _readable(value: Any) -> Any:
