@@ -342,3 +342,19 @@ def test_the_server_removes_succeeded_jobs_work_files_when_it_starts_and_prunes_
     finally:
         retaining.stop()
     assert not work_dir.exists()
+
+
+def test_a_retention_shorter_than_five_minutes_prunes_as_often_as_it_lasts(
+    store: JobStore, state_dir: Path, tmp_path: Path
+) -> None:
+    finished_job(store, state_dir, "done-first", JobState.SUCCEEDED)
+    retaining = JobService(tmp_path, state_dir, retain_s=1)
+    retaining.start()
+    try:
+        wait_for(lambda: store.find_job("done-first") is None, timeout_s=30)
+        # finished after the first prune: the next one, a second later, takes it
+        later = finished_job(store, state_dir, "done-later", JobState.CANCELLED)
+        wait_for(lambda: store.find_job("done-later") is None, timeout_s=30)
+    finally:
+        retaining.stop()
+    assert not later.exists()

@@ -64,8 +64,10 @@ CALL_TIMEOUT_S = 10.0
 NODES_TIMEOUT_S = 5.0
 RATE_WINDOW_S = 30.0
 MAX_JOBS = 16
-# `mtfleet serve --retain`: finished jobs older than that are pruned this often
+# `mtfleet serve --retain`: finished jobs older than that are pruned this often, or as often as
+# the retention where it is shorter (but not more than once a second)
 PRUNE_EVERY_S = 300.0
+PRUNE_AT_MOST_EVERY_S = 1.0
 # an active job's work files are counted again at most this often
 SIZE_TTL_S = 10.0
 
@@ -468,7 +470,7 @@ class JobService:
                 self.prune(self.retain_s)
             except Exception:
                 log.exception("pruning the finished jobs failed")
-            self.stopping.wait(PRUNE_EVERY_S)
+            self.stopping.wait(min(PRUNE_EVERY_S, max(self.retain_s, PRUNE_AT_MOST_EVERY_S)))
 
     def _follow_tick(self) -> None:
         active = {record.id for state in ACTIVE for record in self.store.list_jobs(state)}

@@ -116,7 +116,8 @@ def serve(
         str | None,
         typer.Option(
             help="Delete finished jobs (work files and records, never outputs) that have not "
-            "changed for this long, such as 30d; checked every few minutes. (default: kept)",
+            "changed for this long, such as 30d; checked every 5 minutes, or every --retain where "
+            "shorter. (default: kept)",
             show_default=False,
         ),
     ] = None,
