@@ -346,7 +346,7 @@ def test_the_form_offers_the_chosen_models_own_languages_and_still_takes_typed_c
     choose_model(page, "models/nllb")
 
     expect(page.locator("#model-languages")).to_have_text(
-        "nllb: 202 language codes; pick them below or type one"
+        "nllb: 202 language codes: pick them beside src lang and tgt lang, or type them"
     )
     expect(page.locator("#pick-src_lang option")).to_have_count(1 + 202)
     # each code with the ISO 639-1 code a user knows it by

@@ -1294,7 +1294,7 @@ function submitView(fromJob) {
       showLanguages(report);
       const count = report.languages.count;
       languageReport.textContent = count
-        ? `${report.family}: ${count} language codes; pick them below or type one`
+        ? `${report.family}: ${count} language codes: pick them beside src lang and tgt lang, or type them`
         : `${report.family}: no language codes (one language pair)`;
     } catch (error) {
       if (mine !== inspected) return;
