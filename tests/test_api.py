@@ -573,6 +573,18 @@ def test_a_refused_submission_names_the_field_it_is_about(
     assert refused_field(error, request) == field
 
 
+def test_a_model_name_too_long_for_the_file_system_is_refused_with_400(
+    http: httpx.Client,
+) -> None:
+    spec = {"input": "small.jsonl", "output": "out/x.jsonl", "fields": ["text"], "model": "m" * 300}
+
+    response = http.post("/v1/jobs", json=spec)
+
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "model"
+    assert "cannot be resolved to a file (File name too long)" in response.json()["error"]
+
+
 def test_a_spec_the_planner_refuses_is_a_400_with_its_sentence(http: httpx.Client) -> None:
     spec = {"input": "small.jsonl", "output": "out/x.jsonl", "fields": ["title"], **REVERSE}
 
@@ -635,6 +647,7 @@ def test_a_models_language_codes_are_served_with_what_each_is_in_iso_639(
             "models without the network;",
         ),
         ("a\x00b", "Field model: holds the character U+0000, which no path or name may hold."),
+        ("m" * 300, f"Field model: {'m' * 300} cannot be resolved to a file (File name too long)."),
     ],
 )
 def test_inspecting_a_model_the_api_cannot_read_is_one_sentence_naming_no_server_path(

@@ -14,7 +14,7 @@ from mtfleet.api.jobs import JobService
 from mtfleet.api.paths import check_printable, not_found_locally
 from mtfleet.engines import inspect_model
 from mtfleet.engines.hub import hub_offline, in_hub_cache
-from mtfleet.errors import ApiError, ModelError
+from mtfleet.errors import ApiError
 from mtfleet.spec import PATH_CHARS
 from mtfleet.wording import api_wording
 
@@ -80,10 +80,7 @@ def inspection_routes(service: JobService, *, allow_remote_code: bool) -> APIRou
 
 def _inspect(service: JobService, model: str, trust_remote_code: bool) -> dict[str, Any]:
     check_printable("model", model)
-    try:
-        source = service.root.model(model)
-    except OSError as error:  # a name too long for the file system
-        raise ModelError(f"Field model: {model} cannot be read ({error.strerror}).") from None
+    source = service.root.model(model)
     if Path(source).is_absolute():
         return inspect_model(source, trust_remote_code=trust_remote_code)
     if not in_hub_cache(source):

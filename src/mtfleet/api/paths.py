@@ -86,7 +86,13 @@ class DataRoot:
         Only the root is looked at, never the server's working directory: whether a directory
         exists anywhere else changes no answer.
         """
-        if self._names_a_path(value):
+        try:
+            names_a_path = self._names_a_path(value)
+        except OSError as error:  # a name too long for the file system
+            raise ModelError(
+                f"Field model: {value} cannot be resolved to a file ({error.strerror})."
+            ) from None
+        if names_a_path:
             return str(self.path(value, "model", ModelError))
         return value
 
