@@ -163,6 +163,8 @@ class Soak:
         self.statuses: Counter[str] = Counter()
         self.server_errors: list[str] = []
         self.submitted = 0
+        # the server's jobs by state, as last listed
+        self.listed: Counter[str] = Counter()
 
     def _draw(self, index: int) -> SoakJob:
         job = SoakJob(
@@ -240,6 +242,7 @@ class Soak:
         if isinstance(listed, ApiError):
             return
         seen = {found.id: found.state for found in listed}
+        self.listed = Counter(seen.values())
         for job in self.jobs:
             if not job.submitted or job.gone:
                 continue
@@ -405,6 +408,7 @@ def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "phase": phase,
                 "submitted": run.submitted,
                 "active": len(active),
+                "states": dict(sorted(run.listed.items())),
                 **sample(process, state_dir),
             }
         )
@@ -435,6 +439,8 @@ def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     # the workers it killed (a coordinator once its job ended, a cancelled job's translators) are
     # not the server's errors
     logged = (work / "server.log").read_text(errors="replace").splitlines()
+    if args.server_log is not None:
+        args.server_log.write_text("\n".join(logged) + "\n")
     result["server_log_errors"] = logged_errors(logged)
     return result
 
@@ -555,6 +561,7 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.3, help="MTFLEET_REVERSE_DELAY_S")
     parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--drain-s", type=float, default=300.0, help="time left for the last jobs")
+    parser.add_argument("--server-log", type=Path, help="keep mtfleet serve's output there")
     args = parser.parse_args()
     if not 0 < args.window <= args.jobs:
         parser.error("--window must be between 1 and --jobs")

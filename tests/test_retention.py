@@ -3,6 +3,7 @@ finished jobs are deleted on demand or by age, and a job's logs are read a page 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -358,3 +359,16 @@ def test_a_retention_shorter_than_five_minutes_prunes_as_often_as_it_lasts(
     finally:
         retaining.stop()
     assert not later.exists()
+
+
+def test_a_job_deleted_before_the_server_retires_it_is_no_error(
+    store: JobStore, state_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    finished_job(store, state_dir, "deleted-first", JobState.SUCCEEDED)
+    service = JobService(tmp_path, state_dir)
+    delete_job(store, state_dir, "deleted-first")
+
+    with caplog.at_level(logging.ERROR):
+        service._retire("deleted-first")
+
+    assert caplog.records == []

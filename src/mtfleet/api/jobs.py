@@ -458,6 +458,8 @@ class JobService:
         """A succeeded job's units and parts go (unless it keeps them); never raises."""
         try:
             with self.work_lock:
+                if self.store.find_job(job_id) is None:
+                    return  # deleted (DELETE, --retain) since it ended: no work file is left
                 retire(self.store, job_id, self._handle(job_id).work_dir)
             self.sizes.pop(job_id, None)
         except Exception:
