@@ -479,9 +479,7 @@ def slope_per_100_jobs(samples: list[dict[str, Any]], measure: str) -> float | N
 
 
 def summarize(args: argparse.Namespace, run: Soak, samples: list[dict[str, Any]]) -> dict[str, Any]:
-    outcomes: Counter[str] = Counter(
-        job.ended_as[-1] if job.ended_as else "never ended" for job in run.jobs
-    )
+    outcomes: Counter[str] = Counter(_outcome(job) for job in run.jobs)
     succeeded = [job for job in run.jobs if job.output_equal is not None]
     return {
         "settings": {
@@ -510,6 +508,13 @@ def summarize(args: argparse.Namespace, run: Soak, samples: list[dict[str, Any]]
         "final_ray_workers": samples[-1]["ray_workers"],
         "samples": samples,
     }
+
+
+def _outcome(job: SoakJob) -> str:
+    if job.ended_as:
+        return job.ended_as[-1]
+    # ended and pruned between two of the soak's looks (a server slow to answer stretches them)
+    return "gone before seen ended" if job.gone else "never ended"
 
 
 def print_table(result: dict[str, Any]) -> None:
