@@ -96,6 +96,13 @@ bench-families: install
 bench-multi-target: install
 	$(BIN)/python bench/multi_target.py
 
+# the service left running: mtfleet serve --retain 60s, 200 small jobs over 20 minutes with random
+# pause, resume, cancel and delete; RSS, state dir and Ray actors, first 50 jobs against the last 50
+# (bench/results/soak.json, soak.png)
+.PHONY: soak
+soak: install
+	$(BIN)/python bench/soak.py
+
 quality: install
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/fidelity.py

@@ -573,6 +573,18 @@ def test_a_refused_submission_names_the_field_it_is_about(
     assert refused_field(error, request) == field
 
 
+def test_a_model_name_too_long_for_the_file_system_is_refused_with_400(
+    http: httpx.Client,
+) -> None:
+    spec = {"input": "small.jsonl", "output": "out/x.jsonl", "fields": ["text"], "model": "m" * 300}
+
+    response = http.post("/v1/jobs", json=spec)
+
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "model"
+    assert "cannot be resolved to a file (File name too long)" in response.json()["error"]
+
+
 def test_a_spec_the_planner_refuses_is_a_400_with_its_sentence(http: httpx.Client) -> None:
     spec = {"input": "small.jsonl", "output": "out/x.jsonl", "fields": ["title"], **REVERSE}
 
@@ -581,6 +593,83 @@ def test_a_spec_the_planner_refuses_is_a_400_with_its_sentence(http: httpx.Clien
     assert response.status_code == 400
     assert "title" in response.json()["error"]
     assert response.json()["field"] == "fields"
+
+
+# --- a model's languages, for the console's pickers
+
+
+@pytest.fixture(scope="module")
+def nllb_dir(data_root: Path) -> Path:
+    from mtfleet.random_models import build_tiny_model
+
+    tiny = {"d_model": 32, "layers": 1, "heads": 2, "ffn": 64, "vocab_size": 300}
+    return build_tiny_model("nllb", data_root / "tiny" / "nllb", **tiny)
+
+
+def test_a_models_language_codes_are_served_with_what_each_is_in_iso_639(
+    http: httpx.Client, nllb_dir: Path
+) -> None:
+    response = http.get("/v1/models/inspect", params={"model": "tiny/nllb"})
+
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert (report["model"], report["family"], report["engines"]) == (
+        "tiny/nllb",
+        "nllb",
+        ["hf", "ct2"],
+    )
+    languages = report["languages"]
+    assert languages["count"] == len(languages["codes"]) == len(languages["iso639"]) == 202
+    assert languages["iso639"]["mar_Deva"] == {
+        "iso639_3": "mar",
+        "iso639_1": "mr",
+        "script": "Deva",
+    }
+    # Standard Arabic is what a user means by ar
+    assert languages["iso639"]["arb_Arab"]["iso639_1"] == "ar"
+    # worded for the API: fields, not CLI options
+    assert languages["given_as"].startswith("src_lang and tgt_lang")
+
+
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        ("../elsewhere", "Field model: ../elsewhere lies outside the data root."),
+        (
+            "models/secret.jsonl",
+            "Field model: models/secret.jsonl leads through a symlink outside the data root.",
+        ),
+        ("small.jsonl", "Model directory small.jsonl is a file, not a model directory."),
+        ("out", "Model directory out has no config.json: it holds no Hugging Face model."),
+        (
+            "no-such-org/no-such-model-6b1f0c",
+            "Model 'no-such-org/no-such-model-6b1f0c' is not found locally: the API checks hub "
+            "models without the network;",
+        ),
+        ("a\x00b", "Field model: holds the character U+0000, which no path or name may hold."),
+        ("m" * 300, f"Field model: {'m' * 300} cannot be resolved to a file (File name too long)."),
+    ],
+)
+def test_inspecting_a_model_the_api_cannot_read_is_one_sentence_naming_no_server_path(
+    http: httpx.Client, data_root: Path, model: str, says: str
+) -> None:
+    response = http.get("/v1/models/inspect", params={"model": model})
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith(says)
+    assert str(data_root) not in response.text
+
+
+def test_inspecting_a_model_with_its_own_code_needs_a_server_that_allows_it(
+    http: httpx.Client, nllb_dir: Path
+) -> None:
+    response = http.get(
+        "/v1/models/inspect", params={"model": "tiny/nllb", "trust_remote_code": True}
+    )
+
+    assert response.status_code == 400
+    assert response.json()["field"] == "trust_remote_code"
+    assert "mtfleet serve --allow-remote-code" in response.json()["error"]
 
 
 # --- metrics

@@ -319,6 +319,63 @@ def test_a_job_submitted_through_the_form_fills_its_shard_map_and_succeeds(
     assert translated == [{**row, "text": row["text"][::-1]} for row in ROWS]
 
 
+@pytest.fixture(scope="module")
+def models(data_root: Path) -> Path:
+    """Tiny NLLB (202 language codes) and Marian (one pair, none) models under the data root."""
+    from mtfleet.random_models import build_tiny_model
+
+    tiny = {"d_model": 32, "layers": 1, "heads": 2, "ffn": 64, "vocab_size": 300}
+    for family in ("nllb", "marian"):
+        build_tiny_model(family, data_root / "models" / family, **tiny)
+    return data_root / "models"
+
+
+def choose_model(page: Page, model: str) -> None:
+    page.fill("#field-model", model)
+    page.locator("#field-model").dispatch_event("change")
+
+
+def test_the_form_offers_the_chosen_models_own_languages_and_still_takes_typed_codes(
+    page: Page, errors: Errors, api: str, models: Path, screens: Path
+) -> None:
+    errors.expect_refusal(400)
+    sign_in(page, api, "#/submit")
+    expect(page.locator("#field-model")).to_be_visible()
+    expect(page.locator("#pick-tgt_lang")).to_be_hidden()
+
+    choose_model(page, "models/nllb")
+
+    expect(page.locator("#model-languages")).to_have_text(
+        "nllb: 202 language codes: pick them beside src lang and tgt lang, or type them"
+    )
+    expect(page.locator("#pick-src_lang option")).to_have_count(1 + 202)
+    # each code with the ISO 639-1 code a user knows it by
+    expect(page.locator("#pick-tgt_lang option[value=mar_Deva]")).to_have_text("mar_Deva · mr")
+    page.select_option("#pick-src_lang", "eng_Latn")
+    page.fill("#field-tgt_lang", "de")
+    page.select_option("#pick-tgt_lang", "mar_Deva")
+    page.select_option("#pick-tgt_lang", "hin_Deva")
+    page.select_option("#pick-tgt_lang", "mar_Deva")
+    expect(page.locator("#field-src_lang")).to_have_value("eng_Latn")
+    expect(page.locator("#field-tgt_lang")).to_have_value("de, mar_Deva, hin_Deva")
+    page.screenshot(path=screens / "submit-languages.png", full_page=True)
+
+    # a model of one pair lists no codes: no picker, and a code may still be typed
+    choose_model(page, "models/marian")
+    expect(page.locator("#model-languages")).to_have_text(
+        "marian: no language codes (one language pair)"
+    )
+    expect(page.locator("#pick-tgt_lang")).to_be_hidden()
+    # a hub id this machine has not cached is one sentence at once, and typing goes on
+    choose_model(page, "no-such-org/no-such-model-4d2a9c")
+    expect(page.locator("#model-languages")).to_contain_text(
+        "Model 'no-such-org/no-such-model-4d2a9c' is not found locally"
+    )
+    expect(page.locator("#pick-src_lang")).to_be_hidden()
+    expect(page.locator("#field-tgt_lang")).to_have_value("de, mar_Deva, hin_Deva")
+    expect(page.locator("#field-tgt_lang")).to_be_editable()
+
+
 def test_a_running_job_is_paused_and_resumed_from_its_page(
     page: Page, errors: Errors, api: str, http: httpx.Client
 ) -> None:
@@ -596,6 +653,24 @@ def test_jobs_in_an_80_column_terminal_shows_every_job_id_whole(
     lines = listed.stdout.splitlines()
     for job_id in (long_id, derived["id"], "small-done"):
         assert any(line.split()[0] == job_id for line in lines), (job_id, listed.stdout)
+
+
+def test_jobs_shows_paths_whole_relative_to_this_directory_or_else_to_the_data_root(
+    mtfleet_cli: Any, http: httpx.Client, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_to_end(http, job_spec("out/a/deep/folder/whole.jsonl", "whole-paths", input="small.jsonl"))
+
+    def paths(listed: Any) -> list[str]:
+        assert listed.exit_code == 0, listed.output
+        (row,) = [line.split() for line in listed.stdout.splitlines() if "whole-paths" in line]
+        return row[4:6]
+
+    from_elsewhere = mtfleet_cli("jobs")
+    monkeypatch.chdir(data_root / "out")
+    from_its_output_folder = mtfleet_cli("jobs")
+
+    assert paths(from_elsewhere) == ["small.jsonl", "out/a/deep/folder/whole.jsonl"]
+    assert paths(from_its_output_folder) == ["small.jsonl", "a/deep/folder/whole.jsonl"]
 
 
 def test_jobs_status_and_nodes_answer_json_for_scripts(

@@ -10,6 +10,7 @@ from mtfleet.engines.languages import (
     CodeMapping,
     LanguageCode,
     code_mappings,
+    iso_639,
     model_code,
     nearest_codes,
 )
@@ -94,6 +95,25 @@ def test_a_code_reads_as_its_iso_639_3_language_and_script() -> None:
     assert LanguageCode.read("zh-Hant-TW") == LanguageCode("zh-Hant-TW", "zho", "Hant", True)
     assert LanguageCode.read("en_XX") == LanguageCode("en_XX", "eng", None, True)
     assert LanguageCode.read("x").language is None
+
+
+@pytest.mark.parametrize(
+    ("code", "meant"),
+    [
+        ("mar_Deva", ("mar", "mr", "Deva")),
+        ("mr_IN", ("mar", "mr", None)),
+        ("__de__", ("deu", "de", None)),
+        # Standard Arabic is what ar means to a model; Egyptian Arabic is no ar of its own
+        ("arb_Arab", ("arb", "ar", "Arab")),
+        ("arz_Arab", ("arz", None, "Arab")),
+        ("ast", ("ast", None, None)),
+        (">>fr<<", (None, None, None)),
+    ],
+)
+def test_a_models_code_says_what_it_is_in_iso_639_as_users_type_it(
+    code: str, meant: tuple[str | None, ...]
+) -> None:
+    assert tuple(iso_639(code).values()) == meant
 
 
 def test_iso_639_1_agrees_with_lingua_on_every_language_it_detects() -> None:

@@ -3,6 +3,7 @@ finished jobs are deleted on demand or by age, and a job's logs are read a page 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -342,3 +343,32 @@ def test_the_server_removes_succeeded_jobs_work_files_when_it_starts_and_prunes_
     finally:
         retaining.stop()
     assert not work_dir.exists()
+
+
+def test_a_retention_shorter_than_five_minutes_prunes_as_often_as_it_lasts(
+    store: JobStore, state_dir: Path, tmp_path: Path
+) -> None:
+    finished_job(store, state_dir, "done-first", JobState.SUCCEEDED)
+    retaining = JobService(tmp_path, state_dir, retain_s=1)
+    retaining.start()
+    try:
+        wait_for(lambda: store.jobs.find("done-first") is None, timeout_s=30)
+        # finished after the first prune: the next one, a second later, takes it
+        later = finished_job(store, state_dir, "done-later", JobState.CANCELLED)
+        wait_for(lambda: store.jobs.find("done-later") is None, timeout_s=30)
+    finally:
+        retaining.stop()
+    assert not later.exists()
+
+
+def test_a_job_deleted_before_the_server_retires_it_is_no_error(
+    store: JobStore, state_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    finished_job(store, state_dir, "deleted-first", JobState.SUCCEEDED)
+    service = JobService(tmp_path, state_dir)
+    delete_job(store, state_dir, "deleted-first")
+
+    with caplog.at_level(logging.ERROR):
+        service._retire("deleted-first")
+
+    assert caplog.records == []

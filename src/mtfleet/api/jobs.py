@@ -23,7 +23,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from mtfleet.api.paths import DataRoot
+from mtfleet.api.paths import DataRoot, not_found_locally
 from mtfleet.api.views import (
     Failure,
     JobNode,
@@ -64,8 +64,10 @@ CALL_TIMEOUT_S = 10.0
 NODES_TIMEOUT_S = 5.0
 RATE_WINDOW_S = 30.0
 MAX_JOBS = 16
-# `mtfleet serve --retain`: finished jobs older than that are pruned this often
+# `mtfleet serve --retain`: finished jobs older than that are pruned this often, or as often as
+# the retention where it is shorter (but not more than once a second)
 PRUNE_EVERY_S = 300.0
+PRUNE_AT_MOST_EVERY_S = 1.0
 # an active job's work files are counted again at most this often
 SIZE_TTL_S = 10.0
 
@@ -456,6 +458,8 @@ class JobService:
         """A succeeded job's units and parts go (unless it keeps them); never raises."""
         try:
             with self.work_lock:
+                if self.store.jobs.find(job_id) is None:
+                    return  # deleted (DELETE, --retain) since it ended: no work file is left
                 retire(self.store, job_id, self._handle(job_id).work_dir)
             self.sizes.pop(job_id, None)
         except Exception:
@@ -468,7 +472,7 @@ class JobService:
                 self.prune(self.retain_s)
             except Exception:
                 log.exception("pruning the finished jobs failed")
-            self.stopping.wait(PRUNE_EVERY_S)
+            self.stopping.wait(min(PRUNE_EVERY_S, max(self.retain_s, PRUNE_AT_MOST_EVERY_S)))
 
     def _follow_tick(self) -> None:
         active = {record.id for state in ACTIVE for record in self.store.jobs.all(state)}
@@ -639,11 +643,7 @@ def _hub_offline(spec: JobSpec) -> Iterator[None]:
     except ModelError:
         if Path(spec.model).is_absolute() or in_hub_cache(spec.model):
             raise
-        raise ModelError(
-            f"Model {spec.model!r} is not found locally: the API checks hub models without the "
-            "network; put it in the Hugging Face cache of the API's machine, or give a model "
-            "directory under the data root."
-        ) from None
+        raise not_found_locally(spec.model) from None
 
 
 def _readable(value: Any) -> Any:

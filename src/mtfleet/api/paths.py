@@ -86,7 +86,13 @@ class DataRoot:
         Only the root is looked at, never the server's working directory: whether a directory
         exists anywhere else changes no answer.
         """
-        if self._names_a_path(value):
+        try:
+            names_a_path = self._names_a_path(value)
+        except OSError as error:  # a name too long for the file system
+            raise ModelError(
+                f"Field model: {value} cannot be resolved to a file ({error.strerror})."
+            ) from None
+        if names_a_path:
             return str(self.path(value, "model", ModelError))
         return value
 
@@ -129,12 +135,26 @@ def check_text(spec: JobSpec) -> None:
     named += [("tgt_lang", code) for code in spec.targets()]
     named += [("fields", path) for path in spec.fields]
     for field, value in named:
-        if value is None:
-            continue
-        for character in value:
-            if unicodedata.category(character) in ("Cc", "Cs"):
-                raise ApiError(
-                    f"Field {field}: holds the character U+{ord(character):04X}, which no path "
-                    "or name may hold.",
-                    400,
-                )
+        if value is not None:
+            check_printable(field, value)
+
+
+def check_printable(field: str, value: str) -> None:
+    """`value`, given for `field`, holds no control character, null byte or lone surrogate."""
+    for character in value:
+        if unicodedata.category(character) in ("Cc", "Cs"):
+            raise ApiError(
+                f"Field {field}: holds the character U+{ord(character):04X}, which no path "
+                "or name may hold.",
+                400,
+            )
+
+
+def not_found_locally(model: str) -> ModelError:
+    """The API reads hub models from its machine's cache only: trying the hub blocked a request
+    for 25 s where the network is closed."""
+    return ModelError(
+        f"Model {model!r} is not found locally: the API checks hub models without the "
+        "network; put it in the Hugging Face cache of the API's machine, or give a model "
+        "directory under the data root."
+    )

@@ -32,6 +32,7 @@ from swagger_ui_bundle import swagger_ui_path
 from mtfleet.api.console import mount_console
 from mtfleet.api.flags import flag_routes
 from mtfleet.api.history import history_routes
+from mtfleet.api.inspection import inspection_routes
 from mtfleet.api.jobs import MAX_JOBS, JobService
 from mtfleet.api.metrics import FleetCollector, method_label
 from mtfleet.api.shards import shard_routes
@@ -252,6 +253,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     v1.include_router(shard_routes(service))
     v1.include_router(flag_routes(service))
     v1.include_router(history_routes(service))
+    v1.include_router(inspection_routes(service, allow_remote_code=settings.allow_remote_code))
     app.include_router(v1)
     app.include_router(_health_routes(settings, service, requests))
     mount_console(app)

@@ -46,8 +46,6 @@ OutputFormat = Annotated[
     Format, typer.Option("--output", help="table for people; json (the API's answer) for scripts.")
 ]
 DEFAULT_API = "http://127.0.0.1:8000"
-# A path in the jobs table: two of them, the id, the state and the counts fit 80 columns.
-PATH_WIDTH = 16
 STATE_STYLES = {
     "planning": "cyan",
     "queued": "cyan",
@@ -118,7 +116,8 @@ def serve(
         str | None,
         typer.Option(
             help="Delete finished jobs (work files and records, never outputs) that have not "
-            "changed for this long, such as 30d; checked every few minutes. (default: kept)",
+            "changed for this long, such as 30d; checked every 5 minutes, or every --retain where "
+            "shorter. (default: kept)",
             show_default=False,
         ),
     ] = None,
@@ -282,8 +281,8 @@ def jobs(ctx: typer.Context, api: Api = DEFAULT_API, output: OutputFormat = Form
             _state(view["state"]),
             f"{view['rows_done']}/{view['rows_total']}",
             str(view["segments_done"]),
-            _middle(_short_path(view["input"])),
-            _middle(_short_path(view["output"])),
+            _shown_path(view["input"], view["relative"]["input"]),
+            _shown_path(view["output"], view["relative"]["output"]),
             format_bytes(view["work_bytes"]),
             f"{_duration(time.time() - view['updated_at'])} ago",
         )
@@ -609,12 +608,13 @@ def _short_path(path: str, keep: int = 2) -> str:
     return path if len(parts) <= keep + 1 else "…/" + "/".join(parts[-keep:])
 
 
-def _middle(text: str, width: int = PATH_WIDTH) -> str:
-    """`text` cut in the middle to `width` characters: a path keeps its start and its file name."""
-    if len(text) <= width:
-        return text
-    head = (width - 1) // 2
-    return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
+def _shown_path(path: str, under_root: str) -> str:
+    """A job's path whole and short: relative to this directory where it lies under it (the CLI
+    beside the server), else to the server's data root (`under_root`), as the web console has it."""
+    here, given = Path.cwd(), Path(path)
+    if here != Path(here.anchor) and given.is_relative_to(here):
+        return str(given.relative_to(here))
+    return under_root
 
 
 def _state(state: str) -> Text:

@@ -161,6 +161,7 @@ def _check_preprocessor_fits(tokens: Any, preprocessor: str | None) -> None:
 def inspect_model(model: str, *, trust_remote_code: bool = False) -> dict[str, Any]:
     """What a job would do with `model`: its family, the languages it knows and how they are
     given, its input limit and the engines that can run it. Loads no weights."""
+    from mtfleet.engines.languages import iso_639
     from mtfleet.engines.tokens import ModelTokenizer, language_scheme
 
     tokens = ModelTokenizer.without_languages(model, trust_remote_code=trust_remote_code)
@@ -175,6 +176,8 @@ def inspect_model(model: str, *, trust_remote_code: bool = False) -> dict[str, A
             "count": len(scheme.codes),
             "codes": sorted(scheme.codes),
             "given_as": LANGUAGE_MARKS[scheme.mark].format(tag=scheme.tag.format("xx")),
+            # what each code is in ISO 639, as users type it (mar_Deva: mr)
+            "iso639": {code: iso_639(code) for code in sorted(scheme.codes)},
         },
         "max_input_tokens": tokens.max_input_tokens,
         "remote_code": bool(tokens.remote_code),

@@ -36,6 +36,7 @@ ISO_639_1_PAIRS = """
     zu:zul
     """
 ISO_639_1 = {one: three for one, three in (pair.split(":") for pair in ISO_639_1_PAIRS.split())}
+ISO_639_1_OF = {three: one for one, three in ISO_639_1.items()}
 # Macrolanguage -> the individual language it is usually written as (NLLB's codes name these)
 WRITTEN_AS = {
     "ara": "arb", "aym": "ayr", "aze": "azj", "est": "ekk", "fas": "pes", "grn": "gug",
@@ -89,6 +90,19 @@ class LanguageCode:
         if MEMBER_OF.get(mine, mine) == MEMBER_OF.get(theirs, theirs):
             return 2
         return None
+
+
+def iso_639(code: str) -> dict[str, str | None]:
+    """What a model's code names in ISO 639: its 639-3 language, the 639-1 code a user types for
+    it (its macrolanguage's where it is the language that one is written as: `arb_Arab` is `ar`),
+    and its script; None where the code names none of them (`>>fr<<`, `mr_IN` has no script)."""
+    read = LanguageCode.read(code)
+    language = read.language
+    macro = MEMBER_OF.get(language) if language is not None else None
+    typed = ISO_639_1_OF.get(language or "")
+    if typed is None and macro is not None and WRITTEN_AS.get(macro) == language:
+        typed = ISO_639_1_OF.get(macro)
+    return {"iso639_3": language, "iso639_1": typed, "script": read.script}
 
 
 def model_code(code: str, codes: Collection[str], owner: str, option: str) -> str:

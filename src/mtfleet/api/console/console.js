@@ -1226,6 +1226,83 @@ function submitView(fromJob) {
     }
   });
 
+  // the languages a model knows, as GET /v1/models/inspect has them: a picker beside each
+  // language field, which a typed code still overrides (a model that lists none gets no picker)
+  const LANGUAGE_FIELDS = ["src_lang", "tgt_lang"];
+  const languageReport = h("span", { id: "model-languages", class: "hint", "aria-live": "polite" });
+  const pickers = new Map();
+  let inspected = 0;
+
+  function languagePickers() {
+    const model = inputs.get("model")?.input;
+    if (!model) return;
+    model.closest(".field").append(languageReport);
+    for (const name of LANGUAGE_FIELDS) {
+      const target = inputs.get(name);
+      if (!target) continue;
+      const picker = h("select", { id: `pick-${name}`, "aria-label": `${name.replaceAll("_", " ")} from the model` });
+      picker.hidden = true;
+      picker.addEventListener("change", () => {
+        const code = picker.value;
+        picker.value = "";
+        if (!code) return;
+        if (!target.kind.listed) {
+          target.input.value = code;
+          return;
+        }
+        // a list field (tgt_lang) gathers the codes picked, in the order picked
+        const codes = target.input.value.split(",").map((part) => part.trim()).filter(Boolean);
+        if (!codes.includes(code)) target.input.value = [...codes, code].join(", ");
+      });
+      target.input.after(picker);
+      pickers.set(name, picker);
+    }
+    for (const name of ["model", "engine", "trust_remote_code"])
+      inputs.get(name)?.input.addEventListener("change", inspectModel);
+  }
+
+  function showLanguages(report) {
+    const { codes, iso639 } = report?.languages ?? { codes: [], iso639: {} };
+    for (const [name, picker] of pickers) {
+      fill(
+        picker,
+        h("option", { value: "" }, `pick ${name === "tgt_lang" ? "targets" : "the source"} (${codes.length})`),
+        codes.map((code) => {
+          const typed = iso639[code]?.iso639_1;
+          return h("option", { value: code }, typed && typed !== code ? `${code} · ${typed}` : code);
+        }),
+      );
+      picker.hidden = codes.length === 0;
+    }
+  }
+
+  async function inspectModel() {
+    const mine = ++inspected;
+    const model = inputs.get("model").input.value.trim();
+    // the reverse engine (the tests' oracle) runs no model: there is nothing to inspect
+    if (!model || inputs.get("engine")?.input.value === "reverse") {
+      showLanguages(null);
+      languageReport.textContent = "";
+      return;
+    }
+    const query = new URLSearchParams({ model });
+    if (inputs.get("trust_remote_code")?.input.checked) query.set("trust_remote_code", "true");
+    languageReport.textContent = "looking at the model…";
+    try {
+      const report = await api(`v1/models/inspect?${query}`);
+      if (mine !== inspected) return;
+      showLanguages(report);
+      const count = report.languages.count;
+      languageReport.textContent = count
+        ? `${report.family}: ${count} language codes: pick them beside src lang and tgt lang, or type them`
+        : `${report.family}: no language codes (one language pair)`;
+    } catch (error) {
+      if (mine !== inspected) return;
+      showLanguages(null);
+      languageReport.textContent = `languages: type their codes (${error.message})`;
+    }
+  }
+
   // "Submit again": the form holds a job's settings (its paths relative to the data root), each
   // that differs from the default, and its id, so that submitting it as it is resumes that job
   async function prefill(jobId) {
@@ -1280,7 +1357,11 @@ function submitView(fromJob) {
         message,
         h("button", { type: "submit", id: "submit-job" }, "Submit"),
       );
-      if (fromJob) await prefill(fromJob);
+      languagePickers();
+      if (fromJob) {
+        await prefill(fromJob);
+        await inspectModel();
+      }
     },
     once: true,
   };
