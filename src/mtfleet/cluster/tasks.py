@@ -25,10 +25,15 @@ WORK_MEMORY_BYTES = 512 * 1024 * 1024
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def _plan_task(spec: dict[str, Any], work_dir: str) -> list[ShardPlan]:
-    from mtfleet.cluster.plan import plan_job
+def _plan_task(spec: dict[str, Any], work_dir: str, store_url: str) -> list[ShardPlan]:
+    from mtfleet.cluster.plan import UnitFiller, plan_job, units_memory_key
 
-    return plan_job(JobSpec(**spec), Path(work_dir))
+    job_spec = JobSpec(**spec)
+    key = units_memory_key(job_spec)
+    if key is None:
+        return plan_job(job_spec, Path(work_dir))
+    with JobStore(store_url) as store:
+        return plan_job(job_spec, Path(work_dir), UnitFiller(store, key))
 
 
 @ray.remote(num_cpus=0, max_retries=0)
@@ -38,9 +43,10 @@ def _assemble_task(store_url: str, job_id: str, work_dir: str) -> dict[str, Any]
     return assemble(JobStore(store_url), job_id, Path(work_dir))
 
 
-def plan(spec: JobSpec, work_dir: Path) -> list[ShardPlan]:
-    """The job's unit file written and its shards cut (`plan.plan_job`), in a task."""
-    return _run(_plan_task, "planning", spec.model_dump(), str(work_dir))
+def plan(spec: JobSpec, work_dir: Path, store_url: str) -> list[ShardPlan]:
+    """The job's unit file written and its shards cut (`plan.plan_job`), the units the
+    translation memory of the store at `store_url` holds filled from it, in a task."""
+    return _run(_plan_task, "planning", spec.model_dump(), str(work_dir), store_url)
 
 
 def assemble(store_url: str, job_id: str, work_dir: Path) -> dict[str, Any]:

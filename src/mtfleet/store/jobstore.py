@@ -52,12 +52,15 @@ _URL_FORMS = "sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
 
 @dataclass(frozen=True)
 class ShardPlan:
-    """One contiguous row range [row_start, row_end) as the planner cut it."""
+    """One contiguous row range [row_start, row_end) as the planner cut it; with `part_path`,
+    done at planning (its units filled from the translation memory), `stats` its completion's."""
 
     row_start: int
     row_end: int
     units: int
     est_tokens: int
+    part_path: str | None = None
+    stats: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -1112,6 +1115,11 @@ def _new_shard(job_id: str, index: int, plan: ShardPlan) -> dict[str, Any]:
         **_NO_LEASE,
         "part_path": None,
         "error": None,
+        **(
+            {"state": ShardState.DONE, "part_path": plan.part_path, "stats": dict(plan.stats or {})}
+            if plan.part_path is not None
+            else {}
+        ),
     }
 
 
