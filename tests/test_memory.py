@@ -5,8 +5,8 @@ imported, and a job taken wholly from it equals the job that filled it, byte for
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
