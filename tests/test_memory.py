@@ -17,7 +17,7 @@ from mtfleet.cluster import run_job
 from mtfleet.cluster.assemble import assemble
 from mtfleet.cluster.parts import part_path, write_part
 from mtfleet.cluster.plan import UnitFiller, UnitReader, plan_job, units_memory_key
-from mtfleet.engines.reverse import ReverseEngine
+from mtfleet.engines.reverse import FAIL_ON_VARIABLE, ReverseEngine
 from mtfleet.pipeline import translate_texts
 from mtfleet.spec import JobSpec, memory_settings, stored_spec
 from mtfleet.store import JobStore
@@ -244,3 +244,14 @@ def test_a_second_job_over_the_same_text_is_taken_wholly_from_memory_byte_for_by
     # 11 distinct segments under the engine's key (8, and the v2's 3 new ones), 11 distinct texts
     # under planning's (7, and the v2's 4 new ones)
     assert "22 entries" in result.output
+
+
+def test_planning_leaves_the_memory_alone_for_a_test_engine_that_must_be_reached(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from mtfleet.cluster.tasks import fills_from_memory
+
+    spec = reverse_spec(tmp_path / "rows.jsonl", tmp_path / "out.jsonl", ["text"])
+    assert fills_from_memory(spec)
+    monkeypatch.setenv(FAIL_ON_VARIABLE, "boom")
+    assert not fills_from_memory(spec)

@@ -7,6 +7,7 @@ memory is held only while a step runs."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,23 @@ def _plan_task(spec: dict[str, Any], work_dir: str, store_url: str) -> list[Shar
     from mtfleet.cluster.plan import UnitFiller, plan_job, units_memory_key
 
     job_spec = JobSpec(**spec)
-    key = units_memory_key(job_spec)
+    key = units_memory_key(job_spec) if fills_from_memory(job_spec) else None
     if key is None:
         return plan_job(job_spec, Path(work_dir))
     with JobStore(store_url) as store:
         return plan_job(job_spec, Path(work_dir), UnitFiller(store, key))
+
+
+def fills_from_memory(spec: JobSpec) -> bool:
+    """Whether planning may fill units from the memory: not for a test's reverse engine that
+    slows, fails or hangs, nor its slow translators (they want every unit to reach the engine, as
+    the translators' own `_memorable` says for segments)."""
+    from mtfleet.cluster.translator import SLOW_VARIABLE
+    from mtfleet.engines.reverse import injects_faults
+
+    if os.environ.get(SLOW_VARIABLE):
+        return False
+    return spec.engine != "reverse" or not injects_faults()
 
 
 @ray.remote(num_cpus=0, max_retries=0)
