@@ -86,6 +86,7 @@ bench-ledger: install
 .PHONY: bench-memory
 bench-memory: install
 	$(BIN)/python bench/translation_memory.py
+	$(BIN)/python bench/memory_determinism.py
 
 .PHONY: bench-families
 bench-families: install

@@ -13,6 +13,10 @@ each engine in a state dir of its own (its own memory):
 3. v1 again under a new output name: its time against v1's (target <= 0.05: only planning and
    assembly), and its output against v1's, byte for byte.
 
+Planning fills every unit the memory holds whole (`units_from_memory`) and leases only shards with
+others; a translator recalls the remembered segments of the units it is given
+(`segments_from_memory`).
+
 Writes bench/results/translation_memory.json and .png, and prints the table.
 
     .venv/bin/python bench/translation_memory.py [--engines hf,ct2]
@@ -110,6 +114,12 @@ def one_engine(engine: str, work: Path) -> dict[str, Any]:
             "v2": m2.get("segments_from_memory"),
             "v1_again": m3.get("segments_from_memory"),
         },
+        "units_from_memory": {
+            "v1": m1.get("units_from_memory"),
+            "v2": m2.get("units_from_memory"),
+            "v1_again": m3.get("units_from_memory"),
+        },
+        "units_translated": {"v1": m1.get("units_translated"), "v2": m2.get("units_translated")},
         "segments_unique": {"v1": m1.get("segments_unique"), "v2": m2.get("segments_unique")},
         "v1_again_equals_v1": (work / "out-v1-again.json").read_bytes()
         == (work / "out-v1.json").read_bytes(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,12 @@ from typer.testing import CliRunner
 
 from mtfleet.cli.main import app
 from mtfleet.cluster import run_job
-from mtfleet.engines.reverse import ReverseEngine
+from mtfleet.cluster.assemble import assemble
+from mtfleet.cluster.parts import part_path, write_part
+from mtfleet.cluster.plan import UnitFiller, UnitReader, plan_job, units_memory_key
+from mtfleet.engines.reverse import FAIL_ON_VARIABLE, ReverseEngine
 from mtfleet.pipeline import translate_texts
-from mtfleet.spec import JobSpec, memory_settings
+from mtfleet.spec import JobSpec, memory_settings, stored_spec
 from mtfleet.store import JobStore
 from mtfleet.store.memory import (
     ENTRY_OVERHEAD_BYTES,
@@ -127,6 +131,65 @@ def test_the_memory_keeps_recalls_bounds_and_moves_between_stores(
     assert memory.recall("sig", [segment_sha256("segment 1")])
 
 
+def test_planning_fills_the_units_the_memory_holds_and_leases_only_shards_with_others(
+    store: JobStore, tmp_path: Path
+) -> None:
+    rows = [{"id": i, "text": f"Row {i} says hello."} for i in range(200)]
+    dataset = tmp_path / "rows.jsonl"
+    dataset.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    spec = JobSpec(
+        input=str(dataset),
+        output=str(tmp_path / "out.jsonl"),
+        model="reverse",
+        engine="reverse",
+        fields=["text"],
+        shard_tokens=50,
+    )
+    key = units_memory_key(spec)
+    assert key is not None
+    changed = {10, 11, 150}
+    # an earlier job of these settings translated every row but three
+    TranslationMemory(store).remember(
+        key,
+        {
+            segment_sha256(row["text"]): (row["text"][::-1], ["length_ratio"] if i == 3 else [])
+            for i, row in enumerate(rows)
+            if i not in changed
+        },
+    )
+    work = tmp_path / "work"
+    store.jobs.create("job", stored_spec(spec, "key"), None)
+    plan = plan_job(spec, work, UnitFiller(store, key))
+    store.jobs.add_plan("job", plan)
+
+    units = UnitReader(work)
+    translated, leased_rows = [], 0
+    while (lease := store.leases.take("job", "here", 60.0)) is not None:
+        leased_rows += lease.row_end - lease.row_start
+        lines = units.read(lease.row_start, lease.row_end)
+        translated += [line.row for line in lines if line.filled is None]
+        part = [
+            line.with_filled() if line.filled else replace(line, text=line.text[::-1])
+            for line in lines
+        ]
+        path = part_path(work, lease.row_start, lease.row_end, lease.lease_id)
+        write_part(path, part)
+        filled = sum(line.filled is not None for line in lines)
+        store.leases.complete(
+            "job", lease.index, lease.lease_id, path, {"units_from_memory": filled}
+        )
+    manifest = assemble(store, "job", work)
+
+    assert sorted(translated) == sorted(changed)
+    # the shards of only remembered rows were done at planning
+    assert any(shard.part_path for shard in plan)
+    assert leased_rows < len(rows) // 2
+    assert manifest["units_from_memory"] == len(rows) - len(changed)
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [row["text"] for row in out] == [row["text"][::-1] for row in rows]
+    assert manifest["health"]["units_flagged"] == 1
+
+
 @pytest.mark.cluster
 def test_a_second_job_over_the_same_text_is_taken_wholly_from_memory_byte_for_byte(
     tmp_path: Path,
@@ -148,20 +211,47 @@ def test_a_second_job_over_the_same_text_is_taken_wholly_from_memory_byte_for_by
         state_dir=state,
     )
     second = run_job(reverse_spec(dataset, tmp_path / "second.jsonl", ["text"]), state_dir=state)
+    # a v2: two rows edited, two appended; its fresh translation is the memory's too
+    rows[4]["text"] = "Sentence 4 was edited. And another one."
+    rows[17]["text"] = "A new sentence. Sentence 3 is here."
+    rows += [{"id": 30, "text": "Appended here."}, {"id": 31, "text": "Sentence 5 is here."}]
+    v2 = tmp_path / "rows-v2.jsonl"
+    v2.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    mixed = run_job(reverse_spec(v2, tmp_path / "mixed.jsonl", ["text"]), state_dir=state)
     unremembered = run_job(
-        reverse_spec(dataset, tmp_path / "third.jsonl", ["text"], memory=False), state_dir=state
+        reverse_spec(v2, tmp_path / "third.jsonl", ["text"], memory=False), state_dir=state
     )
 
     assert first.manifest is not None and second.manifest is not None
     # its later shards take what its first ones translated: 8 distinct segments in all
     assert first.manifest["segments_from_memory"] == first.manifest["segments_unique"] - 8
-    assert second.manifest["segments_from_memory"] == second.manifest["segments_unique"] > 0
-    assert unremembered.manifest is not None
+    # planning filled every unit of the second from the memory: no shard was leased, no segment
+    # recalled or translated
+    assert second.manifest["units_from_memory"] == second.manifest["units_translated"] == 30
+    assert second.manifest["segments"] == second.manifest["segments_from_memory"] == 0
+    assert second.manifest["engine_signatures"] == []
+    assert unremembered.manifest is not None and mixed.manifest is not None
     assert unremembered.manifest["segments_from_memory"] == 0
-    first_bytes = (tmp_path / "first.jsonl").read_bytes()
-    assert (tmp_path / "second.jsonl").read_bytes() == first_bytes
-    assert (tmp_path / "third.jsonl").read_bytes() == first_bytes
+    assert unremembered.manifest["units_from_memory"] == 0
+    # the v2's unchanged rows were filled at planning, its edited ones translated
+    assert mixed.manifest["units_from_memory"] == 28
+    assert mixed.manifest["units_translated"] == 32
+    assert (tmp_path / "second.jsonl").read_bytes() == (tmp_path / "first.jsonl").read_bytes()
+    assert (tmp_path / "mixed.jsonl").read_bytes() == (tmp_path / "third.jsonl").read_bytes()
 
     result = CliRunner().invoke(app, ["memory", "stats", "--state-dir", str(state)])
     assert result.exit_code == 0, result.output
-    assert "8 segments" in result.output
+    # 11 distinct segments under the engine's key (8, and the v2's 3 new ones), 11 distinct texts
+    # under planning's (7, and the v2's 4 new ones)
+    assert "22 entries" in result.output
+
+
+def test_planning_leaves_the_memory_alone_for_a_test_engine_that_must_be_reached(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from mtfleet.cluster.tasks import fills_from_memory
+
+    spec = reverse_spec(tmp_path / "rows.jsonl", tmp_path / "out.jsonl", ["text"])
+    assert fills_from_memory(spec)
+    monkeypatch.setenv(FAIL_ON_VARIABLE, "boom")
+    assert not fills_from_memory(spec)

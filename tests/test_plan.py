@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from mtfleet.cluster.plan import CHARS_PER_TOKEN, cut_shards
+from mtfleet.cluster.plan import CHARS_PER_TOKEN, FILLED_SHARE, cut_shards, cut_shards_from_costs
 from mtfleet.data import Unit, UnitKind
 
 
@@ -74,3 +74,17 @@ def test_a_row_bigger_than_a_shard_is_a_shard_of_its_own() -> None:
     shards = cut_shards(3, text_rows([5, 500, 5]), 100)
     assert [(s.row_start, s.row_end) for s in shards] == [(0, 2), (2, 3)]
     assert shards[0].est_tokens == 505
+
+
+def test_units_filled_from_the_memory_cost_nothing_but_bound_a_shard_for_assembly() -> None:
+    # 1,000 rows of 10 tokens, all filled but rows 500 and 501
+    costs = [(0, 1, 10)] * 500 + [(10, 1, 0)] * 2 + [(0, 1, 10)] * 498
+    shards = cut_shards_from_costs(costs, 20, 100)
+
+    assert covers_every_row_once(shards, 1000)
+    # at most FILLED_SHARE shards' worth of filled tokens in one shard: 40 rows of 10
+    assert max(s.row_end - s.row_start for s in shards) <= FILLED_SHARE * 100 // 10 + 2
+    # only the shards of rows 500 and 501 have anything to translate
+    to_translate = [s for s in shards if s.est_tokens]
+    assert sum(s.est_tokens for s in to_translate) == 20
+    assert all(s.row_start <= 501 and s.row_end > 500 for s in to_translate)

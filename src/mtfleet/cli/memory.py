@@ -41,13 +41,14 @@ def _memory(state_dir: Path, store: str | None) -> Iterator[TranslationMemory]:
 
 @memory_app.command()
 def stats(state_dir: options.StateDir = DEFAULT_STATE_DIR, store: options.Store = None) -> None:
-    """How many segments the memory holds, for how many models and settings, and its size."""
+    """How many entries the memory holds (segments, and the whole texts planning fills), under
+    how many keys (models and settings), and its size."""
     from mtfleet.cluster.retention import format_bytes
 
     with _memory(state_dir, store) as memory:
         found = memory.stats()
     out.print(
-        f"{found.entries:,} segments, {found.signatures:,} models and settings, "
+        f"{found.entries:,} entries (segments and whole texts), {found.signatures:,} keys, "
         f"{format_bytes(found.bytes)}",
         highlight=False,
     )
@@ -65,7 +66,7 @@ def export_(
             written = memory.export(path)
         except OSError as error:
             raise fail(MtfleetError(f"Cannot write {path}: {error.strerror}.")) from None
-    out.print(f"{written:,} segments written to {path}", highlight=False)
+    out.print(f"{written:,} entries written to {path}", highlight=False)
 
 
 @memory_app.command("import")
@@ -82,7 +83,7 @@ def import_(
             read = memory.import_(path)
         except (OSError, pa.ArrowException, ValueError) as error:
             raise fail(MtfleetError(f"Cannot import {path}: {error}")) from None
-    out.print(f"{read:,} segments imported from {path}", highlight=False)
+    out.print(f"{read:,} entries imported from {path}", highlight=False)
 
 
 @memory_app.command()
@@ -91,9 +92,9 @@ def clear(
     state_dir: options.StateDir = DEFAULT_STATE_DIR,
     store: options.Store = None,
 ) -> None:
-    """Forget every segment of the memory (jobs then translate everything again)."""
+    """Forget every entry of the memory (jobs then translate everything again)."""
     if not yes:
         raise fail(MtfleetError("Clearing the translation memory needs --yes."))
     with _memory(state_dir, store) as memory:
         cleared = memory.clear()
-    out.print(f"{cleared:,} segments forgotten", highlight=False)
+    out.print(f"{cleared:,} entries forgotten", highlight=False)

@@ -115,6 +115,7 @@ TARGET_COUNTS = (
     "segments",
     "segments_unique",
     "segments_from_memory",
+    "units_from_memory",
     "source_tokens",
 )
 
@@ -219,6 +220,7 @@ class Tally:
     segments: int = 0
     segments_unique: int = 0
     segments_from_memory: int = 0
+    units_from_memory: int = 0
     skipped_target_language: int = 0
     source_tokens: int = 0
     per_node: Counter[str] = field(default_factory=Counter)
@@ -339,11 +341,15 @@ class PartApplier:
         self.tally.segments += stats.get("segments", 0)
         self.tally.segments_unique += stats.get("segments_unique", 0)
         self.tally.segments_from_memory += stats.get("segments_from_memory", 0)
+        self.tally.units_from_memory += stats.get("units_from_memory", 0)
         self.tally.skipped_target_language += stats.get("units_skipped_target_language", 0)
         self.tally.source_tokens += stats.get("source_tokens", 0)
-        self.tally.per_node[stats.get("node_id", "?")] += stats.get("segments", 0)
-        signature = stats.get("engine", {})
-        self.tally.signatures.setdefault(json.dumps(signature, sort_keys=True), signature)
+        if stats.get("segments"):
+            self.tally.per_node[stats.get("node_id", "?")] += stats["segments"]
+        signature = stats.get("engine")
+        # a shard filled from the translation memory at planning ran no engine
+        if signature is not None:
+            self.tally.signatures.setdefault(json.dumps(signature, sort_keys=True), signature)
 
     def _close_shard(self) -> None:
         shard = self._shard
@@ -398,6 +404,7 @@ def _manifest(
         "segments": tally.segments,
         "segments_unique": tally.segments_unique,
         "segments_from_memory": tally.segments_from_memory,
+        "units_from_memory": tally.units_from_memory,
         "units_skipped_target_language": tally.skipped_target_language,
         "source_tokens": tally.source_tokens,
         "failures": tally.failures,

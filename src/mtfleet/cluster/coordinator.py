@@ -43,7 +43,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from mtfleet.cluster import tasks
 from mtfleet.cluster.ledger import FAULT_BACKOFF_MAX_S, ShardLedger
 from mtfleet.cluster.logs import log_path, log_to_work_dir
-from mtfleet.cluster.plan import UnitReader
+from mtfleet.cluster.plan import UnitReader, units_memory_key
 from mtfleet.cluster.pool import JOB_SILENCE_S, Resources, warm_pool
 from mtfleet.cluster.protocol import STOP, WAIT, LeaseReply
 from mtfleet.cluster.retention import retire
@@ -224,7 +224,7 @@ class JobCoordinator:
     def _plan(self) -> None:
         """Writes the unit file, then the shards (a job planned before keeps its own)."""
         try:
-            shards = tasks.plan(self.spec, self.work_dir)
+            shards = tasks.plan(self.spec, self.work_dir, self.store_url)
             if not self.store.jobs.add_plan(self.job_id, shards):
                 return
         except MtfleetError as error:
@@ -308,6 +308,9 @@ class JobCoordinator:
         try:
             if kept:
                 self.memory.remember(kept["key"], kept["entries"])
+                units_key = units_memory_key(self.spec)
+                if kept.get("units") and units_key is not None:
+                    self.memory.remember(units_key, kept["units"])
             if recalled:
                 self.store.counters.add(self.job_id, "segments_from_memory", recalled)
         except Exception:

@@ -4,15 +4,21 @@ Memory does not grow with the dataset: units go to `units.jsonl` as rows stream 
 first byte offset to `units.idx` and its estimated cost to `rows.cost`, and shards are cut from
 that cost file afterwards. The input's bytes are hashed in the same pass (plan.json), so
 assembly can tell that the input changed while the job ran.
+
+With the translation memory, a unit whose text an earlier job of the same settings translated is
+filled from it as the rows stream by (looked up a batch of rows at a time): its unit line carries
+its translation, it costs nothing to translate, and a shard of only such units is done at
+planning, its part written here, and never leased.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -29,8 +35,9 @@ from mtfleet.data import (
     style_to_json,
 )
 from mtfleet.data.atomic import AtomicFile, write_bytes_atomically
-from mtfleet.spec import JobSpec
-from mtfleet.store import ShardPlan
+from mtfleet.spec import JobSpec, memory_settings
+from mtfleet.store import JobStore, ShardPlan
+from mtfleet.store.memory import TranslationMemory, segment_sha256
 
 # A rough source-token estimate for shard sizing; the engine counts real tokens later.
 CHARS_PER_TOKEN = 4
@@ -41,6 +48,24 @@ SMALLEST_SHARE = 16
 HEAD_ROWS = 1000
 # Entries buffered before an index or cost array is appended to its file.
 _FLUSH_ENTRIES = 1 << 16
+# Rows whose units are looked up in the translation memory together (one query per 500 units).
+FILL_ROWS = 2048
+# A shard holds at most this many times shard_tokens of units filled from the memory: assembly
+# holds one shard's translations at a time.
+FILLED_SHARE = 4
+# The spec settings that name the engine that translates a unit (translator.ENGINE_SETTINGS
+# less the batch budget and GPUs a translator, which change how fast, not what).
+_UNIT_ENGINE_SETTINGS = (
+    "engine",
+    "model",
+    "beam",
+    "max_length_factor",
+    "max_length_offset",
+    "compute_type",
+    "trust_remote_code",
+)
+# A part written at planning, of units filled from the memory, is named as if by this lease.
+FILLED_LEASE = "memory"
 
 
 @dataclass(frozen=True)
@@ -55,6 +80,8 @@ class UnitLine:
     """What the health checks found in its translation (part files only)."""
     targets: dict[str, tuple[str, tuple[str, ...]]] | None = None
     """A job with several target languages (part files only): each one's text and flags."""
+    filled: tuple[str, tuple[str, ...]] | None = None
+    """Its translation and flags, filled from the translation memory at planning (unit file)."""
 
     def for_target(self, tgt_lang: str | None) -> UnitLine | None:
         """The line as a job with only `tgt_lang` would have it; None when it has no such text."""
@@ -63,6 +90,12 @@ class UnitLine:
         if tgt_lang not in self.targets:
             return None
         text, flags = self.targets[tgt_lang]
+        return UnitLine(self.unit, self.row, self.location, text, flags)
+
+    def with_filled(self) -> UnitLine:
+        """The part line of a unit filled from the translation memory: its translation, flags."""
+        assert self.filled is not None
+        text, flags = self.filled
         return UnitLine(self.unit, self.row, self.location, text, flags)
 
 
@@ -74,14 +107,55 @@ def check_fields(spec: JobSpec) -> None:
     check_paths_exist(head, paths, source=str(files[0]))
 
 
-def plan_job(spec: JobSpec, work_dir: Path) -> list[ShardPlan]:
+def units_memory_key(spec: JobSpec) -> str | None:
+    """The translation memory's signature of whole units for this job's settings, or None for a
+    job that keeps none (no memory, several target languages). Known before any engine is loaded:
+    the settings that change a unit's translation, and each file of a local model by name, size
+    and modification time (new weights in its folder are another signature)."""
+    if not spec.memory or isinstance(spec.tgt_lang, list):
+        return None
+    model_dir = Path(spec.model)
+    files = (
+        sorted(
+            (path.name, path.stat().st_size, path.stat().st_mtime_ns)
+            for path in model_dir.iterdir()
+            if path.is_file()
+        )
+        if model_dir.is_dir()
+        else []
+    )
+    key = {
+        "units": {name: getattr(spec, name) for name in _UNIT_ENGINE_SETTINGS},
+        "model_files": files,
+        "on_gpu": spec.gpus > 0,
+        "job": memory_settings(spec),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class UnitFiller:
+    """Looks up units in the translation memory of `store` under `key` (`units_memory_key`): the
+    translation and flags of each one it holds, a batch of texts at a time."""
+
+    def __init__(self, store: JobStore, key: str) -> None:
+        self.memory = TranslationMemory(store)
+        self.key = key
+
+    def fill(self, texts: Sequence[str]) -> dict[str, tuple[str, tuple[str, ...]]]:
+        by_hash = {segment_sha256(text): text for text in texts}
+        found = self.memory.recall(self.key, list(by_hash))
+        return {by_hash[sha]: (target, tuple(flags)) for sha, (target, flags) in found.items()}
+
+
+def plan_job(spec: JobSpec, work_dir: Path, filler: UnitFiller | None = None) -> list[ShardPlan]:
     """Writes the job's units and what assembly needs of its input under `work_dir`; returns its
-    shards. Reads the input once, a row at a time."""
+    shards. Reads the input once, a row at a time. With `filler`, units the translation memory
+    holds are filled from it, and shards of only such units are done (their parts written)."""
     paths = parse_field_paths(spec.fields)
     root, files = dataset_files(spec.input)
     work_dir.mkdir(parents=True, exist_ok=True)
     described = []
-    with UnitFileWriter(work_dir) as unit_file:
+    with UnitFileWriter(work_dir, filler) as unit_file:
         for file in files:
             first_row = unit_file.rows
             reader = DatasetReader(file)
@@ -106,7 +180,24 @@ def plan_job(spec: JobSpec, work_dir: Path) -> list[ShardPlan]:
         "files": described,
     }
     write_plan_facts(work_dir, facts)
-    return cut_shards_from_costs(read_row_costs(work_dir), unit_file.tokens, spec.shard_tokens)
+    shards = cut_shards_from_costs(read_row_costs(work_dir), unit_file.tokens, spec.shard_tokens)
+    if filler is None:
+        return shards
+    return [_done_if_filled(shard, work_dir) for shard in shards]
+
+
+def _done_if_filled(shard: ShardPlan, work_dir: Path) -> ShardPlan:
+    """The shard done, its part written from the memory, when it has nothing to translate."""
+    from mtfleet.cluster.parts import part_path, write_part
+
+    if shard.est_tokens:
+        return shard
+    units = UnitReader(work_dir).read(shard.row_start, shard.row_end)
+    path = part_path(work_dir, shard.row_start, shard.row_end, FILLED_LEASE)
+    write_part(path, (unit.with_filled() for unit in units))
+    stats = {"rows": shard.row_end - shard.row_start, "units": len(units)}
+    stats["units_from_memory"] = len(units)
+    return replace(shard, part_path=str(path), stats=stats)
 
 
 def _row_units(row: dict[str, Any], paths: Sequence[FieldPath], row_index: int) -> list[Unit]:
@@ -121,16 +212,20 @@ def cut_shards(rows: int, text_units: Sequence[Unit], shard_tokens: int) -> list
         tokens_per_row[unit.row] += unit_tokens(unit.text or "")
         units_per_row[unit.row] += 1
     return cut_shards_from_costs(
-        zip(tokens_per_row, units_per_row, strict=True), sum(tokens_per_row), shard_tokens
+        zip(tokens_per_row, units_per_row, [0] * rows, strict=True),
+        sum(tokens_per_row),
+        shard_tokens,
     )
 
 
 def cut_shards_from_costs(
-    row_costs: Iterable[tuple[int, int]], total_tokens: int, shard_tokens: int
+    row_costs: Iterable[tuple[int, int, int]], total_tokens: int, shard_tokens: int
 ) -> list[ShardPlan]:
     """Contiguous row ranges of at most about `shard_tokens` estimated tokens, smaller toward the end.
 
-    `row_costs` gives each row's (estimated tokens, text units) in order. No shard takes more than
+    `row_costs` gives each row's (estimated tokens to translate, text units, estimated tokens of
+    the units filled from the translation memory) in order; a shard also ends once its filled
+    units reach FILLED_SHARE times `shard_tokens`. No shard takes more than
     1/TAIL_SHARE of the tokens still to cut, nor (row permitting) less than 1/SMALLEST_SHARE of
     `shard_tokens`: the last shards, which the fleet finishes side by side, are small, so no
     translator waits long on another's last shard (guided self-scheduling). Every row belongs to
@@ -143,16 +238,17 @@ def cut_shards_from_costs(
         return min(shard_tokens, max(smallest, math.ceil(left / TAIL_SHARE)))
 
     shards: list[ShardPlan] = []
-    start = tokens = units = rows = 0
+    start = tokens = units = filled = rows = 0
     wanted = goal()
-    for row_tokens, row_units in row_costs:
+    for row_tokens, row_units, row_filled in row_costs:
         rows += 1
         tokens += row_tokens
         units += row_units
-        if tokens >= wanted:
+        filled += row_filled
+        if tokens >= wanted or filled >= FILLED_SHARE * shard_tokens:
             shards.append(ShardPlan(start, rows, units, tokens))
             left -= tokens
-            start, tokens, units = rows, 0, 0
+            start, tokens, units, filled = rows, 0, 0, 0
             wanted = goal()
     if start < rows:
         shards.append(ShardPlan(start, rows, units, tokens))
@@ -168,11 +264,14 @@ def unit_tokens(text: str) -> int:
 
 class UnitFileWriter:
     """Writes units.jsonl, units.idx (each row's first byte, then the end) and rows.cost
-    (each row's estimated tokens and text units) as rows stream by; renamed into place at the
-    end, so a crash mid-plan leaves no half a unit file."""
+    (each row's estimated tokens to translate, text units and estimated tokens filled from the
+    memory) as rows stream by; renamed into place at the end, so a crash mid-plan leaves no half a
+    unit file. With `filler`, rows wait in batches of FILL_ROWS for their look-up."""
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, filler: UnitFiller | None = None) -> None:
         self.work_dir = work_dir
+        self.filler = filler
+        self._waiting: list[list[Unit]] = []
         self.rows = 0
         self.units = 0
         self.tokens = 0
@@ -191,26 +290,48 @@ class UnitFileWriter:
         return output.handle
 
     def add_row(self, units: Iterable[Unit]) -> None:
+        texts = [unit for unit in units if unit.kind is UnitKind.TEXT]
+        # counted as added: a row waiting for its look-up has its index already
+        self.rows += 1
+        if self.filler is None:
+            self._write_row(texts, {})
+            return
+        self._waiting.append(texts)
+        if len(self._waiting) >= FILL_ROWS:
+            self._fill_waiting()
+
+    def _fill_waiting(self) -> None:
+        assert self.filler is not None
+        found = self.filler.fill([unit.text or "" for row in self._waiting for unit in row])
+        for row in self._waiting:
+            self._write_row(row, found)
+        self._waiting = []
+
+    def _write_row(
+        self, units: Sequence[Unit], found: dict[str, tuple[str, tuple[str, ...]]]
+    ) -> None:
         self._offsets.append(self._position)
-        tokens = texts = 0
+        tokens = filled_tokens = 0
         for unit in units:
-            if unit.kind is not UnitKind.TEXT:
-                continue
-            line = {
+            text = unit.text or ""
+            line: dict[str, Any] = {
                 "unit": self.units,
                 "row": unit.row,
                 "loc": format_location(unit.location),
                 "text": unit.text,
             }
+            filled = found.get(text)
+            if filled is None:
+                tokens += unit_tokens(text)
+            else:
+                line["filled"] = [filled[0], list(filled[1])]
+                filled_tokens += unit_tokens(text)
             encoded = json.dumps(line, ensure_ascii=False).encode() + b"\n"
             self._lines.write(encoded)
             self._position += len(encoded)
             self.units += 1
-            texts += 1
-            tokens += unit_tokens(unit.text or "")
-        self._row_costs.extend((tokens, texts))
+        self._row_costs.extend((tokens, len(units), filled_tokens))
         self.tokens += tokens
-        self.rows += 1
         if len(self._offsets) >= _FLUSH_ENTRIES:
             self._flush()
 
@@ -224,6 +345,8 @@ class UnitFileWriter:
         return self
 
     def __exit__(self, error_type: object, *_: object) -> None:
+        if error_type is None and self._waiting:
+            self._fill_waiting()
         if error_type is None:
             self._offsets.append(self._position)
             self._flush()
@@ -235,13 +358,14 @@ class UnitFileWriter:
                 output.abort()
 
 
-def read_row_costs(work_dir: Path) -> Iterator[tuple[int, int]]:
-    """Each row's (estimated tokens, text units), streamed from rows.cost."""
+def read_row_costs(work_dir: Path) -> Iterator[tuple[int, int, int]]:
+    """Each row's (estimated tokens to translate, text units, estimated tokens filled from the
+    memory), streamed from rows.cost."""
     with open(work_dir / "rows.cost", "rb") as stream:
-        while block := stream.read(8 * _FLUSH_ENTRIES):
+        while block := stream.read(3 * 8 * _FLUSH_ENTRIES):
             costs = array("q")
             costs.frombytes(block)
-            yield from zip(costs[::2], costs[1::2], strict=True)
+            yield from zip(costs[::3], costs[1::3], costs[2::3], strict=True)
 
 
 def write_plan_facts(work_dir: Path, facts: dict[str, Any]) -> None:
@@ -285,4 +409,11 @@ class UnitReader:
 
 
 def _unit_line(record: dict[str, Any]) -> UnitLine:
-    return UnitLine(record["unit"], record["row"], record["loc"], record["text"])
+    filled = record.get("filled")
+    return UnitLine(
+        record["unit"],
+        record["row"],
+        record["loc"],
+        record["text"],
+        filled=None if filled is None else (filled[0], tuple(filled[1])),
+    )

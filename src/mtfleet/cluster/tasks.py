@@ -7,6 +7,7 @@ memory is held only while a step runs."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,27 @@ WORK_MEMORY_BYTES = 512 * 1024 * 1024
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def _plan_task(spec: dict[str, Any], work_dir: str) -> list[ShardPlan]:
-    from mtfleet.cluster.plan import plan_job
+def _plan_task(spec: dict[str, Any], work_dir: str, store_url: str) -> list[ShardPlan]:
+    from mtfleet.cluster.plan import UnitFiller, plan_job, units_memory_key
 
-    return plan_job(JobSpec(**spec), Path(work_dir))
+    job_spec = JobSpec(**spec)
+    key = units_memory_key(job_spec) if fills_from_memory(job_spec) else None
+    if key is None:
+        return plan_job(job_spec, Path(work_dir))
+    with JobStore(store_url) as store:
+        return plan_job(job_spec, Path(work_dir), UnitFiller(store, key))
+
+
+def fills_from_memory(spec: JobSpec) -> bool:
+    """Whether planning may fill units from the memory: not for a test's reverse engine that
+    slows, fails or hangs, nor its slow translators (they want every unit to reach the engine, as
+    the translators' own `_memorable` says for segments)."""
+    from mtfleet.cluster.translator import SLOW_VARIABLE
+    from mtfleet.engines.reverse import injects_faults
+
+    if os.environ.get(SLOW_VARIABLE):
+        return False
+    return spec.engine != "reverse" or not injects_faults()
 
 
 @ray.remote(num_cpus=0, max_retries=0)
@@ -38,9 +56,10 @@ def _assemble_task(store_url: str, job_id: str, work_dir: str) -> dict[str, Any]
     return assemble(JobStore(store_url), job_id, Path(work_dir))
 
 
-def plan(spec: JobSpec, work_dir: Path) -> list[ShardPlan]:
-    """The job's unit file written and its shards cut (`plan.plan_job`), in a task."""
-    return _run(_plan_task, "planning", spec.model_dump(), str(work_dir))
+def plan(spec: JobSpec, work_dir: Path, store_url: str) -> list[ShardPlan]:
+    """The job's unit file written and its shards cut (`plan.plan_job`), the units the
+    translation memory of the store at `store_url` holds filled from it, in a task."""
+    return _run(_plan_task, "planning", spec.model_dump(), str(work_dir), store_url)
 
 
 def assemble(store_url: str, job_id: str, work_dir: Path) -> dict[str, Any]:

@@ -315,12 +315,17 @@ class Translator:
                 raise MachineFault(_os_fault(units.path, error)) from error
             self.progress += 1
             memory = RelayedMemory(self._ask, self.memory_key) if self.memory_key else None
+            # units filled from the translation memory at planning are not translated again
+            to_translate = [unit for unit in shard_units if unit.filled is None]
             with cancellable(cancel, _slow_factor(self.worker_id)):
-                outcomes = self._translate(engine, [unit.text for unit in shard_units], memory)
+                outcomes = self._translate(engine, [unit.text for unit in to_translate], memory)
             self.progress += 1
             path = part_path(self.work_dir, lease.row_start, lease.row_end, lease.lease_id)
+            translated = list(_part_lines(to_translate, outcomes))
+            if memory is not None:
+                memory.keep_units(to_translate, translated)
             try:
-                _write_part(path, _part_lines(shard_units, outcomes))
+                _write_part(path, _with_filled(shard_units, translated))
             except OSError as error:
                 raise MachineFault(_os_fault(path.parent, error)) from error
             self.progress += 1
@@ -346,6 +351,7 @@ class Translator:
         stats = {
             "rows": lease.row_end - lease.row_start,
             "units": len(shard_units),
+            "units_from_memory": len(shard_units) - len(to_translate),
             **_outcome_stats(outcome),
             "node_id": self.node_id,
             "worker_id": self.worker_id,
@@ -355,9 +361,13 @@ class Translator:
         if len(outcomes) > 1:
             # by language: detected sources (--src-lang auto) skip other units in each language
             stats["targets"] = {target: _outcome_stats(found) for target, found in outcomes.items()}
-        if memory is not None and memory.kept:
+        if memory is not None and (memory.kept or memory.kept_units):
             # kept in the store with the completion, once it is accepted (the coordinator pops it)
-            stats["memory"] = {"key": memory.key, "entries": memory.kept}
+            stats["memory"] = {
+                "key": memory.key,
+                "entries": memory.kept,
+                "units": memory.kept_units,
+            }
         accepted = self._ask(
             "complete", self.worker_id, lease.index, lease.lease_id, str(path), stats
         )
@@ -505,6 +515,7 @@ class RelayedMemory:
     def __init__(self, ask: Callable[..., Any], key: str) -> None:
         self.ask, self.key = ask, key
         self.kept: dict[str, tuple[str, list[str]]] = {}
+        self.kept_units: dict[str, tuple[str, list[str]]] = {}
 
     def recall(self, segments: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
         by_hash = {segment_sha256(segment): segment for segment in segments}
@@ -517,6 +528,22 @@ class RelayedMemory:
 
     def remember(self, entries: Mapping[str, tuple[str, list[str]]]) -> None:
         self.kept.update({segment_sha256(segment): found for segment, found in entries.items()})
+
+    def keep_units(self, units: Sequence[UnitLine], translated: Sequence[UnitLine]) -> None:
+        """Each whole unit's translation and flags, by its text's sha256: what planning fills a
+        later job's units from (`plan.UnitFiller`)."""
+        self.kept_units.update(
+            {
+                segment_sha256(unit.text): (line.text, list(line.flags))
+                for unit, line in zip(units, translated, strict=True)
+            }
+        )
+
+
+def _with_filled(units: Sequence[UnitLine], translated: Sequence[UnitLine]) -> list[UnitLine]:
+    """The shard's part lines in unit order: those filled at planning and those translated."""
+    lines = iter(translated)
+    return [unit.with_filled() if unit.filled is not None else next(lines) for unit in units]
 
 
 def _outcome_stats(outcome: TranslationOutcome) -> dict[str, int]:

@@ -36,6 +36,22 @@ class OutOfMemoryError(RuntimeError):
     """Named as torch's CUDA out-of-memory error, which translators know by its name."""
 
 
+def injects_faults() -> bool:
+    """A test set this process's reverse engines to slow, fail, hang, spin, run out of memory or
+    inject faults: such a test wants every unit to reach the engine, never the memory's answer."""
+    return any(
+        os.environ.get(name)
+        for name in (
+            DELAY_VARIABLE,
+            FAIL_ON_VARIABLE,
+            HANG_ON_VARIABLE,
+            SPIN_ON_VARIABLE,
+            OOM_ABOVE_VARIABLE,
+            FAULTS_VARIABLE,
+        )
+    )
+
+
 class ReverseEngine:
     """Reverses each segment's characters as its translation; records every segment it is sent.
 

@@ -3,7 +3,7 @@ rows a shard plan becomes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +15,15 @@ from mtfleet.store.states import JobState, ShardState
 
 @dataclass(frozen=True)
 class ShardPlan:
-    """One contiguous row range [row_start, row_end) as the planner cut it."""
+    """One contiguous row range [row_start, row_end) as the planner cut it; with `part_path`,
+    done at planning (its units filled from the translation memory), `stats` its completion's."""
 
     row_start: int
     row_end: int
     units: int
     est_tokens: int
+    part_path: str | None = None
+    stats: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,11 @@ def new_shard(job_id: str, index: int, plan: ShardPlan) -> dict[str, Any]:
         **NO_LEASE,
         "part_path": None,
         "error": None,
+        **(
+            {"state": ShardState.DONE, "part_path": plan.part_path, "stats": dict(plan.stats or {})}
+            if plan.part_path is not None
+            else {}
+        ),
     }
 
 
