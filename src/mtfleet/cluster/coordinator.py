@@ -47,6 +47,7 @@ from mtfleet.cluster.plan import UnitReader
 from mtfleet.cluster.pool import JOB_SILENCE_S, Resources, warm_pool
 from mtfleet.cluster.protocol import STOP, WAIT, LeaseReply
 from mtfleet.cluster.retention import retire
+from mtfleet.cluster.steering import move_job
 from mtfleet.cluster.tail import Holding
 from mtfleet.cluster.targets import target_progress
 from mtfleet.cluster.translator import Translator, engine_key, translator_resources
@@ -84,6 +85,14 @@ SHARE_EVERY_S = JOB_SILENCE_S / 4
 # A translator that asks for a shard while the job is planned waits this long for the plan before
 # it is told to wait: its first shard comes the moment the plan is written.
 PLAN_WAIT_S = 1.0
+# A translator with no shard to lease waits this long in its `lease` call before it is told to wait
+# (it asks again at once): long-polled, so an idle fleet costs the coordinator few calls.
+LEASE_WAIT_S = 5.0
+# A waiting lease looks again this often unwoken: a tail's backup lease comes with time alone.
+LEASE_RECHECK_S = 1.0
+# Most translators waiting in `lease` at once, half the actor's threads; more are told to wait.
+MAX_CONCURRENCY = 64
+MAX_LEASE_WAITERS = MAX_CONCURRENCY // 2
 # A driver that saw its job end waits this long for the coordinator to stop the job's translators
 # before it kills the coordinator.
 END_WAIT_S = 15.0
@@ -158,6 +167,11 @@ class JobCoordinator:
         )
         # a failure the store could not take when it happened; the fleet loop records it
         self.unrecorded_failure: str | None = None
+        # translators waiting in `lease` for a shard; notified by `ledger_changed`
+        self.work_changed = threading.Condition()
+        self.lease_waiters = 0
+        # the job's state at the last tick: a change wakes the waiting translators
+        self.seen_state: JobState | None = None
         if restarted:
             threading.Thread(target=self._start_again, name="restart", daemon=True).start()
 
@@ -237,28 +251,29 @@ class JobCoordinator:
         log.info("job %s planned: %d shards", self.job_id, len(shards))
         self.store.add_event(self.job_id, "planned", f"Planned: {len(shards)} shards.")
         self.planned.set()
+        self.ledger_changed()
 
-    def pause(self) -> str:
-        return self._move(JobState.PAUSED)
-
-    def resume(self) -> str:
-        return self._move(JobState.RUNNING)
-
-    def cancel(self) -> str:
-        return self._move(JobState.CANCELLED)
-
-    def _move(self, state: JobState) -> str:
-        with self.lock:
-            # A repeated call (a client's retry, a race of two) finds the move done.
-            if self.store.get_job(self.job_id).state is not state:
-                self.store.set_job_state(self.job_id, state)
-        return state.value
+    def move(self, to: str, error: str | None = None) -> tuple[bool, str]:
+        """A client's pause, resume or cancel (`control.steer`): whether this call moved the job,
+        and its state now. Translators waiting for a lease hear of it at once."""
+        moved = move_job(self.store, self.job_id, JobState(to), error)
+        self.ledger_changed()
+        return moved
 
     # --- the translators' calls: the ledger decides, the coordinator carries it out
 
     def lease(self, worker_id: str) -> LeaseReply:
         """A shard for `worker_id`, or `wait` (paused, or all shards leased), or `stop`. A
-        translator over the job's fair share is let go here, between two of its shards."""
+        translator over the job's fair share is let go here, between two of its shards. With no
+        shard for it now, the call waits up to LEASE_WAIT_S for one (a shard put back, a resume,
+        the job's end wake it), so an idle translator waits for work instead of polling."""
+        deadline = time.monotonic() + LEASE_WAIT_S
+        reply = self._lease_now(worker_id)
+        while reply is WAIT and self._wait_for_work(deadline):
+            reply = self._lease_now(worker_id)
+        return reply
+
+    def _lease_now(self, worker_id: str) -> LeaseReply:
         if not self.planned.is_set():
             self.planned.wait(PLAN_WAIT_S)
         job = self.store.get_job(self.job_id)
@@ -270,6 +285,26 @@ class JobCoordinator:
             return WAIT
         lease = self.ledger.lease(worker_id)
         return WAIT if lease is None else LeaseReply.translate(lease)
+
+    def _wait_for_work(self, deadline: float) -> bool:
+        """Waits for a change that may free a shard, or LEASE_RECHECK_S (a tail's backup lease
+        comes with time alone); False at the deadline, or when MAX_LEASE_WAITERS already wait:
+        the actor's other calls (heartbeats, completions, a client's cancel) always find a thread."""
+        with self.work_changed:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.lease_waiters >= MAX_LEASE_WAITERS or self.stopping.is_set():
+                return False
+            self.lease_waiters += 1
+            try:
+                self.work_changed.wait(min(left, LEASE_RECHECK_S))
+            finally:
+                self.lease_waiters -= 1
+        return True
+
+    def ledger_changed(self) -> None:
+        """Wakes the translators waiting for a lease: a shard may be theirs, or the job moved."""
+        with self.work_changed:
+            self.work_changed.notify_all()
 
     def heartbeat(self, worker_id: str, index: int, lease_id: str, progress: int = 0) -> bool:
         """Renews the lease (see `ShardLedger.heartbeat`); False: the translator stops its shard."""
@@ -318,12 +353,14 @@ class JobCoordinator:
         stop = self.ledger.fail(worker_id, index, lease_id, error)
         if stop is not None:
             self.ledger.pause(stop)
+        self.ledger_changed()
 
     def fault(self, worker_id: str, index: int | None, lease_id: str | None, cause: str) -> float:
         """An error of a translator's machine (see `ShardLedger.fault`); how long it waits."""
         reply = self.ledger.fault(worker_id, index, lease_id, cause)
         if reply.pause is not None:
             self.ledger.pause(reply.pause)
+        self.ledger_changed()
         return reply.wait_s
 
     def _stop_lease(self, holding: Holding) -> None:
@@ -403,6 +440,10 @@ class JobCoordinator:
         """One round of the fleet loop; True when the job has ended."""
         job = self.store.get_job(self.job_id)
         self._follow_spec(job.spec)
+        if job.state is not self.seen_state:
+            # moved by the store alone (no coordinator answered a client, or a fault paused it)
+            self.seen_state = job.state
+            self.ledger_changed()
         if job.state is JobState.CANCELLED:
             self._stop_cancelled()
             return True
@@ -423,6 +464,7 @@ class JobCoordinator:
         expired = self.store.expire_leases(self.job_id)
         if expired:
             log.info("leases expired on shards %s", expired)
+            self.ledger_changed()
         shards = self.store.progress(self.job_id)["shards"]
         left = shards[ShardState.PENDING] + shards[ShardState.LEASED]
         if not left and job.state is JobState.PAUSED:
@@ -651,6 +693,7 @@ class JobCoordinator:
                 if not self._let_go(slot, keep_warm=True):
                     self.store.release_owner(self.job_id, slot.worker_id)
                 log.info("translator %s let go: job %s is %s", slot.worker_id, self.job_id, why)
+        self.ledger_changed()
 
     def _let_go(self, slot: TranslatorSlot, keep_warm: bool) -> bool:
         """Hands a translator no longer in `slots` to the warm pool (True), or stops it."""
@@ -724,6 +767,7 @@ class JobCoordinator:
         cause = cause or ("its node left" if node_left else "died")
         self.ledger.translator_gone(slot.worker_id, cause, counts=not node_left)
         self.store.add_event(self.job_id, "translator_lost", f"{slot.worker_id}: {cause}.")
+        self.ledger_changed()
 
     def _stop_translators(self, keep_warm: bool) -> None:
         """The job ended: its translators go to the warm pool (`keep_warm`, a job that did not
@@ -809,7 +853,7 @@ class JobCoordinator:
 
 # max_task_retries: calls made while Ray restarts the coordinator wait for the new one.
 JobCoordinatorActor = ray.remote(
-    max_restarts=-1, max_task_retries=-1, max_concurrency=64, num_cpus=0
+    max_restarts=-1, max_task_retries=-1, max_concurrency=MAX_CONCURRENCY, num_cpus=0
 )(JobCoordinator)
 
 
