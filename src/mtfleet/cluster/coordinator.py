@@ -177,9 +177,15 @@ class JobCoordinator(FleetLoop, Placement, Reaping):
         """Waits up to `timeout_s` for the fleet loop to end (the job ended and its translators
         were stopped or handed to the warm pool); whether it has. A driver that saw the job end
         calls it before it kills this coordinator, so a cancel kills a stuck translator first."""
+        deadline = time.monotonic() + timeout_s
         thread = self.fleet_thread
         if thread is not None:
             thread.join(timeout_s)
+        # the translators' waiting lease calls have their answer (stop) before the kill
+        with self.work_changed:
+            self.work_changed.wait_for(
+                lambda: self.lease_waiters == 0, max(0.0, deadline - time.monotonic())
+            )
         return thread is None or not thread.is_alive()
 
     def _start_again(self) -> None:
@@ -260,6 +266,8 @@ class JobCoordinator(FleetLoop, Placement, Reaping):
                 self.work_changed.wait(min(left, LEASE_RECHECK_S))
             finally:
                 self.lease_waiters -= 1
+                if not self.lease_waiters:
+                    self.work_changed.notify_all()  # `ended` waits for none to be left
         return True
 
     def ledger_changed(self) -> None:

@@ -131,6 +131,9 @@ class Reaping:
             self.slots.clear()
             for slot in slots:
                 self._let_go(slot, keep_warm)
+        # released first: a translator told to stop now goes warm, and no lease call is left
+        # waiting when the driver kills this coordinator
+        self.ledger_changed()
         self._ask_pool("leave", self.job_id)
 
     def _stop_cancelled(self) -> None:
