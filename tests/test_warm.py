@@ -23,14 +23,9 @@ from mtfleet.api.server import ServerSettings
 from mtfleet.cluster import coordinator as coordinator_module
 from mtfleet.cluster import pool as pool_module
 from mtfleet.cluster import prepare_job, run_job, start_coordinator
-from mtfleet.cluster.coordinator import (
-    NAMESPACE,
-    SHARE_EVERY_S,
-    JobCoordinator,
-    TranslatorSlot,
-    coordinator_name,
-)
+from mtfleet.cluster.coordinator import NAMESPACE, JobCoordinator, coordinator_name
 from mtfleet.cluster.job import with_keep_warm
+from mtfleet.cluster.placement import SHARE_EVERY_S, TranslatorSlot
 from mtfleet.cluster.pool import (
     JOB_SILENCE_S,
     JobRegistry,

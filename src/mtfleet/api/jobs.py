@@ -1,9 +1,9 @@
 """The jobs the API serves: submitted to the cluster, followed to their end, steered, and viewed.
 
-The store is the truth about a job; the service only keeps, per active job, the handle of its
-coordinator, its last progress report (for the translators) and a few samples (for the rate).
-A follower thread plays the part `mtfleet translate` plays for one job: it starts a coordinator
-again when one dies, and stops a coordinator once its job has ended.
+The store is the truth about a job; the service maps HTTP to the cluster's one submission path
+(`cluster/job.py`'s `submit`, `cluster/control.py`'s start, steer and stop) and back, and keeps,
+per active job, the handle of its coordinator, its last progress report (for the translators) and
+a few samples (for the rate): its follower (`following.py`) fills them.
 """
 
 from __future__ import annotations
@@ -11,19 +11,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
 
-from mtfleet.api.paths import DataRoot, not_found_locally
+from mtfleet.api.following import Followed, Following
+from mtfleet.api.paths import DataRoot
 from mtfleet.api.views import (
     Failure,
     JobNode,
@@ -34,21 +33,16 @@ from mtfleet.api.views import (
     TargetProgress,
     Translator,
 )
-from mtfleet.cluster import JobHandle, start_coordinator, submit_job
 from mtfleet.cluster.assemble import LISTED_FAILURES
-from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name, wait_ended
-from mtfleet.cluster.job import (
-    REPLANNED,
-    finished_result,
-    forget_unassemblable,
+from mtfleet.cluster.control import (
+    CALL_TIMEOUT_S,
+    JobHandle,
     handle_for,
-    reassemble,
-    resolve_spec,
-    retry_failed,
+    steer,
     store_url_for,
-    with_keep_warm,
 )
-from mtfleet.cluster.retention import delete_job, prune_jobs, retire, work_bytes
+from mtfleet.cluster.job import reassemble, resolve_spec, retry_failed, submit, with_keep_warm
+from mtfleet.cluster.retention import delete_job, prune_jobs, work_bytes
 from mtfleet.cluster.targets import target_progress
 from mtfleet.data import dataset_files
 from mtfleet.engines.hub import hub_offline, in_hub_cache
@@ -58,28 +52,11 @@ from mtfleet.store import ACTIVE, TERMINAL, EventRecord, JobRecord, JobState, Jo
 
 log = logging.getLogger(__name__)
 
-FOLLOW_TICK_S = 1.0
-CALL_TIMEOUT_S = 10.0
 # /healthz, /metrics and a submit's look at the nodes wait this long for Ray
 NODES_TIMEOUT_S = 5.0
-RATE_WINDOW_S = 30.0
 MAX_JOBS = 16
-# `mtfleet serve --retain`: finished jobs older than that are pruned this often, or as often as
-# the retention where it is shorter (but not more than once a second)
-PRUNE_EVERY_S = 300.0
-PRUNE_AT_MOST_EVERY_S = 1.0
 # an active job's work files are counted again at most this often
 SIZE_TTL_S = 10.0
-
-
-@dataclass
-class Followed:
-    """An active job as the service follows it."""
-
-    coordinator: Any
-    report: dict[str, Any] = field(default_factory=dict)
-    # (monotonic time, rows done, segments done), the last RATE_WINDOW_S seconds of them
-    samples: deque[tuple[float, int, int]] = field(default_factory=deque)
 
 
 class ClusterNodes:
@@ -113,7 +90,7 @@ def _look(pending: Future[list[dict[str, Any]]]) -> None:
         pending.set_exception(error)
 
 
-class JobService:
+class JobService(Following):
     def __init__(
         self,
         data_root: str | Path,
@@ -143,7 +120,8 @@ class JobService:
         # active jobs that cannot be read back: logged once, then skipped quietly
         self.unfollowable: set[str] = set()
         self.lock = threading.RLock()
-        # one coordinator start at a time: a request and the follower may both find a job unfollowed
+        # one coordinator start or stop at a time: a request and the follower may both find a job
+        # unfollowed, or ended
         self.starting = threading.Lock()
         # one submission at a time: counting the active jobs and adding one is a single step
         self.submitting = threading.Lock()
@@ -189,35 +167,23 @@ class JobService:
         self._check_fleet_settings(spec)
         with self.submitting:
             self._check_room(spec, job_id)
-            handle, created = self._submit_job(spec, job_id, actor)
-            # A succeeded job is not run again; its output is assembled again if it went missing,
-            # from its parts, or, its parts removed, it is planned and translated anew.
             with self.work_lock:
-                if finished_result(handle) is not None:
-                    return self.job(handle.job_id), created
-                if forget_unassemblable(handle):
-                    handle, created = self._submit_job(spec, job_id, actor)
-                    self.store.events.add(handle.job_id, "replanned", REPLANNED)
-                elif self._record(handle.job_id).state is JobState.SUCCEEDED:
-                    reassemble(handle)
-                    return self.job(handle.job_id), created
-        with self.starting:
-            self._drop_stale_coordinator(handle.job_id)
-        self._coordinator(handle.job_id)
-        return self.job(handle.job_id), created
-
-    def _submit_job(
-        self, spec: JobSpec, job_id: str | None, actor: str | None
-    ) -> tuple[JobHandle, bool]:
-        with _hub_offline(spec):
-            return submit_job(
-                spec,
-                state_dir=self.state_dir,
-                store_url=self.store_url,
-                job_id=job_id,
-                data_root=self.root.root,
-                actor=actor or API_ACTOR,
-            )
+                with _hub_offline(spec):
+                    submission = submit(
+                        spec,
+                        state_dir=self.state_dir,
+                        store_url=self.store_url,
+                        job_id=job_id,
+                        data_root=self.root.root,
+                        actor=actor or API_ACTOR,
+                    )
+                if submission.finished is not None:
+                    return self.job(submission.handle.job_id), submission.created
+                if submission.reassemble:
+                    reassemble(submission.handle)
+                    return self.job(submission.handle.job_id), submission.created
+        self._start(submission.handle.job_id)
+        return self.job(submission.handle.job_id), submission.created
 
     def jobs(self) -> list[JobSummary]:
         """Every job that can be read back; one that cannot is logged and left out, never a 500
@@ -235,10 +201,10 @@ class JobService:
         progress = self.store.counters.progress(job_id)
         with self.lock:
             followed = self.followed.get(job_id)
-            report = dict(followed.report) if followed else {}
+            last = dict(followed.report) if followed else {}
             samples = list(followed.samples) if followed else []
         active = record.state in ACTIVE
-        translators = [Translator(**t) for t in report.get("translators", [])] if active else []
+        translators = [Translator(**t) for t in last.get("translators", [])] if active else []
         segments_per_s, rows_per_s = _rates(samples) if active else _average_rates(record, progress)
         rows_left = progress["rows_total"] - progress["rows_done"]
         return JobView(
@@ -270,14 +236,14 @@ class JobService:
 
     def pause(self, job_id: str, actor: str | None = None) -> JobView:
         """No new leases; shards already leased finish."""
-        return self._steer(job_id, JobState.PAUSED, "pause", actor)
+        return self._steer(job_id, JobState.PAUSED, actor)
 
     def resume(self, job_id: str, actor: str | None = None) -> JobView:
-        return self._steer(job_id, JobState.RUNNING, "resume", actor)
+        return self._steer(job_id, JobState.RUNNING, actor)
 
     def cancel(self, job_id: str, actor: str | None = None) -> JobView:
         """Stops the job; its finished parts stay, so submitting it again goes on from them."""
-        return self._steer(job_id, JobState.CANCELLED, "cancel", actor)
+        return self._steer(job_id, JobState.CANCELLED, actor)
 
     def retry(self, job_id: str, actor: str | None = None) -> JobView:
         """Translates the failed rows of a succeeded job again and assembles its output anew
@@ -296,9 +262,7 @@ class JobService:
                     retry_failed(self._handle(job_id), actor or API_ACTOR)
                 except JobError as error:
                     raise ApiError(str(error), 409) from None
-        with self.starting:
-            self._drop_stale_coordinator(job_id)
-        self._coordinator(job_id)
+        self._start(job_id)
         return self.job(job_id)
 
     def delete(self, job_id: str) -> JobSummary:
@@ -411,146 +375,16 @@ class JobService:
 
     # --- steering
 
-    def _steer(self, job_id: str, to: JobState, verb: str, actor: str | None) -> JobView:
-        """Moves the job in the store, which its coordinator reads at every lease and tick: the
-        answer is the state the job is in, whichever of two racing calls won. The job's history
-        says who moved it."""
-        record = self._record(job_id)
-        if record.state is not to:
-            try:
-                self.store.jobs.set_state(job_id, to)
-            except JobError:
-                record = self._record(job_id)
-                if record.state is not to:
-                    raise ApiError(_cannot(job_id, record.state, verb), 409) from None
-            else:
-                kind, message = STEERED[to]
-                self.store.events.add(job_id, kind, message, actor=actor or API_ACTOR)
+    def _steer(self, job_id: str, to: JobState, actor: str | None) -> JobView:
+        """Moves the job through its coordinator, or the store when none runs (`control.steer`):
+        the answer is the state the job is in, whichever of two racing calls won; 409 for a move
+        its state does not allow."""
+        self._record(job_id)
+        try:
+            steer(self.store, job_id, to, actor or API_ACTOR)
+        except JobError as error:
+            raise ApiError(str(error), 409) from None
         return self.job(job_id)
-
-    def _drop_stale_coordinator(self, job_id: str) -> None:
-        """A queued job has no live coordinator: one left from its failed or cancelled run would
-        not start it again, so it goes."""
-        if self._record(job_id).state in (JobState.QUEUED, JobState.PLANNING):
-            self._stop_coordinator(job_id)
-
-    # --- following
-
-    def _follow_loop(self) -> None:
-        # jobs that succeeded while no server followed them leave their work files now
-        for record in self._list_quietly(JobState.SUCCEEDED):
-            self._retire(record.id)
-        while not self.stopping.is_set():
-            try:
-                self._follow_tick()
-            except Exception:
-                log.exception("following the jobs failed")
-            self.stopping.wait(FOLLOW_TICK_S)
-
-    def _list_quietly(self, state: JobState) -> list[JobRecord]:
-        try:
-            return self.store.jobs.all(state)
-        except MtfleetError:
-            log.exception("the job store cannot list the %s jobs", state)
-            return []
-
-    def _retire(self, job_id: str) -> None:
-        """A succeeded job's units and parts go (unless it keeps them); never raises."""
-        try:
-            with self.work_lock:
-                if self.store.jobs.find(job_id) is None:
-                    return  # deleted (DELETE, --retain) since it ended: no work file is left
-                retire(self.store, job_id, self._handle(job_id).work_dir)
-            self.sizes.pop(job_id, None)
-        except Exception:
-            log.exception("the work files of job %s cannot be removed", job_id)
-
-    def _prune_loop(self) -> None:
-        assert self.retain_s is not None
-        while not self.stopping.is_set():
-            try:
-                self.prune(self.retain_s)
-            except Exception:
-                log.exception("pruning the finished jobs failed")
-            self.stopping.wait(min(PRUNE_EVERY_S, max(self.retain_s, PRUNE_AT_MOST_EVERY_S)))
-
-    def _follow_tick(self) -> None:
-        active = {record.id for state in ACTIVE for record in self.store.jobs.all(state)}
-        for job_id in sorted(active):
-            try:
-                self._observe(job_id)
-            except Exception:  # one job that cannot be read back stops no other job's following
-                if job_id not in self.unfollowable:
-                    log.exception("job %s cannot be followed; it is skipped", job_id)
-                self.unfollowable.add(job_id)
-        with self.lock:
-            ended = set(self.followed) - active
-        for job_id in ended:
-            self._stop_coordinator(job_id)
-            self._retire(job_id)
-
-    def _observe(self, job_id: str) -> None:
-        try:
-            coordinator = self._coordinator(job_id)
-        except ApiError as error:
-            log.warning("%s", error)
-            return
-        try:
-            report = ray.get(coordinator.progress.remote(), timeout=CALL_TIMEOUT_S)
-        except (RayActorError, GetTimeoutError):
-            log.warning("the coordinator of job %s is gone; starting it again", job_id)
-            with self.lock:
-                self.followed.pop(job_id, None)
-            return
-        now = time.monotonic()
-        with self.lock:
-            followed = self.followed.get(job_id)
-            if followed is None:
-                return
-            followed.report = report
-            followed.samples.append((now, report["rows_done"], report["segments_done"]))
-            while followed.samples and now - followed.samples[0][0] > RATE_WINDOW_S:
-                followed.samples.popleft()
-
-    def _coordinator(self, job_id: str) -> Any:
-        """The job's coordinator: the one followed, or found by name, or started from the store."""
-        with self.starting:
-            with self.lock:
-                followed = self.followed.get(job_id)
-            if followed is not None:
-                return followed.coordinator
-            try:
-                coordinator = start_coordinator(self._handle(job_id), timeout_s=CALL_TIMEOUT_S)
-            except (RayActorError, GetTimeoutError):
-                raise ApiError(
-                    f"The cluster did not start the coordinator of job {job_id} within "
-                    f"{CALL_TIMEOUT_S:g} s; the job is stored and starts once the cluster can.",
-                    503,
-                ) from None
-            with self.lock:
-                self.followed[job_id] = Followed(coordinator)
-            return coordinator
-
-    def _stop_coordinator(self, job_id: str) -> None:
-        """Stops the job's coordinator, followed or not; its translators die with it."""
-        with self.lock:
-            self.followed.pop(job_id, None)
-        try:
-            coordinator = ray.get_actor(coordinator_name(job_id), namespace=NAMESPACE)
-        except ValueError:
-            return
-        with suppress(ApiError):
-            if self._record(job_id).state in TERMINAL:
-                wait_ended(coordinator)
-        ray.kill(coordinator, no_restart=True)
-        # Its name is free once Ray has seen it die; a coordinator started later needs the name.
-        deadline = time.monotonic() + CALL_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                ray.get_actor(coordinator_name(job_id), namespace=NAMESPACE)
-            except ValueError:
-                return
-            time.sleep(0.05)
 
     def _handle(self, job_id: str) -> JobHandle:
         return handle_for(job_id, self.state_dir, self.store_url)
@@ -607,18 +441,6 @@ class JobService:
 
 # who did it, in a job's history, when the client did not say
 API_ACTOR = "api"
-# a move a client asked for, as the job's history tells it: its kind and its sentence
-STEERED = {
-    JobState.PAUSED: ("paused", "Paused: no new leases; leased shards finish."),
-    JobState.RUNNING: ("resumed", "Resumed."),
-    JobState.CANCELLED: ("cancelled", "Cancelled."),
-}
-
-
-def _cannot(job_id: str, state: JobState, verb: str) -> str:
-    if state in TERMINAL:
-        return f"Job {job_id} is {state}; only a queued, running or paused job can {verb}."
-    return f"Job {job_id} is {state} and cannot {verb} now; try again once it runs."
 
 
 def _job_id_of(spec: JobSpec, root: Path, job_id: str | None) -> str | None:

@@ -1,7 +1,9 @@
-"""The driver side of a job: check, plan, start or find the coordinator, follow it to the end."""
+"""The driver side of a job: check and submit it, then start its coordinator and follow it to the
+end (`control.py` reaches the coordinator); the CLI's run and the API submit through here."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -13,15 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mtfleet.cluster import tasks
 from mtfleet.cluster.assemble import outputs_intact
-from mtfleet.cluster.coordinator import JobCoordinatorActor, coordinator_name, wait_ended
+from mtfleet.cluster.control import (
+    JobHandle,
+    handle_for,
+    report,
+    start_coordinator,
+    start_job,
+    steer,
+    stop_coordinator,
+    store_url_for,
+)
 from mtfleet.cluster.plan import UnitReader, check_fields
 from mtfleet.cluster.retention import delete_job, parts_missing, retire
-from mtfleet.cluster.runtime import NAMESPACE, connect, head_node_id
+from mtfleet.cluster.runtime import connect
 from mtfleet.data import check_output_writable as check_file_writable
 from mtfleet.data import dataset_files, mirrored_output
 from mtfleet.engines import check_model
@@ -51,13 +60,6 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class JobHandle:
-    job_id: str
-    store_url: str
-    work_dir: Path
-
-
-@dataclass(frozen=True)
 class JobResult:
     job_id: str
     state: str
@@ -78,18 +80,6 @@ def resolve_spec(spec: JobSpec, base: Path | None = None) -> JobSpec:
             "model": str(model.resolve()) if model.exists() else spec.model,
         }
     )
-
-
-def store_url_for(state_dir: Path, store_url: str | None) -> str:
-    if store_url:
-        return store_url
-    state_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(state_dir / 'jobs.db').resolve()}"
-
-
-def handle_for(job_id: str, state_dir: Path, store_url: str) -> JobHandle:
-    """Where a job's work files are: one folder per job under the state dir."""
-    return JobHandle(job_id, store_url, Path(state_dir).expanduser().resolve() / "jobs" / job_id)
 
 
 def prepare_job(
@@ -314,40 +304,21 @@ def _own_outputs(output: str, job_id: str, existing: list[Path]) -> bool:
     return all(written.get(str(path)) == fingerprint(path) for path in existing)
 
 
-def start_coordinator(handle: JobHandle, timeout_s: float | None = None) -> Any:
-    """The job's coordinator: found by name, or started (again) from the store; waits at most
-    `timeout_s` for it to start (GetTimeoutError), so a cluster without room hangs no caller."""
-    head = head_node_id()
-    strategy = NodeAffinitySchedulingStrategy(head, soft=True) if head else None
-    coordinator = JobCoordinatorActor.options(
-        name=coordinator_name(handle.job_id),
-        namespace=NAMESPACE,
-        lifetime="detached",
-        get_if_exists=True,
-        scheduling_strategy=strategy,
-    ).remote(handle.job_id, handle.store_url, str(handle.work_dir))
-    ray.get(coordinator.start.remote(), timeout=timeout_s)
-    return coordinator
-
-
 def follow(handle: JobHandle, on_progress: Progress | None = None) -> JobResult:
     """Follows the job to its end, starting its coordinator again whenever it dies. A job its
     coordinator paused on a fault (a paused job with an error) ends the run too."""
-    coordinator = start_coordinator(handle)
+    store = JobStore(handle.store_url)
+    coordinator = start_job(store, handle)
     while True:
-        try:
-            report = ray.get(coordinator.progress.remote(), timeout=30)
-        except (RayActorError, GetTimeoutError):
+        progress = report(coordinator)
+        if progress is None:
             coordinator = start_coordinator(handle)
             continue
         if on_progress is not None:
-            on_progress(report)
-        state = JobState(report["state"])
-        if state in TERMINAL or (state is JobState.PAUSED and report["error"]):
-            if state in TERMINAL:
-                wait_ended(coordinator)
-            ray.kill(coordinator, no_restart=True)
-            store = JobStore(handle.store_url)
+            on_progress(progress)
+        state = JobState(progress["state"])
+        if state in TERMINAL or (state is JobState.PAUSED and progress["error"]):
+            stop_coordinator(store, handle.job_id)
             retire(store, handle.job_id, handle.work_dir)
             job = store.jobs.get(handle.job_id)
             return JobResult(handle.job_id, job.state.value, job.error, job.manifest)
@@ -390,6 +361,55 @@ def reassemble(handle: JobHandle) -> JobResult:
     return JobResult(handle.job_id, JobState.SUCCEEDED.value, None, manifest)
 
 
+@dataclass(frozen=True)
+class Submission:
+    """A job as submitted: its handle, whether this submission created it, and what is left."""
+
+    handle: JobHandle
+    created: bool
+    # a job that succeeded and whose output is still as it wrote it: nothing to run
+    finished: JobResult | None = None
+    # a job that succeeded and whose output went missing or changed: assembled again (`reassemble`)
+    reassemble: bool = False
+
+
+def submit(
+    spec: JobSpec,
+    *,
+    state_dir: str | Path = DEFAULT_STATE_DIR,
+    store_url: str | None = None,
+    job_id: str | None = None,
+    data_root: Path | None = None,
+    actor: str = CLI_ACTOR,
+    on_languages: LanguagesNote | None = None,
+) -> Submission:
+    """Submits the job (`submit_job`) for the CLI and the API alike. A succeeded job is not run
+    again: its output is assembled again if it went missing, from its parts, or, its parts
+    removed, it is planned and translated anew."""
+
+    def again() -> tuple[JobHandle, bool]:
+        return submit_job(
+            spec,
+            state_dir=state_dir,
+            store_url=store_url,
+            job_id=job_id,
+            data_root=data_root,
+            actor=actor,
+            on_languages=on_languages,
+        )
+
+    handle, created = again()
+    finished = finished_result(handle)
+    if finished is not None:
+        return Submission(handle, created, finished=finished)
+    if forget_unassemblable(handle):
+        handle, created = again()
+        JobStore(handle.store_url).add_event(handle.job_id, "replanned", REPLANNED)
+        return Submission(handle, created)
+    succeeded = JobStore(handle.store_url).get_job(handle.job_id).state is JobState.SUCCEEDED
+    return Submission(handle, created, reassemble=succeeded)
+
+
 def run_job(
     spec: JobSpec,
     *,
@@ -401,24 +421,21 @@ def run_job(
     on_progress: Progress | None = None,
     on_languages: LanguagesNote | None = None,
 ) -> JobResult:
-    """Runs a job to its end (or, detached, starts it and returns); the CLI and the API call this."""
+    """Runs a job to its end (or, detached, starts it and returns); the CLI calls this."""
     if detach and not address:
         raise JobError("--detach needs --address: a local cluster ends with this command.")
     spec = with_keep_warm(spec, DEFAULT_KEEP_WARM_S if address else 0.0)
-    handle = prepare_job(
+    submission = submit(
         spec, state_dir=state_dir, store_url=store_url, job_id=job_id, on_languages=on_languages
     )
-    finished = finished_result(handle)
-    if finished is not None:
-        return finished
-    if forget_unassemblable(handle):
-        handle = prepare_job(spec, state_dir=state_dir, store_url=store_url, job_id=job_id)
-        JobStore(handle.store_url).events.add(handle.job_id, "replanned", REPLANNED)
+    if submission.finished is not None:
+        return submission.finished
+    handle = submission.handle
     with _on_cluster(handle, address):
-        if JobStore(handle.store_url).jobs.get(handle.job_id).state is JobState.SUCCEEDED:
+        if submission.reassemble:
             return reassemble(handle)
         if detach:
-            start_coordinator(handle)
+            start_job(JobStore(handle.store_url), handle)
             return JobResult(handle.job_id, JobState.RUNNING.value, None, None)
         return follow(handle, on_progress)
 
@@ -490,10 +507,17 @@ def pause_interrupted(handle: JobHandle) -> str:
     """Pauses a job whose command was interrupted, so that nothing goes on with it until the
     command is run again; one sentence saying where it stands."""
     store = JobStore(handle.store_url)
-    if store.jobs.get(handle.job_id).state in (JobState.PLANNING, JobState.RUNNING):
-        store.jobs.set_state(handle.job_id, JobState.PAUSED, error=INTERRUPTED)
-        store.events.add(handle.job_id, "paused", INTERRUPTED, actor=CLI_ACTOR)
-    progress = store.counters.progress(handle.job_id)
+    if store.get_job(handle.job_id).state in (JobState.PLANNING, JobState.RUNNING):
+        with contextlib.suppress(JobError):  # it ended or moved meanwhile: said below as it is
+            steer(
+                store,
+                handle.job_id,
+                JobState.PAUSED,
+                CLI_ACTOR,
+                message=INTERRUPTED,
+                error=INTERRUPTED,
+            )
+    progress = store.progress(handle.job_id)
     return (
         f"job {handle.job_id} paused after {progress['rows_done']} of {progress['rows_total']} "
         "rows; rerun the same command to resume"

@@ -49,7 +49,8 @@ from mtfleet.store.memory import memory_signature, segment_sha256
 
 log = logging.getLogger(__name__)
 
-# How long a translator waits before asking again when every shard is leased or the job is paused.
+# How long a translator waits before asking again when told to wait: its lease call already waited
+# for work in the coordinator (long-polled), unless too many others were waiting there.
 IDLE_POLL_S = 0.25
 # The batch budget is halved on a device out of memory down to this; below, it is a fault.
 MIN_BATCH_TOKENS = 32

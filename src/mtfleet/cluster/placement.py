@@ -1,0 +1,254 @@
+"""Where a job's translators go: its fair share of each node's devices (the warm pool, `pool.py`),
+warm translators taken from the pool, new ones started, and room made for one that waits for a
+device. A part of `JobCoordinator` (its store, spec, slots and lock are the coordinator's)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import (
+    GetTimeoutError,
+    RayActorError,
+)
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from mtfleet.cluster.pool import JOB_SILENCE_S, Resources, warm_pool
+from mtfleet.cluster.translator import Translator, engine_key, translator_resources
+from mtfleet.store import (
+    JobState,
+)
+
+log = logging.getLogger(__name__)
+
+# Calls to the warm pool and to a warm translator being attached or released wait this long at most.
+POOL_CALL_S = 10.0
+# A translator not started this long after it was placed may wait for a device: a warm one of its
+# own key takes its place, or idle ones of other models on its node make room.
+PENDING_S = 1.0
+# A translator still not started this long after it was placed waits for a device that the pool
+# counts as free (something the pool does not know of holds it): every idle translator of another
+# model on its node is evicted. Far above any translator's start on a loaded machine.
+STUCK_S = 15.0
+# The pool hears what a job wants when it changes, and at least this often: a job silent for
+# JOB_SILENCE_S no longer shares the fleet, and other jobs learn of a new one this soon.
+SHARE_EVERY_S = JOB_SILENCE_S / 4
+
+
+@dataclass
+class TranslatorSlot:
+    """One translator the coordinator placed: where, on which device, and its running loop."""
+
+    worker_id: str
+    node_id: str
+    device: str
+    handle: Any
+    run_ref: Any
+    info_ref: Any
+    info: dict[str, Any] = field(default_factory=dict)
+    # the engine key a warm pool files it under
+    key: str = ""
+    placed_at: float = field(default_factory=time.monotonic)
+    # when `_unblock` last looked whether it waits for a device
+    checked_at: float = field(default_factory=time.monotonic)
+
+
+class Placement:
+    """The coordinator's placement of translators."""
+
+    # --- sharing the cluster with other jobs: the warm pool
+
+    @property
+    def keep_warm_s(self) -> float:
+        return self.spec.keep_warm_s or 0.0
+
+    def _pool(self) -> Any:
+        if self.pool is None:
+            self.pool = warm_pool()
+        return self.pool
+
+    def _ask_pool(self, method: str, *args: Any) -> Any:
+        """A call to the warm pool; None when it does not answer (it is started again next time)."""
+        try:
+            return ray.get(getattr(self._pool(), method).remote(*args), timeout=POOL_CALL_S)
+        except (RayActorError, GetTimeoutError) as error:
+            log.warning("the warm pool did not answer %s: %s", method, error)
+            self.pool = None
+            return None
+
+    def _share(self, state: JobState, shards_left: int | None) -> None:
+        """Tells the pool what this job wants (translators unless paused; with --gpus N, up to N
+        GPUs of the autoscaler while shards are left) and what its translators hold on each node,
+        and learns how many jobs share the fleet: when any of it changed, else every
+        SHARE_EVERY_S."""
+        wants = state is not JobState.PAUSED
+        gpus = min(self.spec.gpus, shards_left) if wants and shards_left is not None else 0
+        with self.lock:
+            held = {n: self._held_on(n) for n in {s.node_id for s in self.slots.values()}}
+        said = (wants, gpus, held)
+        now = time.monotonic()
+        if said == self.told_pool and now - self.told_pool_at < SHARE_EVERY_S:
+            return
+        sharing = self._ask_pool("share", self.job_id, wants, gpus, held)
+        if sharing is not None:
+            self.told_pool, self.told_pool_at = said, now
+            self.sharing_jobs = sharing
+
+    def _held_on(self, node_id: str) -> Resources:
+        """What this job's translators on node `node_id` hold, or wait for."""
+        held: Counter[str] = Counter()
+        for slot in self.slots.values():
+            if slot.node_id == node_id:
+                on_gpu = slot.device.startswith("gpu")
+                held.update(translator_resources(on_gpu, self.spec.gpus_per_translator))
+        return dict(held)
+
+    def _make_room(self, node: dict[str, Any], key: str, placing: Resources) -> None:
+        """Asks the pool to evict idle translators of other models from `node` as far as this
+        job's translators there, with one it places now (`placing`), need their devices."""
+        wanted = Counter(self._held_on(node["NodeID"]))
+        wanted.update(placing)
+        total = node.get("Resources", {})
+        self._ask_pool(
+            "make_room",
+            node["NodeID"],
+            key,
+            self.job_id,
+            dict(wanted),
+            {name: total.get(name, 0) for name in wanted},
+        )
+
+    def _fleet_of(self, node: dict[str, Any]) -> tuple[list[str], int]:
+        """The devices this job's translators take on `node` (its fair share of GPU translators,
+        `gpus_per_translator` GPUs each, then of `cpu_translators_per_node` CPU translators on the
+        cores the GPU translators leave) and the cores left to the CPU translators."""
+        resources = node.get("Resources", {})
+        gpu_slots = int(resources.get("GPU", 0)) // self.spec.gpus_per_translator
+        free_cpus = max(0, int(resources.get("CPU", 0)) - gpu_slots)
+        cpu_slots = min(self.spec.cpu_translators_per_node, free_cpus)
+        share = self.sharing_jobs
+        return [
+            *(f"gpu{i}" for i in range(math.ceil(gpu_slots / share))),
+            *(f"cpu{i}" for i in range(math.ceil(cpu_slots / share))),
+        ], free_cpus
+
+    def _place(self, nodes: list[dict[str, Any]], state: JobState) -> None:
+        """This job's fair share of each live node (`_fleet_of`); none while the job is paused.
+        A translator over the share is let go once its shard is done."""
+        if state is JobState.PAUSED:
+            return
+        with self.lock:
+            self.over_share = set()
+            for node in nodes:
+                if not node.get("Alive"):
+                    continue
+                node_id = node["NodeID"]
+                wanted, free_cpus = self._fleet_of(node)
+                present = {s.device: s for s in self.slots.values() if s.node_id == node_id}
+                self.over_share.update(s.worker_id for d, s in present.items() if d not in wanted)
+                for device in wanted:
+                    if device not in present:
+                        self._start_translator(node, device, free_cpus)
+                self._unblock(node, [s for s in present.values() if s.device in wanted])
+            if self.over_share:
+                self._release_idle_translators(self.over_share, "over its fair share")
+
+    def _threads(self, free_cpus: int) -> int:
+        per_node = max(1, min(self.spec.cpu_translators_per_node, free_cpus))
+        # never more threads than the node has CPUs: a million of them took a node down
+        return min(self.spec.threads or free_cpus // per_node, free_cpus) or 1
+
+    def _start_translator(self, node: dict[str, Any], device: str, free_cpus: int) -> None:
+        """A warm translator of this job's engine key on the node, or a new one (idle ones of other
+        models there are evicted first where the node has no room for it)."""
+        node_id = node["NodeID"]
+        self.placed += 1
+        worker_id = f"{node_id[:8]}-{device}-{self.incarnation}{self.placed}"
+        on_gpu = device.startswith("gpu")
+        threads = self._threads(free_cpus)
+        key = engine_key(self.spec, "gpu" if on_gpu else "cpu", threads)
+        handle = self._attach_warm(key, node_id, worker_id)
+        if handle is None:
+            resources = translator_resources(on_gpu, self.spec.gpus_per_translator)
+            self._make_room(node, key, resources)
+            handle = Translator.options(
+                num_gpus=resources.get("GPU", 0),
+                num_cpus=resources.get("CPU", 0),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                # detached, it may outlive this job in the warm pool; it ends itself otherwise
+                lifetime="detached" if self.keep_warm_s else None,
+            ).remote(
+                self_handle(),
+                worker_id,
+                self.spec.model_dump(),
+                str(self.work_dir),
+                on_gpu,
+                threads,
+            )
+            log.info("placed translator %s on node %s", worker_id, node_id)
+        else:
+            log.info("took warm translator %s on node %s", worker_id, node_id)
+        self._start_loop(TranslatorSlot(worker_id, node_id, device, handle, None, None, key=key))
+
+    def _start_loop(self, slot: TranslatorSlot) -> None:
+        # The slot exists before the loop starts, so the translator's first lease finds it.
+        self.slots[slot.worker_id] = slot
+        slot.info_ref = slot.handle.info.remote()
+        slot.run_ref = slot.handle.run.remote()
+
+    def _attach_warm(self, key: str, node_id: str, worker_id: str) -> Any | None:
+        """A warm translator from the pool, attached to this job, or None."""
+        while (handle := self._ask_pool("take", key, node_id)) is not None:
+            try:
+                ray.get(
+                    handle.attach.remote(
+                        self_handle(), worker_id, self.spec.model_dump(), str(self.work_dir)
+                    ),
+                    timeout=POOL_CALL_S,
+                )
+                return handle
+            except (RayActorError, GetTimeoutError) as error:
+                # it ended its keep-warm time as it was taken: another, or a new one
+                log.info("a warm translator could not be attached: %s", error)
+                ray.kill(handle, no_restart=True)
+        return None
+
+    def _unblock(self, node: dict[str, Any], slots: list[TranslatorSlot]) -> None:
+        """A translator not started PENDING_S after it was placed may wait for its device: a warm
+        one of its own key (a job that just ended) takes its place, or idle translators of other
+        models on its node make room, all of them once it has waited STUCK_S."""
+        node_id = node["NodeID"]
+        now = time.monotonic()
+        for slot in slots:
+            if slot.info_ref is None or now - slot.checked_at < PENDING_S or _ready(slot.info_ref):
+                continue
+            slot.checked_at = now
+            self.placed += 1
+            worker_id = f"{node_id[:8]}-{slot.device}-{self.incarnation}{self.placed}"
+            handle = self._attach_warm(slot.key, node_id, worker_id)
+            if handle is None:
+                if now - slot.placed_at < STUCK_S:
+                    self._make_room(node, slot.key, {})
+                else:
+                    self._ask_pool("evict", node_id, slot.key)
+                continue
+            del self.slots[slot.worker_id]
+            ray.kill(slot.handle, no_restart=True)
+            self._start_loop(
+                TranslatorSlot(worker_id, node_id, slot.device, handle, None, None, key=slot.key)
+            )
+            log.info("warm translator %s took the place of waiting %s", worker_id, slot.worker_id)
+
+
+def self_handle() -> Any:
+    return ray.get_runtime_context().current_actor
+
+
+def _ready(ref: Any) -> bool:
+    ready, _ = ray.wait([ref], timeout=0)
+    return bool(ready)

@@ -1,0 +1,161 @@
+"""How a job's translators leave it: let go when idle (to the warm pool, or stopped), reaped when
+they die, hang or lose their node (their shards go back at once), stopped when the job ends. A part
+of `JobCoordinator` (its store, ledger, slots and lock are the coordinator's)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import ray
+from ray.exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    ActorUnschedulableError,
+    GetTimeoutError,
+    RayActorError,
+)
+
+from mtfleet.cluster.placement import POOL_CALL_S, TranslatorSlot, _ready
+from mtfleet.cluster.translator import translator_resources
+from mtfleet.store import (
+    ShardState,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Reaping:
+    """The coordinator's letting go of translators."""
+
+    def _release_idle_translators(self, worker_ids: set[str] | None, why: str) -> None:
+        """Lets go of the translators `worker_ids` (None: all) that hold no lease: to the warm
+        pool, or stopped. One that leased in a race finishes its shard (warm) or gives it back."""
+        if not self.slots:
+            return
+        busy = {
+            s.lease_owner for s in self.store.shards(self.job_id) if s.state is ShardState.LEASED
+        }
+        with self.lock:
+            for slot in list(self.slots.values()):
+                if slot.worker_id in busy or (
+                    worker_ids is not None and slot.worker_id not in worker_ids
+                ):
+                    continue
+                del self.slots[slot.worker_id]
+                if not self._let_go(slot, keep_warm=True):
+                    self.store.release_owner(self.job_id, slot.worker_id)
+                log.info("translator %s let go: job %s is %s", slot.worker_id, self.job_id, why)
+        self.ledger_changed()
+
+    def _let_go(self, slot: TranslatorSlot, keep_warm: bool) -> bool:
+        """Hands a translator no longer in `slots` to the warm pool (True), or stops it."""
+        if keep_warm and self.keep_warm_s:
+            try:
+                ray.get(slot.handle.release.remote(self.keep_warm_s), timeout=POOL_CALL_S)
+            except (RayActorError, GetTimeoutError):
+                ray.kill(slot.handle, no_restart=True)
+                return False
+            resources = translator_resources(
+                slot.device.startswith("gpu"), self.spec.gpus_per_translator
+            )
+            self._pool().keep.remote(
+                slot.handle, slot.key, slot.node_id, resources, self.keep_warm_s
+            )
+            return True
+        ray.kill(slot.handle, no_restart=True)
+        return False
+
+    def _reap(self, nodes: list[dict[str, Any]]) -> None:
+        """Forgets translators that died, hung or whose node left, and puts their shards back at
+        once."""
+        with self.lock:
+            self._restart_hung()
+            alive_nodes = {n["NodeID"] for n in nodes if n.get("Alive")}
+            for slot in list(self.slots.values()):
+                if slot.info_ref is not None and _ready(slot.info_ref):
+                    # a translator whose node left before it started is unschedulable
+                    with contextlib.suppress(RayActorError, ActorUnschedulableError):
+                        slot.info = ray.get(slot.info_ref)
+                    slot.info_ref = None
+                if slot.node_id not in alive_nodes:
+                    self._forget(slot, node_left=True)
+                    continue
+                if not _ready(slot.run_ref):
+                    continue
+                try:
+                    ray.get(slot.run_ref)
+                except (
+                    RayActorError,
+                    ActorDiedError,
+                    ActorUnavailableError,
+                    ActorUnschedulableError,
+                ):
+                    self._forget(slot, node_left=False)
+                    continue
+                except Exception as error:
+                    cause = getattr(error, "cause", None) or error
+                    log.error("translator %s failed: %s", slot.worker_id, error)
+                    self._finish_failed(f"Translator {slot.worker_id} failed: {cause}")
+                    return
+                # its lease loop ended (told to stop): it would end itself; killed, Ray knows
+                # its end was meant and says nothing of a worker that died
+                del self.slots[slot.worker_id]
+                ray.kill(slot.handle, no_restart=True)
+
+    def _restart_hung(self) -> None:
+        """The watchdog (`ShardLedger.hung`): a hung translator is killed, not asked, and counted
+        as a failed attempt at its shard, as a death is; `_place` starts another."""
+        for hung in self.ledger.hung():
+            slot = self.slots.get(hung.worker_id)
+            if slot is None:
+                continue
+            self.store.incr_counter(self.job_id, "watchdog_restarts")
+            self._forget(slot, node_left=False, cause=hung.cause)
+
+    def _forget(self, slot: TranslatorSlot, node_left: bool, cause: str | None = None) -> None:
+        del self.slots[slot.worker_id]
+        ray.kill(slot.handle, no_restart=True)
+        # a translator that dies (or hangs) on a live node may have been killed by its shard
+        cause = cause or ("its node left" if node_left else "died")
+        self.ledger.translator_gone(slot.worker_id, cause, counts=not node_left)
+        self.store.add_event(self.job_id, "translator_lost", f"{slot.worker_id}: {cause}.")
+        self.ledger_changed()
+
+    def _stop_translators(self, keep_warm: bool) -> None:
+        """The job ended: its translators go to the warm pool (`keep_warm`, a job that did not
+        fail) or stop, and the job leaves the pool's registry (its GPUs are no longer asked for)."""
+        with self.lock:
+            slots = list(self.slots.values())
+            self.slots.clear()
+            for slot in slots:
+                self._let_go(slot, keep_warm)
+        # released first: a translator told to stop now goes warm, and no lease call is left
+        # waiting when the driver kills this coordinator
+        self.ledger_changed()
+        self._ask_pool("leave", self.job_id)
+
+    def _stop_cancelled(self) -> None:
+        """The job was cancelled: a translator in the middle of a shard is killed, not asked (it
+        may be deaf to a request: a long batch, a stuck call), the idle ones go to the warm pool
+        or stop, and every lease is released, so nothing of the job runs or looks leased."""
+        with self.lock:
+            busy = [self.slots.pop(w) for w in self.ledger.busy() if w in self.slots]
+            for slot in busy:
+                ray.kill(slot.handle, no_restart=True)
+        self._stop_translators(keep_warm=True)
+        released = self.ledger.stop_all()
+        self.store.add_event(
+            self.job_id,
+            "stopped",
+            f"Stopped: {len(busy)} translators killed in the middle of a shard; "
+            f"{len(released)} leases released.",
+        )
+        log.info(
+            "job %s cancelled: %d translators killed in the middle of a shard, leases released "
+            "on shards %s",
+            self.job_id,
+            len(busy),
+            released,
+        )
