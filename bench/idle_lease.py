@@ -37,8 +37,8 @@ def idle_fleet(wait_s: float, translators: int, seconds: float) -> dict[str, flo
     url = f"sqlite:///{folder / 'jobs.db'}"
     with JobStore(url) as store:
         spec = reverse_spec(folder / "in.jsonl", folder / "out.jsonl", ["text"])
-        store.create_job("job", stored_spec(spec, "key"), [ShardPlan(0, 10, 10, 1000)])
-        store.set_job_state("job", JobState.RUNNING)
+        store.jobs.create("job", stored_spec(spec, "key"), [ShardPlan(0, 10, 10, 1000)])
+        store.jobs.set_state("job", JobState.RUNNING)
     coordinator = JobCoordinator("job", url, str(folder / "work"))
     coordinator.planned.set()
     workers = [f"idle{i}" for i in range(translators)]

@@ -30,8 +30,8 @@ def coordinator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JobCoordinat
     store_url = f"sqlite:///{tmp_path / 'jobs.db'}"
     with JobStore(store_url) as store:
         spec = reverse_spec(tmp_path / "in.jsonl", tmp_path / "out.jsonl", ["text"])
-        store.create_job("job", stored_spec(spec, "key"), [ShardPlan(0, 10, 10, 1000)])
-        store.set_job_state("job", JobState.RUNNING)
+        store.jobs.create("job", stored_spec(spec, "key"), [ShardPlan(0, 10, 10, 1000)])
+        store.jobs.set_state("job", JobState.RUNNING)
     coordinator = JobCoordinator("job", store_url, str(tmp_path / "work"))
     coordinator.planned.set()
     for worker in ("a", "b"):
@@ -100,8 +100,8 @@ def test_a_job_with_no_coordinator_is_steered_in_the_store_and_its_history_says_
     tmp_path: Path,
 ) -> None:
     with JobStore(f"sqlite:///{tmp_path / 'jobs.db'}") as store:
-        store.create_job("job", {"input": "in"}, [ShardPlan(0, 10, 10, 1000)])
-        store.set_job_state("job", JobState.RUNNING)
+        store.jobs.create("job", {"input": "in"}, [ShardPlan(0, 10, 10, 1000)])
+        store.jobs.set_state("job", JobState.RUNNING)
 
         paused = steer(store, "job", JobState.PAUSED, "ada")
         again = steer(store, "job", JobState.PAUSED, "bob")
@@ -114,7 +114,7 @@ def test_a_job_with_no_coordinator_is_steered_in_the_store_and_its_history_says_
             JobState.PAUSED,
             JobState.CANCELLED,
         )
-        assert [(e.kind, e.actor) for e in store.events("job")] == [
+        assert [(e.kind, e.actor) for e in store.events.page("job")] == [
             ("paused", "ada"),
             ("cancelled", "bob"),
         ]

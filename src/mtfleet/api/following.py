@@ -29,8 +29,10 @@ log = logging.getLogger(__name__)
 
 FOLLOW_TICK_S = 1.0
 RATE_WINDOW_S = 30.0
-# `mtfleet serve --retain`: finished jobs older than that are pruned this often
+# `mtfleet serve --retain`: finished jobs older than that are pruned this often, or as often as
+# the retention where it is shorter (but not more than once a second)
 PRUNE_EVERY_S = 300.0
+PRUNE_AT_MOST_EVERY_S = 1.0
 
 
 @dataclass
@@ -61,7 +63,7 @@ class Following:
 
     def _list_quietly(self, state: JobState) -> list[JobRecord]:
         try:
-            return self.store.list_jobs(state)
+            return self.store.jobs.all(state)
         except MtfleetError:
             log.exception("the job store cannot list the %s jobs", state)
             return []
@@ -70,6 +72,8 @@ class Following:
         """A succeeded job's units and parts go (unless it keeps them); never raises."""
         try:
             with self.work_lock:
+                if self.store.jobs.find(job_id) is None:
+                    return  # deleted (DELETE, --retain) since it ended: no work file is left
                 retire(self.store, job_id, self._handle(job_id).work_dir)
             self.sizes.pop(job_id, None)
         except Exception:
@@ -82,10 +86,10 @@ class Following:
                 self.prune(self.retain_s)
             except Exception:
                 log.exception("pruning the finished jobs failed")
-            self.stopping.wait(PRUNE_EVERY_S)
+            self.stopping.wait(min(PRUNE_EVERY_S, max(self.retain_s, PRUNE_AT_MOST_EVERY_S)))
 
     def _follow_tick(self) -> None:
-        active = {record.id for state in ACTIVE for record in self.store.list_jobs(state)}
+        active = {record.id for state in ACTIVE for record in self.store.jobs.all(state)}
         for job_id in sorted(active):
             try:
                 self._observe(job_id)

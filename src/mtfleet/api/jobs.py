@@ -22,7 +22,7 @@ from typing import Any
 import ray
 
 from mtfleet.api.following import Followed, Following
-from mtfleet.api.paths import DataRoot
+from mtfleet.api.paths import DataRoot, not_found_locally
 from mtfleet.api.views import (
     Failure,
     JobNode,

@@ -73,7 +73,7 @@ def find_coordinator(job_id: str) -> Any | None:
 def drop_stale(store: JobStore, job_id: str) -> None:
     """A queued job has no live coordinator: one left from its failed or cancelled run would not
     start it again, so it goes."""
-    if store.get_job(job_id).state in (JobState.QUEUED, JobState.PLANNING):
+    if store.jobs.get(job_id).state in (JobState.QUEUED, JobState.PLANNING):
         stop_coordinator(store, job_id)
 
 
@@ -84,7 +84,7 @@ def stop_coordinator(store: JobStore, job_id: str) -> None:
     if coordinator is None:
         return
     try:
-        ended = store.get_job(job_id).state in TERMINAL
+        ended = store.jobs.get(job_id).state in TERMINAL
     except JobError:  # deleted meanwhile
         ended = False
     if ended:
@@ -121,10 +121,10 @@ def steer(
     moved, state = _move(store, job_id, to, error)
     if moved:
         kind, sentence = STEERED[to]
-        store.add_event(job_id, kind, message or sentence, actor=actor)
+        store.events.add(job_id, kind, message or sentence, actor=actor)
     if state != to.value:
         raise JobError(cannot(job_id, JobState(state), to))
-    return store.get_job(job_id)
+    return store.jobs.get(job_id)
 
 
 def _move(store: JobStore, job_id: str, to: JobState, error: str | None) -> tuple[bool, str]:

@@ -38,7 +38,7 @@ from mtfleet.cluster.fleet import FleetLoop
 from mtfleet.cluster.ledger import FAULT_BACKOFF_MAX_S, ShardLedger
 from mtfleet.cluster.logs import log_to_work_dir
 from mtfleet.cluster.placement import POOL_CALL_S, Placement, TranslatorSlot
-from mtfleet.cluster.plan import UnitReader
+from mtfleet.cluster.plan import UnitReader, units_memory_key
 from mtfleet.cluster.pool import Resources
 from mtfleet.cluster.protocol import STOP, WAIT, LeaseReply
 from mtfleet.cluster.reaping import Reaping

@@ -78,7 +78,7 @@ class FleetLoop:
 
     def _tick(self) -> bool:
         """One round of the fleet loop; True when the job has ended."""
-        job = self.store.get_job(self.job_id)
+        job = self.store.jobs.get(self.job_id)
         self._follow_spec(job.spec)
         if job.state is not self.seen_state:
             # moved by the store alone (no coordinator answered a client, or a fault paused it)
@@ -101,11 +101,11 @@ class FleetLoop:
             self._share(job.state, None)
             self._place(nodes, job.state)
             return False
-        expired = self.store.expire_leases(self.job_id)
+        expired = self.store.leases.expire(self.job_id)
         if expired:
             log.info("leases expired on shards %s", expired)
             self.ledger_changed()
-        shards = self.store.progress(self.job_id)["shards"]
+        shards = self.store.counters.progress(self.job_id)["shards"]
         left = shards[ShardState.PENDING] + shards[ShardState.LEASED]
         if not left and job.state is JobState.PAUSED:
             # Its last shards landed after the pause: it ends once resumed, as a paused job may not.
@@ -135,7 +135,7 @@ class FleetLoop:
     def _finish(self) -> None:
         # every shard is done: the translators go warm now, for the next job, while this assembles
         self._stop_translators(keep_warm=True)
-        failed = self.store.failed_shards(self.job_id, limit=10)
+        failed = self.store.shards.failed(self.job_id, limit=10)
         if failed and self.spec.on_error == "fail":
             rows = ", ".join(str(s.row_start) for s in failed[:10])
             self._finish_failed(f"Translation failed on row(s) {rows}: {failed[0].error}")
@@ -145,10 +145,10 @@ class FleetLoop:
         except MtfleetError as error:
             self._finish_failed(str(error))
             return
-        self.store.set_manifest(self.job_id, manifest)
+        self.store.jobs.set_manifest(self.job_id, manifest)
         # its history says so before its state does: a reader who sees it succeeded finds why
-        self.store.add_event(self.job_id, "succeeded", f"Succeeded: {manifest['rows']} rows.")
-        self.store.set_job_state(self.job_id, JobState.SUCCEEDED)
+        self.store.events.add(self.job_id, "succeeded", f"Succeeded: {manifest['rows']} rows.")
+        self.store.jobs.set_state(self.job_id, JobState.SUCCEEDED)
         if self.spec.memory:
             try:
                 forgotten = self.memory.evict(int(self.spec.memory_max_gb * 1e9))
@@ -166,9 +166,9 @@ class FleetLoop:
         """Fails the job with `message` and stops its translators. Never raises: a failure the
         store cannot take now is kept, and the fleet loop records it when the store answers."""
         try:
-            if self.store.get_job(self.job_id).state not in TERMINAL:
-                self.store.add_event(self.job_id, "failed", f"Failed: {message}")
-                self.store.set_job_state(self.job_id, JobState.FAILED, error=message)
+            if self.store.jobs.get(self.job_id).state not in TERMINAL:
+                self.store.events.add(self.job_id, "failed", f"Failed: {message}")
+                self.store.jobs.set_state(self.job_id, JobState.FAILED, error=message)
                 log.error("job %s failed: %s", self.job_id, message)
             self.unrecorded_failure = None
         except Exception:

@@ -404,9 +404,9 @@ def submit(
         return Submission(handle, created, finished=finished)
     if forget_unassemblable(handle):
         handle, created = again()
-        JobStore(handle.store_url).add_event(handle.job_id, "replanned", REPLANNED)
+        JobStore(handle.store_url).events.add(handle.job_id, "replanned", REPLANNED)
         return Submission(handle, created)
-    succeeded = JobStore(handle.store_url).get_job(handle.job_id).state is JobState.SUCCEEDED
+    succeeded = JobStore(handle.store_url).jobs.get(handle.job_id).state is JobState.SUCCEEDED
     return Submission(handle, created, reassemble=succeeded)
 
 
@@ -507,7 +507,7 @@ def pause_interrupted(handle: JobHandle) -> str:
     """Pauses a job whose command was interrupted, so that nothing goes on with it until the
     command is run again; one sentence saying where it stands."""
     store = JobStore(handle.store_url)
-    if store.get_job(handle.job_id).state in (JobState.PLANNING, JobState.RUNNING):
+    if store.jobs.get(handle.job_id).state in (JobState.PLANNING, JobState.RUNNING):
         with contextlib.suppress(JobError):  # it ended or moved meanwhile: said below as it is
             steer(
                 store,
@@ -517,7 +517,7 @@ def pause_interrupted(handle: JobHandle) -> str:
                 message=INTERRUPTED,
                 error=INTERRUPTED,
             )
-    progress = store.progress(handle.job_id)
+    progress = store.counters.progress(handle.job_id)
     return (
         f"job {handle.job_id} paused after {progress['rows_done']} of {progress['rows_total']} "
         "rows; rerun the same command to resume"

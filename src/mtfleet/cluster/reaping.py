@@ -35,7 +35,7 @@ class Reaping:
         if not self.slots:
             return
         busy = {
-            s.lease_owner for s in self.store.shards(self.job_id) if s.state is ShardState.LEASED
+            s.lease_owner for s in self.store.shards.in_row_order(self.job_id) if s.state is ShardState.LEASED
         }
         with self.lock:
             for slot in list(self.slots.values()):
@@ -45,7 +45,7 @@ class Reaping:
                     continue
                 del self.slots[slot.worker_id]
                 if not self._let_go(slot, keep_warm=True):
-                    self.store.release_owner(self.job_id, slot.worker_id)
+                    self.store.leases.release_owner(self.job_id, slot.worker_id)
                 log.info("translator %s let go: job %s is %s", slot.worker_id, self.job_id, why)
         self.ledger_changed()
 
@@ -111,7 +111,7 @@ class Reaping:
             slot = self.slots.get(hung.worker_id)
             if slot is None:
                 continue
-            self.store.incr_counter(self.job_id, "watchdog_restarts")
+            self.store.counters.add(self.job_id, "watchdog_restarts")
             self._forget(slot, node_left=False, cause=hung.cause)
 
     def _forget(self, slot: TranslatorSlot, node_left: bool, cause: str | None = None) -> None:
@@ -120,7 +120,7 @@ class Reaping:
         # a translator that dies (or hangs) on a live node may have been killed by its shard
         cause = cause or ("its node left" if node_left else "died")
         self.ledger.translator_gone(slot.worker_id, cause, counts=not node_left)
-        self.store.add_event(self.job_id, "translator_lost", f"{slot.worker_id}: {cause}.")
+        self.store.events.add(self.job_id, "translator_lost", f"{slot.worker_id}: {cause}.")
         self.ledger_changed()
 
     def _stop_translators(self, keep_warm: bool) -> None:
@@ -146,7 +146,7 @@ class Reaping:
                 ray.kill(slot.handle, no_restart=True)
         self._stop_translators(keep_warm=True)
         released = self.ledger.stop_all()
-        self.store.add_event(
+        self.store.events.add(
             self.job_id,
             "stopped",
             f"Stopped: {len(busy)} translators killed in the middle of a shard; "

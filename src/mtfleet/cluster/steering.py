@@ -21,12 +21,12 @@ def move_job(
 ) -> tuple[bool, str]:
     """Moves the job to `to` unless it is there already: whether this call moved it, and the state
     it is in now (another, when its state does not allow the move)."""
-    if store.get_job(job_id).state is to:
+    if store.jobs.get(job_id).state is to:
         return False, to.value
     try:
-        store.set_job_state(job_id, to, error=error)
+        store.jobs.set_state(job_id, to, error=error)
     except JobError:
-        return False, store.get_job(job_id).state.value
+        return False, store.jobs.get(job_id).state.value
     return True, to.value
 
 
