@@ -17,7 +17,7 @@ from mtfleet.cluster.protocol import Action, LeaseReply
 from mtfleet.errors import JobError
 from mtfleet.spec import stored_spec
 from mtfleet.store import JobState, JobStore
-from mtfleet.store.jobstore import ShardPlan
+from mtfleet.store import ShardPlan
 from mtfleet.testing.cluster import reverse_spec, wait_for
 
 
