@@ -77,9 +77,10 @@ def drop_stale(store: JobStore, job_id: str) -> None:
         stop_coordinator(store, job_id)
 
 
-def stop_coordinator(store: JobStore, job_id: str) -> None:
+def stop_coordinator(store: JobStore, job_id: str, *, free_name: bool = True) -> None:
     """Stops the job's coordinator, if one runs (its translators die with it); a job that ended
-    first lets it stop its translators. Returns once the coordinator's name is free again."""
+    first lets it stop its translators. With `free_name`, returns once the coordinator's name is
+    free again (a coordinator started next needs it); a driver that is done returns at once."""
     coordinator = find_coordinator(job_id)
     if coordinator is None:
         return
@@ -90,6 +91,8 @@ def stop_coordinator(store: JobStore, job_id: str) -> None:
     if ended:
         wait_ended(coordinator)
     ray.kill(coordinator, no_restart=True)
+    if not free_name:
+        return
     # Its name is free once Ray has seen it die; a coordinator started later needs the name.
     deadline = time.monotonic() + CALL_TIMEOUT_S
     while time.monotonic() < deadline and find_coordinator(job_id) is not None:

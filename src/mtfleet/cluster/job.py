@@ -318,7 +318,7 @@ def follow(handle: JobHandle, on_progress: Progress | None = None) -> JobResult:
             on_progress(progress)
         state = JobState(progress["state"])
         if state in TERMINAL or (state is JobState.PAUSED and progress["error"]):
-            stop_coordinator(store, handle.job_id)
+            stop_coordinator(store, handle.job_id, free_name=False)
             retire(store, handle.job_id, handle.work_dir)
             job = store.jobs.get(handle.job_id)
             return JobResult(handle.job_id, job.state.value, job.error, job.manifest)

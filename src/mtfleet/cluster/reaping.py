@@ -127,10 +127,11 @@ class Reaping:
         """The job ended: its translators go to the warm pool (`keep_warm`, a job that did not
         fail) or stop, and the job leaves the pool's registry (its GPUs are no longer asked for)."""
         with self.lock:
-            slots = list(self.slots.values())
-            self.slots.clear()
-            for slot in slots:
+            # each is released while still ours: a lease it asks for meanwhile is `wait`, never
+            # a `stop` that would end it before it hears it may go warm
+            for slot in list(self.slots.values()):
                 self._let_go(slot, keep_warm)
+            self.slots.clear()
         # released first: a translator told to stop now goes warm, and no lease call is left
         # waiting when the driver kills this coordinator
         self.ledger_changed()
