@@ -16,8 +16,7 @@ from mtfleet.cluster.placement import TranslatorSlot
 from mtfleet.cluster.protocol import Action, LeaseReply
 from mtfleet.errors import JobError
 from mtfleet.spec import stored_spec
-from mtfleet.store import JobState, JobStore
-from mtfleet.store import ShardPlan
+from mtfleet.store import JobState, JobStore, ShardPlan
 from mtfleet.testing.cluster import reverse_spec, wait_for
 
 

@@ -322,11 +322,22 @@ def _count_requests(app: FastAPI) -> RequestCounter:
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Callable[..., Any]) -> Response:
         response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
+        route = _route_template(request)
         requests.labels(method_label(request.method), route, str(response.status_code)).inc()
         return response
 
     return requests
+
+
+def _route_template(request: Request) -> str:
+    """The request's route as written, `/v1/jobs/{job_id}`, or "unmatched"."""
+    template = getattr(request.scope.get("route"), "path", None)
+    if template is None:
+        return "unmatched"
+    # a router included in another keeps its own paths (FastAPI 0.165): its prefixes are what
+    # the request's path holds before the segments the route matched
+    segments = request.scope["path"].split("/")
+    return "/".join(segments[: len(segments) - template.count("/")]) + template
 
 
 def _job_routes(settings: ServerSettings, service: JobService) -> APIRouter:

@@ -348,11 +348,37 @@ class Translator:
             return False
         finally:
             stop_heartbeat.set()
+        stats = self._completion_stats(
+            lease, signature, started, len(shard_units), to_translate, outcomes, memory
+        )
+        accepted = self._ask(
+            "complete", self.worker_id, lease.index, lease.lease_id, str(path), stats
+        )
+        log.info(
+            "completed shard %d in %.2f s (%s)",
+            lease.index,
+            stats["elapsed_s"],
+            "accepted" if accepted else "stale lease, dropped",
+        )
+        return True
+
+    def _completion_stats(
+        self,
+        lease: Lease,
+        signature: dict[str, Any],
+        started: float,
+        units: int,
+        to_translate: list[Any],
+        outcomes: dict[str, Any],
+        memory: RelayedMemory | None,
+    ) -> dict[str, Any]:
+        """What a completion tells the coordinator of its shard: counts, health, timing, the
+        engine, and the translation memory's new entries."""
         outcome = next(iter(outcomes.values()))
         stats = {
             "rows": lease.row_end - lease.row_start,
-            "units": len(shard_units),
-            "units_from_memory": len(shard_units) - len(to_translate),
+            "units": units,
+            "units_from_memory": units - len(to_translate),
             **_outcome_stats(outcome),
             "node_id": self.node_id,
             "worker_id": self.worker_id,
@@ -369,16 +395,7 @@ class Translator:
                 "entries": memory.kept,
                 "units": memory.kept_units,
             }
-        accepted = self._ask(
-            "complete", self.worker_id, lease.index, lease.lease_id, str(path), stats
-        )
-        log.info(
-            "completed shard %d in %.2f s (%s)",
-            lease.index,
-            stats["elapsed_s"],
-            "accepted" if accepted else "stale lease, dropped",
-        )
-        return True
+        return stats
 
     def _translate(
         self,
