@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,11 +41,13 @@ from mtfleet.cluster.job import run_job
 from mtfleet.cluster.parts import part_path, write_part
 from mtfleet.cluster.plan import UnitReader, plan_job
 from mtfleet.cluster.runtime import connect
+from mtfleet.cluster.translator import RelayedMemory
 from mtfleet.engines import load_engine
 from mtfleet.health import job_checks
 from mtfleet.pipeline import translate_texts
-from mtfleet.spec import JobSpec, stored_spec
+from mtfleet.spec import JobSpec, memory_settings, stored_spec
 from mtfleet.store import JobState, JobStore
+from mtfleet.store.memory import TranslationMemory, memory_signature
 
 BENCH = Path(__file__).resolve().parent
 ALPACA = BENCH.parent / "examples" / "alpaca_sample.json"
@@ -74,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         help="row counts whose machinery is also timed stage by stage in this process (no Ray)",
     )
     parser.add_argument(
+        "--no-memory",
+        dest="memory",
+        action="store_false",
+        help="the in-process breakdown without the translation memory (jobs use it by default)",
+    )
+    parser.add_argument(
         "--label",
         default="this tree",
         help="names the code measured (before, after) in the results' `code` field",
@@ -91,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(n) for n in args.rows.split(",") if n]
     breakdown_sizes = [int(n) for n in args.breakdown_rows.split(",") if n]
     stage_runs = [
-        breakdown(rows, args.profile if index == 0 else None)
+        breakdown(rows, args.profile if index == 0 else None, memory=args.memory)
         for index, rows in enumerate(breakdown_sizes)
     ]
     if sizes or args.parquet_rows:
@@ -168,14 +177,24 @@ def measure(rows: int, format: str) -> dict[str, Any]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-STAGES = ("planning", "unit reads", "segmentation", "translate", "part writes", "store", "assembly")
+STAGES = (
+    "planning",
+    "unit reads",
+    "segmentation",
+    "translate",
+    "translation memory",
+    "part writes",
+    "store",
+    "assembly",
+)
 
 
-def breakdown(rows: int, profile: Path | None = None) -> dict[str, Any]:
+def breakdown(rows: int, profile: Path | None = None, memory: bool = True) -> dict[str, Any]:
     """The job's machinery in this one process, stage by stage: what a job on the `reverse`
     engine does with `rows` alpaca rows (planning, then each shard leased, its units read,
-    segmented, translated and reassembled, its part written and completed in the store, then
-    assembly), without Ray. Seconds per stage and ms/row; with `profile`, cProfile's stats there.
+    segmented, translated and reassembled through the translation memory unless not `memory`,
+    its part written and completed in the store, then assembly), without Ray. Seconds per stage
+    and ms/row; with `profile`, cProfile's stats there.
     """
     folder = Path(tempfile.mkdtemp(prefix="mtfleet-breakdown-"))
     try:
@@ -186,6 +205,7 @@ def breakdown(rows: int, profile: Path | None = None) -> dict[str, Any]:
             model="reverse",
             engine="reverse",
             fields=["instruction", "input", "output"],
+            memory=memory,
         )
         seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         segment_texts = mtfleet.pipeline.segment_texts
@@ -215,6 +235,7 @@ def breakdown(rows: int, profile: Path | None = None) -> dict[str, Any]:
         total = sum(seconds.values())
         run = {
             "rows": rows,
+            "memory": memory,
             "total_s": round(total, 3),
             "ms_per_row": round(1000 * total / rows, 4),
             "ms_per_row_by_stage": {
@@ -246,13 +267,23 @@ def stages(spec: JobSpec, folder: Path, seconds: dict[str, float]) -> None:
     engine = load_engine("reverse", "reverse", max_batch_tokens=spec.max_batch_tokens)
     protection, checks = job_checks(spec, engine)
     units = UnitReader(work_dir)
+    translation_memory = TranslationMemory(store)
+    key = memory_signature(engine.describe(), memory_settings(spec))
     lap("store")
     while (shard := store.lease_shard("scale", "bench", spec.lease_ttl_s)) is not None:
         lap("store")
         shard_units = units.read(shard.row_start, shard.row_end)
         lap("unit reads")
+        # as a translator's: recalled through the coordinator (here, at once), kept on completion
+        memory = TimedMemory(
+            RelayedMemory(lambda _, *args: translation_memory.recall(*args), key), seconds
+        )
         outcome = translate_texts(
-            [unit.text for unit in shard_units], engine, protection=protection, checks=checks
+            [unit.text for unit in shard_units],
+            engine,
+            protection=protection,
+            checks=checks,
+            memory=memory if spec.memory else None,
         )
         lap("translate")
         path = part_path(work_dir, shard.row_start, shard.row_end, shard.lease_id or "")
@@ -267,9 +298,38 @@ def stages(spec: JobSpec, folder: Path, seconds: dict[str, float]) -> None:
         stats = {"rows": shard.row_end - shard.row_start, "segments": outcome.segments}
         store.complete_shard("scale", shard.index, shard.lease_id or "", path, stats)
         lap("store")
+        if memory.relayed.kept:
+            translation_memory.remember(key, memory.relayed.kept)
+        lap("translation memory")
     assemble(store, "scale", work_dir)
     lap("assembly")
     store.close()
+
+
+class TimedMemory:
+    """A translator's translation memory whose recalls and remembers count as its stage's time
+    (and are taken off the translate stage, which they are inside)."""
+
+    def __init__(self, relayed: RelayedMemory, seconds: dict[str, float]) -> None:
+        self.relayed, self.seconds = relayed, seconds
+
+    def recall(self, segments: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
+        started = time.perf_counter()
+        try:
+            return self.relayed.recall(segments)
+        finally:
+            self._spent(time.perf_counter() - started)
+
+    def remember(self, entries: Mapping[str, tuple[str, list[str]]]) -> None:
+        started = time.perf_counter()
+        try:
+            self.relayed.remember(entries)
+        finally:
+            self._spent(time.perf_counter() - started)
+
+    def _spent(self, spent: float) -> None:
+        self.seconds["translation memory"] += spent
+        self.seconds["translate"] -= spent
 
 
 def generate(path: Path, rows: int, format: str) -> Path:
@@ -419,13 +479,13 @@ def print_breakdown(runs: list[dict[str, Any]]) -> None:
     """The in-process runs: ms/row by stage, one line per code and row count."""
     if not runs:
         return
-    header = ["code", "rows", *STAGES, "total ms/row"]
+    header = ["code", "rows", "memory", *STAGES, "total ms/row"]
     print("\nIn one process, ms/row by stage:")
     print("| " + " | ".join(header) + " |")
     print("|" + "---:|" * len(header))
     for run in runs:
-        cells = [run["code"], f"{run['rows']:,}",
-                 *(run["ms_per_row_by_stage"][stage] for stage in STAGES), run["ms_per_row"]]  # fmt: skip
+        cells = [run["code"], f"{run['rows']:,}", "on" if run.get("memory") else "off",
+                 *(run["ms_per_row_by_stage"].get(stage, "") for stage in STAGES), run["ms_per_row"]]  # fmt: skip
         print("| " + " | ".join(str(cell) for cell in cells) + " |")
 
 
@@ -455,7 +515,7 @@ def chart(runs: list[dict[str, Any]], stage_runs: list[dict[str, Any]], path: Pa
     names = [f"{run['code']}\n{run['rows']:,} rows" for run in stage_runs]
     bottom = [0.0] * len(stage_runs)
     for stage in STAGES:
-        heights = [run["ms_per_row_by_stage"][stage] for run in stage_runs]
+        heights = [run["ms_per_row_by_stage"].get(stage, 0.0) for run in stage_runs]
         right.bar(names, heights, bottom=bottom, label=stage)
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     right.set(ylabel="ms per row", title="Machinery in one process, by stage")

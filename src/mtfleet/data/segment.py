@@ -565,25 +565,38 @@ def _chunk_pieces(
 
 def _plain_chunk_pieces(text: str, start: int, end: int, out: list[Piece]) -> None:
     """`_chunk_pieces` of a sentence without spans: its core, and what is around it verbatim."""
-    core_start, core_end = start, end
-    while core_start < core_end and (
-        text[core_start].isspace() or text[core_start] in _STRAY_BEFORE
-    ):
-        core_start += 1
-    while core_end > core_start and (
-        text[core_end - 1].isspace() or text[core_end - 1] in _STRAY_AFTER
-    ):
-        core_end -= 1
-    if core_start > start:
-        out.append(Piece(text[start:core_start], False))
-    if core_start < core_end:
-        core = text[core_start:core_end]
-        if any(character.isalpha() for character in core):
+    chunk = text[start:end]
+    head = _lstripped(chunk)
+    core = _rstripped(head)
+    before = len(chunk) - len(head)
+    after = before + len(core)
+    if before:
+        out.append(Piece(chunk[:before], False))
+    if core:
+        if core[0].isalpha() or any(character.isalpha() for character in core):
             out.append(Piece(core, True))
         else:
             out += cut_at_holes(Piece(core, True, source=core))
-    if end > core_end:
-        out.append(Piece(text[core_end:end], False))
+    if after < len(chunk):
+        out.append(Piece(chunk[after:], False))
+
+
+def _lstripped(chunk: str) -> str:
+    """`chunk` without the whitespace and stray brackets it opens with."""
+    while True:
+        stripped = chunk.lstrip().lstrip(_STRAY_BEFORE)
+        if len(stripped) == len(chunk):
+            return chunk
+        chunk = stripped
+
+
+def _rstripped(chunk: str) -> str:
+    """`chunk` without the whitespace and stray brackets it ends with."""
+    while True:
+        stripped = chunk.rstrip().rstrip(_STRAY_AFTER)
+        if len(stripped) == len(chunk):
+            return chunk
+        chunk = stripped
 
 
 def _verbatim_run(text: str, start: int, end: int, spans: Sequence[_Span]) -> Iterator[Piece]:
@@ -683,16 +696,14 @@ def _ends_sentence(text: str, match: re.Match[str], line_start: int) -> bool:
 
 def _stripped_pieces(chunk: str) -> Iterator[Piece]:
     """The chunk's core as a piece, and the whitespace and stray brackets around it as others."""
-    start, end = 0, len(chunk)
-    while start < end and (chunk[start].isspace() or chunk[start] in _STRAY_BEFORE):
-        start += 1
-    while end > start and (chunk[end - 1].isspace() or chunk[end - 1] in _STRAY_AFTER):
-        end -= 1
-    if start == end:
+    head = _lstripped(chunk)
+    core = _rstripped(head)
+    if not core:
         if chunk:
             yield Piece(chunk, translate=False)
         return
-    core = chunk[start:end]
+    start = len(chunk) - len(head)
+    end = start + len(core)
     if start:
         yield Piece(chunk[:start], translate=False)
     yield Piece(core, translate=any(character.isalpha() for character in core))
