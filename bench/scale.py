@@ -10,7 +10,11 @@ deleted after each run. Before and after a change, in one table: run once with `
 then with `--label after --keep`.
 
     .venv/bin/python bench/scale.py [--rows 10000,100000,1000000] [--parquet-rows 1000000]
-        [--breakdown-rows 100000] [--label NAME --keep] [--profile FILE]
+        [--breakdown-rows 100000] [--no-memory] [--label NAME --keep] [--profile FILE]
+        [--segmenter-baseline REVISION [--segmenter-rows 20000]]
+
+`--segmenter-baseline` times segmentation against an earlier revision's segmenter in turns in this
+process (a ratio the machine's load weighs on alike) and checks that their pieces are the same.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ import multiprocessing
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import astuple, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -95,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=Path, help="cProfile stats of the first breakdown written here"
     )
+    parser.add_argument(
+        "--segmenter-baseline",
+        metavar="REVISION",
+        help="also time segmentation against data/segment.py of this git revision, side by side "
+        "in this process, on the values of --segmenter-rows rows",
+    )
+    parser.add_argument("--segmenter-rows", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "scale.json")
     args = parser.parse_args(argv)
     sizes = [int(n) for n in args.rows.split(",") if n]
@@ -103,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         breakdown(rows, args.profile if index == 0 else None, memory=args.memory)
         for index, rows in enumerate(breakdown_sizes)
     ]
+    segmenters = (
+        compare_segmenters(args.segmenter_baseline, args.segmenter_rows)
+        if args.segmenter_baseline
+        else None
+    )
     if sizes or args.parquet_rows:
         connect(None)
     runs = [measure(rows, "jsonl") for rows in sizes]
@@ -112,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         run["code"] = args.label
     if args.keep and args.out.exists():
         kept = json.loads(args.out.read_text())
-        runs = [run for run in kept["runs"] if run.get("code") != args.label] + runs
-        stage_runs = [
-            run for run in kept.get("breakdown", []) if run.get("code") != args.label
-        ] + stage_runs
+        runs = _kept(kept["runs"], runs, ("code", "rows", "format")) + runs
+        stage_runs = (
+            _kept(kept.get("breakdown", []), stage_runs, ("code", "rows", "memory")) + stage_runs
+        )
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -124,16 +141,85 @@ def main(argv: list[str] | None = None) -> int:
         "translators": 2,
         "runs": runs,
         "breakdown": stage_runs,
+        "segmenters": segmenters,
         "targets": targets([run for run in runs if run["code"] == args.label]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(runs)
     print_breakdown(stage_runs)
+    if segmenters:
+        print(
+            f"\nsegmentation of {segmenters['texts']:,} values, best of {segmenters['rounds']}: "
+            f"{segmenters['baseline']} {segmenters['baseline_s']} s, this tree "
+            f"{segmenters['this_s']} s ({segmenters['speedup']}x faster), same pieces: "
+            f"{segmenters['same_pieces']}"
+        )
     for line in report["targets"]:
         print(line)
     chart(runs, stage_runs, args.out.with_suffix(".png"))
     return 0
+
+
+def compare_segmenters(revision: str, rows: int, rounds: int = 3) -> dict[str, Any]:
+    """Segmentation by data/segment.py of `revision` and by this tree's, taken in turns in this
+    process on the values of `rows` alpaca rows (as a job's reverse engine would segment them),
+    so that the machine's load weighs on both alike: best seconds of each and their ratio."""
+    import importlib
+    import importlib.util
+
+    # by its module's name: mtfleet.data.segment is also the name of a function
+    segment = importlib.import_module("mtfleet.data.segment")
+
+    source = subprocess.run(
+        ["git", "show", f"{revision}:src/mtfleet/data/segment.py"],
+        cwd=BENCH.parent,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    spec = importlib.util.spec_from_loader("segment_baseline", loader=None)
+    assert spec is not None
+    baseline = importlib.util.module_from_spec(spec)
+    # a dataclass looks its module up by name while it is made
+    sys.modules[spec.name] = baseline
+    exec(compile(source, f"{revision}:segment.py", "exec"), baseline.__dict__)
+    sample = json.loads(ALPACA.read_text())
+    texts = [value for n in range(rows) for value in numbered(sample, n).values() if value]
+    engine = load_engine("reverse", "reverse")
+    best = {"baseline": float("inf"), "this": float("inf")}
+    found = {}
+    for _ in range(rounds):
+        for name, module in (("baseline", baseline), ("this", segment)):
+            started = time.perf_counter()
+            found[name] = module.segment_texts(texts, engine.max_input_tokens, engine.count_tokens)
+            best[name] = min(best[name], time.perf_counter() - started)
+    same = _fields(found["this"]) == _fields(found["baseline"])
+    return {
+        "baseline": revision,
+        "texts": len(texts),
+        "rounds": rounds,
+        "baseline_s": round(best["baseline"], 3),
+        "this_s": round(best["this"], 3),
+        "speedup": round(best["baseline"] / best["this"], 2),
+        "same_pieces": same,
+    }
+
+
+def _fields(pieces_per_text: list[list[Any]]) -> list[list[tuple[Any, ...]]]:
+    """Pieces as plain tuples: the two segmenters' classes are not each other's."""
+    return [
+        [(p.text, p.translate, p.output, [astuple(h) for h in p.holes], p.source) for p in pieces]
+        for pieces in pieces_per_text
+    ]
+
+
+def _kept(
+    earlier: list[dict[str, Any]], new: list[dict[str, Any]], keys: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """The earlier runs that no new run measures again (the same values of `keys`)."""
+    measured = {tuple(run.get(key) for key in keys) for run in new}
+    return [run for run in earlier if tuple(run.get(key) for key in keys) not in measured]
 
 
 def measure(rows: int, format: str) -> dict[str, Any]:
