@@ -301,3 +301,11 @@ def test_reassemble_rejects_too_few_or_too_many_translations() -> None:
         reassemble(pieces, ["Un."])
     with pytest.raises(ValueError, match="more"):
         reassemble(pieces, ["Un.", "Deux.", "Trois."])
+
+
+def test_symbol_joiners_are_all_where_symbols_are_looked_for() -> None:
+    """Symbol runs are looked for only among characters from _SYMBOLS_FROM on: a joiner below it
+    would be missed."""
+    from mtfleet.data.segment import _SYMBOL_JOINERS, _SYMBOLS_FROM
+
+    assert min(map(ord, _SYMBOL_JOINERS)) >= _SYMBOLS_FROM

@@ -16,6 +16,9 @@ from mtfleet.cluster.plan import UnitLine
 from mtfleet.data.atomic import AtomicFile
 from mtfleet.errors import OutputError
 
+# json.dumps(record, ensure_ascii=False) makes an encoder each call: half its time on a part line
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
 
 def part_path(work_dir: Path, row_start: int, row_end: int, lease_id: str) -> Path:
     # The lease id in the name keeps two attempts at one shard from ever writing the same file.
@@ -44,7 +47,7 @@ def write_part(path: Path, translations: Iterable[UnitLine]) -> None:
                 flagged = {target: list(f) for target, (_, f) in line.targets.items() if f}
                 if flagged:
                     record["flags"] = flagged
-            output.handle.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+            output.handle.write(_ENCODER.encode(record).encode() + b"\n")
     except BaseException:
         output.abort()
         raise
