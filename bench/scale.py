@@ -348,15 +348,15 @@ def stages(spec: JobSpec, folder: Path, seconds: dict[str, float]) -> None:
     shards = plan_job(spec, work_dir)
     lap("planning")
     store = JobStore(f"sqlite:///{folder / 'jobs.db'}")
-    store.create_job("scale", stored_spec(spec, "scale"), shards)
-    store.set_job_state("scale", JobState.RUNNING)
+    store.jobs.create("scale", stored_spec(spec, "scale"), shards)
+    store.jobs.set_state("scale", JobState.RUNNING)
     engine = load_engine("reverse", "reverse", max_batch_tokens=spec.max_batch_tokens)
     protection, checks = job_checks(spec, engine)
     units = UnitReader(work_dir)
     translation_memory = TranslationMemory(store)
     key = memory_signature(engine.describe(), memory_settings(spec))
     lap("store")
-    while (shard := store.lease_shard("scale", "bench", spec.lease_ttl_s)) is not None:
+    while (shard := store.leases.take("scale", "bench", spec.lease_ttl_s)) is not None:
         lap("store")
         shard_units = units.read(shard.row_start, shard.row_end)
         lap("unit reads")
@@ -382,7 +382,7 @@ def stages(spec: JobSpec, folder: Path, seconds: dict[str, float]) -> None:
         )
         lap("part writes")
         stats = {"rows": shard.row_end - shard.row_start, "segments": outcome.segments}
-        store.complete_shard("scale", shard.index, shard.lease_id or "", path, stats)
+        store.leases.complete("scale", shard.index, shard.lease_id or "", path, stats)
         lap("store")
         if memory.relayed.kept:
             translation_memory.remember(key, memory.relayed.kept)
