@@ -151,7 +151,7 @@ def test_a_locked_sqlite_store_is_a_transient_error_and_a_missing_one_a_lasting_
 ) -> None:
     store = JobStore.for_state_dir(tmp_path)
     store.jobs.create("job", {"input": "x"}, [])
-    store.retry_s = 0.5  # no time for a second try
+    store.db.retry_s = 0.5  # no time for a second try
     locked = pytest.raises(TransientStoreError, match="database is locked")
     with sqlite_locked(tmp_path / "jobs.db", hold_s=7), locked:
         store.counters.add("job", "n")
