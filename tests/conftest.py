@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# rich fixes a console's width when it is made if COLUMNS is set, as it is in xdist's workers:
+# without it, the CLI's consoles follow the COLUMNS each test's CliRunner gives
+os.environ.pop("COLUMNS", None)
+
 # store: the PostgreSQL server on this machine; each test gets a schema of its own
 POSTGRES_URL = os.environ.get(
     "MTFLEET_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
