@@ -15,9 +15,8 @@ from mtfleet.cluster.coordinator import JobCoordinator
 from mtfleet.cluster.placement import TranslatorSlot
 from mtfleet.cluster.protocol import Action, LeaseReply
 from mtfleet.errors import JobError
-from mtfleet.spec import stored_spec
 from mtfleet.store import JobState, JobStore, ShardPlan
-from mtfleet.testing.cluster import reverse_spec, wait_for
+from mtfleet.testing.cluster import coordinator_of_a_running_job, wait_for
 
 
 @pytest.fixture
@@ -26,12 +25,7 @@ def coordinator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JobCoordinat
     lease wakes only when told (never on its own clock), so each test shows what wakes it."""
     monkeypatch.setattr(coordinator_module, "LEASE_WAIT_S", 600.0)
     monkeypatch.setattr(coordinator_module, "LEASE_RECHECK_S", 600.0)
-    store_url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    with JobStore(store_url) as store:
-        spec = reverse_spec(tmp_path / "in.jsonl", tmp_path / "out.jsonl", ["text"])
-        store.jobs.create("job", stored_spec(spec, "key"), [ShardPlan(0, 10, 10, 1000)])
-        store.jobs.set_state("job", JobState.RUNNING)
-    coordinator = JobCoordinator("job", store_url, str(tmp_path / "work"))
+    coordinator = coordinator_of_a_running_job(tmp_path)
     coordinator.planned.set()
     for worker in ("a", "b"):
         coordinator.slots[worker] = TranslatorSlot(worker, "node", "cpu0", None, None, None)

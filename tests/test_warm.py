@@ -23,7 +23,7 @@ from mtfleet.api.server import ServerSettings
 from mtfleet.cluster import coordinator as coordinator_module
 from mtfleet.cluster import pool as pool_module
 from mtfleet.cluster import prepare_job, run_job, start_coordinator
-from mtfleet.cluster.coordinator import NAMESPACE, JobCoordinator, coordinator_name
+from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
 from mtfleet.cluster.job import with_keep_warm
 from mtfleet.cluster.placement import SHARE_EVERY_S, TranslatorSlot
 from mtfleet.cluster.pool import (
@@ -36,10 +36,11 @@ from mtfleet.cluster.pool import (
 from mtfleet.cluster.protocol import Action, LeaseReply
 from mtfleet.engines.reverse import HANG_ON_VARIABLE
 from mtfleet.errors import ApiError
-from mtfleet.spec import JobSpec, stored_spec
-from mtfleet.store import JobState, JobStore, ShardPlan
+from mtfleet.spec import JobSpec
+from mtfleet.store import JobState, JobStore
 from mtfleet.testing.cluster import (
     JobThread,
+    coordinator_of_a_running_job,
     local_cluster,
     repeated_jsonl,
     reverse_spec,
@@ -319,17 +320,6 @@ def test_idle_translators_go_only_as_far_as_a_node_is_short_soonest_to_expire_fi
     assert evictions(idle, {"GPU": 1}) == [gpus]
     # short of more than they hold: those that hold what is short, no others
     assert evictions(idle, {"CPU": 5}) == [cpu_soon, cpu_late]
-
-
-def coordinator_of_a_running_job(tmp_path: Path) -> JobCoordinator:
-    """A coordinator, as its actor holds one, of a running job of one shard: its fleet loop never
-    runs and it has no warm pool (a test stands in for `_ask_pool`)."""
-    store_url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    with JobStore(store_url) as store:
-        spec = reverse_spec(tmp_path / "in.jsonl", tmp_path / "out.jsonl", ["text"])
-        store.jobs.create("job", stored_spec(spec, "key"), [ShardPlan(0, 10, 10, 1000)])
-        store.jobs.set_state("job", JobState.RUNNING)
-    return JobCoordinator("job", store_url, str(tmp_path / "work"))
 
 
 def test_a_job_tells_the_pool_what_it_wants_when_that_changes_and_every_few_seconds(

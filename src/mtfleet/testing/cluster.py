@@ -14,9 +14,11 @@ from typing import Any
 import ray
 from ray.cluster_utils import Cluster
 
+from mtfleet.cluster.coordinator import JobCoordinator
 from mtfleet.cluster.job import JobResult, run_job
 from mtfleet.cluster.runtime import NAMESPACE
-from mtfleet.spec import JobSpec
+from mtfleet.spec import JobSpec, stored_spec
+from mtfleet.store import JobState, JobStore, ShardPlan
 
 # The settings of the jobs that cluster and fault tests disturb: small shards, short leases, and
 # attempts enough that only a row the engine refuses is ever failed.
@@ -33,6 +35,17 @@ def reverse_spec(dataset: Path, output: Path, fields: list[str], **settings: Any
         fields=fields,
         **(DISTURBED_JOB | settings),
     )
+
+
+def coordinator_of_a_running_job(folder: Path) -> JobCoordinator:
+    """A coordinator, as its actor holds one, of a running job of one shard in `folder`: its
+    fleet loop never runs and it has no warm pool; nothing is placed yet."""
+    store_url = f"sqlite:///{folder / 'jobs.db'}"
+    with JobStore(store_url) as store:
+        spec = reverse_spec(folder / "in.jsonl", folder / "out.jsonl", ["text"])
+        store.jobs.create("job", stored_spec(spec, "key"), [ShardPlan(0, 10, 10, 1000)])
+        store.jobs.set_state("job", JobState.RUNNING)
+    return JobCoordinator("job", store_url, str(folder / "work"))
 
 
 def repeated_jsonl(source: Path, copies: int, path: Path) -> Path:
