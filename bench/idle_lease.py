@@ -18,14 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from mtfleet.cluster import coordinator as coordinator_module
-from mtfleet.cluster.coordinator import JobCoordinator
 from mtfleet.cluster.placement import TranslatorSlot
 from mtfleet.cluster.protocol import Action
 from mtfleet.cluster.translator import IDLE_POLL_S
-from mtfleet.spec import stored_spec
-from mtfleet.store import JobState, JobStore
-from mtfleet.store.jobstore import ShardPlan
-from mtfleet.testing.cluster import reverse_spec
+from mtfleet.testing.cluster import coordinator_of_a_running_job
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -34,25 +30,20 @@ def idle_fleet(wait_s: float, translators: int, seconds: float) -> dict[str, flo
     """Lease calls and job-row reads a second per idle translator, and the process's CPU-s."""
     coordinator_module.LEASE_WAIT_S = wait_s
     folder = Path(tempfile.mkdtemp())
-    url = f"sqlite:///{folder / 'jobs.db'}"
-    with JobStore(url) as store:
-        spec = reverse_spec(folder / "in.jsonl", folder / "out.jsonl", ["text"])
-        store.jobs.create("job", stored_spec(spec, "key"), [ShardPlan(0, 10, 10, 1000)])
-        store.jobs.set_state("job", JobState.RUNNING)
-    coordinator = JobCoordinator("job", url, str(folder / "work"))
+    coordinator = coordinator_of_a_running_job(folder)
     coordinator.planned.set()
     workers = [f"idle{i}" for i in range(translators)]
     for worker in ["busy", *workers]:
         coordinator.slots[worker] = TranslatorSlot(worker, "node", "cpu0", None, None, None)
     assert coordinator.lease("busy").action is Action.TRANSLATE
     reads = [0]
-    get_job = coordinator.store.get_job
+    get_job = coordinator.store.jobs.get
 
     def counted(*args: Any) -> Any:
         reads[0] += 1
         return get_job(*args)
 
-    coordinator.store.get_job = counted  # type: ignore[method-assign]
+    coordinator.store.jobs.get = counted  # type: ignore[method-assign]
     calls = [0]
     until = time.monotonic() + seconds
 

@@ -35,7 +35,9 @@ class Reaping:
         if not self.slots:
             return
         busy = {
-            s.lease_owner for s in self.store.shards.in_row_order(self.job_id) if s.state is ShardState.LEASED
+            s.lease_owner
+            for s in self.store.shards.in_row_order(self.job_id)
+            if s.state is ShardState.LEASED
         }
         with self.lock:
             for slot in list(self.slots.values()):
