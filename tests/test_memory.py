@@ -16,7 +16,7 @@ from mtfleet.cli.main import app
 from mtfleet.cluster import run_job
 from mtfleet.cluster.assemble import assemble
 from mtfleet.cluster.parts import part_path, write_part
-from mtfleet.cluster.plan import UnitFiller, UnitReader, plan_job, units_memory_key
+from mtfleet.cluster.plan import UnitFiller, UnitReader, plan_job, units_memory_keys
 from mtfleet.engines.reverse import FAIL_ON_VARIABLE, ReverseEngine
 from mtfleet.pipeline import translate_texts
 from mtfleet.spec import JobSpec, memory_settings, stored_spec
@@ -145,8 +145,9 @@ def test_planning_fills_the_units_the_memory_holds_and_leases_only_shards_with_o
         fields=["text"],
         shard_tokens=50,
     )
-    key = units_memory_key(spec)
-    assert key is not None
+    keys = units_memory_keys(spec)
+    assert keys is not None
+    key = keys[spec.tgt_lang]
     changed = {10, 11, 150}
     # an earlier job of these settings translated every row but three
     TranslationMemory(store).remember(
@@ -159,7 +160,7 @@ def test_planning_fills_the_units_the_memory_holds_and_leases_only_shards_with_o
     )
     work = tmp_path / "work"
     store.jobs.create("job", stored_spec(spec, "key"), None)
-    plan = plan_job(spec, work, UnitFiller(store, key))
+    plan = plan_job(spec, work, UnitFiller(store, keys, several_targets=False))
     store.jobs.add_plan("job", plan)
 
     units = UnitReader(work)
@@ -255,3 +256,40 @@ def test_planning_leaves_the_memory_alone_for_a_test_engine_that_must_be_reached
     assert fills_from_memory(spec)
     monkeypatch.setenv(FAIL_ON_VARIABLE, "boom")
     assert not fills_from_memory(spec)
+
+
+def _hub_snapshot(cache: Path, model_id: str, commit: str, weights: bytes) -> None:
+    """A snapshot of `model_id` in a Hugging Face hub cache's layout: blobs, a snapshot folder of
+    links to them, and refs/main naming it."""
+    repo = cache / ("models--" + model_id.replace("/", "--"))
+    blob = repo / "blobs" / commit
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(weights)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").symlink_to(blob)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_a_hub_model_is_keyed_by_its_cached_snapshot_and_not_by_its_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    spec = JobSpec(input="in", output="out", model="org/mt-model", fields=["text"], tgt_lang="de")
+    # not in the cache: its name says nothing of its weights, so planning fills nothing
+    assert units_memory_keys(spec) is None
+
+    _hub_snapshot(tmp_path / "hf" / "hub", "org/mt-model", "a" * 40, b"first weights")
+    first = units_memory_keys(spec)
+    _hub_snapshot(tmp_path / "hf" / "hub", "org/mt-model", "b" * 40, b"other weights")
+    second = units_memory_keys(spec)
+    # HF_HUB_CACHE names the cache itself
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    by_cache = units_memory_keys(spec)
+
+    assert first is not None and second is not None
+    assert first["de"] != second["de"]
+    assert by_cache == second

@@ -3,12 +3,14 @@ each, one encoding of a batch serving every target where the family chooses it i
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 import torch
 from pydantic import ValidationError
 
+from mtfleet.cluster.translator import segment_memory_keys
 from mtfleet.engines import check_model, load_engine
 from mtfleet.engines.ct2 import CT2Engine
 from mtfleet.engines.hf import HFEngine
@@ -169,3 +171,55 @@ def test_ct2_decodes_the_batch_repeated_per_target_as_each_target_alone(
     for target in targets:
         alone = CT2Engine(model, tgt_lang=target, **settings)
         assert together[target].translations == translate_texts(texts, alone).translations
+
+
+class CountedMemory:
+    """A translation memory in a dict that counts its recalls."""
+
+    def __init__(self, held: dict[str, tuple[str, list[str]]] | None = None) -> None:
+        self.held = dict(held or {})
+        self.recalls = 0
+
+    def recall(self, segments: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
+        self.recalls += 1
+        return {s: self.held[s] for s in segments if s in self.held}
+
+    def remember(self, entries: Mapping[str, tuple[str, list[str]]]) -> None:
+        self.held.update(entries)
+
+
+def test_each_target_has_the_memory_of_a_job_into_it_alone_asked_once_a_batch(
+    model_dirs: dict[str, Path],
+) -> None:
+    source, targets = LANGUAGES["nllb"]
+    model = str(model_dirs["nllb"])
+    spec = JobSpec(
+        **{**BASE, "model": model}, output="out.{tgt_lang}.jsonl", src_lang=source, tgt_lang=targets
+    )
+    engines = load_engine("hf", model, src_lang=source, tgt_lang=targets, **SETTINGS)
+    texts = varied_segments(12, seed=9)
+    plain = translate_to_targets(texts, engines)
+    filled = {target: CountedMemory() for target in targets}
+    translate_to_targets(texts, engines, memories=filled)
+    first = targets[0]
+    segments = list(filled[first].held)
+    # the first target holds half the segments' translations, the others nothing
+    memories = {target: CountedMemory() for target in targets}
+    memories[first].held = {s: filled[first].held[s] for s in segments[: len(segments) // 2]}
+
+    again = translate_to_targets(texts, engines, memories=memories)
+
+    for target in targets:
+        assert again[target].translations == plain[target].translations
+        assert memories[target].recalls == 1
+        assert set(memories[target].held) == set(segments)
+        alone = HFEngine(model, src_lang=source, tgt_lang=target, **SETTINGS)
+        alone_spec = JobSpec(
+            **{**BASE, "model": model}, output="out.jsonl", src_lang=source, tgt_lang=target
+        )
+        assert (
+            segment_memory_keys(spec, engines)[target]
+            == segment_memory_keys(alone_spec, alone)[target]
+        )
+    assert again[first].segments_from_memory == len(segments) // 2 > 0
+    assert again[targets[1]].segments_from_memory == 0

@@ -86,15 +86,19 @@ def translate_to_targets(
     *,
     protection: Protection = NO_PROTECTION,
     checks: dict[str, HealthChecks | None] | None = None,
+    memories: Mapping[str, SegmentMemory] | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> dict[str, TranslationOutcome]:
-    """`translate_texts` into each target language of `engines`, by target. Where one encoding
-    serves every target, the distinct segments are decoded for all targets first, a batch encoded
-    once; each target's translation then takes its own from them, as if it were translated alone.
-    `on_step` is called after that and after each target: a shard's progress, for the watchdog.
+    """`translate_texts` into each target language of `engines`, by target, each with its own
+    translation memory of `memories` (as a job into it alone). Where one encoding serves every
+    target, each memory is asked first and the distinct segments it does not hold are decoded
+    for those targets together, a batch encoded once; each target's translation then takes its
+    own from them, as if it were translated alone. `on_step` is called after that and after each
+    target: a shard's progress, for the watchdog.
     """
     step = on_step or (lambda: None)
     engine_of = engines.engines
+    memory_of = dict(memories or {})
     if engines.shared is not None and texts:
         first = engines.engines[engines.targets[0]]
         counts = _RememberedCounts(first.count_tokens)
@@ -102,15 +106,40 @@ def translate_to_targets(
         unique = list(
             dict.fromkeys(piece.text for found in pieces for piece in found if piece.translate)
         )
-        engine_of = engines.prefetched({target: unique for target in engines.targets})
+        fresh_of = {}
+        for target in engines.targets:
+            memory = memory_of.get(target)
+            held = memory.recall(unique) if memory is not None and unique else {}
+            if memory is not None:
+                memory_of[target] = RecalledMemory(memory, held)
+            fresh_of[target] = [segment for segment in unique if segment not in held]
+        engine_of = engines.prefetched(fresh_of)
         step()
     outcomes = {}
     for target, engine in engine_of.items():
         outcomes[target] = translate_texts(
-            texts, engine, protection=protection, checks=(checks or {}).get(target)
+            texts,
+            engine,
+            protection=protection,
+            checks=(checks or {}).get(target),
+            memory=memory_of.get(target),
         )
         step()
     return outcomes
+
+
+class RecalledMemory:
+    """A memory asked once already: recalls answer from what it held then, and what is to be
+    kept goes to it."""
+
+    def __init__(self, memory: SegmentMemory, held: Mapping[str, tuple[str, list[str]]]) -> None:
+        self.memory, self.held = memory, held
+
+    def recall(self, segments: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
+        return {segment: self.held[segment] for segment in segments if segment in self.held}
+
+    def remember(self, entries: Mapping[str, tuple[str, list[str]]]) -> None:
+        self.memory.remember(entries)
 
 
 def _translate(

@@ -38,7 +38,7 @@ from mtfleet.cluster.fleet import FleetLoop
 from mtfleet.cluster.ledger import FAULT_BACKOFF_MAX_S, ShardLedger
 from mtfleet.cluster.logs import log_to_work_dir
 from mtfleet.cluster.placement import POOL_CALL_S, Placement, TranslatorSlot
-from mtfleet.cluster.plan import UnitReader, units_memory_key
+from mtfleet.cluster.plan import UnitReader, units_memory_keys
 from mtfleet.cluster.pool import Resources
 from mtfleet.cluster.protocol import STOP, WAIT, LeaseReply
 from mtfleet.cluster.reaping import Reaping
@@ -292,7 +292,7 @@ class JobCoordinator(FleetLoop, Placement, Reaping):
         if not completion.accepted:
             Path(part_path).unlink(missing_ok=True)
         else:
-            self._keep_in_memory(kept, int(stats.get("segments_from_memory", 0)))
+            self._keep_in_memory(kept, _recalled(stats))
         log.info(
             "shard %d completed by %s: %s",
             index,
@@ -306,15 +306,16 @@ class JobCoordinator(FleetLoop, Placement, Reaping):
         `key`: a translator's question, once a shard."""
         return self.memory.recall(key, hashes)
 
-    def _keep_in_memory(self, kept: dict[str, Any] | None, recalled: int) -> None:
-        """The memory is advice: a store that cannot take it now costs a later job its time,
-        never this job its shard."""
+    def _keep_in_memory(self, kept: list[dict[str, Any]] | None, recalled: int) -> None:
+        """Each target language's new segments under its translator's key, its whole units under
+        planning's (`units_memory_keys`). The memory is advice: a store that cannot take it now
+        costs a later job its time, never this job its shard."""
         try:
-            if kept:
-                self.memory.remember(kept["key"], kept["entries"])
-                units_key = units_memory_key(self.spec)
-                if kept.get("units") and units_key is not None:
-                    self.memory.remember(units_key, kept["units"])
+            units_keys = units_memory_keys(self.spec) if kept else None
+            for target in kept or []:
+                self.memory.remember(target["key"], target["entries"])
+                if target["units"] and units_keys is not None:
+                    self.memory.remember(units_keys[target["tgt_lang"]], target["units"])
             if recalled:
                 self.store.counters.add(self.job_id, "segments_from_memory", recalled)
         except Exception:
@@ -370,6 +371,14 @@ class JobCoordinator(FleetLoop, Placement, Reaping):
 JobCoordinatorActor = ray.remote(
     max_restarts=-1, max_task_retries=-1, max_concurrency=MAX_CONCURRENCY, num_cpus=0
 )(JobCoordinator)
+
+
+def _recalled(stats: dict[str, Any]) -> int:
+    """Segments a completed shard took from the translation memory, in all its languages."""
+    by_target = stats.get("targets")
+    if by_target:
+        return sum(int(found.get("segments_from_memory", 0)) for found in by_target.values())
+    return int(stats.get("segments_from_memory", 0))
 
 
 def _restarted_by_ray() -> bool:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -66,6 +67,13 @@ _UNIT_ENGINE_SETTINGS = (
 )
 # A part written at planning, of units filled from the memory, is named as if by this lease.
 FILLED_LEASE = "memory"
+# Engines that load no model: their model name is all there is to key on.
+_MODELLESS_ENGINES = ("reverse",)
+# The Hub revision transformers loads when none is named.
+HUB_REVISION = "main"
+
+# A unit's translation and health flags.
+Translation = tuple[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -80,8 +88,9 @@ class UnitLine:
     """What the health checks found in its translation (part files only)."""
     targets: dict[str, tuple[str, tuple[str, ...]]] | None = None
     """A job with several target languages (part files only): each one's text and flags."""
-    filled: tuple[str, tuple[str, ...]] | None = None
-    """Its translation and flags, filled from the translation memory at planning (unit file)."""
+    filled: Translation | dict[str, Translation] | None = None
+    """Its translation and flags, filled from the translation memory at planning (unit file); in
+    a job with several target languages, each one's (a unit is filled only in all of them)."""
 
     def for_target(self, tgt_lang: str | None) -> UnitLine | None:
         """The line as a job with only `tgt_lang` would have it; None when it has no such text."""
@@ -95,6 +104,8 @@ class UnitLine:
     def with_filled(self) -> UnitLine:
         """The part line of a unit filled from the translation memory: its translation, flags."""
         assert self.filled is not None
+        if isinstance(self.filled, dict):
+            return UnitLine(self.unit, self.row, self.location, "", targets=dict(self.filled))
         text, flags = self.filled
         return UnitLine(self.unit, self.row, self.location, text, flags)
 
@@ -107,44 +118,107 @@ def check_fields(spec: JobSpec) -> None:
     check_paths_exist(head, paths, source=str(files[0]))
 
 
-def units_memory_key(spec: JobSpec) -> str | None:
-    """The translation memory's signature of whole units for this job's settings, or None for a
-    job that keeps none (no memory, several target languages). Known before any engine is loaded:
-    the settings that change a unit's translation, and each file of a local model by name, size
-    and modification time (new weights in its folder are another signature)."""
-    if not spec.memory or isinstance(spec.tgt_lang, list):
+def units_memory_keys(spec: JobSpec) -> dict[str | None, str] | None:
+    """The translation memory's signature of whole units for each target language of this job,
+    the one a job into that language alone has; None for a job that keeps none (no memory, or a
+    Hub model the local cache does not hold). Known before any engine is loaded: the settings
+    that change a unit's translation and each file of the model by name, size and modification
+    time (new weights in its folder, or another snapshot of a Hub model, are another key)."""
+    if not spec.memory:
         return None
-    model_dir = Path(spec.model)
-    files = (
-        sorted(
-            (path.name, path.stat().st_size, path.stat().st_mtime_ns)
-            for path in model_dir.iterdir()
-            if path.is_file()
-        )
-        if model_dir.is_dir()
-        else []
-    )
+    model = model_files(spec)
+    if model is None:
+        return None
+    return {target: _units_key(spec.for_target(target), model) for target in spec.targets()}
+
+
+def _units_key(spec: JobSpec, model: dict[str, Any]) -> str:
     key = {
         "units": {name: getattr(spec, name) for name in _UNIT_ENGINE_SETTINGS},
-        "model_files": files,
+        **model,
         "on_gpu": spec.gpus > 0,
         "job": memory_settings(spec),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def model_files(spec: JobSpec) -> dict[str, Any] | None:
+    """What identifies the files of the job's model: a local folder's files; a Hub model id's
+    snapshot in the local cache (its commit) and that snapshot's files; None for a Hub model the
+    cache holds no snapshot of (its name alone says nothing of its weights)."""
+    model = Path(spec.model)
+    if model.is_dir():
+        return {"model_files": _folder_files(model)}
+    if spec.engine in _MODELLESS_ENGINES:
+        return {"model_files": []}
+    snapshot = hub_snapshot(spec.model)
+    if snapshot is None:
+        return None
+    return {"model_files": _folder_files(snapshot), "snapshot": snapshot.name}
+
+
+def _folder_files(folder: Path) -> list[tuple[str, int, int]]:
+    # a snapshot's files are links to its blobs: stat follows them
+    return sorted(
+        (path.name, path.stat().st_size, path.stat().st_mtime_ns)
+        for path in folder.iterdir()
+        if path.is_file()
+    )
+
+
+def hub_snapshot(model_id: str) -> Path | None:
+    """The snapshot folder of Hub model `model_id` in the local Hugging Face cache at
+    HUB_REVISION (the commit its `refs/` file names), as transformers resolves it offline; None
+    when the cache holds none."""
+    repo = hub_cache() / ("models--" + model_id.replace("/", "--"))
+    try:
+        commit = (repo / "refs" / HUB_REVISION).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    snapshot = repo / "snapshots" / commit
+    return snapshot if commit and snapshot.is_dir() else None
+
+
+def hub_cache() -> Path:
+    """The Hugging Face hub cache folder, by the variables huggingface_hub reads (read here, at
+    each call: its own constants are fixed when it is imported)."""
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return Path(os.environ[variable]).expanduser()
+    cache_home = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    home = os.environ.get("HF_HOME") or str(Path(cache_home) / "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
 class UnitFiller:
-    """Looks up units in the translation memory of `store` under `key` (`units_memory_key`): the
-    translation and flags of each one it holds, a batch of texts at a time."""
+    """Looks up units in the translation memory of `store` under each target language's key
+    (`units_memory_keys`): the translation and flags of each unit it holds in every target (by
+    target when the job has several), a batch of texts at a time."""
 
-    def __init__(self, store: JobStore, key: str) -> None:
+    def __init__(
+        self, store: JobStore, keys: Mapping[str | None, str], several_targets: bool
+    ) -> None:
         self.memory = TranslationMemory(store)
-        self.key = key
+        self.keys = dict(keys)
+        self.several_targets = several_targets
 
-    def fill(self, texts: Sequence[str]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    def fill(self, texts: Sequence[str]) -> dict[str, Translation | dict[str, Translation]]:
         by_hash = {segment_sha256(text): text for text in texts}
-        found = self.memory.recall(self.key, list(by_hash))
-        return {by_hash[sha]: (target, tuple(flags)) for sha, (target, flags) in found.items()}
+        wanted = list(by_hash)
+        found: dict[str | None, dict[str, Any]] = {}
+        for target, key in self.keys.items():
+            # a unit missing in one target is translated: the next target asks only for the rest
+            found[target] = self.memory.recall(key, wanted) if wanted else {}
+            wanted = [sha for sha in wanted if sha in found[target]]
+        filled: dict[str, Translation | dict[str, Translation]] = {}
+        for sha in wanted:
+            each = {target: (kept[sha][0], tuple(kept[sha][1])) for target, kept in found.items()}
+            filled[by_hash[sha]] = (
+                {str(target): translation for target, translation in each.items()}
+                if self.several_targets
+                else next(iter(each.values()))
+            )
+        return filled
 
 
 def plan_job(spec: JobSpec, work_dir: Path, filler: UnitFiller | None = None) -> list[ShardPlan]:
@@ -308,7 +382,7 @@ class UnitFileWriter:
         self._waiting = []
 
     def _write_row(
-        self, units: Sequence[Unit], found: dict[str, tuple[str, tuple[str, ...]]]
+        self, units: Sequence[Unit], found: Mapping[str, Translation | dict[str, Translation]]
     ) -> None:
         self._offsets.append(self._position)
         tokens = filled_tokens = 0
@@ -324,7 +398,7 @@ class UnitFileWriter:
             if filled is None:
                 tokens += unit_tokens(text)
             else:
-                line["filled"] = [filled[0], list(filled[1])]
+                line["filled"] = _filled_record(filled)
                 filled_tokens += unit_tokens(text)
             encoded = json.dumps(line, ensure_ascii=False).encode() + b"\n"
             self._lines.write(encoded)
@@ -410,10 +484,15 @@ class UnitReader:
 
 def _unit_line(record: dict[str, Any]) -> UnitLine:
     filled = record.get("filled")
-    return UnitLine(
-        record["unit"],
-        record["row"],
-        record["loc"],
-        record["text"],
-        filled=None if filled is None else (filled[0], tuple(filled[1])),
-    )
+    if isinstance(filled, dict):
+        filled = {target: (text, tuple(flags)) for target, (text, flags) in filled.items()}
+    elif filled is not None:
+        filled = (filled[0], tuple(filled[1]))
+    return UnitLine(record["unit"], record["row"], record["loc"], record["text"], filled=filled)
+
+
+def _filled_record(filled: Translation | dict[str, Translation]) -> Any:
+    """A filled unit's translation as its unit line holds it: [text, flags], or by target."""
+    if isinstance(filled, dict):
+        return {target: [text, list(flags)] for target, (text, flags) in filled.items()}
+    return [filled[0], list(filled[1])]

@@ -27,14 +27,15 @@ WORK_MEMORY_BYTES = 512 * 1024 * 1024
 
 @ray.remote(num_cpus=0, max_retries=0)
 def _plan_task(spec: dict[str, Any], work_dir: str, store_url: str) -> list[ShardPlan]:
-    from mtfleet.cluster.plan import UnitFiller, plan_job, units_memory_key
+    from mtfleet.cluster.plan import UnitFiller, plan_job, units_memory_keys
 
     job_spec = JobSpec(**spec)
-    key = units_memory_key(job_spec) if fills_from_memory(job_spec) else None
-    if key is None:
+    keys = units_memory_keys(job_spec) if fills_from_memory(job_spec) else None
+    if keys is None:
         return plan_job(job_spec, Path(work_dir))
+    several = isinstance(job_spec.tgt_lang, list)
     with JobStore(store_url) as store:
-        return plan_job(job_spec, Path(work_dir), UnitFiller(store, key))
+        return plan_job(job_spec, Path(work_dir), UnitFiller(store, keys, several))
 
 
 def fills_from_memory(spec: JobSpec) -> bool:

@@ -223,10 +223,9 @@ class Translator:
         engine = self._warm_engine()
         signature = engine.describe()
         self.protection, self.checks = job_checks(self.spec, engine)
-        # one target language: its segments go through the translation memory (several share
-        # one encoding, which the memory would not save)
-        self.memory_key = (
-            memory_signature(signature, memory_settings(self.spec))
+        # each target language's segments go through its own translation memory
+        self.memory_keys = (
+            segment_memory_keys(self.spec, engine)
             if self.spec.memory and _memorable(engine)
             else None
         )
@@ -315,16 +314,19 @@ class Translator:
             except OSError as error:
                 raise MachineFault(_os_fault(units.path, error)) from error
             self.progress += 1
-            memory = RelayedMemory(self._ask, self.memory_key) if self.memory_key else None
+            memories = {
+                target: RelayedMemory(self._ask, key)
+                for target, key in (self.memory_keys or {}).items()
+            }
             # units filled from the translation memory at planning are not translated again
             to_translate = [unit for unit in shard_units if unit.filled is None]
             with cancellable(cancel, _slow_factor(self.worker_id)):
-                outcomes = self._translate(engine, [unit.text for unit in to_translate], memory)
+                outcomes = self._translate(engine, [unit.text for unit in to_translate], memories)
             self.progress += 1
             path = part_path(self.work_dir, lease.row_start, lease.row_end, lease.lease_id)
             translated = list(_part_lines(to_translate, outcomes))
-            if memory is not None:
-                memory.keep_units(to_translate, translated)
+            for target, memory in memories.items():
+                memory.keep_units(to_translate, translated, target)
             try:
                 _write_part(path, _with_filled(shard_units, translated))
             except OSError as error:
@@ -349,7 +351,7 @@ class Translator:
         finally:
             stop_heartbeat.set()
         stats = self._completion_stats(
-            lease, signature, started, len(shard_units), to_translate, outcomes, memory
+            lease, signature, started, len(shard_units), to_translate, outcomes, memories
         )
         accepted = self._ask(
             "complete", self.worker_id, lease.index, lease.lease_id, str(path), stats
@@ -370,7 +372,7 @@ class Translator:
         units: int,
         to_translate: list[Any],
         outcomes: dict[str, Any],
-        memory: RelayedMemory | None,
+        memories: dict[str | None, RelayedMemory],
     ) -> dict[str, Any]:
         """What a completion tells the coordinator of its shard: counts, health, timing, the
         engine, and the translation memory's new entries."""
@@ -388,20 +390,26 @@ class Translator:
         if len(outcomes) > 1:
             # by language: detected sources (--src-lang auto) skip other units in each language
             stats["targets"] = {target: _outcome_stats(found) for target, found in outcomes.items()}
-        if memory is not None and (memory.kept or memory.kept_units):
-            # kept in the store with the completion, once it is accepted (the coordinator pops it)
-            stats["memory"] = {
+        kept = [
+            {
+                "tgt_lang": target,
                 "key": memory.key,
                 "entries": memory.kept,
                 "units": memory.kept_units,
             }
+            for target, memory in memories.items()
+            if memory.kept or memory.kept_units
+        ]
+        if kept:
+            # kept in the store with the completion, once it is accepted (the coordinator pops it)
+            stats["memory"] = kept
         return stats
 
     def _translate(
         self,
         engine: Engine | TargetEngines,
         texts: list[str],
-        memory: RelayedMemory | None = None,
+        memories: Mapping[str | None, RelayedMemory] | None = None,
     ) -> dict[str | None, TranslationOutcome]:
         """`translate_texts` into each target language, again with half the batch budget while
         the device runs out of memory; errors of the machine become a MachineFault, any other may
@@ -415,7 +423,7 @@ class Translator:
                             engine,
                             protection=self.protection,
                             checks=self.checks,
-                            memory=memory,
+                            memory=next(iter((memories or {}).values()), None),
                         )
                     }
                 checks = {
@@ -428,6 +436,7 @@ class Translator:
                         engine,
                         protection=self.protection,
                         checks=checks,
+                        memories=memories,
                         on_step=self._step,
                     )
                 )
@@ -518,12 +527,22 @@ def _part_lines(
 
 
 def _memorable(engine: Engine | TargetEngines) -> bool:
-    """One target language (several share one encoding, which the memory would not save), an
-    engine that says nothing against it (a test's slowed engine), and no test's slow translators
-    (they want each batch to reach the engine)."""
-    if isinstance(engine, TargetEngines) or os.environ.get(SLOW_VARIABLE):
+    """Engines that say nothing against it (a test's slowed engine), and no test's slow
+    translators (they want each batch to reach the engine)."""
+    if os.environ.get(SLOW_VARIABLE):
         return False
-    return bool(getattr(engine, "memorable", True))
+    engines = engine.engines.values() if isinstance(engine, TargetEngines) else [engine]
+    return all(getattr(one, "memorable", True) for one in engines)
+
+
+def segment_memory_keys(spec: JobSpec, engine: Engine | TargetEngines) -> dict[str | None, str]:
+    """The translation memory's signature of segments in each target language of the job: the
+    one a job into that language alone has (its engine's description, its settings)."""
+    engines = engine.engines if isinstance(engine, TargetEngines) else {spec.tgt_lang: engine}
+    return {
+        target: memory_signature(one.describe(), memory_settings(spec.for_target(target)))
+        for target, one in engines.items()
+    }
 
 
 class RelayedMemory:
@@ -547,15 +566,15 @@ class RelayedMemory:
     def remember(self, entries: Mapping[str, tuple[str, list[str]]]) -> None:
         self.kept.update({segment_sha256(segment): found for segment, found in entries.items()})
 
-    def keep_units(self, units: Sequence[UnitLine], translated: Sequence[UnitLine]) -> None:
-        """Each whole unit's translation and flags, by its text's sha256: what planning fills a
-        later job's units from (`plan.UnitFiller`)."""
-        self.kept_units.update(
-            {
-                segment_sha256(unit.text): (line.text, list(line.flags))
-                for unit, line in zip(units, translated, strict=True)
-            }
-        )
+    def keep_units(
+        self, units: Sequence[UnitLine], translated: Sequence[UnitLine], tgt_lang: str | None
+    ) -> None:
+        """Each whole unit's translation into `tgt_lang` and its flags, by its text's sha256:
+        what planning fills a later job's units from (`plan.UnitFiller`)."""
+        for unit, line in zip(units, translated, strict=True):
+            own = line.for_target(tgt_lang)
+            if own is not None:
+                self.kept_units[segment_sha256(unit.text)] = (own.text, list(own.flags))
 
 
 def _with_filled(units: Sequence[UnitLine], translated: Sequence[UnitLine]) -> list[UnitLine]:
