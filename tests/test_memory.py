@@ -293,3 +293,24 @@ def test_a_hub_model_is_keyed_by_its_cached_snapshot_and_not_by_its_name(
     assert first is not None and second is not None
     assert first["de"] != second["de"]
     assert by_cache == second
+
+
+@pytest.mark.cluster
+def test_a_job_filled_wholly_at_planning_is_assembled_without_placing_a_translator(
+    tmp_path: Path,
+) -> None:
+    rows = [{"id": i, "text": f"Row {i % 4} of the set."} for i in range(20)]
+    dataset = tmp_path / "rows.jsonl"
+    dataset.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    state = tmp_path / "state"
+    first = run_job(reverse_spec(dataset, tmp_path / "first.jsonl", ["text"]), state_dir=state)
+
+    again = run_job(reverse_spec(dataset, tmp_path / "again.jsonl", ["text"]), state_dir=state)
+
+    assert again.state == "succeeded"
+    with JobStore.for_state_dir(state) as store:
+        kinds = [event.kind for event in store.events.page(again.job_id)]
+        assert store.jobs.get(first.job_id).counters["translators_placed"] >= 1
+        assert "translators_placed" not in store.jobs.get(again.job_id).counters
+    assert kinds.index("planned") < kinds.index("succeeded")
+    assert (tmp_path / "again.jsonl").read_bytes() == (tmp_path / "first.jsonl").read_bytes()

@@ -117,6 +117,8 @@ class JobCoordinator(FleetLoop, Placement, Reaping):
         self.started_at = time.time()
         # set once the unit file and the shards exist: translators lease nothing before
         self.planned = threading.Event()
+        # translators are placed while the job is planned, unless planning may fill it all
+        self.place_while_planning = True
         # paused or planning: the fleet loop ticks every IDLE_TICK_S
         self.idle = False
         # every decision about the shards: leases, heartbeats, completions, failures, faults,
@@ -164,6 +166,7 @@ class JobCoordinator(FleetLoop, Placement, Reaping):
             if job.state is JobState.PLANNING or not UnitReader.exists(self.work_dir):
                 # Planning reads the whole input: here, never in the API's process, while the
                 # fleet loop places translators that load their engines meanwhile.
+                self.place_while_planning = not self._planning_may_fill()
                 threading.Thread(target=self._plan, name="planner", daemon=True).start()
             else:
                 self.planned.set()
@@ -201,6 +204,15 @@ class JobCoordinator(FleetLoop, Placement, Reaping):
                 wait_s = backoff_s(attempt, first_s=1.0, max_s=FAULT_BACKOFF_MAX_S)
                 log.exception("restarting job %s failed; again in %.0f s", self.job_id, wait_s)
                 self.stopping.wait(wait_s)
+
+    def _planning_may_fill(self) -> bool:
+        """Whether planning may fill units from the translation memory (it holds some under the
+        job's keys): then no translator is placed before the plan shows work left, and a job
+        filled wholly at planning is assembled without starting one."""
+        if not tasks.fills_from_memory(self.spec):
+            return False
+        keys = units_memory_keys(self.spec)
+        return keys is not None and self.memory.holds(keys.values())
 
     def _plan(self) -> None:
         """Writes the unit file, then the shards (a job planned before keeps its own)."""

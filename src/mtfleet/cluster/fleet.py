@@ -97,9 +97,11 @@ class FleetLoop:
             # A paused job holds no CPU or GPU: translators go once their leased shards are done.
             self._release_idle_translators(None, "paused")
         if not self.planned.is_set():
-            # Translators are placed while the job is planned, so they load their models meanwhile.
-            self._share(job.state, None)
-            self._place(nodes, job.state)
+            # Translators are placed while the job is planned, so they load their models
+            # meanwhile; unless the memory may fill it all: then once the plan shows work left.
+            if self.place_while_planning:
+                self._share(job.state, None)
+                self._place(nodes, job.state)
             return False
         expired = self.store.leases.expire(self.job_id)
         if expired:

@@ -168,6 +168,7 @@ class Placement:
         models there are evicted first where the node has no room for it)."""
         node_id = node["NodeID"]
         self.placed += 1
+        self.store.counters.add(self.job_id, "translators_placed")
         worker_id = f"{node_id[:8]}-{device}-{self.incarnation}{self.placed}"
         on_gpu = device.startswith("gpu")
         threads = self._threads(free_cpus)

@@ -97,6 +97,16 @@ class TranslationMemory:
                     )
         return found
 
+    def holds(self, signatures: Iterable[str]) -> bool:
+        """Whether the memory holds any entry under one of `signatures`."""
+        with self._read() as conn:
+            found = conn.execute(
+                sa.select(memory.c.signature)
+                .where(memory.c.signature.in_(list(signatures)))
+                .limit(1)
+            ).first()
+        return found is not None
+
     def remember(self, signature: str, entries: Mapping[str, Remembered]) -> int:
         """Keeps each segment sha256's translation and flags under `signature` (a translation
         made again replaces the one kept); how many."""
