@@ -5,6 +5,7 @@ imported, and a job taken wholly from it equals the job that filled it, byte for
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from mtfleet.spec import JobSpec, memory_settings, stored_spec
 from mtfleet.store import JobStore
 from mtfleet.store.memory import (
     ENTRY_OVERHEAD_BYTES,
+    TOUCH_AFTER_S,
     TranslationMemory,
     memory_signature,
     segment_sha256,
@@ -124,8 +126,10 @@ def test_the_memory_keeps_recalls_bounds_and_moves_between_stores(
         segment_sha256("segment 0"): ("Anders", [])
     }
 
-    # segment 1 was used last: the least recently used go until three are left
-    memory.recall("sig", [segment_sha256("segment 1")])
+    # segment 1 was used last, long enough after it was kept to count: the least recently used
+    # go until three are left
+    with JobStore(store.url, clock=lambda: time.time() + 2 * TOUCH_AFTER_S) as later:
+        TranslationMemory(later).recall("sig", [segment_sha256("segment 1")])
     three = 3 * (len("Segment 1") + ENTRY_OVERHEAD_BYTES)
     assert memory.evict(three) == 4
     assert memory.recall("sig", [segment_sha256("segment 1")])

@@ -324,10 +324,13 @@ class JobCoordinator(FleetLoop, Placement, Reaping):
         costs a later job its time, never this job its shard."""
         try:
             units_keys = units_memory_keys(self.spec) if kept else None
+            entries: dict[str, Any] = {}
             for target in kept or []:
-                self.memory.remember(target["key"], target["entries"])
+                entries[target["key"]] = target["entries"]
                 if target["units"] and units_keys is not None:
-                    self.memory.remember(units_keys[target["tgt_lang"]], target["units"])
+                    entries[units_keys[target["tgt_lang"]]] = target["units"]
+            # one transaction for the shard's every key
+            self.memory.remember_all(entries)
             if recalled:
                 self.store.counters.add(self.job_id, "segments_from_memory", recalled)
         except Exception:

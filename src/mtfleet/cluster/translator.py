@@ -561,7 +561,7 @@ class RelayedMemory:
         except Exception as error:  # advice only: the engine translates what is not recalled
             log.warning("the translation memory did not answer (%s); translating it all", error)
             return {}
-        return {by_hash[sha]: (text, list(flags)) for sha, (text, flags) in found.items()}
+        return {by_hash[sha]: remembered for sha, remembered in found.items()}
 
     def remember(self, entries: Mapping[str, tuple[str, list[str]]]) -> None:
         self.kept.update({segment_sha256(segment): found for segment, found in entries.items()})

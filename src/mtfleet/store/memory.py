@@ -27,8 +27,13 @@ from mtfleet.store.schema import memory
 if TYPE_CHECKING:
     from mtfleet.store.jobstore import JobStore
 
-# Hashes looked up in one query: far under SQLite's 32,766 bound parameters.
+# Entries read or evicted in one query.
 _CHUNK = 500
+# Hashes looked up in one query, a shard's in one or two: under SQLite's 32,766 bound parameters.
+_LOOKUP_CHUNK = 8000
+# An entry recalled is marked used at most once in this many seconds: LRU to within it, and no
+# write for what the same job wrote or recalled a moment ago.
+TOUCH_AFTER_S = 600.0
 # What an entry costs beside its text: its keys, flags and row (bytes, for the size bound).
 ENTRY_OVERHEAD_BYTES = 200
 # The describe() settings that say how fast or where a translation ran, not what it is.
@@ -79,21 +84,24 @@ class TranslationMemory:
         for `signature`; those found count as used now."""
         found: dict[str, Remembered] = {}
         wanted = list(dict.fromkeys(hashes))
+        now = self.store.db.clock()
         with self._write() as conn:
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                rows = conn.execute(
-                    sa.select(memory.c.source_sha256, memory.c.target, memory.c.flags).where(
-                        memory.c.signature == signature, memory.c.source_sha256.in_(chunk)
-                    )
-                ).all()
-                found.update({row.source_sha256: (row.target, list(row.flags)) for row in rows})
-                hits = [row.source_sha256 for row in rows]
-                if hits:
+            for start in range(0, len(wanted), _LOOKUP_CHUNK):
+                chunk = wanted[start : start + _LOOKUP_CHUNK]
+                stale = []
+                for sha, target, flags, used_at in conn.execute(
+                    sa.select(
+                        memory.c.source_sha256, memory.c.target, memory.c.flags, memory.c.used_at
+                    ).where(memory.c.signature == signature, memory.c.source_sha256.in_(chunk))
+                ):
+                    found[sha] = (target, flags)
+                    if used_at < now - TOUCH_AFTER_S:
+                        stale.append(sha)
+                if stale:
                     conn.execute(
                         sa.update(memory)
-                        .where(memory.c.signature == signature, memory.c.source_sha256.in_(hits))
-                        .values(used_at=self.store.db.clock())
+                        .where(memory.c.signature == signature, memory.c.source_sha256.in_(stale))
+                        .values(used_at=now)
                     )
         return found
 
@@ -110,15 +118,21 @@ class TranslationMemory:
     def remember(self, signature: str, entries: Mapping[str, Remembered]) -> int:
         """Keeps each segment sha256's translation and flags under `signature` (a translation
         made again replaces the one kept); how many."""
+        return self.remember_all({signature: entries})
+
+    def remember_all(self, entries: Mapping[str, Mapping[str, Remembered]]) -> int:
+        """`remember` for each signature of `entries`, in one transaction; how many."""
+        now = self.store.db.clock()
         rows = [
             {
                 "signature": signature,
                 "source_sha256": sha,
                 "target": target,
-                "flags": list(flags),
-                "used_at": self.store.db.clock(),
+                "flags": flags,
+                "used_at": now,
             }
-            for sha, (target, flags) in entries.items()
+            for signature, kept in entries.items()
+            for sha, (target, flags) in kept.items()
         ]
         self._upsert(rows)
         return len(rows)
@@ -234,18 +248,19 @@ class TranslationMemory:
             return
         with self._write() as conn:
             insert = importlib.import_module(f"sqlalchemy.dialects.{conn.dialect.name}").insert
-            for start in range(0, len(rows), _CHUNK):
-                upsert = insert(memory).values(rows[start : start + _CHUNK])
-                conn.execute(
-                    upsert.on_conflict_do_update(
-                        index_elements=[memory.c.signature, memory.c.source_sha256],
-                        set_={
-                            "target": upsert.excluded.target,
-                            "flags": upsert.excluded.flags,
-                            "used_at": upsert.excluded.used_at,
-                        },
-                    )
-                )
+            upsert = insert(memory)
+            # one statement run over every row (executemany): never a statement of rows compiled
+            conn.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[memory.c.signature, memory.c.source_sha256],
+                    set_={
+                        "target": upsert.excluded.target,
+                        "flags": upsert.excluded.flags,
+                        "used_at": upsert.excluded.used_at,
+                    },
+                ),
+                rows,
+            )
 
     def _write(self) -> Any:
         # not retried here: the memory is advice, and the caller has its own way on (a translator
