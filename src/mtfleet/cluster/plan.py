@@ -49,7 +49,7 @@ SMALLEST_SHARE = 16
 HEAD_ROWS = 1000
 # Entries buffered before an index or cost array is appended to its file.
 _FLUSH_ENTRIES = 1 << 16
-# Rows whose units are looked up in the translation memory together (one query per 500 units).
+# Rows whose units are looked up in the translation memory together (a query per target).
 FILL_ROWS = 2048
 # A shard holds at most this many times shard_tokens of units filled from the memory: assembly
 # holds one shard's translations at a time.
