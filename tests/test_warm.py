@@ -25,10 +25,12 @@ from mtfleet.cluster import pool as pool_module
 from mtfleet.cluster import prepare_job, run_job, start_coordinator
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
 from mtfleet.cluster.job import with_keep_warm
+from mtfleet.cluster.link import PoolLink
 from mtfleet.cluster.placement import SHARE_EVERY_S, TranslatorSlot
 from mtfleet.cluster.pool import (
     JOB_SILENCE_S,
     JobRegistry,
+    Resources,
     WarmTranslator,
     evictions,
     warm_pool,
@@ -324,12 +326,24 @@ def test_idle_translators_go_only_as_far_as_a_node_is_short_soonest_to_expire_fi
     assert evictions(idle, {"CPU": 5}) == [cpu_soon, cpu_late]
 
 
+class ToldPool(PoolLink):
+    """A warm pool that notes what it is told and answers that `sharing` jobs share the fleet."""
+
+    def __init__(self, told: list[tuple[Any, ...]], sharing: int) -> None:
+        super().__init__()
+        self.told, self.sharing = told, sharing
+
+    def share(self, job_id: str, wants: bool, gpus: int, held: dict[str, Resources]) -> int:
+        self.told.append(("share", job_id, wants, gpus, held))
+        return self.sharing
+
+
 def test_a_job_tells_the_pool_what_it_wants_when_that_changes_and_every_few_seconds(
     tmp_path: Path,
 ) -> None:
     coordinator = coordinator_of_a_running_job(tmp_path)
     told: list[tuple[Any, ...]] = []
-    coordinator._ask_pool = lambda method, *args: told.append((method, *args)) or 2
+    coordinator.pool = ToldPool(told, sharing=2)
 
     for _ in range(3):
         coordinator._share(JobState.RUNNING, 5)

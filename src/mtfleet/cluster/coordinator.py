@@ -36,8 +36,9 @@ from ray.exceptions import (
 from mtfleet.cluster import tasks
 from mtfleet.cluster.fleet import FleetLoop
 from mtfleet.cluster.ledger import FAULT_BACKOFF_MAX_S, ShardLedger
+from mtfleet.cluster.link import POOL_CALL_S, PoolLink
 from mtfleet.cluster.logs import log_to_work_dir
-from mtfleet.cluster.placement import POOL_CALL_S, Placement, TranslatorSlot
+from mtfleet.cluster.placement import Placement, TranslatorSlot
 from mtfleet.cluster.plan import UnitReader, units_memory_keys
 from mtfleet.cluster.pool import Resources
 from mtfleet.cluster.protocol import STOP, WAIT, LeaseReply
@@ -110,7 +111,7 @@ class JobCoordinator(FleetLoop, Placement, Reaping):
         self.sharing_jobs = 1
         # translators over this job's fair share: each goes at its next lease, between two shards
         self.over_share: set[str] = set()
-        self.pool: Any = None
+        self.pool = PoolLink()
         # what the pool last heard from this job, and when (`_share`)
         self.told_pool: tuple[bool, int, dict[str, Resources]] | None = None
         self.told_pool_at = 0.0

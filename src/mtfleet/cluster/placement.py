@@ -18,7 +18,8 @@ from ray.exceptions import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from mtfleet.cluster.pool import JOB_SILENCE_S, Resources, warm_pool
+from mtfleet.cluster.link import POOL_CALL_S
+from mtfleet.cluster.pool import JOB_SILENCE_S, Resources
 from mtfleet.cluster.translator import Translator, engine_key, translator_resources
 from mtfleet.store import (
     JobState,
@@ -26,8 +27,6 @@ from mtfleet.store import (
 
 log = logging.getLogger(__name__)
 
-# Calls to the warm pool and to a warm translator being attached or released wait this long at most.
-POOL_CALL_S = 10.0
 # A translator not started this long after it was placed may wait for a device: a warm one of its
 # own key takes its place, or idle ones of other models on its node make room.
 PENDING_S = 1.0
@@ -67,20 +66,6 @@ class Placement:
     def keep_warm_s(self) -> float:
         return self.spec.keep_warm_s or 0.0
 
-    def _pool(self) -> Any:
-        if self.pool is None:
-            self.pool = warm_pool()
-        return self.pool
-
-    def _ask_pool(self, method: str, *args: Any) -> Any:
-        """A call to the warm pool; None when it does not answer (it is started again next time)."""
-        try:
-            return ray.get(getattr(self._pool(), method).remote(*args), timeout=POOL_CALL_S)
-        except (RayActorError, GetTimeoutError) as error:
-            log.warning("the warm pool did not answer %s: %s", method, error)
-            self.pool = None
-            return None
-
     def _share(self, state: JobState, shards_left: int | None) -> None:
         """Tells the pool what this job wants (translators unless paused; with --gpus N, up to N
         GPUs of the autoscaler while shards are left) and what its translators hold on each node,
@@ -94,7 +79,7 @@ class Placement:
         now = time.monotonic()
         if said == self.told_pool and now - self.told_pool_at < SHARE_EVERY_S:
             return
-        sharing = self._ask_pool("share", self.job_id, wants, gpus, held)
+        sharing = self.pool.share(self.job_id, wants, gpus, held)
         if sharing is not None:
             self.told_pool, self.told_pool_at = said, now
             self.sharing_jobs = sharing
@@ -114,8 +99,7 @@ class Placement:
         wanted = Counter(self._held_on(node["NodeID"]))
         wanted.update(placing)
         total = node.get("Resources", {})
-        self._ask_pool(
-            "make_room",
+        self.pool.make_room(
             node["NodeID"],
             key,
             self.job_id,
@@ -204,7 +188,7 @@ class Placement:
 
     def _attach_warm(self, key: str, node_id: str, worker_id: str) -> Any | None:
         """A warm translator from the pool, attached to this job, or None."""
-        while (handle := self._ask_pool("take", key, node_id)) is not None:
+        while (handle := self.pool.take(key, node_id)) is not None:
             try:
                 ray.get(
                     handle.attach.remote(
@@ -236,7 +220,7 @@ class Placement:
                 if now - slot.placed_at < STUCK_S:
                     self._make_room(node, slot.key, {})
                 else:
-                    self._ask_pool("evict", node_id, slot.key)
+                    self.pool.evict(node_id, slot.key)
                 continue
             del self.slots[slot.worker_id]
             ray.kill(slot.handle, no_restart=True)

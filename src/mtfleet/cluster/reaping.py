@@ -17,7 +17,8 @@ from ray.exceptions import (
     RayActorError,
 )
 
-from mtfleet.cluster.placement import POOL_CALL_S, TranslatorSlot, _ready
+from mtfleet.cluster.link import POOL_CALL_S
+from mtfleet.cluster.placement import TranslatorSlot, _ready
 from mtfleet.cluster.translator import translator_resources
 from mtfleet.store import (
     ShardState,
@@ -62,9 +63,7 @@ class Reaping:
             resources = translator_resources(
                 slot.device.startswith("gpu"), self.spec.gpus_per_translator
             )
-            self._pool().keep.remote(
-                slot.handle, slot.key, slot.node_id, resources, self.keep_warm_s
-            )
+            self.pool.keep(slot.handle, slot.key, slot.node_id, resources, self.keep_warm_s)
             return True
         ray.kill(slot.handle, no_restart=True)
         return False
@@ -137,7 +136,7 @@ class Reaping:
         # released first: a translator told to stop now goes warm, and no lease call is left
         # waiting when the driver kills this coordinator
         self.ledger_changed()
-        self._ask_pool("leave", self.job_id)
+        self.pool.leave(self.job_id)
 
     def _stop_cancelled(self) -> None:
         """The job was cancelled: a translator in the middle of a shard is killed, not asked (it

@@ -17,7 +17,6 @@ translator never holds a device for nobody.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import logging
@@ -25,14 +24,14 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayError
 
+from mtfleet.cluster.link import CoordinatorLink
 from mtfleet.cluster.logs import log_to_work_dir, stop_logging_to_work_dirs
 from mtfleet.cluster.parts import part_path, write_part
 from mtfleet.cluster.plan import UnitLine, UnitReader
@@ -43,7 +42,6 @@ from mtfleet.engines.targets import TargetEngines
 from mtfleet.errors import StoreError
 from mtfleet.health import job_checks
 from mtfleet.pipeline import TranslationOutcome, translate_texts, translate_to_targets
-from mtfleet.retry import backoff_s
 from mtfleet.spec import JobSpec, memory_settings
 from mtfleet.store.memory import memory_signature, segment_sha256
 
@@ -114,7 +112,7 @@ class Translator:
         # Spinning OpenMP threads starve each other when translators share cores: a 14x slowdown
         # measured with two translators of two threads on two cores. Set before torch loads.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        self.coordinator = coordinator
+        self.coordinator = CoordinatorLink(coordinator, worker_id)
         self.worker_id = worker_id
         self.spec = JobSpec(**spec)
         self.work_dir = Path(work_dir)
@@ -163,7 +161,7 @@ class Translator:
         """Takes a warm translator into job `spec`'s fleet; its coordinator calls `run` next.
         Job-level settings (checks, protection, glossary) are the new job's."""
         with self.running:
-            self.coordinator = coordinator
+            self.coordinator = CoordinatorLink(coordinator, worker_id)
             self.worker_id = worker_id
             self.spec = JobSpec(**spec)
             self.work_dir = Path(work_dir)
@@ -232,7 +230,7 @@ class Translator:
         units: UnitReader | None = None
         shards_done = 0
         while True:
-            reply = STOP if self.released else self._ask("lease", self.worker_id)
+            reply = STOP if self.released else self.coordinator.lease()
             if reply.action is Action.STOP:
                 log.info("stopping after %d shards", shards_done)
                 return {"worker_id": self.worker_id, "shards": shards_done}
@@ -304,10 +302,8 @@ class Translator:
         stop_heartbeat = threading.Event()
         cancel = threading.Event()
         self.cancel = (lease.lease_id, cancel)
-        heartbeat = threading.Thread(
-            target=self._heartbeat, args=(lease, stop_heartbeat, cancel), daemon=True
-        )
-        heartbeat.start()
+        interval_s = max(0.05, self.spec.lease_ttl_s / 3)
+        self.coordinator.start_heartbeat(lease, interval_s, self._progress, stop_heartbeat, cancel)
         try:
             try:
                 shard_units = units.read(lease.row_start, lease.row_end)
@@ -315,7 +311,7 @@ class Translator:
                 raise MachineFault(_os_fault(units.path, error)) from error
             self.progress += 1
             memories = {
-                target: RelayedMemory(self._ask, key)
+                target: RelayedMemory(self.coordinator, key)
                 for target, key in (self.memory_keys or {}).items()
             }
             # units filled from the translation memory at planning are not translated again
@@ -346,16 +342,22 @@ class Translator:
             stop_heartbeat.set()
             message = f"{type(error).__name__}: {error}"
             log.warning("shard %d failed: %s", lease.index, message)
-            self._ask("fail", self.worker_id, lease.index, lease.lease_id, message)
+            self.coordinator.fail(lease, message)
             return False
         finally:
             stop_heartbeat.set()
-        stats = self._completion_stats(
-            lease, signature, started, len(shard_units), to_translate, outcomes, memories
+        translator = {"node_id": self.node_id, "worker_id": self.worker_id}
+        stats = _completion_stats(
+            lease,
+            translator,
+            signature,
+            started,
+            len(shard_units),
+            to_translate,
+            outcomes,
+            memories,
         )
-        accepted = self._ask(
-            "complete", self.worker_id, lease.index, lease.lease_id, str(path), stats
-        )
+        accepted = self.coordinator.complete(lease, path, stats)
         log.info(
             "completed shard %d in %.2f s (%s)",
             lease.index,
@@ -363,47 +365,6 @@ class Translator:
             "accepted" if accepted else "stale lease, dropped",
         )
         return True
-
-    def _completion_stats(
-        self,
-        lease: Lease,
-        signature: dict[str, Any],
-        started: float,
-        units: int,
-        to_translate: list[Any],
-        outcomes: dict[str, Any],
-        memories: dict[str | None, RelayedMemory],
-    ) -> dict[str, Any]:
-        """What a completion tells the coordinator of its shard: counts, health, timing, the
-        engine, and the translation memory's new entries."""
-        outcome = next(iter(outcomes.values()))
-        stats = {
-            "rows": lease.row_end - lease.row_start,
-            "units": units,
-            "units_from_memory": units - len(to_translate),
-            **_outcome_stats(outcome),
-            "node_id": self.node_id,
-            "worker_id": self.worker_id,
-            "elapsed_s": round(time.monotonic() - started, 3),
-            "engine": signature,
-        }
-        if len(outcomes) > 1:
-            # by language: detected sources (--src-lang auto) skip other units in each language
-            stats["targets"] = {target: _outcome_stats(found) for target, found in outcomes.items()}
-        kept = [
-            {
-                "tgt_lang": target,
-                "key": memory.key,
-                "entries": memory.kept,
-                "units": memory.kept_units,
-            }
-            for target, memory in memories.items()
-            if memory.kept or memory.kept_units
-        ]
-        if kept:
-            # kept in the store with the completion, once it is accepted (the coordinator pops it)
-            stats["memory"] = kept
-        return stats
 
     def _translate(
         self,
@@ -460,6 +421,10 @@ class Translator:
                     error,
                 )
 
+    def _progress(self) -> int:
+        """Steps done on the current shard, sent with each heartbeat."""
+        return self.progress
+
     def _step(self) -> None:
         """One more step of the current shard done: the watchdog sees it growing."""
         self.progress += 1
@@ -468,39 +433,7 @@ class Translator:
         """Tells the coordinator of a fault (the lease's shard goes back with no attempt counted)
         and waits as long as it says."""
         log.warning("fault: %s", sentence)
-        index, lease_id = (lease.index, lease.lease_id) if lease else (None, None)
-        wait_s = self._ask("fault", self.worker_id, index, lease_id, sentence)
-        time.sleep(wait_s)
-
-    def _ask(self, method: str, *args: Any) -> Any:
-        """A call to the coordinator, made again while the job store does not answer it."""
-        attempt = 0
-        while True:
-            try:
-                return ray.get(getattr(self.coordinator, method).remote(*args))
-            except StoreError as error:
-                attempt += 1
-                wait_s = backoff_s(attempt, first_s=0.5, max_s=30.0)
-                log.warning(
-                    "the coordinator's %s failed: %s; again in %.1f s", method, error, wait_s
-                )
-                time.sleep(wait_s)
-
-    def _heartbeat(self, lease: Lease, stop: threading.Event, cancel: threading.Event) -> None:
-        """Renews the lease at once and every ttl/3, with the shard's progress; a reply that the
-        lease is gone cancels the shard's translation."""
-        interval = max(0.05, self.spec.lease_ttl_s / 3)
-        while True:
-            renewed = self.coordinator.heartbeat.remote(
-                self.worker_id, lease.index, lease.lease_id, self.progress
-            )
-            if stop.wait(interval):
-                return
-            ready, _ = ray.wait([renewed], timeout=0)
-            # a heartbeat that raised (the store did not answer) says nothing of the lease
-            with contextlib.suppress(RayError):
-                if ready and ray.get(ready[0]) is False:
-                    cancel.set()
+        time.sleep(self.coordinator.fault(lease, sentence))
 
 
 def _part_lines(
@@ -549,15 +482,15 @@ class RelayedMemory:
     """The translation memory as a translator sees it: recalled through its coordinator, which
     holds the store; what it is to keep waits for the shard's completion, which carries it."""
 
-    def __init__(self, ask: Callable[..., Any], key: str) -> None:
-        self.ask, self.key = ask, key
+    def __init__(self, coordinator: CoordinatorLink, key: str) -> None:
+        self.coordinator, self.key = coordinator, key
         self.kept: dict[str, tuple[str, list[str]]] = {}
         self.kept_units: dict[str, tuple[str, list[str]]] = {}
 
     def recall(self, segments: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
         by_hash = {segment_sha256(segment): segment for segment in segments}
         try:
-            found = self.ask("recall", self.key, list(by_hash))
+            found = self.coordinator.recall(self.key, list(by_hash))
         except Exception as error:  # advice only: the engine translates what is not recalled
             log.warning("the translation memory did not answer (%s); translating it all", error)
             return {}
@@ -575,6 +508,47 @@ class RelayedMemory:
             own = line.for_target(tgt_lang)
             if own is not None:
                 self.kept_units[segment_sha256(unit.text)] = (own.text, list(own.flags))
+
+
+def _completion_stats(
+    lease: Lease,
+    translator: dict[str, str],
+    signature: dict[str, Any],
+    started: float,
+    units: int,
+    to_translate: list[Any],
+    outcomes: dict[str, Any],
+    memories: dict[str | None, RelayedMemory],
+) -> dict[str, Any]:
+    """What a completion tells the coordinator of its shard: counts, health, timing, the
+    engine, and the translation memory's new entries."""
+    outcome = next(iter(outcomes.values()))
+    stats = {
+        "rows": lease.row_end - lease.row_start,
+        "units": units,
+        "units_from_memory": units - len(to_translate),
+        **_outcome_stats(outcome),
+        **translator,
+        "elapsed_s": round(time.monotonic() - started, 3),
+        "engine": signature,
+    }
+    if len(outcomes) > 1:
+        # by language: detected sources (--src-lang auto) skip other units in each language
+        stats["targets"] = {target: _outcome_stats(found) for target, found in outcomes.items()}
+    kept = [
+        {
+            "tgt_lang": target,
+            "key": memory.key,
+            "entries": memory.kept,
+            "units": memory.kept_units,
+        }
+        for target, memory in memories.items()
+        if memory.kept or memory.kept_units
+    ]
+    if kept:
+        # kept in the store with the completion, once it is accepted (the coordinator pops it)
+        stats["memory"] = kept
+    return stats
 
 
 def _with_filled(units: Sequence[UnitLine], translated: Sequence[UnitLine]) -> list[UnitLine]:
