@@ -192,7 +192,8 @@ class HFEngine(TokenizedEngine):
         self, segments: Sequence[str], targets: Sequence[TokenizedEngine]
     ) -> list[list[list[int]]]:
         """`generate_token_ids` of each of `targets` (this engine's `for_target` views, of a
-        family that `decodes_target`), each batch encoded once and decoded once per target."""
+        family that `decodes_target`), each batch encoded once and decoded for all targets in one
+        `generate`."""
         encoded = self.tokens.encode_segments(segments)
         outputs: list[list[list[int]]] = [[[] for _ in encoded] for _ in targets]
         first_tokens = [target.tokens.forced_bos_token_id for target in targets]
