@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -28,6 +29,7 @@ TINY = {"d_model": 32, "layers": 1, "heads": 2, "ffn": 64, "vocab_size": 300}
 LANGUAGES = {
     "nllb": ("eng_Latn", ["mar_Deva", "hin_Deva", "tam_Taml"]),
     "m2m100": ("en", ["de", "fr", "hi"]),
+    "mbart50": ("en_XX", ["hi_IN", "fr_XX", "de_DE"]),
     "marian-multi": (None, ["de", "fr", "hi"]),
 }
 BASE = {"input": "in.jsonl", "model": "m", "fields": ["text"]}
@@ -93,7 +95,7 @@ def test_each_target_is_checked_against_the_model(model_dirs: dict[str, Path]) -
 
 
 @pytest.mark.parametrize("beam", [1, 2])
-@pytest.mark.parametrize("family", ["nllb", "m2m100"])
+@pytest.mark.parametrize("family", ["nllb", "m2m100", "mbart50"])
 def test_one_encoding_per_batch_decodes_what_each_target_alone_does(
     family: str, beam: int, model_dirs: dict[str, Path]
 ) -> None:
@@ -109,6 +111,34 @@ def test_one_encoding_per_batch_decodes_what_each_target_alone_does(
         alone = HFEngine(model, src_lang=source, tgt_lang=target, beam=beam, **SETTINGS)
         assert together[target].translations == translate_texts(texts, alone).translations
         assert engines.engines[target].generate_token_ids(texts) == alone.generate_token_ids(texts)
+
+
+def test_each_batch_one_target_alone_cuts_is_decoded_for_every_target_in_one_generate(
+    model_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, targets = LANGUAGES["nllb"]
+    model = str(model_dirs["nllb"])
+    engines = load_engine("hf", model, src_lang=source, tgt_lang=targets, **SETTINGS)
+    alone = HFEngine(model, src_lang=source, tgt_lang=targets[0], **SETTINGS)
+    rows_per_call: dict[str, list[int]] = {"together": [], "alone": []}
+    for name, engine in (("together", engines.shared), ("alone", alone)):
+        monkeypatch.setattr(engine.model, "generate", _counted(engine.model, rows_per_call[name]))
+    texts = varied_segments(12, seed=9)
+
+    translate_to_targets(texts, engines)
+    translate_texts(texts, alone)
+
+    assert rows_per_call["together"] == [rows * len(targets) for rows in rows_per_call["alone"]]
+
+
+def _counted(model: Any, rows_per_call: list[int]) -> Any:
+    generate = model.generate
+
+    def counted(**kwargs: Any) -> Any:
+        rows_per_call.append(kwargs["input_ids"].shape[0])
+        return generate(**kwargs)
+
+    return counted
 
 
 def test_a_family_that_tags_its_sources_translates_once_per_target(

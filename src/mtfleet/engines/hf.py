@@ -80,6 +80,23 @@ class SegmentForcedEos(LogitsProcessor):
         return forced
 
 
+class SegmentForcedBos(LogitsProcessor):
+    """Forces row i's first new token to `tokens[i]`, as `forced_bos_token_id` does alone: rows
+    of one batch decoded into different target languages."""
+
+    def __init__(self, tokens: Sequence[int]) -> None:
+        self.tokens = torch.tensor(tokens)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] != DECODER_PROMPT_LENGTH:
+            return scores
+        tokens = self.tokens.to(scores.device)
+        tokens = tokens.repeat_interleave(input_ids.shape[0] // tokens.shape[0])
+        forced = torch.full_like(scores, -math.inf)
+        forced[torch.arange(tokens.shape[0], device=scores.device), tokens] = 0
+        return forced
+
+
 class HFEngine(TokenizedEngine):
     """Translates segments with a local or hub Hugging Face seq2seq model.
 
@@ -175,7 +192,8 @@ class HFEngine(TokenizedEngine):
         self, segments: Sequence[str], targets: Sequence[TokenizedEngine]
     ) -> list[list[list[int]]]:
         """`generate_token_ids` of each of `targets` (this engine's `for_target` views, of a
-        family that `decodes_target`), each batch encoded once and decoded once per target."""
+        family that `decodes_target`), each batch encoded once and decoded for all targets in one
+        `generate`."""
         encoded = self.tokens.encode_segments(segments)
         outputs: list[list[list[int]]] = [[[] for _ in encoded] for _ in targets]
         first_tokens = [target.tokens.forced_bos_token_id for target in targets]
@@ -190,40 +208,45 @@ class HFEngine(TokenizedEngine):
     def _generate(
         self, rows: list[list[int]], first_tokens: list[int | None]
     ) -> list[list[list[int]]]:
-        """Each row's generated ids for each forced first token; several share one encoding."""
+        """Each row's generated ids for each forced first token. Several first tokens share one
+        encoding and one `generate`: the rows repeated once per token, each decoded after its own
+        (`SegmentForcedBos`), so each decoding step serves every target at once."""
+        targets = len(first_tokens)
         caps = [self.tokens.output_cap(len(ids)) for ids in rows]
         inputs = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.device)
+        row_caps = caps * targets
         logits_processor = LogitsProcessorList()
-        if self._forced_eos_token_ids:
-            logits_processor.append(SegmentForcedEos(caps, sorted(self._forced_eos_token_ids)))
-        encoded: dict[str, Any] = {}
-        results = []
+        encoded: dict[str, Any] = dict(inputs)
+        # the first target's token as alone, so generate sets up the same processors as for it
+        languages = {} if first_tokens[0] is None else {"forced_bos_token_id": first_tokens[0]}
         with torch.inference_mode():
-            if len(first_tokens) > 1:
+            if targets > 1:
                 hidden = self.model.get_encoder()(**inputs, return_dict=True).last_hidden_state
-            for forced_bos in first_tokens:
-                languages = {} if forced_bos is None else {"forced_bos_token_id": forced_bos}
-                if len(first_tokens) > 1:
-                    # a fresh output each time: beam search expands it in place
-                    encoded = {"encoder_outputs": BaseModelOutput(last_hidden_state=hidden)}
-                sequences = self.model.generate(
-                    **inputs,
-                    **encoded,
-                    **languages,
-                    num_beams=self.beam,
-                    do_sample=False,
-                    num_return_sequences=1,
-                    max_new_tokens=max(caps),
-                    stopping_criteria=StoppingCriteriaList([SegmentLengthCap(caps)]),
-                    logits_processor=logits_processor,
+                encoded = {name: tensor.repeat(targets, 1) for name, tensor in inputs.items()}
+                encoded["encoder_outputs"] = BaseModelOutput(
+                    last_hidden_state=hidden.repeat(targets, 1, 1)
                 )
-                results.append(
-                    [
-                        self._trim(row[DECODER_PROMPT_LENGTH:].tolist(), cap)
-                        for row, cap in zip(sequences, caps, strict=True)
-                    ]
+                logits_processor.append(
+                    SegmentForcedBos([token for token in first_tokens for _ in rows])
                 )
-        return results
+            if self._forced_eos_token_ids:
+                eos = sorted(self._forced_eos_token_ids)
+                logits_processor.append(SegmentForcedEos(row_caps, eos))
+            sequences = self.model.generate(
+                **encoded,
+                **languages,
+                num_beams=self.beam,
+                do_sample=False,
+                num_return_sequences=1,
+                max_new_tokens=max(caps),
+                stopping_criteria=StoppingCriteriaList([SegmentLengthCap(row_caps)]),
+                logits_processor=logits_processor,
+            )
+        trimmed = [
+            self._trim(row[DECODER_PROMPT_LENGTH:].tolist(), cap)
+            for row, cap in zip(sequences, row_caps, strict=True)
+        ]
+        return [trimmed[n * len(rows) : (n + 1) * len(rows)] for n in range(targets)]
 
     def _trim(self, ids: list[int], cap: int) -> list[int]:
         # a row that finished early is padded to the batch's longest; it ended at EOS or its cap

@@ -1,9 +1,9 @@
 """One model, several target languages: an engine per target, sharing the model's weights.
 
 Where the family chooses the target in the decoder alone (M2M100, NLLB, mBART-50) and each target is
-sent the same segments, `prefetch` encodes each batch once and decodes it once per target; each
-target's engine then answers those segments from what was decoded. Other families (a tag before
-each source, IndicTrans2's preprocessor) and wrapped engines translate once per target.
+sent the same segments, `prefetch` encodes each batch once and decodes it for every target in one
+call; each target's engine then answers those segments from what was decoded. Other families (a
+tag before each source, IndicTrans2's preprocessor) and wrapped engines translate once per target.
 """
 
 from __future__ import annotations
