@@ -12,7 +12,7 @@ the units sorted by estimated tokens (the design that cuts shards from length-or
 Exact and cheap: no model runs. Writes bench/results/padding.json.
 
     .venv/bin/python bench/padding.py [--rows 2040] [--shard-tokens 4000,32000,128000]
-        [--windows 32000,64000,128000]
+        [--windows 32000,64000,128000] [--out bench/results/padding.json]
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=PROFILES["full"].alpaca_rows)
     parser.add_argument("--shard-tokens", default="4000,32000,128000")
     parser.add_argument("--windows", default="32000,64000,128000")
+    parser.add_argument("--out", type=Path, default=BENCH / "results" / "padding.json")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mtfleet-padding-") as scratch:
         root = Path(scratch)
@@ -151,8 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "load_average": os.getloadavg(),
     }
     print(json.dumps(result, indent=1))
-    out = BENCH / "results" / "padding.json"
-    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
