@@ -9,10 +9,12 @@ of the job against the same batching over the whole input at once, for each shar
 same for decode steps (each batch decodes to its longest segment's cap). Then what a translator
 sorting a larger window would get: row ranges of a fixed size with no tail, and windows cut from
 the units sorted by estimated tokens (the design that cuts shards from length-ordered units).
-Exact and cheap: no model runs. Writes bench/results/padding.json.
+Exact and cheap: no model runs. With `--time`, also times the HF engine (CPU, one thread) on the
+bench model: one call per shard of the first `--shard-tokens` size against one call over the
+whole input, in turns in this process. Writes bench/results/padding.json.
 
-    .venv/bin/python bench/padding.py [--rows 2040] [--shard-tokens 4000,32000,128000]
-        [--windows 32000,64000,128000] [--out bench/results/padding.json]
+    .venv/bin/python bench/padding.py [--rows 2040] [--shard-tokens 32000,4000,128000]
+        [--windows 32000,64000,128000] [--time] [--out bench/results/padding.json]
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ import argparse
 import json
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mtfleet.cluster.plan import UnitReader, plan_job, unit_tokens
 from mtfleet.data import segment_texts
+from mtfleet.engines.hf import HFEngine
 from mtfleet.engines.tokens import ModelTokenizer
+from mtfleet.pipeline import translate_texts
 from mtfleet.spec import JobSpec
 from run import MAX_LENGTH_FACTOR, MAX_LENGTH_OFFSET, PROFILES, build_model
 from workloads import alpaca
@@ -90,11 +95,40 @@ def window_padding(tokenizer: ModelTokenizer, texts: Sequence[str], window: int)
     return {"window_tokens": window, **ratios(total), "batches": total["batches"]}
 
 
+def time_engine(model: Path, calls: dict[str, list[list[str]]], rounds: int) -> dict[str, Any]:
+    """Seconds the HF engine takes over each way of calling it (one `translate_texts` per list of
+    texts), in turns, the best of `rounds`; and each one's ratio to the first."""
+    engine = HFEngine(
+        str(model),
+        max_length_factor=MAX_LENGTH_FACTOR,
+        max_length_offset=MAX_LENGTH_OFFSET,
+        max_batch_tokens=JobSpec.model_fields["max_batch_tokens"].default,
+        device="cpu",
+        threads=1,
+    )
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, groups in calls.items():
+            started = time.perf_counter()
+            for texts in groups:
+                translate_texts(texts, engine)
+            elapsed = time.perf_counter() - started
+            best[name] = min(best.get(name, elapsed), elapsed)
+    first = next(iter(best.values()))
+    return {
+        "seconds": {name: round(value, 2) for name, value in best.items()},
+        "ratio_to_first": {name: round(value / first, 4) for name, value in best.items()},
+        "rounds": rounds,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=PROFILES["full"].alpaca_rows)
-    parser.add_argument("--shard-tokens", default="4000,32000,128000")
+    parser.add_argument("--shard-tokens", default="32000,4000,128000")
     parser.add_argument("--windows", default="32000,64000,128000")
+    parser.add_argument("--time", action="store_true", help="also time the HF engine")
+    parser.add_argument("--time-rounds", type=int, default=1)
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "padding.json")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mtfleet-padding-") as scratch:
@@ -142,6 +176,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         row_windows = [window_padding(tokenizer, everything, n) for n in windows]
         by_length = sorted(everything, key=unit_tokens)
         sorted_windows = [window_padding(tokenizer, by_length, n) for n in windows]
+        timed = None
+        if args.time:
+            first = root / f"job-{rows[0]['shard_tokens']}"
+            reader = UnitReader(first)
+            shards = plan_job(JobSpec(**base, shard_tokens=rows[0]["shard_tokens"]), first)
+            by_shard = [
+                [unit.text for unit in reader.read(shard.row_start, shard.row_end)]
+                for shard in shards
+            ]
+            calls = {"whole_input": [everything], f"{len(shards)}_shards": by_shard}
+            timed = time_engine(model, calls, args.time_rounds)
     result = {
         "rows": args.rows,
         "max_batch_tokens": budget,
@@ -149,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "by_shard_tokens": rows,
         "row_windows": row_windows,
         "length_sorted_unit_windows": sorted_windows,
+        "hf_engine_time": timed,
         "load_average": os.getloadavg(),
     }
     print(json.dumps(result, indent=1))
