@@ -26,7 +26,7 @@ from mtfleet.cluster import prepare_job, run_job, start_coordinator
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
 from mtfleet.cluster.job import with_keep_warm
 from mtfleet.cluster.link import PoolLink
-from mtfleet.cluster.placement import SHARE_EVERY_S, TranslatorSlot
+from mtfleet.cluster.placement import SHARE_EVERY_S, Placement, TranslatorSlot
 from mtfleet.cluster.pool import (
     JOB_SILENCE_S,
     JobRegistry,
@@ -343,23 +343,30 @@ def test_a_job_tells_the_pool_what_it_wants_when_that_changes_and_every_few_seco
 ) -> None:
     coordinator = coordinator_of_a_running_job(tmp_path)
     told: list[tuple[Any, ...]] = []
-    coordinator.pool = ToldPool(told, sharing=2)
+    placement = Placement(
+        "job",
+        coordinator.store,
+        coordinator.spec,
+        tmp_path,
+        ToldPool(told, sharing=2),
+        release_idle=lambda worker_ids, why: None,
+    )
 
     for _ in range(3):
-        coordinator._share(JobState.RUNNING, 5)
+        placement.share(JobState.RUNNING, 5)
     assert told == [("share", "job", True, 0, {})]
-    assert coordinator.sharing_jobs == 2
-    coordinator.slots["w"] = TranslatorSlot("w", "node", "cpu0", None, None, None)  # placed
-    coordinator._share(JobState.RUNNING, 5)
-    coordinator._share(JobState.PAUSED, 5)
-    coordinator._share(JobState.PAUSED, 5)
+    assert placement.sharing_jobs == 2
+    placement.slots["w"] = TranslatorSlot("w", "node", "cpu0", None, None, None)  # placed
+    placement.share(JobState.RUNNING, 5)
+    placement.share(JobState.PAUSED, 5)
+    placement.share(JobState.PAUSED, 5)
     assert told[1:] == [
         ("share", "job", True, 0, {"node": {"CPU": 1}}),
         ("share", "job", False, 0, {"node": {"CPU": 1}}),
     ]
     # nothing changed, but the pool must hear from a job within JOB_SILENCE_S
-    coordinator.told_pool_at -= SHARE_EVERY_S
-    coordinator._share(JobState.PAUSED, 5)
+    placement.told_pool_at -= SHARE_EVERY_S
+    placement.share(JobState.PAUSED, 5)
     assert len(told) == 4
 
 

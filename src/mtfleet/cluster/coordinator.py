@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 import threading
 import time
 import warnings
@@ -38,9 +37,8 @@ from mtfleet.cluster.fleet import FleetLoop
 from mtfleet.cluster.ledger import FAULT_BACKOFF_MAX_S, ShardLedger
 from mtfleet.cluster.link import POOL_CALL_S, PoolLink
 from mtfleet.cluster.logs import log_to_work_dir
-from mtfleet.cluster.placement import Placement, TranslatorSlot
+from mtfleet.cluster.placement import Placement
 from mtfleet.cluster.plan import UnitReader, units_memory_keys
-from mtfleet.cluster.pool import Resources
 from mtfleet.cluster.protocol import STOP, WAIT, LeaseReply
 from mtfleet.cluster.reaping import Reaping
 from mtfleet.cluster.steering import move_job
@@ -82,7 +80,7 @@ def coordinator_name(job_id: str) -> str:
     return f"mtfleet-job-{job_id}"
 
 
-class JobCoordinator(FleetLoop, Placement, Reaping):
+class JobCoordinator(FleetLoop, Reaping):
     """One job's coordinator, as a plain class (its actor is `JobCoordinatorActor`, whose process
     Ray names after this class): tests build one on a store with no Ray."""
 
@@ -100,21 +98,15 @@ class JobCoordinator(FleetLoop, Placement, Reaping):
         job = self.store.jobs.get(job_id)
         self.spec, _, _ = spec_from_store(job.spec)
         self.stored_spec = job.spec
-        self.slots: dict[str, TranslatorSlot] = {}
-        self.lock = threading.RLock()
         self.stopping = threading.Event()
         self.fleet_thread: threading.Thread | None = None
-        self.placed = 0
-        # in worker ids: a detached translator of an earlier incarnation never passes for one of ours
-        self.incarnation = secrets.token_hex(2)
-        # jobs that want translators now, this one included: a node's devices are shared by them
-        self.sharing_jobs = 1
-        # translators over this job's fair share: each goes at its next lease, between two shards
-        self.over_share: set[str] = set()
         self.pool = PoolLink()
-        # what the pool last heard from this job, and when (`_share`)
-        self.told_pool: tuple[bool, int, dict[str, Resources]] | None = None
-        self.told_pool_at = 0.0
+        # the job's translators (`slots`, under `lock`) and where they go
+        self.placement = Placement(
+            job_id, self.store, self.spec, self.work_dir, self.pool, self._release_idle_translators
+        )
+        self.slots = self.placement.slots
+        self.lock = self.placement.lock
         self.started_at = time.time()
         # set once the unit file and the shards exist: translators lease nothing before
         self.planned = threading.Event()
@@ -257,7 +249,7 @@ class JobCoordinator(FleetLoop, Placement, Reaping):
         if not self.planned.is_set():
             self.planned.wait(PLAN_WAIT_S)
         job = self.store.jobs.get(self.job_id)
-        if worker_id in self.over_share:
+        if worker_id in self.placement.over_share:
             self._release_idle_translators({worker_id}, "over its fair share")
         if job.state in TERMINAL or worker_id not in self.slots:
             return STOP

@@ -100,8 +100,8 @@ class FleetLoop:
             # Translators are placed while the job is planned, so they load their models
             # meanwhile; unless the memory may fill it all: then once the plan shows work left.
             if self.place_while_planning:
-                self._share(job.state, None)
-                self._place(nodes, job.state)
+                self.placement.share(job.state, None)
+                self.placement.place(nodes, job.state)
             return False
         expired = self.store.leases.expire(self.job_id)
         if expired:
@@ -115,8 +115,8 @@ class FleetLoop:
         if not left:
             self._finish()
             return True
-        self._share(job.state, left)
-        self._place(nodes, job.state)
+        self.placement.share(job.state, left)
+        self.placement.place(nodes, job.state)
         return False
 
     def _follow_spec(self, stored: dict[str, Any]) -> None:
@@ -129,7 +129,7 @@ class FleetLoop:
         changed = sorted(
             name for name in RUN_SETTINGS if getattr(spec, name) != getattr(self.spec, name)
         )
-        self.spec = self.ledger.spec = spec
+        self.spec = self.ledger.spec = self.placement.spec = spec
         self.stored_spec = stored
         if changed:
             log.info("job %s runs with new settings from now: %s", self.job_id, ", ".join(changed))

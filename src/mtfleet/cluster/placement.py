@@ -1,14 +1,19 @@
 """Where a job's translators go: its fair share of each node's devices (the warm pool, `pool.py`),
 warm translators taken from the pool, new ones started, and room made for one that waits for a
-device. A part of `JobCoordinator` (its store, spec, slots and lock are the coordinator's)."""
+device. An object of `JobCoordinator`'s: it owns the job's translators (`slots`) and their lock, and
+lets go of those over the job's share through the coordinator's `release_idle`."""
 
 from __future__ import annotations
 
 import logging
 import math
+import secrets
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -18,11 +23,13 @@ from ray.exceptions import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from mtfleet.cluster.link import POOL_CALL_S
+from mtfleet.cluster.link import POOL_CALL_S, PoolLink
 from mtfleet.cluster.pool import JOB_SILENCE_S, Resources
 from mtfleet.cluster.translator import Translator, engine_key, translator_resources
+from mtfleet.spec import JobSpec
 from mtfleet.store import (
     JobState,
+    JobStore,
 )
 
 log = logging.getLogger(__name__)
@@ -58,7 +65,36 @@ class TranslatorSlot:
 
 
 class Placement:
-    """The coordinator's placement of translators."""
+    """One job's translators and where they go. `spec` follows the job's (`FleetLoop._follow_spec`
+    sets it); `release_idle(worker_ids, why)` lets go of translators that hold no lease."""
+
+    def __init__(
+        self,
+        job_id: str,
+        store: JobStore,
+        spec: JobSpec,
+        work_dir: Path,
+        pool: PoolLink,
+        release_idle: Callable[[set[str], str], None],
+    ) -> None:
+        self.job_id = job_id
+        self.store = store
+        self.spec = spec
+        self.work_dir = work_dir
+        self.pool = pool
+        self.release_idle = release_idle
+        self.slots: dict[str, TranslatorSlot] = {}
+        self.lock = threading.RLock()
+        self.placed = 0
+        # in worker ids: a detached translator of an earlier incarnation never passes for one of ours
+        self.incarnation = secrets.token_hex(2)
+        # jobs that want translators now, this one included: a node's devices are shared by them
+        self.sharing_jobs = 1
+        # translators over this job's fair share: each goes at its next lease, between two shards
+        self.over_share: set[str] = set()
+        # what the pool last heard from this job, and when (`share`)
+        self.told_pool: tuple[bool, int, dict[str, Resources]] | None = None
+        self.told_pool_at = 0.0
 
     # --- sharing the cluster with other jobs: the warm pool
 
@@ -66,7 +102,7 @@ class Placement:
     def keep_warm_s(self) -> float:
         return self.spec.keep_warm_s or 0.0
 
-    def _share(self, state: JobState, shards_left: int | None) -> None:
+    def share(self, state: JobState, shards_left: int | None) -> None:
         """Tells the pool what this job wants (translators unless paused; with --gpus N, up to N
         GPUs of the autoscaler while shards are left) and what its translators hold on each node,
         and learns how many jobs share the fleet: when any of it changed, else every
@@ -121,7 +157,7 @@ class Placement:
             *(f"cpu{i}" for i in range(math.ceil(cpu_slots / share))),
         ], free_cpus
 
-    def _place(self, nodes: list[dict[str, Any]], state: JobState) -> None:
+    def place(self, nodes: list[dict[str, Any]], state: JobState) -> None:
         """This job's fair share of each live node (`_fleet_of`); none while the job is paused.
         A translator over the share is let go once its shard is done."""
         if state is JobState.PAUSED:
@@ -140,7 +176,7 @@ class Placement:
                         self._start_translator(node, device, free_cpus)
                 self._unblock(node, [s for s in present.values() if s.device in wanted])
             if self.over_share:
-                self._release_idle_translators(self.over_share, "over its fair share")
+                self.release_idle(self.over_share, "over its fair share")
 
     def _threads(self, free_cpus: int) -> int:
         per_node = max(1, min(self.spec.cpu_translators_per_node, free_cpus))

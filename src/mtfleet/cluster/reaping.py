@@ -54,16 +54,17 @@ class Reaping:
 
     def _let_go(self, slot: TranslatorSlot, keep_warm: bool) -> bool:
         """Hands a translator no longer in `slots` to the warm pool (True), or stops it."""
-        if keep_warm and self.keep_warm_s:
+        keep_warm_s = self.placement.keep_warm_s
+        if keep_warm and keep_warm_s:
             try:
-                ray.get(slot.handle.release.remote(self.keep_warm_s), timeout=POOL_CALL_S)
+                ray.get(slot.handle.release.remote(keep_warm_s), timeout=POOL_CALL_S)
             except (RayActorError, GetTimeoutError):
                 ray.kill(slot.handle, no_restart=True)
                 return False
             resources = translator_resources(
                 slot.device.startswith("gpu"), self.spec.gpus_per_translator
             )
-            self.pool.keep(slot.handle, slot.key, slot.node_id, resources, self.keep_warm_s)
+            self.pool.keep(slot.handle, slot.key, slot.node_id, resources, keep_warm_s)
             return True
         ray.kill(slot.handle, no_restart=True)
         return False
@@ -107,7 +108,7 @@ class Reaping:
 
     def _restart_hung(self) -> None:
         """The watchdog (`ShardLedger.hung`): a hung translator is killed, not asked, and counted
-        as a failed attempt at its shard, as a death is; `_place` starts another."""
+        as a failed attempt at its shard, as a death is; `Placement.place` starts another."""
         for hung in self.ledger.hung():
             slot = self.slots.get(hung.worker_id)
             if slot is None:
