@@ -302,6 +302,7 @@ def test_the_job_store_keeps_the_data_root_so_the_output_is_confined_when_writte
 
     assert stored["data_root"] == str(data_root.resolve())
     assert "data_root" not in view(http, job_id)["spec"]
+    assert "input_key" in stored and "input_key" not in view(http, job_id)["spec"]
 
 
 def test_an_output_folder_swapped_for_a_symlink_while_paused_is_not_written_outside(

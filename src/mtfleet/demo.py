@@ -19,13 +19,13 @@ from mtfleet.cluster import run_job
 from mtfleet.cluster.runtime import connect
 from mtfleet.errors import MtfleetError
 from mtfleet.manifest import manifest_path
-from mtfleet.spec import JobSpec
+from mtfleet.spec import DEFAULT_STATE_DIR, JobSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAINED_MODEL = ROOT / "models" / "multi30k-en-de"
 INPUT = ROOT / "examples" / "alpaca_sample.json"
 CAPTIONS = ROOT / "examples" / "multi30k_captions.jsonl"
-STATE_DIR = ROOT / ".mtfleet"
+STATE_DIR = ROOT / DEFAULT_STATE_DIR
 OUTPUT_DIR = ROOT / "out"
 
 

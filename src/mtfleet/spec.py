@@ -340,6 +340,10 @@ def fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+# What a stored spec holds beside the user's spec (see `stored_spec`); views leave them out.
+STORED_ONLY = ("input_key", "data_root")
+
+
 def stored_spec(spec: JobSpec, input_key: str, data_root: Path | None = None) -> dict[str, object]:
     """The spec as the job store keeps it: with the input's key, so a resume checks it, and the
     data root the API confined its paths to (None from the CLI), so the output is checked again

@@ -47,7 +47,14 @@ from mtfleet.cluster.targets import target_progress
 from mtfleet.data import dataset_files
 from mtfleet.engines.hub import hub_offline, in_hub_cache
 from mtfleet.errors import ApiError, JobError, ModelError, MtfleetError
-from mtfleet.spec import DEFAULT_KEEP_WARM_S, MAX_GPUS, JobSpec, input_key, spec_from_store
+from mtfleet.spec import (
+    DEFAULT_KEEP_WARM_S,
+    MAX_GPUS,
+    STORED_ONLY,
+    JobSpec,
+    input_key,
+    spec_from_store,
+)
 from mtfleet.store import ACTIVE, TERMINAL, EventRecord, JobRecord, JobState, JobStore
 
 log = logging.getLogger(__name__)
@@ -210,11 +217,7 @@ class JobService(Following):
         return JobView(
             **self._summary(record, progress).model_dump(),
             spec=_readable(
-                {
-                    key: value
-                    for key, value in record.spec.items()
-                    if key not in ("input_sha256", "data_root")
-                }
+                {key: value for key, value in record.spec.items() if key not in STORED_ONLY}
             ),
             units_total=progress["units_total"],
             units_done=progress["units_done"],

@@ -27,7 +27,7 @@ from mtfleet.api.client import ENDED, Client, Job
 from mtfleet.cli import options
 from mtfleet.cli.output import console, fail, out
 from mtfleet.errors import MtfleetError
-from mtfleet.spec import DEFAULT_KEEP_WARM_S
+from mtfleet.spec import DEFAULT_KEEP_WARM_S, DEFAULT_STATE_DIR
 
 Api = Annotated[
     str,
@@ -75,7 +75,7 @@ def serve(
     ],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    state_dir: options.StateDir = Path(".mtfleet"),
+    state_dir: options.StateDir = DEFAULT_STATE_DIR,
     store: options.Store = None,
     address: options.Address = None,
     allow_remote_code: Annotated[
@@ -323,7 +323,7 @@ def prune(
         str,
         typer.Option(help="Only jobs in these finished states, such as failed,cancelled."),
     ] = "succeeded,failed,cancelled",
-    state_dir: options.StateDir = Path(".mtfleet"),
+    state_dir: options.StateDir = DEFAULT_STATE_DIR,
     store: options.Store = None,
 ) -> None:
     """Delete the finished jobs of a state dir (work files and records, never outputs) older

@@ -17,6 +17,7 @@ from mtfleet.cli import train as trainer
 from mtfleet.cli.output import console, fail, out
 from mtfleet.engines.languages import CodeMapping
 from mtfleet.errors import Interrupted, MtfleetError
+from mtfleet.spec import DEFAULT_STATE_DIR
 from mtfleet.verbosity import set_verbose
 from mtfleet.wording import option_name
 
@@ -101,7 +102,7 @@ def translate(
     trust_remote_code: options.TrustRemoteCode = None,
     preprocessor: options.Preprocessor = None,
     job_id: options.JobId = None,
-    state_dir: options.StateDir = Path(".mtfleet"),
+    state_dir: options.StateDir = DEFAULT_STATE_DIR,
     store: options.Store = None,
     address: options.Address = None,
     detach: Annotated[
