@@ -20,6 +20,7 @@ from mtfleet.cluster.runtime import connect
 from mtfleet.errors import MtfleetError
 from mtfleet.manifest import manifest_path
 from mtfleet.spec import DEFAULT_STATE_DIR, JobSpec
+from mtfleet.store.states import JobState
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAINED_MODEL = ROOT / "models" / "multi30k-en-de"
@@ -49,7 +50,7 @@ def translate(console: Console, spec: JobSpec) -> dict | None:
     except MtfleetError as error:
         console.print(f"[bold red]error:[/] {error}")
         return None
-    if result.state != "succeeded":
+    if result.state != JobState.SUCCEEDED:
         console.print(f"[bold red]job {result.job_id} {result.state}:[/] {result.error}")
         return None
     return result.manifest

@@ -17,8 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from mtfleet.errors import ApiError, JobError
-
-ENDED = ("succeeded", "failed", "cancelled")
+from mtfleet.store.states import TERMINAL
 
 
 class Client:
@@ -160,7 +159,7 @@ class Job:
                 view = self.status()
                 if bar is not None:
                     bar.update({**view, "job_id": self.id})
-                if view["state"] in ENDED:
+                if view["state"] in TERMINAL:
                     return view
                 if deadline is not None and time.monotonic() > deadline:
                     raise JobError(f"Job {self.id} is still {view['state']} after {timeout_s} s.")

@@ -23,11 +23,12 @@ from rich.progress_bar import ProgressBar
 from rich.table import Column, Table
 from rich.text import Text
 
-from mtfleet.api.client import ENDED, Client, Job
+from mtfleet.api.client import Client, Job
 from mtfleet.cli import options
 from mtfleet.cli.output import console, fail, out
 from mtfleet.errors import MtfleetError
 from mtfleet.spec import DEFAULT_KEEP_WARM_S, DEFAULT_STATE_DIR
+from mtfleet.store.states import TERMINAL, JobState
 
 Api = Annotated[
     str,
@@ -47,13 +48,13 @@ OutputFormat = Annotated[
 ]
 DEFAULT_API = "http://127.0.0.1:8000"
 STATE_STYLES = {
-    "planning": "cyan",
-    "queued": "cyan",
-    "running": "blue",
-    "paused": "yellow",
-    "succeeded": "green",
-    "failed": "red",
-    "cancelled": "magenta",
+    JobState.PLANNING: "cyan",
+    JobState.QUEUED: "cyan",
+    JobState.RUNNING: "blue",
+    JobState.PAUSED: "yellow",
+    JobState.SUCCEEDED: "green",
+    JobState.FAILED: "red",
+    JobState.CANCELLED: "magenta",
 }
 
 
@@ -571,7 +572,7 @@ def _watch_to_end(job: Job, poll_s: float) -> None:
     """A live view of the job until it ends; exits with 2 unless it succeeded."""
     view = job.last
     with Live(render_job(view), console=out, refresh_per_second=4) as live:
-        while view["state"] not in ENDED:
+        while view["state"] not in TERMINAL:
             time.sleep(poll_s)
             view = job.status()
             live.update(render_job(view))
@@ -582,7 +583,7 @@ def _stream_to_end(job: Job, poll_s: float) -> None:
     """One line of JSON per look at the job until it ends; exits like `_watch_to_end`."""
     view = job.last
     typer.echo(json.dumps(view))
-    while view["state"] not in ENDED:
+    while view["state"] not in TERMINAL:
         time.sleep(poll_s)
         view = job.status()
         typer.echo(json.dumps(view))
@@ -591,7 +592,7 @@ def _stream_to_end(job: Job, poll_s: float) -> None:
 
 def _end(view: dict[str, Any]) -> None:
     """A job that did not succeed ends the command with exit code 2."""
-    if view["state"] != "succeeded":
+    if view["state"] != JobState.SUCCEEDED:
         raise fail(
             f"Job {view['id']} {view['state']}" + (f": {view['error']}" if view["error"] else ".")
         )

@@ -18,6 +18,7 @@ from mtfleet.cli.output import console, fail, out
 from mtfleet.engines.languages import CodeMapping
 from mtfleet.errors import Interrupted, MtfleetError
 from mtfleet.spec import DEFAULT_STATE_DIR
+from mtfleet.store.states import JobState
 from mtfleet.verbosity import set_verbose
 from mtfleet.wording import option_name
 
@@ -188,7 +189,7 @@ def _run_translation(
     if detach:
         out.print(result.job_id)
         return
-    if result.state != "succeeded":
+    if result.state != JobState.SUCCEEDED:
         raise fail(f"Job {result.job_id} {result.state}: {result.error}")
     _print_summary(result.manifest or {})
 
