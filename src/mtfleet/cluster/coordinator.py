@@ -46,7 +46,7 @@ from mtfleet.cluster.tail import Holding
 from mtfleet.cluster.targets import target_progress
 from mtfleet.errors import MtfleetError
 from mtfleet.retry import backoff_s, retry
-from mtfleet.spec import spec_from_store
+from mtfleet.spec import JobSpec, spec_from_store
 from mtfleet.store import (
     STORE_RETRY_S,
     TERMINAL,
@@ -80,9 +80,11 @@ def coordinator_name(job_id: str) -> str:
     return f"mtfleet-job-{job_id}"
 
 
-class JobCoordinator(FleetLoop, Reaping):
+class JobCoordinator:
     """One job's coordinator, as a plain class (its actor is `JobCoordinatorActor`, whose process
-    Ray names after this class): tests build one on a store with no Ray."""
+    Ray names after this class): tests build one on a store with no Ray. Its parts are objects:
+    `placement` (where translators go), `reaping` (how they leave), `ledger` (every decision
+    about the shards), `fleet` (the fleet loop and the job's end)."""
 
     def __init__(self, job_id: str, store_url: str, work_dir: str) -> None:
         self.job_id = job_id
@@ -96,47 +98,53 @@ class JobCoordinator(FleetLoop, Reaping):
             lambda: JobStore(store_url), on=TransientStoreError, budget_s=STORE_RETRY_S
         )
         job = self.store.jobs.get(job_id)
-        self.spec, _, _ = spec_from_store(job.spec)
-        self.stored_spec = job.spec
-        self.stopping = threading.Event()
-        self.fleet_thread: threading.Thread | None = None
-        self.pool = PoolLink()
-        # the job's translators (`slots`, under `lock`) and where they go
-        self.placement = Placement(
-            job_id, self.store, self.spec, self.work_dir, self.pool, self._release_idle_translators
-        )
-        self.slots = self.placement.slots
-        self.lock = self.placement.lock
-        self.started_at = time.time()
-        # set once the unit file and the shards exist: translators lease nothing before
-        self.planned = threading.Event()
-        # translators are placed while the job is planned, unless planning may fill it all
-        self.place_while_planning = True
-        # paused or planning: the fleet loop ticks every IDLE_TICK_S
-        self.idle = False
-        # every decision about the shards: leases, heartbeats, completions, failures, faults,
-        # the watchdog; its memory (the speculative tail's, the watchdog's) is gone with this
-        # coordinator, as its leases are
-        self.memory = TranslationMemory(self.store)
-        self.ledger = ShardLedger(
-            self.store, job_id, self.spec, is_live=lambda worker_id: worker_id in self.slots
-        )
-        # a failure the store could not take when it happened; the fleet loop records it
-        self.unrecorded_failure: str | None = None
+        spec, _, _ = spec_from_store(job.spec)
         # translators waiting in `lease` for a shard; notified by `ledger_changed`
         self.work_changed = threading.Condition()
         self.lease_waiters = 0
-        # the job's state at the last tick: a change wakes the waiting translators
-        self.seen_state: JobState | None = None
+        pool = PoolLink()
+        # the job's translators (`slots`, under `lock`) and where they go
+        self.placement = Placement(job_id, self.store, spec, self.work_dir, pool)
+        # set once the unit file and the shards exist: translators lease nothing before
+        self.planned = threading.Event()
+        self.memory = TranslationMemory(self.store)
+        # every decision about the shards: leases, heartbeats, completions, failures, faults,
+        # the watchdog; its memory (the speculative tail's, the watchdog's) is gone with this
+        # coordinator, as its leases are
+        self.ledger = ShardLedger(
+            self.store, job_id, spec, is_live=lambda worker_id: worker_id in self.placement.slots
+        )
+        self.reaping = Reaping(
+            job_id, self.store, self.placement, self.ledger, pool, self.ledger_changed
+        )
+        self.fleet = FleetLoop(
+            job_id=job_id,
+            store=self.store,
+            store_url=store_url,
+            work_dir=self.work_dir,
+            spec=spec,
+            stored_spec=job.spec,
+            placement=self.placement,
+            reaping=self.reaping,
+            ledger=self.ledger,
+            memory=self.memory,
+            planned=self.planned,
+            ledger_changed=self.ledger_changed,
+        )
         if restarted:
             threading.Thread(target=self._start_again, name="restart", daemon=True).start()
+
+    @property
+    def spec(self) -> JobSpec:
+        """The job's spec as its store holds it now (the fleet loop follows it)."""
+        return self.fleet.spec
 
     # --- lifecycle
 
     def start(self) -> str:
         """Resumes the job from the store and starts placing translators; idempotent."""
-        with self.lock:
-            if self.fleet_thread is not None:
+        with self.placement.lock:
+            if self.fleet.thread is not None:
                 return self.store.jobs.get(self.job_id).state.value
             job = self.store.jobs.get(self.job_id)
             if job.state in TERMINAL:
@@ -159,12 +167,12 @@ class JobCoordinator(FleetLoop, Reaping):
             if job.state is JobState.PLANNING or not UnitReader.exists(self.work_dir):
                 # Planning reads the whole input: here, never in the API's process, while the
                 # fleet loop places translators that load their engines meanwhile.
-                self.place_while_planning = not self._planning_may_fill()
+                place_while_planning = not self._planning_may_fill()
                 threading.Thread(target=self._plan, name="planner", daemon=True).start()
             else:
+                place_while_planning = True
                 self.planned.set()
-            self.fleet_thread = threading.Thread(target=self._fleet_loop, name="fleet", daemon=True)
-            self.fleet_thread.start()
+            self.fleet.start(place_while_planning)
             state = self.store.jobs.get(self.job_id).state.value
             log.info("job %s started: %s, %d shards done before", self.job_id, state, done)
             return state
@@ -174,21 +182,19 @@ class JobCoordinator(FleetLoop, Reaping):
         were stopped or handed to the warm pool); whether it has. A driver that saw the job end
         calls it before it kills this coordinator, so a cancel kills a stuck translator first."""
         deadline = time.monotonic() + timeout_s
-        thread = self.fleet_thread
-        if thread is not None:
-            thread.join(timeout_s)
+        ended = self.fleet.ended(timeout_s)
         # the translators' waiting lease calls have their answer (stop) before the kill
         with self.work_changed:
             self.work_changed.wait_for(
                 lambda: self.lease_waiters == 0, max(0.0, deadline - time.monotonic())
             )
-        return thread is None or not thread.is_alive()
+        return ended
 
     def _start_again(self) -> None:
         """Ray restarted this coordinator after its process died: it starts the job itself, as
         no driver or API may be alive to call `start`."""
         attempt = 0
-        while not self.stopping.is_set():
+        while True:
             try:
                 self.start()
                 return
@@ -196,7 +202,7 @@ class JobCoordinator(FleetLoop, Reaping):
                 attempt += 1
                 wait_s = backoff_s(attempt, first_s=1.0, max_s=FAULT_BACKOFF_MAX_S)
                 log.exception("restarting job %s failed; again in %.0f s", self.job_id, wait_s)
-                self.stopping.wait(wait_s)
+                time.sleep(wait_s)
 
     def _planning_may_fill(self) -> bool:
         """Whether planning may fill units from the translation memory (it holds some under the
@@ -214,11 +220,11 @@ class JobCoordinator(FleetLoop, Reaping):
             if not self.store.jobs.add_plan(self.job_id, shards):
                 return
         except MtfleetError as error:
-            self._finish_failed(str(error))
+            self.fleet.finish_failed(str(error))
             return
         except Exception as error:
             log.exception("planning job %s failed", self.job_id)
-            self._finish_failed(f"Planning failed: {type(error).__name__}: {error}")
+            self.fleet.finish_failed(f"Planning failed: {type(error).__name__}: {error}")
             return
         log.info("job %s planned: %d shards", self.job_id, len(shards))
         self.store.events.add(self.job_id, "planned", f"Planned: {len(shards)} shards.")
@@ -250,8 +256,8 @@ class JobCoordinator(FleetLoop, Reaping):
             self.planned.wait(PLAN_WAIT_S)
         job = self.store.jobs.get(self.job_id)
         if worker_id in self.placement.over_share:
-            self._release_idle_translators({worker_id}, "over its fair share")
-        if job.state in TERMINAL or worker_id not in self.slots:
+            self.reaping.release_idle({worker_id}, "over its fair share")
+        if job.state in TERMINAL or worker_id not in self.placement.slots:
             return STOP
         if job.state is not JobState.RUNNING or not self.planned.is_set():
             return WAIT
@@ -264,7 +270,7 @@ class JobCoordinator(FleetLoop, Reaping):
         the actor's other calls (heartbeats, completions, a client's cancel) always find a thread."""
         with self.work_changed:
             left = deadline - time.monotonic()
-            if left <= 0 or self.lease_waiters >= MAX_LEASE_WAITERS or self.stopping.is_set():
+            if left <= 0 or self.lease_waiters >= MAX_LEASE_WAITERS:
                 return False
             self.lease_waiters += 1
             try:
@@ -346,7 +352,7 @@ class JobCoordinator(FleetLoop, Reaping):
 
     def _stop_lease(self, holding: Holding) -> None:
         """Tells the holder of a lease that lost its shard's race to stop translating it."""
-        slot = self.slots.get(holding.worker_id)
+        slot = self.placement.slots.get(holding.worker_id)
         if slot is None:
             return
         log.info("shard %d: %s lost its race and is told to stop", holding.index, holding.worker_id)
@@ -362,17 +368,13 @@ class JobCoordinator(FleetLoop, Reaping):
             "state": job.state.value,
             "error": job.error,
             "counters": job.counters,
-            "translators": self.translators(),
+            "translators": self.placement.translators(),
             **progress,
             "targets": target_progress(self.spec, progress),
         }
 
     def translators(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [
-                {"worker_id": s.worker_id, "node_id": s.node_id, "device": s.device, **s.info}
-                for s in self.slots.values()
-            ]
+        return self.placement.translators()
 
 
 # max_task_retries: calls made while Ray restarts the coordinator wait for the new one.
