@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from mtfleet.cluster.link import POOL_CALL_S, PoolLink
 from mtfleet.cluster.logs import log_to_work_dir
 from mtfleet.cluster.placement import Placement
 from mtfleet.cluster.plan import UnitReader, units_memory_keys
-from mtfleet.cluster.protocol import STOP, WAIT, LeaseReply
+from mtfleet.cluster.protocol import STOP, WAIT, KeptSegments, LeaseReply, ShardStats
 from mtfleet.cluster.reaping import Reaping
 from mtfleet.cluster.steering import move_job
 from mtfleet.cluster.tail import Holding
@@ -291,19 +292,24 @@ class JobCoordinator:
         return self.ledger.heartbeat(worker_id, index, lease_id, progress)
 
     def complete(
-        self, worker_id: str, index: int, lease_id: str, part_path: str, stats: dict[str, Any]
+        self,
+        worker_id: str,
+        index: int,
+        lease_id: str,
+        part_path: str,
+        stats: ShardStats,
+        kept: Sequence[KeptSegments] = (),
     ) -> bool:
         """Accepts a shard's part unless its lease is stale (then the part is deleted); the holder
         of the lease that lost the shard's race is told to stop. What the translator asks the
-        translation memory to keep (`stats["memory"]`) is kept once the part is accepted."""
-        kept = stats.pop("memory", None)
+        translation memory to keep (`kept`) is kept once the part is accepted."""
         completion = self.ledger.complete(worker_id, index, lease_id, part_path, stats)
         if completion.loser is not None:
             self._stop_lease(completion.loser)
         if not completion.accepted:
             Path(part_path).unlink(missing_ok=True)
         else:
-            self._keep_in_memory(kept, _recalled(stats))
+            self._keep_in_memory(kept, stats.recalled())
         log.info(
             "shard %d completed by %s: %s",
             index,
@@ -317,17 +323,17 @@ class JobCoordinator:
         `key`: a translator's question, once a shard."""
         return self.memory.recall(key, hashes)
 
-    def _keep_in_memory(self, kept: list[dict[str, Any]] | None, recalled: int) -> None:
+    def _keep_in_memory(self, kept: Sequence[KeptSegments], recalled: int) -> None:
         """Each target language's new segments under its translator's key, its whole units under
         planning's (`units_memory_keys`). The memory is advice: a store that cannot take it now
         costs a later job its time, never this job its shard."""
         try:
             units_keys = units_memory_keys(self.spec) if kept else None
             entries: dict[str, Any] = {}
-            for target in kept or []:
-                entries[target["key"]] = target["entries"]
-                if target["units"] and units_keys is not None:
-                    entries[units_keys[target["tgt_lang"]]] = target["units"]
+            for target in kept:
+                entries[target.key] = target.entries
+                if target.units and units_keys is not None:
+                    entries[units_keys[target.tgt_lang]] = target.units
             # one transaction for the shard's every key
             self.memory.remember_all(entries)
             if recalled:
@@ -381,14 +387,6 @@ class JobCoordinator:
 JobCoordinatorActor = ray.remote(
     max_restarts=-1, max_task_retries=-1, max_concurrency=MAX_CONCURRENCY, num_cpus=0
 )(JobCoordinator)
-
-
-def _recalled(stats: dict[str, Any]) -> int:
-    """Segments a completed shard took from the translation memory, in all its languages."""
-    by_target = stats.get("targets")
-    if by_target:
-        return sum(int(found.get("segments_from_memory", 0)) for found in by_target.values())
-    return int(stats.get("segments_from_memory", 0))
 
 
 def _restarted_by_ray() -> bool:
