@@ -34,7 +34,9 @@ def idle_fleet(wait_s: float, translators: int, seconds: float) -> dict[str, flo
     coordinator.planned.set()
     workers = [f"idle{i}" for i in range(translators)]
     for worker in ["busy", *workers]:
-        coordinator.slots[worker] = TranslatorSlot(worker, "node", "cpu0", None, None, None)
+        coordinator.placement.slots[worker] = TranslatorSlot(
+            worker, "node", "cpu0", None, None, None
+        )
     assert coordinator.lease("busy").action is Action.TRANSLATE
     reads = [0]
     get_job = coordinator.store.jobs.get

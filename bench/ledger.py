@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from mtfleet.cluster.ledger import ShardLedger
+from mtfleet.cluster.protocol import SegmentCounts, ShardStats
 from mtfleet.spec import JobSpec
 from mtfleet.store import JobState, JobStore, ShardPlan
 
@@ -50,6 +51,8 @@ CALLERS = 64
 NODE_DIES_EVERY = 2_000
 SHARDS = 100_000
 TICK_S = 0.25
+# what each simulated completion says of its shard
+ONE_SEGMENT = ShardStats(counts=SegmentCounts(segments=1))
 SPEC = JobSpec(
     input="in.jsonl",
     output="out.jsonl",
@@ -169,9 +172,7 @@ def run(
                     schedule.put(worker, max(shard_s, 0.01))
                     continue
                 ledger.heartbeat(worker, lease.index, lease.lease_id, 1)
-                completion = ledger.complete(
-                    worker, lease.index, lease.lease_id, "p", {"segments": 1}
-                )
+                completion = ledger.complete(worker, lease.index, lease.lease_id, "p", ONE_SEGMENT)
                 with lock:
                     lease_ms.append(took)
                     counts["leases"] += 1

@@ -28,7 +28,9 @@ def coordinator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JobCoordinat
     coordinator = coordinator_of_a_running_job(tmp_path)
     coordinator.planned.set()
     for worker in ("a", "b"):
-        coordinator.slots[worker] = TranslatorSlot(worker, "node", "cpu0", None, None, None)
+        coordinator.placement.slots[worker] = TranslatorSlot(
+            worker, "node", "cpu0", None, None, None
+        )
     return coordinator
 
 

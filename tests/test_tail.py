@@ -17,7 +17,7 @@ import pytest
 
 from mtfleet.cluster import run_job
 from mtfleet.cluster.ledger import Completion, ShardLedger
-from mtfleet.cluster.protocol import Lease
+from mtfleet.cluster.protocol import Lease, ShardStats
 from mtfleet.cluster.tail import UNMEASURED_SLACK, Holding, Rates, pick_backup
 from mtfleet.engines import load_engine
 from mtfleet.engines.base import Cancelled, cancellable
@@ -228,7 +228,9 @@ def backed_up(store: JobStore, job_id: str) -> tuple[ShardLedger, Lease, Lease]:
     first = ledger.lease("fast")
     primary = ledger.lease("slow")
     assert first is not None and primary is not None
-    assert ledger.complete("fast", 0, first.lease_id, "fast.part", {"elapsed_s": 1.0}).accepted
+    assert ledger.complete(
+        "fast", 0, first.lease_id, "fast.part", ShardStats(elapsed_s=1.0)
+    ).accepted
     # slow's shard is due in 1 s at fast's rate x UNMEASURED_SLACK; make it late
     clock.now += 60
     backup = ledger.lease("fast")
@@ -246,14 +248,16 @@ def test_a_backup_that_completes_first_wins_and_the_primary_is_told_to_stop_and_
     ledger, primary, backup = backed_up(store, job_id)
 
     assert ledger.heartbeat("fast", 1, backup.lease_id)
-    won = ledger.complete("fast", 1, backup.lease_id, "backup.part", {"elapsed_s": 1})
+    won = ledger.complete("fast", 1, backup.lease_id, "backup.part", ShardStats(elapsed_s=1.0))
     assert won.accepted
     assert won.loser is not None and (won.loser.worker_id, won.loser.lease_id) == (
         "slow",
         primary.lease_id,
     )
     assert not ledger.heartbeat("slow", 1, primary.lease_id)
-    assert ledger.complete("slow", 1, primary.lease_id, "slow.part", {}) == Completion(False)
+    assert ledger.complete("slow", 1, primary.lease_id, "slow.part", ShardStats()) == Completion(
+        False
+    )
     assert store.shards.get(job_id, 1).part_path == "backup.part"
     assert store.jobs.get(job_id).counters == {
         "backup_leases": 1,
@@ -268,11 +272,11 @@ def test_a_primary_that_completes_first_tells_the_backup_to_stop(
     store, job_id = tail_store
     ledger, primary, backup = backed_up(store, job_id)
 
-    won = ledger.complete("slow", 1, primary.lease_id, "primary.part", {})
+    won = ledger.complete("slow", 1, primary.lease_id, "primary.part", ShardStats())
     assert won.accepted
     assert won.loser is not None and won.loser.lease_id == backup.lease_id
     assert not ledger.heartbeat("fast", 1, backup.lease_id)
-    assert not ledger.complete("fast", 1, backup.lease_id, "backup.part", {}).accepted
+    assert not ledger.complete("fast", 1, backup.lease_id, "backup.part", ShardStats()).accepted
     assert "backups_won" not in store.jobs.get(job_id).counters
 
 
@@ -295,4 +299,4 @@ def test_a_failing_backup_leaves_the_primary_alone_and_a_failing_primary_hands_o
         "fast",
     )
     assert store.shards.get(job_id, 1).failures == 0
-    assert ledger.complete("fast", 1, again.lease_id, "backup.part", {}).accepted
+    assert ledger.complete("fast", 1, again.lease_id, "backup.part", ShardStats()).accepted

@@ -178,7 +178,9 @@ def test_a_translator_whose_coordinator_is_gone_or_does_not_know_it_ends_itself(
         wait_for(lambda: len(placed()) == 2)
         workers = [t["worker_id"] for t in placed()]
         handles = [
-            ray.get(coordinator.__ray_call__.remote(lambda self, w=w: self.slots[w].handle))
+            ray.get(
+                coordinator.__ray_call__.remote(lambda self, w=w: self.placement.slots[w].handle)
+            )
             for w in workers
         ]
         ray.kill(coordinator, no_restart=not restart)
@@ -349,7 +351,6 @@ def test_a_job_tells_the_pool_what_it_wants_when_that_changes_and_every_few_seco
         coordinator.spec,
         tmp_path,
         ToldPool(told, sharing=2),
-        release_idle=lambda worker_ids, why: None,
     )
 
     for _ in range(3):
@@ -378,7 +379,7 @@ def test_a_job_resumed_with_other_fleet_settings_runs_with_them_on_its_live_coor
     stored = dict(store.jobs.get("job").spec)
     store.jobs.update_spec("job", {**stored, "cpu_translators_per_node": 3, "lease_ttl_s": 90.0})
 
-    coordinator._follow_spec(store.jobs.get("job").spec)
+    coordinator.fleet.follow_spec(store.jobs.get("job").spec)
 
     assert (coordinator.spec.cpu_translators_per_node, coordinator.spec.lease_ttl_s) == (3, 90.0)
     assert coordinator.ledger.spec.lease_ttl_s == 90.0
@@ -408,7 +409,7 @@ def test_a_translator_asking_while_its_job_is_planned_gets_a_shard_once_the_plan
     # a translator is told to wait only when the plan takes longer than this; never in this test
     monkeypatch.setattr(coordinator_module, "PLAN_WAIT_S", 600.0)
     coordinator = coordinator_of_a_running_job(tmp_path)
-    coordinator.slots["warm"] = TranslatorSlot("warm", "node", "cpu0", None, None, None)
+    coordinator.placement.slots["warm"] = TranslatorSlot("warm", "node", "cpu0", None, None, None)
     coordinator.planned = PlanWatched()
     replies: list[LeaseReply] = []
     asking = threading.Thread(target=lambda: replies.append(coordinator.lease("warm")))

@@ -18,6 +18,7 @@ from typing import Any
 
 from mtfleet.cluster.parts import read_part
 from mtfleet.cluster.plan import UnitLine, read_plan_facts
+from mtfleet.cluster.protocol import ShardStats
 from mtfleet.data import (
     DatasetReader,
     DatasetWriter,
@@ -337,16 +338,17 @@ class PartApplier:
                     f"outside its rows {shard.row_start}-{shard.row_end - 1}; nothing was written."
                 )
             self._translations[line.unit] = line
-        stats = {**shard.stats, **shard.stats.get("targets", {}).get(self.target, {})}
-        self.tally.segments += stats.get("segments", 0)
-        self.tally.segments_unique += stats.get("segments_unique", 0)
-        self.tally.segments_from_memory += stats.get("segments_from_memory", 0)
-        self.tally.units_from_memory += stats.get("units_from_memory", 0)
-        self.tally.skipped_target_language += stats.get("units_skipped_target_language", 0)
-        self.tally.source_tokens += stats.get("source_tokens", 0)
-        if stats.get("segments"):
-            self.tally.per_node[stats.get("node_id", "?")] += stats["segments"]
-        signature = stats.get("engine")
+        stats = ShardStats.from_json(shard.stats)
+        counts = stats.counts_for(self.target)
+        self.tally.segments += counts.segments
+        self.tally.segments_unique += counts.segments_unique
+        self.tally.segments_from_memory += counts.segments_from_memory
+        self.tally.units_from_memory += stats.units_from_memory
+        self.tally.skipped_target_language += counts.units_skipped_target_language
+        self.tally.source_tokens += counts.source_tokens
+        if counts.segments:
+            self.tally.per_node[stats.node_id or "?"] += counts.segments
+        signature = stats.engine
         # a shard filled from the translation memory at planning ran no engine
         if signature is not None:
             self.tally.signatures.setdefault(json.dumps(signature, sort_keys=True), signature)

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +40,14 @@ from mtfleet.cluster.link import POOL_CALL_S, PoolLink
 from mtfleet.cluster.logs import log_to_work_dir
 from mtfleet.cluster.placement import Placement
 from mtfleet.cluster.plan import UnitReader, units_memory_keys
-from mtfleet.cluster.protocol import STOP, WAIT, LeaseReply
+from mtfleet.cluster.protocol import STOP, WAIT, KeptSegments, LeaseReply, ShardStats
 from mtfleet.cluster.reaping import Reaping
 from mtfleet.cluster.steering import move_job
 from mtfleet.cluster.tail import Holding
 from mtfleet.cluster.targets import target_progress
 from mtfleet.errors import MtfleetError
 from mtfleet.retry import backoff_s, retry
-from mtfleet.spec import spec_from_store
+from mtfleet.spec import JobSpec, spec_from_store
 from mtfleet.store import (
     STORE_RETRY_S,
     TERMINAL,
@@ -80,9 +81,11 @@ def coordinator_name(job_id: str) -> str:
     return f"mtfleet-job-{job_id}"
 
 
-class JobCoordinator(FleetLoop, Reaping):
+class JobCoordinator:
     """One job's coordinator, as a plain class (its actor is `JobCoordinatorActor`, whose process
-    Ray names after this class): tests build one on a store with no Ray."""
+    Ray names after this class): tests build one on a store with no Ray. Its parts are objects:
+    `placement` (where translators go), `reaping` (how they leave), `ledger` (every decision
+    about the shards), `fleet` (the fleet loop and the job's end)."""
 
     def __init__(self, job_id: str, store_url: str, work_dir: str) -> None:
         self.job_id = job_id
@@ -96,47 +99,53 @@ class JobCoordinator(FleetLoop, Reaping):
             lambda: JobStore(store_url), on=TransientStoreError, budget_s=STORE_RETRY_S
         )
         job = self.store.jobs.get(job_id)
-        self.spec, _, _ = spec_from_store(job.spec)
-        self.stored_spec = job.spec
-        self.stopping = threading.Event()
-        self.fleet_thread: threading.Thread | None = None
-        self.pool = PoolLink()
-        # the job's translators (`slots`, under `lock`) and where they go
-        self.placement = Placement(
-            job_id, self.store, self.spec, self.work_dir, self.pool, self._release_idle_translators
-        )
-        self.slots = self.placement.slots
-        self.lock = self.placement.lock
-        self.started_at = time.time()
-        # set once the unit file and the shards exist: translators lease nothing before
-        self.planned = threading.Event()
-        # translators are placed while the job is planned, unless planning may fill it all
-        self.place_while_planning = True
-        # paused or planning: the fleet loop ticks every IDLE_TICK_S
-        self.idle = False
-        # every decision about the shards: leases, heartbeats, completions, failures, faults,
-        # the watchdog; its memory (the speculative tail's, the watchdog's) is gone with this
-        # coordinator, as its leases are
-        self.memory = TranslationMemory(self.store)
-        self.ledger = ShardLedger(
-            self.store, job_id, self.spec, is_live=lambda worker_id: worker_id in self.slots
-        )
-        # a failure the store could not take when it happened; the fleet loop records it
-        self.unrecorded_failure: str | None = None
+        spec, _, _ = spec_from_store(job.spec)
         # translators waiting in `lease` for a shard; notified by `ledger_changed`
         self.work_changed = threading.Condition()
         self.lease_waiters = 0
-        # the job's state at the last tick: a change wakes the waiting translators
-        self.seen_state: JobState | None = None
+        pool = PoolLink()
+        # the job's translators (`slots`, under `lock`) and where they go
+        self.placement = Placement(job_id, self.store, spec, self.work_dir, pool)
+        # set once the unit file and the shards exist: translators lease nothing before
+        self.planned = threading.Event()
+        self.memory = TranslationMemory(self.store)
+        # every decision about the shards: leases, heartbeats, completions, failures, faults,
+        # the watchdog; its memory (the speculative tail's, the watchdog's) is gone with this
+        # coordinator, as its leases are
+        self.ledger = ShardLedger(
+            self.store, job_id, spec, is_live=lambda worker_id: worker_id in self.placement.slots
+        )
+        self.reaping = Reaping(
+            job_id, self.store, self.placement, self.ledger, pool, self.ledger_changed
+        )
+        self.fleet = FleetLoop(
+            job_id=job_id,
+            store=self.store,
+            store_url=store_url,
+            work_dir=self.work_dir,
+            spec=spec,
+            stored_spec=job.spec,
+            placement=self.placement,
+            reaping=self.reaping,
+            ledger=self.ledger,
+            memory=self.memory,
+            planned=self.planned,
+            ledger_changed=self.ledger_changed,
+        )
         if restarted:
             threading.Thread(target=self._start_again, name="restart", daemon=True).start()
+
+    @property
+    def spec(self) -> JobSpec:
+        """The job's spec as its store holds it now (the fleet loop follows it)."""
+        return self.fleet.spec
 
     # --- lifecycle
 
     def start(self) -> str:
         """Resumes the job from the store and starts placing translators; idempotent."""
-        with self.lock:
-            if self.fleet_thread is not None:
+        with self.placement.lock:
+            if self.fleet.thread is not None:
                 return self.store.jobs.get(self.job_id).state.value
             job = self.store.jobs.get(self.job_id)
             if job.state in TERMINAL:
@@ -159,12 +168,12 @@ class JobCoordinator(FleetLoop, Reaping):
             if job.state is JobState.PLANNING or not UnitReader.exists(self.work_dir):
                 # Planning reads the whole input: here, never in the API's process, while the
                 # fleet loop places translators that load their engines meanwhile.
-                self.place_while_planning = not self._planning_may_fill()
+                place_while_planning = not self._planning_may_fill()
                 threading.Thread(target=self._plan, name="planner", daemon=True).start()
             else:
+                place_while_planning = True
                 self.planned.set()
-            self.fleet_thread = threading.Thread(target=self._fleet_loop, name="fleet", daemon=True)
-            self.fleet_thread.start()
+            self.fleet.start(place_while_planning)
             state = self.store.jobs.get(self.job_id).state.value
             log.info("job %s started: %s, %d shards done before", self.job_id, state, done)
             return state
@@ -174,21 +183,19 @@ class JobCoordinator(FleetLoop, Reaping):
         were stopped or handed to the warm pool); whether it has. A driver that saw the job end
         calls it before it kills this coordinator, so a cancel kills a stuck translator first."""
         deadline = time.monotonic() + timeout_s
-        thread = self.fleet_thread
-        if thread is not None:
-            thread.join(timeout_s)
+        ended = self.fleet.ended(timeout_s)
         # the translators' waiting lease calls have their answer (stop) before the kill
         with self.work_changed:
             self.work_changed.wait_for(
                 lambda: self.lease_waiters == 0, max(0.0, deadline - time.monotonic())
             )
-        return thread is None or not thread.is_alive()
+        return ended
 
     def _start_again(self) -> None:
         """Ray restarted this coordinator after its process died: it starts the job itself, as
         no driver or API may be alive to call `start`."""
         attempt = 0
-        while not self.stopping.is_set():
+        while True:
             try:
                 self.start()
                 return
@@ -196,7 +203,7 @@ class JobCoordinator(FleetLoop, Reaping):
                 attempt += 1
                 wait_s = backoff_s(attempt, first_s=1.0, max_s=FAULT_BACKOFF_MAX_S)
                 log.exception("restarting job %s failed; again in %.0f s", self.job_id, wait_s)
-                self.stopping.wait(wait_s)
+                time.sleep(wait_s)
 
     def _planning_may_fill(self) -> bool:
         """Whether planning may fill units from the translation memory (it holds some under the
@@ -214,11 +221,11 @@ class JobCoordinator(FleetLoop, Reaping):
             if not self.store.jobs.add_plan(self.job_id, shards):
                 return
         except MtfleetError as error:
-            self._finish_failed(str(error))
+            self.fleet.finish_failed(str(error))
             return
         except Exception as error:
             log.exception("planning job %s failed", self.job_id)
-            self._finish_failed(f"Planning failed: {type(error).__name__}: {error}")
+            self.fleet.finish_failed(f"Planning failed: {type(error).__name__}: {error}")
             return
         log.info("job %s planned: %d shards", self.job_id, len(shards))
         self.store.events.add(self.job_id, "planned", f"Planned: {len(shards)} shards.")
@@ -250,8 +257,8 @@ class JobCoordinator(FleetLoop, Reaping):
             self.planned.wait(PLAN_WAIT_S)
         job = self.store.jobs.get(self.job_id)
         if worker_id in self.placement.over_share:
-            self._release_idle_translators({worker_id}, "over its fair share")
-        if job.state in TERMINAL or worker_id not in self.slots:
+            self.reaping.release_idle({worker_id}, "over its fair share")
+        if job.state in TERMINAL or worker_id not in self.placement.slots:
             return STOP
         if job.state is not JobState.RUNNING or not self.planned.is_set():
             return WAIT
@@ -264,7 +271,7 @@ class JobCoordinator(FleetLoop, Reaping):
         the actor's other calls (heartbeats, completions, a client's cancel) always find a thread."""
         with self.work_changed:
             left = deadline - time.monotonic()
-            if left <= 0 or self.lease_waiters >= MAX_LEASE_WAITERS or self.stopping.is_set():
+            if left <= 0 or self.lease_waiters >= MAX_LEASE_WAITERS:
                 return False
             self.lease_waiters += 1
             try:
@@ -285,19 +292,24 @@ class JobCoordinator(FleetLoop, Reaping):
         return self.ledger.heartbeat(worker_id, index, lease_id, progress)
 
     def complete(
-        self, worker_id: str, index: int, lease_id: str, part_path: str, stats: dict[str, Any]
+        self,
+        worker_id: str,
+        index: int,
+        lease_id: str,
+        part_path: str,
+        stats: ShardStats,
+        kept: Sequence[KeptSegments] = (),
     ) -> bool:
         """Accepts a shard's part unless its lease is stale (then the part is deleted); the holder
         of the lease that lost the shard's race is told to stop. What the translator asks the
-        translation memory to keep (`stats["memory"]`) is kept once the part is accepted."""
-        kept = stats.pop("memory", None)
+        translation memory to keep (`kept`) is kept once the part is accepted."""
         completion = self.ledger.complete(worker_id, index, lease_id, part_path, stats)
         if completion.loser is not None:
             self._stop_lease(completion.loser)
         if not completion.accepted:
             Path(part_path).unlink(missing_ok=True)
         else:
-            self._keep_in_memory(kept, _recalled(stats))
+            self._keep_in_memory(kept, stats.recalled())
         log.info(
             "shard %d completed by %s: %s",
             index,
@@ -311,17 +323,17 @@ class JobCoordinator(FleetLoop, Reaping):
         `key`: a translator's question, once a shard."""
         return self.memory.recall(key, hashes)
 
-    def _keep_in_memory(self, kept: list[dict[str, Any]] | None, recalled: int) -> None:
+    def _keep_in_memory(self, kept: Sequence[KeptSegments], recalled: int) -> None:
         """Each target language's new segments under its translator's key, its whole units under
         planning's (`units_memory_keys`). The memory is advice: a store that cannot take it now
         costs a later job its time, never this job its shard."""
         try:
             units_keys = units_memory_keys(self.spec) if kept else None
             entries: dict[str, Any] = {}
-            for target in kept or []:
-                entries[target["key"]] = target["entries"]
-                if target["units"] and units_keys is not None:
-                    entries[units_keys[target["tgt_lang"]]] = target["units"]
+            for target in kept:
+                entries[target.key] = target.entries
+                if target.units and units_keys is not None:
+                    entries[units_keys[target.tgt_lang]] = target.units
             # one transaction for the shard's every key
             self.memory.remember_all(entries)
             if recalled:
@@ -346,7 +358,7 @@ class JobCoordinator(FleetLoop, Reaping):
 
     def _stop_lease(self, holding: Holding) -> None:
         """Tells the holder of a lease that lost its shard's race to stop translating it."""
-        slot = self.slots.get(holding.worker_id)
+        slot = self.placement.slots.get(holding.worker_id)
         if slot is None:
             return
         log.info("shard %d: %s lost its race and is told to stop", holding.index, holding.worker_id)
@@ -362,31 +374,19 @@ class JobCoordinator(FleetLoop, Reaping):
             "state": job.state.value,
             "error": job.error,
             "counters": job.counters,
-            "translators": self.translators(),
+            "translators": self.placement.translators(),
             **progress,
             "targets": target_progress(self.spec, progress),
         }
 
     def translators(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [
-                {"worker_id": s.worker_id, "node_id": s.node_id, "device": s.device, **s.info}
-                for s in self.slots.values()
-            ]
+        return self.placement.translators()
 
 
 # max_task_retries: calls made while Ray restarts the coordinator wait for the new one.
 JobCoordinatorActor = ray.remote(
     max_restarts=-1, max_task_retries=-1, max_concurrency=MAX_CONCURRENCY, num_cpus=0
 )(JobCoordinator)
-
-
-def _recalled(stats: dict[str, Any]) -> int:
-    """Segments a completed shard took from the translation memory, in all its languages."""
-    by_target = stats.get("targets")
-    if by_target:
-        return sum(int(found.get("segments_from_memory", 0)) for found in by_target.values())
-    return int(stats.get("segments_from_memory", 0))
 
 
 def _restarted_by_ray() -> bool:

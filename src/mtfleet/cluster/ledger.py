@@ -22,10 +22,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from mtfleet.cluster.breaker import FailureBreaker
-from mtfleet.cluster.protocol import Lease
+from mtfleet.cluster.protocol import Lease, ShardStats
 from mtfleet.cluster.tail import Holding, Rates, pick_backup
 from mtfleet.errors import JobError
 from mtfleet.retry import backoff_s
@@ -217,7 +216,7 @@ class ShardLedger:
         return renewed
 
     def complete(
-        self, worker_id: str, index: int, lease_id: str, part_path: str, stats: dict[str, Any]
+        self, worker_id: str, index: int, lease_id: str, part_path: str, stats: ShardStats
     ) -> Completion:
         """Accepts a shard's part unless its lease is stale: a shard done twice counts once. Of
         a shard's primary and backup lease, the first to complete wins; the other is the loser."""
@@ -230,14 +229,16 @@ class ShardLedger:
             self.store.leases.hand_over(
                 self.job_id, index, holding.backup_of, lease_id, worker_id, self.spec.lease_ttl_s
             )
-        accepted = self.store.leases.complete(self.job_id, index, lease_id, part_path, stats)
+        accepted = self.store.leases.complete(
+            self.job_id, index, lease_id, part_path, stats.to_json()
+        )
         if not accepted:
             return Completion(False)
         with self.lock:
             self.faults_in_a_row = 0
             self.breaker.done()
             if holding is not None:
-                self.rates.record(worker_id, holding.est_tokens, float(stats.get("elapsed_s", 0)))
+                self.rates.record(worker_id, holding.est_tokens, stats.elapsed_s or 0.0)
             loser_id = (
                 holding.backup_of
                 if holding is not None and holding.backup_of is not None

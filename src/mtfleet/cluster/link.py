@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from mtfleet.cluster.pool import Resources, warm_pool
-from mtfleet.cluster.protocol import Lease, LeaseReply
+from mtfleet.cluster.protocol import KeptSegments, Lease, LeaseReply, ShardStats
 from mtfleet.errors import StoreError
 from mtfleet.retry import backoff_s
 
@@ -43,9 +43,12 @@ class CoordinatorLink:
         """A shard to translate, or word to wait or stop."""
         return self._call("lease", self.coordinator.lease, self.worker_id)
 
-    def complete(self, lease: Lease, part: Path, stats: Mapping[str, Any]) -> bool:
+    def complete(
+        self, lease: Lease, part: Path, stats: ShardStats, kept: Sequence[KeptSegments] = ()
+    ) -> bool:
         """The lease's part is written: True when it completed the shard, False when the lease
-        was stale (the coordinator deletes the part)."""
+        was stale (the coordinator deletes the part). What the translation memory is to keep of
+        the shard (`kept`) is kept once the completion is accepted."""
         return self._call(
             "complete",
             self.coordinator.complete,
@@ -53,7 +56,8 @@ class CoordinatorLink:
             lease.index,
             lease.lease_id,
             str(part),
-            dict(stats),
+            stats,
+            list(kept),
         )
 
     def fail(self, lease: Lease, error: str) -> None:
@@ -80,36 +84,24 @@ class CoordinatorLink:
         stop: threading.Event,
         cancel: threading.Event,
     ) -> None:
-        """Keeps the lease alive from a thread of its own (`keep_alive`) until `stop`."""
-        threading.Thread(
-            target=self.keep_alive,
-            args=(lease, interval_s, progress, stop, cancel),
-            name="heartbeat",
-            daemon=True,
-        ).start()
+        """Keeps the lease alive from a thread of its own until `stop`: renewed at once and every
+        `interval_s`, with the shard's progress; a reply that the lease is gone sets `cancel`. A
+        heartbeat is never waited for: its answer is looked at before the next one."""
 
-    def keep_alive(
-        self,
-        lease: Lease,
-        interval_s: float,
-        progress: Callable[[], int],
-        stop: threading.Event,
-        cancel: threading.Event,
-    ) -> None:
-        """Renews the lease at once and every `interval_s` until `stop`, with the shard's
-        progress; a reply that the lease is gone sets `cancel`. A heartbeat is never waited for:
-        its answer is looked at before the next one."""
-        while True:
-            renewed = self.coordinator.heartbeat.remote(
-                self.worker_id, lease.index, lease.lease_id, progress()
-            )
-            if stop.wait(interval_s):
-                return
-            ready, _ = ray.wait([renewed], timeout=0)
-            # a heartbeat that raised (the store did not answer) says nothing of the lease
-            with contextlib.suppress(RayError):
-                if ready and ray.get(ready[0]) is False:
-                    cancel.set()
+        def keep_alive() -> None:
+            while True:
+                renewed = self.coordinator.heartbeat.remote(
+                    self.worker_id, lease.index, lease.lease_id, progress()
+                )
+                if stop.wait(interval_s):
+                    return
+                ready, _ = ray.wait([renewed], timeout=0)
+                # a heartbeat that raised (the store did not answer) says nothing of the lease
+                with contextlib.suppress(RayError):
+                    if ready and ray.get(ready[0]) is False:
+                        cancel.set()
+
+        threading.Thread(target=keep_alive, name="heartbeat", daemon=True).start()
 
     def _call(self, name: str, method: Any, *args: Any) -> Any:
         """`method` of the coordinator, called again while the job store does not answer it."""

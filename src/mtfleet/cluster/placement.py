@@ -1,7 +1,7 @@
 """Where a job's translators go: its fair share of each node's devices (the warm pool, `pool.py`),
 warm translators taken from the pool, new ones started, and room made for one that waits for a
 device. An object of `JobCoordinator`'s: it owns the job's translators (`slots`) and their lock, and
-lets go of those over the job's share through the coordinator's `release_idle`."""
+names those over the job's share (`over_share`), which `Reaping` lets go of."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,8 +64,8 @@ class TranslatorSlot:
 
 
 class Placement:
-    """One job's translators and where they go. `spec` follows the job's (`FleetLoop._follow_spec`
-    sets it); `release_idle(worker_ids, why)` lets go of translators that hold no lease."""
+    """One job's translators and where they go. `spec` follows the job's (`FleetLoop.follow_spec`
+    sets it)."""
 
     def __init__(
         self,
@@ -75,14 +74,12 @@ class Placement:
         spec: JobSpec,
         work_dir: Path,
         pool: PoolLink,
-        release_idle: Callable[[set[str], str], None],
     ) -> None:
         self.job_id = job_id
         self.store = store
         self.spec = spec
         self.work_dir = work_dir
         self.pool = pool
-        self.release_idle = release_idle
         self.slots: dict[str, TranslatorSlot] = {}
         self.lock = threading.RLock()
         self.placed = 0
@@ -159,7 +156,7 @@ class Placement:
 
     def place(self, nodes: list[dict[str, Any]], state: JobState) -> None:
         """This job's fair share of each live node (`_fleet_of`); none while the job is paused.
-        A translator over the share is let go once its shard is done."""
+        A translator over the share is named in `over_share`: it goes once its shard is done."""
         if state is JobState.PAUSED:
             return
         with self.lock:
@@ -175,8 +172,14 @@ class Placement:
                     if device not in present:
                         self._start_translator(node, device, free_cpus)
                 self._unblock(node, [s for s in present.values() if s.device in wanted])
-            if self.over_share:
-                self.release_idle(self.over_share, "over its fair share")
+
+    def translators(self) -> list[dict[str, Any]]:
+        """Each translator placed: where, on which device, and what it said of itself."""
+        with self.lock:
+            return [
+                {"worker_id": s.worker_id, "node_id": s.node_id, "device": s.device, **s.info}
+                for s in self.slots.values()
+            ]
 
     def _threads(self, free_cpus: int) -> int:
         per_node = max(1, min(self.spec.cpu_translators_per_node, free_cpus))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mtfleet.cluster.protocol import ShardStats
 from mtfleet.data import (
     DatasetReader,
     FieldPath,
@@ -269,9 +270,9 @@ def _done_if_filled(shard: ShardPlan, work_dir: Path) -> ShardPlan:
     units = UnitReader(work_dir).read(shard.row_start, shard.row_end)
     path = part_path(work_dir, shard.row_start, shard.row_end, FILLED_LEASE)
     write_part(path, (unit.with_filled() for unit in units))
-    stats = {"rows": shard.row_end - shard.row_start, "units": len(units)}
-    stats["units_from_memory"] = len(units)
-    return replace(shard, part_path=str(path), stats=stats)
+    rows = shard.row_end - shard.row_start
+    stats = ShardStats(rows=rows, units=len(units), units_from_memory=len(units))
+    return replace(shard, part_path=str(path), stats=stats.to_json())
 
 
 def _row_units(row: dict[str, Any], paths: Sequence[FieldPath], row_index: int) -> list[Unit]:

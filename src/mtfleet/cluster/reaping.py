@@ -1,11 +1,13 @@
 """How a job's translators leave it: let go when idle (to the warm pool, or stopped), reaped when
-they die, hang or lose their node (their shards go back at once), stopped when the job ends. A part
-of `JobCoordinator` (its store, ledger, slots and lock are the coordinator's)."""
+they die, hang or lose their node (their shards go back at once), stopped when the job ends. An
+object of `JobCoordinator`'s, over its `Placement` (the translators, under its lock) and its
+`ShardLedger` (whose leases of a translator that goes are given back)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -17,36 +19,53 @@ from ray.exceptions import (
     RayActorError,
 )
 
-from mtfleet.cluster.link import POOL_CALL_S
-from mtfleet.cluster.placement import TranslatorSlot, _ready
+from mtfleet.cluster.ledger import ShardLedger
+from mtfleet.cluster.link import POOL_CALL_S, PoolLink
+from mtfleet.cluster.placement import Placement, TranslatorSlot, _ready
 from mtfleet.cluster.translator import translator_resources
-from mtfleet.store import (
-    ShardState,
-)
+from mtfleet.store import JobStore, ShardState
 
 log = logging.getLogger(__name__)
 
 
 class Reaping:
-    """The coordinator's letting go of translators."""
+    """How job `job_id`'s translators (`placement`'s) leave it. `ledger_changed()` wakes the
+    translators waiting for a lease: a shard went back, or the fleet changed."""
 
-    def _release_idle_translators(self, worker_ids: set[str] | None, why: str) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        store: JobStore,
+        placement: Placement,
+        ledger: ShardLedger,
+        pool: PoolLink,
+        ledger_changed: Callable[[], None],
+    ) -> None:
+        self.job_id = job_id
+        self.store = store
+        self.placement = placement
+        self.ledger = ledger
+        self.pool = pool
+        self.ledger_changed = ledger_changed
+
+    def release_idle(self, worker_ids: set[str] | None, why: str) -> None:
         """Lets go of the translators `worker_ids` (None: all) that hold no lease: to the warm
         pool, or stopped. One that leased in a race finishes its shard (warm) or gives it back."""
-        if not self.slots:
+        slots = self.placement.slots
+        if not slots:
             return
         busy = {
             s.lease_owner
             for s in self.store.shards.in_row_order(self.job_id)
             if s.state is ShardState.LEASED
         }
-        with self.lock:
-            for slot in list(self.slots.values()):
+        with self.placement.lock:
+            for slot in list(slots.values()):
                 if slot.worker_id in busy or (
                     worker_ids is not None and slot.worker_id not in worker_ids
                 ):
                     continue
-                del self.slots[slot.worker_id]
+                del slots[slot.worker_id]
                 if not self._let_go(slot, keep_warm=True):
                     self.store.leases.release_owner(self.job_id, slot.worker_id)
                 log.info("translator %s let go: job %s is %s", slot.worker_id, self.job_id, why)
@@ -62,20 +81,20 @@ class Reaping:
                 ray.kill(slot.handle, no_restart=True)
                 return False
             resources = translator_resources(
-                slot.device.startswith("gpu"), self.spec.gpus_per_translator
+                slot.device.startswith("gpu"), self.placement.spec.gpus_per_translator
             )
             self.pool.keep(slot.handle, slot.key, slot.node_id, resources, keep_warm_s)
             return True
         ray.kill(slot.handle, no_restart=True)
         return False
 
-    def _reap(self, nodes: list[dict[str, Any]]) -> None:
+    def reap(self, nodes: list[dict[str, Any]]) -> str | None:
         """Forgets translators that died, hung or whose node left, and puts their shards back at
-        once."""
-        with self.lock:
+        once; the failure of a translator whose lease loop raised (it fails the job), or None."""
+        with self.placement.lock:
             self._restart_hung()
             alive_nodes = {n["NodeID"] for n in nodes if n.get("Alive")}
-            for slot in list(self.slots.values()):
+            for slot in list(self.placement.slots.values()):
                 if slot.info_ref is not None and _ready(slot.info_ref):
                     # a translator whose node left before it started is unschedulable
                     with contextlib.suppress(RayActorError, ActorUnschedulableError):
@@ -99,25 +118,25 @@ class Reaping:
                 except Exception as error:
                     cause = getattr(error, "cause", None) or error
                     log.error("translator %s failed: %s", slot.worker_id, error)
-                    self._finish_failed(f"Translator {slot.worker_id} failed: {cause}")
-                    return
+                    return f"Translator {slot.worker_id} failed: {cause}"
                 # its lease loop ended (told to stop): it would end itself; killed, Ray knows
                 # its end was meant and says nothing of a worker that died
-                del self.slots[slot.worker_id]
+                del self.placement.slots[slot.worker_id]
                 ray.kill(slot.handle, no_restart=True)
+        return None
 
     def _restart_hung(self) -> None:
         """The watchdog (`ShardLedger.hung`): a hung translator is killed, not asked, and counted
         as a failed attempt at its shard, as a death is; `Placement.place` starts another."""
         for hung in self.ledger.hung():
-            slot = self.slots.get(hung.worker_id)
+            slot = self.placement.slots.get(hung.worker_id)
             if slot is None:
                 continue
             self.store.counters.add(self.job_id, "watchdog_restarts")
             self._forget(slot, node_left=False, cause=hung.cause)
 
     def _forget(self, slot: TranslatorSlot, node_left: bool, cause: str | None = None) -> None:
-        del self.slots[slot.worker_id]
+        del self.placement.slots[slot.worker_id]
         ray.kill(slot.handle, no_restart=True)
         # a translator that dies (or hangs) on a live node may have been killed by its shard
         cause = cause or ("its node left" if node_left else "died")
@@ -125,29 +144,30 @@ class Reaping:
         self.store.events.add(self.job_id, "translator_lost", f"{slot.worker_id}: {cause}.")
         self.ledger_changed()
 
-    def _stop_translators(self, keep_warm: bool) -> None:
+    def stop_translators(self, keep_warm: bool) -> None:
         """The job ended: its translators go to the warm pool (`keep_warm`, a job that did not
         fail) or stop, and the job leaves the pool's registry (its GPUs are no longer asked for)."""
-        with self.lock:
+        with self.placement.lock:
             # each is released while still ours: a lease it asks for meanwhile is `wait`, never
             # a `stop` that would end it before it hears it may go warm
-            for slot in list(self.slots.values()):
+            for slot in list(self.placement.slots.values()):
                 self._let_go(slot, keep_warm)
-            self.slots.clear()
+            self.placement.slots.clear()
         # released first: a translator told to stop now goes warm, and no lease call is left
         # waiting when the driver kills this coordinator
         self.ledger_changed()
         self.pool.leave(self.job_id)
 
-    def _stop_cancelled(self) -> None:
+    def stop_cancelled(self) -> None:
         """The job was cancelled: a translator in the middle of a shard is killed, not asked (it
         may be deaf to a request: a long batch, a stuck call), the idle ones go to the warm pool
         or stop, and every lease is released, so nothing of the job runs or looks leased."""
-        with self.lock:
-            busy = [self.slots.pop(w) for w in self.ledger.busy() if w in self.slots]
+        slots = self.placement.slots
+        with self.placement.lock:
+            busy = [slots.pop(w) for w in self.ledger.busy() if w in slots]
             for slot in busy:
                 ray.kill(slot.handle, no_restart=True)
-        self._stop_translators(keep_warm=True)
+        self.stop_translators(keep_warm=True)
         released = self.ledger.stop_all()
         self.store.events.add(
             self.job_id,

@@ -35,7 +35,7 @@ from mtfleet.cluster.link import CoordinatorLink
 from mtfleet.cluster.logs import log_to_work_dir, stop_logging_to_work_dirs
 from mtfleet.cluster.parts import part_path, write_part
 from mtfleet.cluster.plan import UnitLine, UnitReader
-from mtfleet.cluster.protocol import STOP, Action, Lease
+from mtfleet.cluster.protocol import STOP, Action, KeptSegments, Lease, SegmentCounts, ShardStats
 from mtfleet.engines import Engine, load_engine
 from mtfleet.engines.base import Cancelled, cancellable
 from mtfleet.engines.targets import TargetEngines
@@ -113,7 +113,6 @@ class Translator:
         # measured with two translators of two threads on two cores. Set before torch loads.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.coordinator = CoordinatorLink(coordinator, worker_id)
-        self.worker_id = worker_id
         self.spec = JobSpec(**spec)
         self.work_dir = Path(work_dir)
         self.gpu_ids = [int(gpu) for gpu in ray.get_gpu_ids()] if on_gpu else []
@@ -136,6 +135,11 @@ class Translator:
         # when this translator ends itself; None while a lease loop runs
         self.deadline: float | None = time.monotonic() + ATTACH_GRACE_S
         threading.Thread(target=self._guard, name="guard", daemon=True).start()
+
+    @property
+    def worker_id(self) -> str:
+        """This translator's id in its job's fleet: its link's, given by its coordinator."""
+        return self.coordinator.worker_id
 
     def info(self) -> dict[str, Any]:
         return {
@@ -162,7 +166,6 @@ class Translator:
         Job-level settings (checks, protection, glossary) are the new job's."""
         with self.running:
             self.coordinator = CoordinatorLink(coordinator, worker_id)
-            self.worker_id = worker_id
             self.spec = JobSpec(**spec)
             self.work_dir = Path(work_dir)
             self.released = False
@@ -346,22 +349,21 @@ class Translator:
             return False
         finally:
             stop_heartbeat.set()
-        translator = {"node_id": self.node_id, "worker_id": self.worker_id}
         stats = _completion_stats(
             lease,
-            translator,
+            self.node_id,
+            self.worker_id,
             signature,
             started,
             len(shard_units),
             to_translate,
             outcomes,
-            memories,
         )
-        accepted = self.coordinator.complete(lease, path, stats)
+        accepted = self.coordinator.complete(lease, path, stats, _kept(memories))
         log.info(
             "completed shard %d in %.2f s (%s)",
             lease.index,
-            stats["elapsed_s"],
+            stats.elapsed_s,
             "accepted" if accepted else "stale lease, dropped",
         )
         return True
@@ -512,43 +514,41 @@ class RelayedMemory:
 
 def _completion_stats(
     lease: Lease,
-    translator: dict[str, str],
+    node_id: str,
+    worker_id: str,
     signature: dict[str, Any],
     started: float,
     units: int,
     to_translate: list[Any],
-    outcomes: dict[str, Any],
-    memories: dict[str | None, RelayedMemory],
-) -> dict[str, Any]:
-    """What a completion tells the coordinator of its shard: counts, health, timing, the
-    engine, and the translation memory's new entries."""
-    outcome = next(iter(outcomes.values()))
-    stats = {
-        "rows": lease.row_end - lease.row_start,
-        "units": units,
-        "units_from_memory": units - len(to_translate),
-        **_outcome_stats(outcome),
-        **translator,
-        "elapsed_s": round(time.monotonic() - started, 3),
-        "engine": signature,
-    }
-    if len(outcomes) > 1:
+    outcomes: dict[str | None, TranslationOutcome],
+) -> ShardStats:
+    """What a completion tells the coordinator of its shard: counts, timing, the engine."""
+    return ShardStats(
+        rows=lease.row_end - lease.row_start,
+        units=units,
+        units_from_memory=units - len(to_translate),
+        counts=_counts(next(iter(outcomes.values()))),
+        node_id=node_id,
+        worker_id=worker_id,
+        elapsed_s=round(time.monotonic() - started, 3),
+        engine=signature,
         # by language: detected sources (--src-lang auto) skip other units in each language
-        stats["targets"] = {target: _outcome_stats(found) for target, found in outcomes.items()}
-    kept = [
-        {
-            "tgt_lang": target,
-            "key": memory.key,
-            "entries": memory.kept,
-            "units": memory.kept_units,
-        }
+        targets=(
+            {str(target): _counts(found) for target, found in outcomes.items()}
+            if len(outcomes) > 1
+            else None
+        ),
+    )
+
+
+def _kept(memories: Mapping[str | None, RelayedMemory]) -> list[KeptSegments]:
+    """What each target language's translation memory is to keep of the shard, once the
+    coordinator accepts its completion."""
+    return [
+        KeptSegments(target, memory.key, memory.kept, memory.kept_units)
         for target, memory in memories.items()
         if memory.kept or memory.kept_units
     ]
-    if kept:
-        # kept in the store with the completion, once it is accepted (the coordinator pops it)
-        stats["memory"] = kept
-    return stats
 
 
 def _with_filled(units: Sequence[UnitLine], translated: Sequence[UnitLine]) -> list[UnitLine]:
@@ -557,14 +557,14 @@ def _with_filled(units: Sequence[UnitLine], translated: Sequence[UnitLine]) -> l
     return [unit.with_filled() if unit.filled is not None else next(lines) for unit in units]
 
 
-def _outcome_stats(outcome: TranslationOutcome) -> dict[str, int]:
-    return {
-        "segments": outcome.segments,
-        "segments_unique": outcome.segments_unique,
-        "segments_from_memory": outcome.segments_from_memory,
-        "units_skipped_target_language": outcome.units_skipped_target_language,
-        "source_tokens": outcome.source_tokens,
-    }
+def _counts(outcome: TranslationOutcome) -> SegmentCounts:
+    return SegmentCounts(
+        segments=outcome.segments,
+        segments_unique=outcome.segments_unique,
+        segments_from_memory=outcome.segments_from_memory,
+        units_skipped_target_language=outcome.units_skipped_target_language,
+        source_tokens=outcome.source_tokens,
+    )
 
 
 def _write_part(path: Path, translations: Iterable[UnitLine]) -> None:
