@@ -157,8 +157,41 @@ def test_a_family_that_tags_its_sources_translates_once_per_target(
         assert together[target].translations == translate_texts(texts, alone).translations
 
 
+@pytest.mark.parametrize("engine", ["hf", "ct2"])
 def test_health_checks_retry_each_language_as_a_job_into_it_alone_does(
-    model_dirs: dict[str, Path],
+    engine: str, model_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MTFLEET_CACHE", str(tmp_path / "cache"))
+    source, targets = LANGUAGES["nllb"]
+    model = str(model_dirs["nllb"])
+    spec = JobSpec(
+        **{**BASE, "model": model},
+        output="out.{tgt_lang}.jsonl",
+        src_lang=source,
+        tgt_lang=targets,
+    )
+    settings = {"src_lang": source, **SETTINGS}
+    if engine == "ct2":
+        settings.update(compute_type="float32", threads=1)
+    engines = load_engine(engine, model, tgt_lang=targets, **settings)
+    protection, _ = job_checks(spec, engines)
+    checks = {t: job_checks(spec.for_target(t), engines.engines[t])[1] for t in targets}
+    texts = varied_segments(6, seed=7)
+
+    together = translate_to_targets(texts, engines, protection=protection, checks=checks)
+
+    assert engines.shared is not None
+    for target in targets:
+        alone = load_engine(engine, model, tgt_lang=target, **settings)
+        _, alone_checks = job_checks(spec.for_target(target), alone)
+        expected = translate_texts(texts, alone, protection=protection, checks=alone_checks)
+        assert together[target].flags == expected.flags
+        assert any(together[target].flags), "a random model's output is flagged and retried"
+        assert together[target].translations == expected.translations
+
+
+def test_the_retries_the_checks_ask_for_are_decoded_for_every_target_together(
+    model_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source, targets = LANGUAGES["nllb"]
     model = str(model_dirs["nllb"])
@@ -171,17 +204,22 @@ def test_health_checks_retry_each_language_as_a_job_into_it_alone_does(
     engines = load_engine("hf", model, src_lang=source, tgt_lang=targets, **SETTINGS)
     protection, _ = job_checks(spec, engines)
     checks = {t: job_checks(spec.for_target(t), engines.engines[t])[1] for t in targets}
-    texts = varied_segments(6, seed=7)
+    targets_per_call: list[int] = []
+    generate_for_targets = HFEngine.generate_for_targets
 
-    together = translate_to_targets(texts, engines, protection=protection, checks=checks)
+    def recorded(engine: HFEngine, segments: Any, views: Any, wanted: Any = None) -> Any:
+        targets_per_call.append(len(views))
+        return generate_for_targets(engine, segments, views, wanted)
 
-    for target in targets:
-        alone = HFEngine(model, src_lang=source, tgt_lang=target, **SETTINGS)
-        _, alone_checks = job_checks(spec.for_target(target), alone)
-        expected = translate_texts(texts, alone, protection=protection, checks=alone_checks)
-        assert together[target].flags == expected.flags
-        assert any(together[target].flags), "a random model's output is flagged and retried"
-        assert together[target].translations == expected.translations
+    monkeypatch.setattr(HFEngine, "generate_for_targets", recorded)
+
+    together = translate_to_targets(
+        varied_segments(6, seed=7), engines, protection=protection, checks=checks
+    )
+
+    assert all(any(together[target].flags) for target in targets)
+    # the first translations, the retries by clause, the retries with a wider beam
+    assert targets_per_call == [len(targets)] * 3
 
 
 @pytest.mark.parametrize("family", ["nllb", "m2m100"])

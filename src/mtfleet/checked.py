@@ -13,6 +13,7 @@ from typing import Any
 
 from mtfleet.data.segment import Piece, reassemble, split_clauses
 from mtfleet.engines.base import Engine, EngineWrapper
+from mtfleet.engines.targets import TargetEngines
 from mtfleet.health import HealthChecks, LengthBand, log_length_ratio, ordered
 
 RETRY_BEAM = 4
@@ -27,6 +28,7 @@ class CheckedEngine(EngineWrapper):
         self.checks = checks
         self.flags_of: dict[str, list[str]] = {}
         self.band: LengthBand | None = None
+        self._answered: tuple[list[str], list[str]] | None = None
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.engine.count_tokens(texts)
@@ -34,22 +36,31 @@ class CheckedEngine(EngineWrapper):
     def describe(self) -> dict[str, Any]:
         return self.engine.describe()
 
+    def answer(self, segments: Sequence[str], translations: list[str]) -> None:
+        """Hold the checked translations of `segments`, checked beside other targets' (see
+        `check_targets`): the call that asks for exactly those segments takes them."""
+        self._answered = (list(segments), translations)
+
     def translate(self, segments: Sequence[str]) -> list[str]:
-        translations, capped = translate_watching_caps(self.engine, segments)
+        if self._answered is not None and list(segments) == self._answered[0]:
+            return self._answered[1]
+        checking = self.check(segments, *translate_watching_caps(self.engine, segments))
+        by_clause = translate_watching_caps(self.engine, checking.by_clause)
+        with _wider_beam(self.engine):
+            whole = translate_watching_caps(self.engine, checking.whole)
+        return checking.finish(by_clause, whole)
+
+    def check(
+        self, segments: Sequence[str], translations: list[str], capped: list[bool]
+    ) -> Checking:
+        """The check of one call's first translations: its flags and the retries they ask for."""
         ratios = [log_length_ratio(s, t) for s, t in zip(segments, translations, strict=True)]
         self.band = LengthBand.learn(ratios)
         flags = [
             self._flags(source, translation, was_capped)
             for source, translation, was_capped in zip(segments, translations, capped, strict=True)
         ]
-        flagged = [index for index, found in enumerate(flags) if found]
-        retried = self._retry([segments[index] for index in flagged])
-        for index, (translation, was_capped) in zip(flagged, retried, strict=True):
-            again = self._flags(segments[index], translation, was_capped)
-            if len(again) < len(flags[index]):
-                translations[index], flags[index] = translation, again
-        self.flags_of = dict(zip(segments, flags, strict=True))
-        return translations
+        return Checking(self, list(segments), translations, flags)
 
     def _flags(self, source: str, translation: str, capped: bool) -> list[str]:
         flags = self.checks.segment_flags(source, translation, capped=capped)
@@ -57,27 +68,51 @@ class CheckedEngine(EngineWrapper):
             flags = ordered([*flags, "length"])
         return flags
 
-    def _retry(self, segments: Sequence[str]) -> list[tuple[str, bool]]:
-        """Each segment translated again: by clauses where it has several, else with a wider beam."""
-        clauses = {segment: split_clauses(segment) for segment in segments}
-        by_clause = [s for s in segments if sum(p.translate for p in clauses[s]) > 1]
-        whole = [s for s in segments if s not in set(by_clause)]
-        again: dict[str, tuple[str, bool]] = {}
-        pieces = [piece.text for s in by_clause for piece in clauses[s] if piece.translate]
-        if pieces:
-            translated, capped = translate_watching_caps(self.engine, pieces)
-            done = iter(zip(translated, capped, strict=True))
-            for segment in by_clause:
-                parts = [next(done) for piece in clauses[segment] if piece.translate]
-                again[segment] = (
-                    reassemble(clauses[segment], [text for text, _ in parts]),
-                    any(was_capped for _, was_capped in parts),
-                )
-        if whole:
-            with _wider_beam(self.engine):
-                translated, capped = translate_watching_caps(self.engine, whole)
-            again.update(zip(whole, zip(translated, capped, strict=True), strict=True))
-        return [again[segment] for segment in segments]
+
+class Checking:
+    """One call's check between its first translations and its retries. Each flagged segment is
+    translated again: by clauses where it has several (`by_clause`, the clauses to translate),
+    else with a wider beam (`whole`); `finish` takes those translations, each with whether it
+    stopped at its cap, and keeps whichever of the two a segment's checks flag less."""
+
+    def __init__(
+        self,
+        checked: CheckedEngine,
+        segments: list[str],
+        translations: list[str],
+        flags: list[list[str]],
+    ) -> None:
+        self.checked, self.segments = checked, segments
+        self.translations, self.flags = translations, flags
+        self.flagged = [index for index, found in enumerate(flags) if found]
+        retried = list(dict.fromkeys(segments[index] for index in self.flagged))
+        self.clauses = {segment: split_clauses(segment) for segment in retried}
+        several = [s for s in retried if sum(p.translate for p in self.clauses[s]) > 1]
+        self.by_clause = [p.text for s in several for p in self.clauses[s] if p.translate]
+        self.whole = [s for s in retried if s not in set(several)]
+        self._several = several
+
+    def finish(
+        self, by_clause: tuple[list[str], list[bool]], whole: tuple[list[str], list[bool]]
+    ) -> list[str]:
+        """The call's translations, each flagged one replaced by its retry where that is flagged
+        less; the checked engine's `flags_of` is set to the flags kept."""
+        again = dict(zip(self.whole, zip(*whole, strict=True), strict=True))
+        done = iter(zip(*by_clause, strict=True))
+        for segment in self._several:
+            parts = [next(done) for piece in self.clauses[segment] if piece.translate]
+            again[segment] = (
+                reassemble(self.clauses[segment], [text for text, _ in parts]),
+                any(was_capped for _, was_capped in parts),
+            )
+        translations, flags = list(self.translations), list(self.flags)
+        for index in self.flagged:
+            translation, was_capped = again[self.segments[index]]
+            kept = self.checked._flags(self.segments[index], translation, was_capped)
+            if len(kept) < len(flags[index]):
+                translations[index], flags[index] = translation, kept
+        self.checked.flags_of = dict(zip(self.segments, flags, strict=True))
+        return translations
 
 
 def translate_watching_caps(
@@ -96,7 +131,14 @@ def translate_watching_caps(
         return [], []
     if tokens is None or generate is None:
         return list(engine.translate(segments)), [False] * len(segments)
-    outputs = generate(segments)
+    return decoded_watching_caps(tokens, segments, generate(segments))
+
+
+def decoded_watching_caps(
+    tokens: Any, segments: Sequence[str], outputs: list[list[int]]
+) -> tuple[list[str], list[bool]]:
+    """The texts of the token ids generated for `segments`, and for each whether it stopped at
+    its cap (see `translate_watching_caps`)."""
     capped = [
         len(output) >= tokens.output_cap(len(source))
         for source, output in zip(tokens.encode_segments(segments), outputs, strict=True)
@@ -104,10 +146,47 @@ def translate_watching_caps(
     return tokens.decode(outputs), capped
 
 
+def check_targets(
+    engines: TargetEngines, checked: dict[str, CheckedEngine], segments: dict[str, list[str]]
+) -> None:
+    """Checks each target's translations of its `segments` (its checked engine translating
+    them), with the retries of every target decoded together: the clauses in one
+    `generate_for_targets` call, each segment encoded once however many targets retry it, and
+    the wider-beam retries in another. Each checked engine then holds its answer."""
+    checkings = {
+        target: engine.check(
+            segments[target], *translate_watching_caps(engine.engine, segments[target])
+        )
+        for target, engine in checked.items()
+    }
+    by_clause = _retries_together(engines, {t: c.by_clause for t, c in checkings.items()})
+    with _wider_beam(engines.shared):
+        whole = _retries_together(engines, {t: c.whole for t, c in checkings.items()})
+    for target, checking in checkings.items():
+        translations = checking.finish(by_clause[target], whole[target])
+        checked[target].answer(segments[target], translations)
+
+
+def _retries_together(
+    engines: TargetEngines, requests: dict[str, list[str]]
+) -> dict[str, tuple[list[str], list[bool]]]:
+    union = list(dict.fromkeys(segment for asked in requests.values() for segment in asked))
+    if not union:
+        return {target: ([], []) for target in requests}
+    views = [engines.engines[target] for target in requests]
+    wanted = [[segment in set(asked) for segment in union] for asked in requests.values()]
+    decoded = engines.shared.generate_for_targets(union, views, wanted)
+    answers = {}
+    for (target, asked), view, ids in zip(requests.items(), views, decoded, strict=True):
+        ids_of = dict(zip(union, ids, strict=True))
+        answers[target] = decoded_watching_caps(view.tokens, asked, [ids_of[s] for s in asked])
+    return answers
+
+
 class _wider_beam:
     """Raises an engine's beam to RETRY_BEAM for a block, where it has one."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.beam = getattr(engine, "beam", None)
 

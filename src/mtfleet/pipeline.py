@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mtfleet.checked import CheckedEngine, value_flags
+from mtfleet.checked import CheckedEngine, check_targets, value_flags
 from mtfleet.data.segment import NO_PROTECTION, Protection, reassemble, segment_texts
 from mtfleet.engines.base import Engine
 from mtfleet.engines.targets import TargetEngines
@@ -93,8 +93,9 @@ def translate_to_targets(
     translation memory of `memories` (as a job into it alone). Where one encoding serves every
     target, each memory is asked first and the distinct segments it does not hold are decoded
     for those targets together, a batch encoded once; each target's translation then takes its
-    own from them, as if it were translated alone. `on_step` is called after that and after each
-    target: a shard's progress, for the watchdog.
+    own from them, as if it were translated alone; with health checks, the retries the checks
+    ask for are decoded for every target together too (`check_targets`). `on_step` is called
+    after that and after each target: a shard's progress, for the watchdog.
     """
     step = on_step or (lambda: None)
     engine_of = engines.engines
@@ -114,6 +115,14 @@ def translate_to_targets(
                 memory_of[target] = RecalledMemory(memory, held)
             fresh_of[target] = [segment for segment in unique if segment not in held]
         engine_of = engines.prefetched(fresh_of)
+        checked = {
+            target: CheckedEngine(engine_of[target], health)
+            for target, health in (checks or {}).items()
+            if health is not None and target in engine_of
+        }
+        if len(checked) > 1:
+            check_targets(engines, checked, {target: fresh_of[target] for target in checked})
+            engine_of.update(checked)
         step()
     outcomes = {}
     for target, engine in engine_of.items():
@@ -149,7 +158,10 @@ def _translate(
     checks: HealthChecks | None,
     memory: SegmentMemory | None = None,
 ) -> TranslationOutcome:
-    checked = CheckedEngine(engine, checks) if checks is not None else None
+    if isinstance(engine, CheckedEngine):
+        checked: CheckedEngine | None = engine
+    else:
+        checked = CheckedEngine(engine, checks) if checks is not None else None
     engine = checked or engine
     count_tokens = _RememberedCounts(engine.count_tokens)
     pieces_per_text = segment_texts(texts, engine.max_input_tokens, count_tokens, protection)

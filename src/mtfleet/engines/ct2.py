@@ -185,37 +185,41 @@ class CT2Engine(TokenizedEngine):
         return self.generate_for_targets(segments, [self])[0]
 
     def generate_for_targets(
-        self, segments: Sequence[str], targets: Sequence[CT2Engine]
+        self,
+        segments: Sequence[str],
+        targets: Sequence[CT2Engine],
+        wanted: Sequence[Sequence[bool]] | None = None,
     ) -> list[list[list[int]]]:
         """`generate_token_ids` of each of `targets` (this engine's `for_target` views, of a
         family that `decodes_target`): each call holds its segments once per target, each under
         its target's `target_prefix`. One call with the batch repeated ran 1.2-1.5x faster than a call
-        per target, with identical output (bench/multi_target.py)."""
+        per target, with identical output (bench/multi_target.py). With `wanted`, target n decodes
+        only the segments i where `wanted[n][i]` (the others are left empty)."""
         encoded = self.tokens.encode_segments(segments)
+        wanted = wanted or [[True] * len(encoded) for _ in targets]
         limits = [self._limit(len(ids)) for ids in encoded]
         prefixes = [target._target_prefix for target in targets]
         outputs: list[list[list[int]]] = [[[] for _ in encoded] for _ in targets]
         for members in self._calls(limits, [len(ids) for ids in encoded]):
-            member_limits = [limits[i] for i in members]
-            mixed = len(set(member_limits)) > 1
-            sources = [self.tokenizer.convert_ids_to_tokens(encoded[i]) for i in members]
+            pairs = [(n, i) for n in range(len(targets)) for i in members if wanted[n][i]]
+            if not pairs:
+                continue
+            pair_limits = [limits[i] for _, i in pairs]
             results = self.translator.translate_batch(
-                sources * len(targets),
-                target_prefix=[p for p in prefixes for _ in members] if prefixes[0] else None,
+                [self.tokenizer.convert_ids_to_tokens(encoded[i]) for _, i in pairs],
+                target_prefix=[prefixes[n] for n, _ in pairs] if prefixes[0] else None,
                 max_batch_size=self.tokens.max_batch_tokens,
                 batch_type="tokens",
                 beam_size=self.beam,
                 # a cap of 1 with EOS forced leaves the decoder nothing to choose
-                max_decoding_length=max(1, *member_limits),
+                max_decoding_length=max(1, *pair_limits),
                 max_input_length=0,
                 return_end_token=True,
-                callback=_stop_at(member_limits * len(targets)) if mixed else None,
+                callback=_stop_at(pair_limits) if len(set(pair_limits)) > 1 else None,
                 **self._decoding,
             )
-            for n, target_outputs in enumerate(outputs):
-                own = results[n * len(members) : (n + 1) * len(members)]
-                for i, limit, result in zip(members, member_limits, own, strict=True):
-                    target_outputs[i] = self._capped(result.hypotheses[0], limit)
+            for (n, i), limit, result in zip(pairs, pair_limits, results, strict=True):
+                outputs[n][i] = self._capped(result.hypotheses[0], limit)
             check_cancelled()
         return outputs
 

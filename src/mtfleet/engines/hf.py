@@ -189,46 +189,57 @@ class HFEngine(TokenizedEngine):
         return self.generate_for_targets(segments, [self])[0]
 
     def generate_for_targets(
-        self, segments: Sequence[str], targets: Sequence[TokenizedEngine]
+        self,
+        segments: Sequence[str],
+        targets: Sequence[TokenizedEngine],
+        wanted: Sequence[Sequence[bool]] | None = None,
     ) -> list[list[list[int]]]:
         """`generate_token_ids` of each of `targets` (this engine's `for_target` views, of a
         family that `decodes_target`), each batch encoded once and decoded for all targets in one
-        `generate`."""
+        `generate`. With `wanted`, target n decodes only the segments i where `wanted[n][i]`
+        (the others are left empty): a segment is still encoded once, however many want it."""
         encoded = self.tokens.encode_segments(segments)
+        wanted = wanted or [[True] * len(encoded) for _ in targets]
         outputs: list[list[list[int]]] = [[[] for _ in encoded] for _ in targets]
         first_tokens = [target.tokens.forced_bos_token_id for target in targets]
         for batch in self.tokens.batches(encoded):
-            generated = self._generate([encoded[i] for i in batch], first_tokens)
-            for target_outputs, target_generated in zip(outputs, generated, strict=True):
-                for i, ids in zip(batch, target_generated, strict=True):
-                    target_outputs[i] = ids
+            pairs = [
+                (n, row) for n in range(len(targets)) for row, i in enumerate(batch) if wanted[n][i]
+            ]
+            if not pairs:
+                continue
+            generated = self._generate([encoded[i] for i in batch], pairs, first_tokens)
+            for (n, row), ids in zip(pairs, generated, strict=True):
+                outputs[n][batch[row]] = ids
             check_cancelled()
         return outputs
 
     def _generate(
-        self, rows: list[list[int]], first_tokens: list[int | None]
-    ) -> list[list[list[int]]]:
-        """Each row's generated ids for each forced first token. Several first tokens share one
-        encoding and one `generate`: the rows repeated once per token, each decoded after its own
-        (`SegmentForcedBos`), so each decoding step serves every target at once."""
-        targets = len(first_tokens)
+        self, rows: list[list[int]], pairs: list[tuple[int, int]], first_tokens: list[int | None]
+    ) -> list[list[int]]:
+        """The generated ids of each (target, row) of `pairs`, target n's decoding forced to
+        start with `first_tokens[n]`. The rows are encoded once; every pair is decoded in one
+        `generate`, after its own first token (`SegmentForcedBos`), so each decoding step serves
+        every target at once."""
+        one_target = len({n for n, _ in pairs}) == 1
+        if one_target:
+            rows = [rows[row] for _, row in pairs]
+            pairs = [(n, position) for position, (n, _) in enumerate(pairs)]
         caps = [self.tokens.output_cap(len(ids)) for ids in rows]
         inputs = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.device)
-        row_caps = caps * targets
+        row_caps = [caps[row] for _, row in pairs]
         logits_processor = LogitsProcessorList()
         encoded: dict[str, Any] = dict(inputs)
-        # the first target's token as alone, so generate sets up the same processors as for it
-        languages = {} if first_tokens[0] is None else {"forced_bos_token_id": first_tokens[0]}
+        # the first pair's token as alone, so generate sets up the same processors as for it
+        first = first_tokens[pairs[0][0]]
+        languages = {} if first is None else {"forced_bos_token_id": first}
         with torch.inference_mode():
-            if targets > 1:
+            if not one_target:
                 hidden = self.model.get_encoder()(**inputs, return_dict=True).last_hidden_state
-                encoded = {name: tensor.repeat(targets, 1) for name, tensor in inputs.items()}
-                encoded["encoder_outputs"] = BaseModelOutput(
-                    last_hidden_state=hidden.repeat(targets, 1, 1)
-                )
-                logits_processor.append(
-                    SegmentForcedBos([token for token in first_tokens for _ in rows])
-                )
+                picked = torch.tensor([row for _, row in pairs], device=hidden.device)
+                encoded = {name: tensor[picked] for name, tensor in inputs.items()}
+                encoded["encoder_outputs"] = BaseModelOutput(last_hidden_state=hidden[picked])
+                logits_processor.append(SegmentForcedBos([first_tokens[n] for n, _ in pairs]))
             if self._forced_eos_token_ids:
                 eos = sorted(self._forced_eos_token_ids)
                 logits_processor.append(SegmentForcedEos(row_caps, eos))
@@ -238,15 +249,14 @@ class HFEngine(TokenizedEngine):
                 num_beams=self.beam,
                 do_sample=False,
                 num_return_sequences=1,
-                max_new_tokens=max(caps),
+                max_new_tokens=max(row_caps),
                 stopping_criteria=StoppingCriteriaList([SegmentLengthCap(row_caps)]),
                 logits_processor=logits_processor,
             )
-        trimmed = [
+        return [
             self._trim(row[DECODER_PROMPT_LENGTH:].tolist(), cap)
             for row, cap in zip(sequences, row_caps, strict=True)
         ]
-        return [trimmed[n * len(rows) : (n + 1) * len(rows)] for n in range(targets)]
 
     def _trim(self, ids: list[int], cap: int) -> list[int]:
         # a row that finished early is padded to the batch's longest; it ended at EOS or its cap
