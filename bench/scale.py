@@ -360,10 +360,9 @@ def stages(spec: JobSpec, folder: Path, seconds: dict[str, float]) -> None:
         lap("store")
         shard_units = units.read(shard.row_start, shard.row_end)
         lap("unit reads")
-        # as a translator's: recalled through the coordinator (here, at once), kept on completion
-        memory = TimedMemory(
-            RelayedMemory(lambda _, *args: translation_memory.recall(*args), key), seconds
-        )
+        # as a translator's: recalled through the coordinator (here the store's memory itself,
+        # whose recall the coordinator's is), kept on completion
+        memory = TimedMemory(RelayedMemory(translation_memory, key), seconds)  # type: ignore[arg-type]
         outcome = translate_texts(
             [unit.text for unit in shard_units],
             engine,
