@@ -32,7 +32,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import astuple, replace
+from dataclasses import astuple
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from mtfleet.cluster.job import run_job
 from mtfleet.cluster.parts import part_path, write_part
 from mtfleet.cluster.plan import UnitReader, plan_job
 from mtfleet.cluster.runtime import connect
-from mtfleet.cluster.translator import RelayedMemory
+from mtfleet.cluster.translator import RelayedMemory, part_lines
 from mtfleet.engines import load_engine
 from mtfleet.health import job_checks
 from mtfleet.pipeline import translate_texts
@@ -372,13 +372,7 @@ def stages(spec: JobSpec, folder: Path, seconds: dict[str, float]) -> None:
         )
         lap("translate")
         path = part_path(work_dir, shard.row_start, shard.row_end, shard.lease_id or "")
-        write_part(
-            path,
-            (
-                replace(unit, text=text)
-                for unit, text in zip(shard_units, outcome.translations, strict=True)
-            ),
-        )
+        write_part(path, part_lines(shard_units, {None: outcome}))
         lap("part writes")
         stats = {"rows": shard.row_end - shard.row_start, "segments": outcome.segments}
         store.leases.complete("scale", shard.index, shard.lease_id or "", path, stats)

@@ -419,7 +419,7 @@ def _plain_sentence(chunk: str, verbatim: str, pieces: list[Piece]) -> str:
     to translate when it has a letter; the verbatim text after it returned."""
     head = chunk.lstrip(_LEADING)
     core = head.rstrip(_TRAILING)
-    if not core or not (core[0].isalpha() or any(character.isalpha() for character in core)):
+    if not core or not (core[0].isalpha() or any(map(str.isalpha, core))):
         return verbatim + chunk
     verbatim += chunk[: len(chunk) - len(head)]
     if verbatim:
@@ -705,12 +705,13 @@ def _ends_sentence(line: str, match: re.Match[str]) -> bool:
         return False
     if match.group() != ".":
         return True
-    space = max(line.rfind(" ", 0, match.start()), line.rfind("\t", 0, match.start()))
-    word = line[space + 1 : match.start()].lstrip("\"'“‘([")
+    start = match.start()
+    space = max(line.rfind(" ", 0, start), line.rfind("\t", 0, start))
+    word = line[space + 1 : start].lstrip("\"'“‘([")
     return not (
         word.lower() in _ABBREVIATIONS
         or (len(word) == 1 and word.isalpha())
-        or _DOTTED_ABBREVIATION.fullmatch(word) is not None
+        or ("." in word and _DOTTED_ABBREVIATION.fullmatch(word) is not None)
         or (word.isdigit() and len(word) <= 3)
     )
 
