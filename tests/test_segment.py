@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from mtfleet.data import Piece, reassemble, segment, segment_texts
+from mtfleet.data.segment import WHITESPACE
 
 ALPACA = Path(__file__).parents[1] / "examples" / "alpaca_sample.json"
 
@@ -82,6 +84,23 @@ def test_pieces_sent_are_stripped_hold_a_letter_and_fit_the_token_limit(text: st
             assert piece.text == piece.text.strip()
             assert any(character.isalpha() for character in piece.text)
             assert count_words([piece.text])[0] <= 6
+
+
+def test_the_whitespace_around_a_sentence_is_what_str_strip_takes_off() -> None:
+    every_character = map(chr, range(sys.maxunicode + 1))
+    assert set(WHITESPACE) == {character for character in every_character if character.isspace()}
+
+
+def test_equal_texts_are_segmented_once_and_given_the_same_pieces() -> None:
+    counted: list[str] = []
+
+    def counting(texts: Sequence[str]) -> list[int]:
+        counted.extend(texts)
+        return count_words(texts)
+
+    first, again = segment_texts(["One. Two.", "One. Two."], 128, counting)
+    assert first == again == [Piece("One.", True), Piece(" ", False), Piece("Two.", True)]
+    assert counted == ["One.", "Two."]
 
 
 def test_neighbouring_verbatim_pieces_are_merged() -> None:

@@ -8,16 +8,12 @@ writes one part per shard too, its lines holding a text per language ({..., "tex
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mtfleet.cluster.plan import UnitLine
+from mtfleet.cluster.plan import LINE_ENCODER, UnitLine, json_lines
 from mtfleet.data.atomic import AtomicFile
 from mtfleet.errors import OutputError
-
-# json.dumps(record, ensure_ascii=False) makes an encoder each call: half its time on a part line
-_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 def part_path(work_dir: Path, row_start: int, row_end: int, lease_id: str) -> Path:
@@ -47,7 +43,7 @@ def write_part(path: Path, translations: Iterable[UnitLine]) -> None:
                 flagged = {target: list(f) for target, (_, f) in line.targets.items() if f}
                 if flagged:
                     record["flags"] = flagged
-            output.handle.write(_ENCODER.encode(record).encode() + b"\n")
+            output.handle.write(LINE_ENCODER.encode(record).encode() + b"\n")
     except BaseException:
         output.abort()
         raise
@@ -64,26 +60,26 @@ def _disk_error(error: OutputError) -> OSError:
 
 
 def read_part(path: Path) -> Iterator[UnitLine]:
-    with open(path, encoding="utf-8") as stream:
-        for line in stream:
-            record = json.loads(line)
-            texts = record.get("texts")
-            if texts is None:
-                yield UnitLine(
-                    record["unit"],
-                    record["row"],
-                    record["loc"],
-                    record["text"],
-                    tuple(record.get("flags", ())),
-                )
-                continue
-            flags = record.get("flags", {})
+    with open(path, "rb") as stream:
+        records = json_lines(stream.read())
+    for record in records:
+        texts = record.get("texts")
+        if texts is None:
             yield UnitLine(
                 record["unit"],
                 record["row"],
                 record["loc"],
-                "",
-                targets={
-                    target: (text, tuple(flags.get(target, ()))) for target, text in texts.items()
-                },
+                record["text"],
+                tuple(record.get("flags", ())),
             )
+            continue
+        flags = record.get("flags", {})
+        yield UnitLine(
+            record["unit"],
+            record["row"],
+            record["loc"],
+            "",
+            targets={
+                target: (text, tuple(flags.get(target, ()))) for target, text in texts.items()
+            },
+        )

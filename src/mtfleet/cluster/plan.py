@@ -75,6 +75,9 @@ HUB_REVISION = "main"
 
 # A unit's translation and health flags.
 Translation = tuple[str, tuple[str, ...]]
+# The encoder of unit and part lines: json.dumps(line, ensure_ascii=False) makes one a call, half
+# its time on a line.
+LINE_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -401,7 +404,7 @@ class UnitFileWriter:
             else:
                 line["filled"] = _filled_record(filled)
                 filled_tokens += unit_tokens(text)
-            encoded = json.dumps(line, ensure_ascii=False).encode() + b"\n"
+            encoded = LINE_ENCODER.encode(line).encode() + b"\n"
             self._lines.write(encoded)
             self._position += len(encoded)
             self.units += 1
@@ -472,7 +475,7 @@ class UnitReader:
         with open(self.path, "rb") as stream:
             stream.seek(begin)
             chunk = stream.read(end - begin)
-        return [_unit_line(json.loads(line)) for line in chunk.splitlines()]
+        return [_unit_line(record) for record in json_lines(chunk)]
 
     def _offset(self, row: int) -> int:
         # the index stays on disk: two 8-byte reads per shard, whatever the dataset's size
@@ -481,6 +484,12 @@ class UnitReader:
             offset = array("q")
             offset.frombytes(stream.read(8))
         return offset[0]
+
+
+def json_lines(chunk: bytes) -> list[Any]:
+    """The records of JSON lines (as LINE_ENCODER writes them: no raw line end inside one),
+    decoded as one array: a json.loads a line cost twice the time."""
+    return json.loads(b"[" + b",".join(chunk.splitlines()) + b"]")
 
 
 def _unit_line(record: dict[str, Any]) -> UnitLine:

@@ -55,6 +55,10 @@ def parse_field_paths(spec: str | Sequence[str]) -> list[FieldPath]:
 
 def find_values(row: dict[str, Any], path: FieldPath) -> list[tuple[Location, Any]]:
     """Every value `path` reaches in `row`, in document order; none where the row lacks it."""
+    if len(path.steps) == 1 and isinstance(path.steps[0], str):
+        # a top-level field (most paths): read at once, without the walk's lists
+        key = path.steps[0]
+        return [((key,), row[key])] if isinstance(row, dict) and key in row else []
     found: list[tuple[Location, Any]] = [((), row)]
     for step in path.steps:
         found = [
