@@ -132,14 +132,9 @@ class CountersRepository(Repository):
 
 def add_to_counter(conn: sa.Connection, job_id: str, name: str, n: int) -> int:
     upsert = upsert_base(conn, job_counters).values(job_id=job_id, name=name, value=n)
-    conn.execute(
+    return conn.execute(
         upsert.on_conflict_do_update(
             index_elements=[job_counters.c.job_id, job_counters.c.name],
             set_={"value": job_counters.c.value + upsert.excluded.value},
-        )
-    )
-    return conn.execute(
-        sa.select(job_counters.c.value).where(
-            job_counters.c.job_id == job_id, job_counters.c.name == name
-        )
+        ).returning(job_counters.c.value)
     ).scalar_one()

@@ -29,10 +29,11 @@ log = logging.getLogger(__name__)
 _SCHEMA_LOCK_KEY = 0x6D74666C
 # SQLite waits this long for a lock itself; past it, the retries below take over
 _SQLITE_BUSY_TIMEOUT_MS = 5_000
-# Connections a store holds at most (SQLAlchemy's defaults, made explicit): its callers take turns
-# for them (`Turns`), so 64 threads of a coordinator hold 15 connections of the server.
-_POOL_SIZE = 5
-_POOL_OVERFLOW = 10
+# Connections a store holds at most: its callers take turns for them (`Turns`), so 64 threads of
+# a coordinator hold 15 connections of the server. All are kept open: SQLAlchemy's default (5 kept,
+# 10 more opened and closed as needed) made a PostgreSQL server start a backend for every tenth
+# transaction at 1,000 translators (`bench/ledger.py`).
+_POOL_SIZE = 15
 # A transient error (a server restarting, a connection reset, SQLite busy) is retried, with backoff
 # and jitter, for up to this long before it is raised.
 STORE_RETRY_S = 60.0
@@ -107,7 +108,7 @@ class Database:
         self.retry_s = retry_s
         self.retrying = threading.local()
         self._sqlite_writer = Turns(1)
-        self._connection = Turns(_POOL_SIZE + _POOL_OVERFLOW)
+        self._connection = Turns(_POOL_SIZE)
         if self.engine.dialect.name == "sqlite":
             # two commands starting at once on a new state dir: one waits for the other's schema
             retry(
@@ -123,9 +124,16 @@ class Database:
             ensure_schema(conn, self.url)
 
     @contextlib.contextmanager
-    def transaction(self, *, write: bool = False) -> Iterator[sa.Connection]:
+    def transaction(
+        self, *, write: bool = False, wait_for_disk: bool = True
+    ) -> Iterator[sa.Connection]:
         """One transaction; on SQLite a writing one takes the write lock at BEGIN (IMMEDIATE)
-        so two writers queue instead of failing when one upgrades its read lock. The callers of
+        so two writers queue instead of failing when one upgrades its read lock.
+
+        Without `wait_for_disk`, PostgreSQL commits it before its WAL reaches the disk
+        (synchronous_commit off, for this transaction only): a crash of the server or machine may
+        lose the last such commits of its last fraction of a second, in order, never the
+        database's consistency, as SQLite's synchronous=NORMAL may on a power cut. The callers of
         one process (a coordinator's 64 threads) take turns for a connection, in order
         (`Turns`): SQLAlchemy's pool let a lease wait 11 s for one behind 64 callers
         (`bench/ledger.py`); on SQLite, writers take turns one at a time first, as its busy handler
@@ -139,6 +147,8 @@ class Database:
             with writer, self._connection.turn(), self.engine.connect() as conn:
                 conn.execution_options(mtfleet_write=write)
                 with conn.begin():
+                    if not wait_for_disk and conn.dialect.name == "postgresql":
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                     yield conn
         except sa.exc.DBAPIError as exc:
             error = TransientStoreError if _transient(exc) else StoreError
@@ -231,9 +241,11 @@ def _create_engine(parsed: sa.URL) -> sa.Engine:
         return sa.create_engine(
             parsed.set(drivername="postgresql+psycopg"),
             connect_args=connect_args,
-            pool_pre_ping=True,
+            # no ping before each transaction (a round trip, three a lease): a connection the
+            # server closed fails its transaction, which is retried, and SQLAlchemy drops every
+            # connection of the pool opened before it
             pool_size=_POOL_SIZE,
-            max_overflow=_POOL_OVERFLOW,
+            max_overflow=0,
         )
     if backend == "sqlite":
         if parsed.database in (None, "", ":memory:"):
@@ -244,7 +256,7 @@ def _create_engine(parsed: sa.URL) -> sa.Engine:
         engine = sa.create_engine(
             parsed.set(drivername="sqlite+pysqlite"),
             pool_size=_POOL_SIZE,
-            max_overflow=_POOL_OVERFLOW,
+            max_overflow=0,
         )
         sa.event.listen(engine, "connect", _prepare_sqlite_connection)
         sa.event.listen(engine, "begin", _begin_sqlite_transaction)

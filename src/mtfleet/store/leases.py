@@ -14,7 +14,7 @@ from mtfleet.store.counters import add_to_counter
 from mtfleet.store.database import Repository, retried
 from mtfleet.store.records import NO_LEASE, ShardRecord, shard_record
 from mtfleet.store.schema import shards
-from mtfleet.store.shards import move_shard, select_leased_shard, select_shard
+from mtfleet.store.shards import move_shard, move_shards, select_shard, the_lease, the_shard
 from mtfleet.store.states import JobState, ShardState
 
 
@@ -30,33 +30,26 @@ class LeasesRepository(Repository):
         None when the job is not running (queued, paused, finished) or no shard is pending.
         """
         with self.db.transaction(write=True) as conn:
-            # the share lock makes a pause wait for leases being handed out, and the reverse
+            # the share lock makes a pause wait for leases being handed out, and the reverse; it
+            # comes first, as in every transaction that locks a job and its shards
             if self._job_row(conn, job_id, lock="share").state != JobState.RUNNING:
                 return None
-            pending = sa.select(shards).where(
-                shards.c.job_id == job_id, shards.c.state == ShardState.PENDING
-            )
-            row = None
-            for candidates in (pending.where(shards.c.attempts == 0), pending):
-                row = conn.execute(
-                    candidates.order_by(shards.c.row_start)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                ).first()
-                if row is not None:
-                    break
-            if row is None:
-                return None
-            move_shard(
+            leased = move_shards(
                 conn,
-                row,
+                the_shard(
+                    job_id,
+                    sa.func.coalesce(
+                        _first_pending(job_id, shards.c.attempts == 0), _first_pending(job_id)
+                    ),
+                ),
+                ShardState.PENDING,
                 ShardState.LEASED,
                 lease_id=uuid.uuid4().hex,
                 lease_owner=owner,
                 lease_expires_at=self.db.clock() + ttl_s,
-                attempts=row.attempts + 1,
+                attempts=shards.c.attempts + 1,
             )
-            return shard_record(select_shard(conn, job_id, row.shard_index))
+        return shard_record(leased[0]) if leased else None
 
     @retried
     def renew(self, job_id: str, index: int, lease_id: str, ttl_s: float) -> bool:
@@ -94,10 +87,22 @@ class LeasesRepository(Repository):
         (expired and handed on, released, or completed by another), so a shard counts once.
 
         True again for the completion already written: a retry after a commit whose answer was
-        lost must not have the accepted part deleted as a stale one."""
-        with self.db.transaction(write=True) as conn:
-            row = select_leased_shard(conn, job_id, index, lease_id)
-            if row is None:
+        lost must not have the accepted part deleted as a stale one.
+
+        Committed without waiting for the disk: every completion waits for the one before to
+        commit (they add to one counter), and a completion lost in a crash of the database
+        server is a shard translated again, never one lost or counted twice."""
+        with self.db.transaction(write=True, wait_for_disk=False) as conn:
+            if not move_shards(
+                conn,
+                the_lease(job_id, index, lease_id),
+                ShardState.LEASED,
+                ShardState.DONE,
+                part_path=str(part_path),
+                stats=dict(stats),
+                lease_expires_at=None,
+                error=None,
+            ):
                 done = select_shard(conn, job_id, index)
                 return (
                     done is not None
@@ -105,16 +110,8 @@ class LeasesRepository(Repository):
                     and done.lease_id == lease_id
                     and done.part_path == str(part_path)
                 )
-            move_shard(
-                conn,
-                row,
-                ShardState.DONE,
-                part_path=str(part_path),
-                stats=dict(stats),
-                lease_expires_at=None,
-                error=None,
-            )
-            # kept as a counter, so progress never reads every shard's stats
+            # kept as a counter, so progress never reads every shard's stats; written last, as
+            # every completion waits for its row lock until the one before has committed
             add_to_counter(conn, job_id, "segments_done", int(stats.get("segments", 0)))
         return True
 
@@ -122,12 +119,18 @@ class LeasesRepository(Repository):
     def release(self, job_id: str, index: int, lease_id: str, error: str | None) -> bool:
         """Give a leased shard back to pending, keeping `error` for the record; False when the
         lease is stale."""
+        kept = {"error": error} if error else {}
         with self.db.transaction(write=True) as conn:
-            row = select_leased_shard(conn, job_id, index, lease_id)
-            if row is None:
-                return False
-            move_shard(conn, row, ShardState.PENDING, **NO_LEASE, error=error or row.error)
-        return True
+            return bool(
+                move_shards(
+                    conn,
+                    the_lease(job_id, index, lease_id),
+                    ShardState.LEASED,
+                    ShardState.PENDING,
+                    **NO_LEASE,
+                    **kept,
+                )
+            )
 
     @retried
     def release_owner(self, job_id: str, owner: str) -> list[int]:
@@ -160,20 +163,14 @@ class LeasesRepository(Repository):
         """Sets `values` on the shard while `current` is its lease id; False otherwise."""
         with self.db.transaction(write=True) as conn:
             updated = conn.execute(
-                sa.update(shards)
-                .where(
-                    shards.c.job_id == job_id,
-                    shards.c.shard_index == index,
-                    shards.c.state == ShardState.LEASED,
-                    shards.c.lease_id == current,
-                )
-                .values(**values)
+                sa.update(shards).where(the_lease(job_id, index, current)).values(**values)
             ).rowcount
         return updated == 1
 
     def _release_leases(
         self, conn: sa.Connection, job_id: str, condition: sa.ColumnElement[bool]
     ) -> list[int]:
+        # locked in index order, so that two releases of many shards never wait for each other
         rows = conn.execute(
             sa.select(shards)
             .where(shards.c.job_id == job_id, shards.c.state == ShardState.LEASED, condition)
@@ -183,3 +180,16 @@ class LeasesRepository(Repository):
         for row in rows:
             move_shard(conn, row, ShardState.PENDING, **NO_LEASE)
         return [row.shard_index for row in rows]
+
+
+def _first_pending(job_id: str, *conditions: sa.ColumnElement[bool]) -> sa.ScalarSelect[int]:
+    """The index of the job's pending shard of `conditions` with the lowest row_start, locked;
+    one that another lease holds locked is passed over, not waited for."""
+    return (
+        sa.select(shards.c.shard_index)
+        .where(shards.c.job_id == job_id, shards.c.state == ShardState.PENDING, *conditions)
+        .order_by(shards.c.row_start)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
