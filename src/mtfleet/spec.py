@@ -374,6 +374,7 @@ def _without_later_defaults(settings: dict[str, object]) -> dict[str, object]:
         for key, value in settings.items()
         if key not in LATER_SETTINGS or value != LATER_SETTINGS[key]
     }
+    # a later default too, though it replaced a value: named as the one it replaced
     if kept.get("shard_tokens", FIXED_SHARD_TOKENS) is None:
         kept["shard_tokens"] = FIXED_SHARD_TOKENS
     return kept

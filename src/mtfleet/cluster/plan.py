@@ -336,6 +336,7 @@ class ShardSizing:
         return cls.for_fleet(total_tokens, translators)
 
     def wanted(self, left: int) -> int:
+        """The estimated tokens the next shard ends at, with `left` tokens still to cut."""
         return min(self.most, max(self.smallest, math.ceil(left / self.tail_share)))
 
 
