@@ -120,8 +120,8 @@ lint: install
 clean:
 	rm -rf $(VENV) .mtfleet build dist
 
-# padding of a job's HF batches against one sort of the whole input, by shard size (issue 26;
-# bench/results/padding.json): computed from token lengths, no model runs
+# padding of a job's HF batches against one sort of the whole input, by shard size and by the fleet
+# size shards are sized to (issue 26; bench/results/padding.json): from token lengths, no model runs
 .PHONY: bench-padding
 bench-padding: install
 	$(BIN)/python bench/padding.py

@@ -197,6 +197,49 @@ def test_a_storm_of_joins_and_leaves_loses_and_duplicates_nothing(
     assert all(s.state.value == "done" for s in store.shards.in_row_order(manifest["job_id"]))
 
 
+def test_resume_keeps_the_stored_plan_whatever_the_fleet_is_now(
+    dataset: Path, tmp_path: Path, clean_output: bytes
+) -> None:
+    # shards sized to the fleet (no --shard-tokens): two translators planned for, one resumes
+    output = tmp_path / "out.jsonl"
+    command = [
+        sys.executable, "-m", "mtfleet.cli.main", "translate", str(dataset),
+        "--model", "reverse", "--engine", "reverse", "--fields", ",".join(FIELDS),
+        "--output", str(output), "--state-dir", str(tmp_path / "state"),
+    ]  # fmt: skip
+    # every engine call of the first run outlasts it: it is killed once its plan is stored
+    first = subprocess.Popen(
+        [*command, "--cpu-translators-per-node", "2"],
+        env=os.environ | {DELAY_VARIABLE: "600"},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    store = JobStore.for_state_dir(tmp_path / "state")
+
+    def planned() -> list[tuple[int, int]]:
+        jobs = store.jobs.all()
+        shards = store.shards.in_row_order(jobs[0].id) if jobs else []
+        return [(shard.row_start, shard.row_end) for shard in shards]
+
+    try:
+        wait_for(planned, timeout_s=120, poll_s=0.2)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    plan = planned()
+    rerun = subprocess.run(
+        [*command, "--cpu-translators-per-node", "1"], capture_output=True, text=True, timeout=300
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    # one translator alone would have planned one shard (40,000 tokens): the stored plan ran
+    assert len(plan) > 1 or os.cpu_count() == 1
+    assert planned() == plan
+    manifest = json.loads(output.with_name("out.jsonl.manifest.json").read_text())
+    assert manifest["shards"] == len(plan)
+    assert output.read_bytes() == clean_output
+
+
 def test_a_driver_killed_mid_run_and_rerun_resumes_with_shards_reused(
     dataset: Path, tmp_path: Path, clean_output: bytes, store_url: str | None
 ) -> None:

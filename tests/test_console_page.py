@@ -275,7 +275,7 @@ def test_a_job_submitted_through_the_form_fills_its_shard_map_and_succeeds(
     sign_in(page, api, "#/submit")
     # the form is built from the API's JobRequest schema: every field, defaults as hints; the
     # settings beyond the common ones are folded away
-    expect(page.locator("#field-shard_tokens")).to_have_attribute("placeholder", "default 32000")
+    expect(page.locator("#field-max_batch_tokens")).to_have_attribute("placeholder", "default 4096")
     expect(page.locator("#field-shard_tokens")).to_be_hidden()
     page.fill("#field-input", "../elsewhere.jsonl")
     page.fill("#field-output", "out/form.jsonl")

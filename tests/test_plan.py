@@ -1,4 +1,5 @@
-"""The planner cuts a job into shards: every row in one, big ones first, small ones at the end."""
+"""The planner cuts a job into shards: every row in one, big ones first, small ones at the end,
+as large as the fleet it is planned for can share evenly unless --shard-tokens says otherwise."""
 
 from __future__ import annotations
 
@@ -6,8 +7,17 @@ import itertools
 
 import pytest
 
-from mtfleet.cluster.plan import CHARS_PER_TOKEN, FILLED_SHARE, cut_shards, cut_shards_from_costs
+from mtfleet.cluster.plan import (
+    CHARS_PER_TOKEN,
+    FILLED_SHARE,
+    FLEET_MOST_TOKENS,
+    FLEET_SMALLEST_TOKENS,
+    ShardSizing,
+    cut_shards,
+    cut_shards_from_costs,
+)
 from mtfleet.data import Unit, UnitKind
+from mtfleet.spec import FIXED_SHARD_TOKENS, JobSpec, stored_identity
 
 
 def text_rows(tokens_per_row: list[int]) -> list[Unit]:
@@ -31,7 +41,7 @@ def covers_every_row_once(shards: list, rows: int) -> bool:
 
 @pytest.mark.parametrize("rows", [1, 7, 1000])
 def test_every_row_belongs_to_exactly_one_shard_in_order(rows: int) -> None:
-    shards = cut_shards(rows, text_rows([13] * rows), 200)
+    shards = cut_shards(rows, text_rows([13] * rows), ShardSizing.fixed(200))
     assert covers_every_row_once(shards, rows)
     assert sum(s.units for s in shards) == rows
     assert sum(s.est_tokens for s in shards) == 13 * rows
@@ -39,13 +49,13 @@ def test_every_row_belongs_to_exactly_one_shard_in_order(rows: int) -> None:
 
 def test_rows_without_text_still_belong_to_a_shard() -> None:
     units = [u for u in text_rows([10] * 10) if u.row % 3 == 0]
-    shards = cut_shards(10, units, 15)
+    shards = cut_shards(10, units, ShardSizing.fixed(15))
     assert covers_every_row_once(shards, 10)
     assert sum(s.units for s in shards) == 4
 
 
 def test_a_big_job_gets_full_shards_first_and_shrinking_ones_at_the_end() -> None:
-    shards = cut_shards(10_000, text_rows([10] * 10_000), 4000)  # 100,000 tokens
+    shards = cut_shards(10_000, text_rows([10] * 10_000), ShardSizing.fixed(4000))  # 100,000 tokens
     sizes = [s.est_tokens for s in shards]
     assert sizes[:10] == [4000] * 10
     assert max(sizes) == 4000
@@ -60,18 +70,18 @@ def test_a_big_job_gets_full_shards_first_and_shrinking_ones_at_the_end() -> Non
 
 
 def test_a_job_smaller_than_one_shard_is_still_cut_for_several_translators() -> None:
-    shards = cut_shards(2000, text_rows([10] * 2000), 32_000)  # 20,000 tokens
+    shards = cut_shards(2000, text_rows([10] * 2000), ShardSizing.fixed(32_000))  # 20,000 tokens
     assert len(shards) >= 4
     assert shards[0].est_tokens == 5000  # a quarter of the job
 
 
 def test_a_tiny_job_is_one_shard() -> None:
     # below the smallest share (32,000 / 16) there is nothing worth spreading
-    assert len(cut_shards(100, text_rows([10] * 100), 32_000)) == 1
+    assert len(cut_shards(100, text_rows([10] * 100), ShardSizing.fixed(32_000))) == 1
 
 
 def test_a_row_bigger_than_a_shard_is_a_shard_of_its_own() -> None:
-    shards = cut_shards(3, text_rows([5, 500, 5]), 100)
+    shards = cut_shards(3, text_rows([5, 500, 5]), ShardSizing.fixed(100))
     assert [(s.row_start, s.row_end) for s in shards] == [(0, 2), (2, 3)]
     assert shards[0].est_tokens == 505
 
@@ -79,7 +89,7 @@ def test_a_row_bigger_than_a_shard_is_a_shard_of_its_own() -> None:
 def test_units_filled_from_the_memory_cost_nothing_but_bound_a_shard_for_assembly() -> None:
     # 1,000 rows of 10 tokens, all filled but rows 500 and 501
     costs = [(0, 1, 10)] * 500 + [(10, 1, 0)] * 2 + [(0, 1, 10)] * 498
-    shards = cut_shards_from_costs(costs, 20, 100)
+    shards = cut_shards_from_costs(costs, 20, ShardSizing.fixed(100))
 
     assert covers_every_row_once(shards, 1000)
     # at most FILLED_SHARE shards' worth of filled tokens in one shard: 40 rows of 10
@@ -88,3 +98,76 @@ def test_units_filled_from_the_memory_cost_nothing_but_bound_a_shard_for_assembl
     to_translate = [s for s in shards if s.est_tokens]
     assert sum(s.est_tokens for s in to_translate) == 20
     assert all(s.row_start <= 501 and s.row_end > 500 for s in to_translate)
+
+
+# --- shards sized to the fleet (no --shard-tokens)
+
+
+def fleet_shards(total_tokens: int, translators: int) -> list[int]:
+    """The estimated tokens of each shard of a job of 10-token rows, sized for the fleet."""
+    costs = [(10, 1, 0)] * (total_tokens // 10)
+    sizing = ShardSizing.for_fleet(total_tokens, translators)
+    return [s.est_tokens for s in cut_shards_from_costs(costs, total_tokens, sizing)]
+
+
+def test_a_one_translator_job_plans_no_shrinking_tail() -> None:
+    assert fleet_shards(200_000, 1) == [200_000]
+    # past the memory bound: equal shards, none small at the end
+    assert fleet_shards(1_000_000, 1) == [250_000] * 4
+
+
+def test_shards_sized_to_the_fleet_never_pass_the_memory_bound() -> None:
+    for translators in (1, 2, 8):
+        sizes = fleet_shards(10_000_000, translators)
+        assert max(sizes) <= FLEET_MOST_TOKENS
+        assert sum(sizes) == 10_000_000
+
+
+def test_n_translators_get_a_tail_only_as_fine_as_n_of_them_need() -> None:
+    sizes = fleet_shards(1_000_000, 4)
+    # each translator's share (250,000) comes in at least three shards, the first ones full
+    assert sizes[:8] == [83_340] * 8
+    # then each at most a quarter of what is left, a row past it
+    left = 1_000_000
+    for size in sizes[:-1]:
+        assert size <= max(15_625, -(-left // 4)) + 10
+        left -= size
+    assert all(a >= b for a, b in itertools.pairwise(sizes))
+    # down to a sixteenth of a translator's share, the last one taking what is left
+    assert min(sizes[:-1]) == 15_630
+
+
+def test_a_bigger_fleet_gets_more_and_finer_shards() -> None:
+    counts = [len(fleet_shards(1_000_000, n)) for n in (1, 2, 4, 8)]
+    assert counts == sorted(counts)
+    assert counts[0] == 4 and counts[-1] >= 4 * counts[1]
+    assert min(fleet_shards(1_000_000, 8)) < min(fleet_shards(1_000_000, 2))
+
+
+def test_a_job_a_fleet_would_split_too_finely_is_one_shard() -> None:
+    assert fleet_shards(FLEET_SMALLEST_TOKENS, 8) == [FLEET_SMALLEST_TOKENS]
+
+
+def test_an_explicit_shard_tokens_wins_over_the_fleet() -> None:
+    spec = JobSpec(input="in.jsonl", output="out.jsonl", model="m", fields=["text"])
+    assert ShardSizing.of(spec, 1_000_000, 1) == ShardSizing.for_fleet(1_000_000, 1)
+    given = spec.model_copy(update={"shard_tokens": 4000})
+    assert ShardSizing.of(given, 1_000_000, 1) == ShardSizing.fixed(4000)
+
+
+def test_a_job_all_filled_from_the_memory_is_cut_by_the_filled_bound_not_row_by_row() -> None:
+    costs = [(0, 1, 10)] * 100_000
+    shards = cut_shards_from_costs(costs, 0, ShardSizing.for_fleet(0, 1))
+    assert covers_every_row_once(shards, 100_000)
+    assert len(shards) == -(-100_000 * 10 // (FILLED_SHARE * FLEET_MOST_TOKENS))
+
+
+def test_a_job_stored_with_the_old_fixed_default_keeps_its_identity_and_its_shards() -> None:
+    # rerun after shards were sized to the fleet, its command finds it again (and its stored plan)
+    sized = JobSpec(input="in.jsonl", output="out.jsonl", model="m", fields=["text"])
+    stored_before = {**sized.model_dump(), "shard_tokens": FIXED_SHARD_TOKENS}
+    assert sized.shard_tokens is None
+    assert sized.identity() == stored_identity(stored_before)
+    assert sized.default_job_id("key") != sized.model_copy(
+        update={"shard_tokens": 4000}
+    ).default_job_id("key")

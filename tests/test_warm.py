@@ -340,6 +340,29 @@ class ToldPool(PoolLink):
         return self.sharing
 
 
+def test_a_job_is_planned_for_its_share_of_the_live_nodes_and_the_gpus_it_asks_for(
+    tmp_path: Path,
+) -> None:
+    coordinator = coordinator_of_a_running_job(tmp_path)
+    spec = coordinator.spec.model_copy(update={"cpu_translators_per_node": 2})
+    placement = Placement(
+        "job", coordinator.store, spec, tmp_path, ToldPool([], 1), lambda ids, why: None
+    )
+    cpu_node = {"NodeID": "a", "Alive": True, "Resources": {"CPU": 4.0}}
+    gpu_node = {"NodeID": "b", "Alive": True, "Resources": {"CPU": 8.0, "GPU": 2.0}}
+    dead_node = {"NodeID": "c", "Alive": False, "Resources": {"CPU": 64.0}}
+
+    assert placement.fleet_size([cpu_node, gpu_node, dead_node]) == 2 + 2 + 2
+    # another job shares the fleet: half of each node's translators (rounded up) are this one's
+    placement.sharing_jobs = 2
+    assert placement.fleet_size([cpu_node, gpu_node]) == 1 + 1 + 1
+    # --gpus 8 asks the autoscaler for GPU nodes the cluster does not have yet
+    placement.sharing_jobs = 1
+    placement.spec = spec.model_copy(update={"gpus": 8, "gpus_per_translator": 2})
+    assert placement.fleet_size([cpu_node]) == 2 + 4
+    assert placement.fleet_size([]) == 4
+
+
 def test_a_job_tells_the_pool_what_it_wants_when_that_changes_and_every_few_seconds(
     tmp_path: Path,
 ) -> None:

@@ -70,6 +70,9 @@ DEFAULT_KEEP_WARM_S = 300.0
 # Settings that came after jobs were first stored: at their defaults they are no part of a job's
 # identity, so a job stored before them keeps its id, resumes, and may replace its own output.
 LATER_SETTINGS = {"trust_remote_code": False, "preprocessor": None, "checks": True}
+# Shards sized to the fleet (shard_tokens None) came after jobs stored with the fixed default of
+# 32,000: a job's identity names it so, and a job stored before resumes with its own shards.
+FIXED_SHARD_TOKENS = 32000
 
 
 class JobSpec(BaseModel):
@@ -116,12 +119,15 @@ class JobSpec(BaseModel):
     compute_type: ComputeType = "auto"
     # A shard is the unit of leasing, retry and resume, and the pool its translator sorts into
     # batches: HF generate on a CPU ran the bench's alpaca shards 1.9x slower than one call at
-    # 4,000 tokens and 1.18x at 32,000 (ct2, which drops finished rows, barely cares).
-    shard_tokens: int = Field(
-        32000,
+    # 4,000 tokens and 1.18x at 32,000 (ct2, which drops finished rows, barely cares). None: the
+    # planner sizes them to the translators the job has when it is planned (`plan.ShardSizing`).
+    shard_tokens: int | None = Field(
+        None,
         ge=16,
         le=MAX_SHARD_TOKENS,
-        description="Most estimated source tokens per shard; the last are smaller.",
+        description="Most estimated source tokens per shard; the last are smaller. By default "
+        "sized to the fleet when the job is planned: as large as its translators can share "
+        "evenly (one translator: no smaller ones at the end), at most 256,000.",
     )
     on_error: OnError = "keep-source"
     protect: list[str] = Field(
@@ -367,11 +373,15 @@ def stored_identity(stored: Mapping[str, object]) -> dict[str, object]:
 
 
 def _without_later_defaults(settings: dict[str, object]) -> dict[str, object]:
-    return {
+    kept = {
         key: value
         for key, value in settings.items()
         if key not in LATER_SETTINGS or value != LATER_SETTINGS[key]
     }
+    # a later default too, though it replaced a value: named as the one it replaced
+    if kept.get("shard_tokens", FIXED_SHARD_TOKENS) is None:
+        kept["shard_tokens"] = FIXED_SHARD_TOKENS
+    return kept
 
 
 def spec_from_store(stored: Mapping[str, object]) -> tuple[JobSpec, str, Path | None]:

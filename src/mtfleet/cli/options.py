@@ -69,7 +69,9 @@ ShardTokens = Annotated[
     int | None,
     typer.Option(
         help="Most estimated source tokens per shard (the unit of leasing, retry and resume); "
-        f"shards shrink toward the end of a job. {_default('shard_tokens')}"
+        "shards shrink toward the end of a job. Default: sized when the job is planned to the "
+        "translators it has then, as large as they can share evenly (one translator: equal "
+        "shards, no smaller ones at the end), at most 256,000."
     ),
 ]
 OnError = Annotated[

@@ -217,7 +217,8 @@ class JobCoordinator:
     def _plan(self) -> None:
         """Writes the unit file, then the shards (a job planned before keeps its own)."""
         try:
-            shards = tasks.plan(self.spec, self.work_dir, self.store_url)
+            translators = self.placement.fleet_size(ray.nodes())
+            shards = tasks.plan(self.spec, self.work_dir, self.store_url, translators)
             if not self.store.jobs.add_plan(self.job_id, shards):
                 return
         except MtfleetError as error:
@@ -227,8 +228,12 @@ class JobCoordinator:
             log.exception("planning job %s failed", self.job_id)
             self.fleet.finish_failed(f"Planning failed: {type(error).__name__}: {error}")
             return
-        log.info("job %s planned: %d shards", self.job_id, len(shards))
-        self.store.events.add(self.job_id, "planned", f"Planned: {len(shards)} shards.")
+        log.info(
+            "job %s planned: %d shards for %d translators", self.job_id, len(shards), translators
+        )
+        self.store.events.add(
+            self.job_id, "planned", f"Planned: {len(shards)} shards for {translators} translators."
+        )
         self.planned.set()
         self.ledger_changed()
 

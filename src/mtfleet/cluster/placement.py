@@ -154,6 +154,17 @@ class Placement:
             *(f"cpu{i}" for i in range(math.ceil(cpu_slots / share))),
         ], free_cpus
 
+    def fleet_size(self, nodes: list[dict[str, Any]]) -> int:
+        """How many translators this job expects: its share of the live nodes, with the GPU
+        translators the autoscaler brings for --gpus where the nodes have fewer; at least one."""
+        gpu = cpu = 0
+        for node in nodes:
+            if node.get("Alive"):
+                devices, _ = self._fleet_of(node)
+                gpu += sum(device.startswith("gpu") for device in devices)
+                cpu += sum(device.startswith("cpu") for device in devices)
+        return max(1, cpu + max(gpu, self.spec.gpus // self.spec.gpus_per_translator))
+
     def place(self, nodes: list[dict[str, Any]], state: JobState) -> None:
         """This job's fair share of each live node (`_fleet_of`); none while the job is paused.
         A translator over the share is named in `over_share`: it goes once its shard is done."""

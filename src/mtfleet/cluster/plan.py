@@ -43,16 +43,29 @@ from mtfleet.store.memory import TranslationMemory, segment_sha256
 
 # A rough source-token estimate for shard sizing; the engine counts real tokens later.
 CHARS_PER_TOKEN = 4
-# A shard takes at most a quarter of the tokens left to cut, and no less than 1/16 of shard_tokens.
+# With --shard-tokens, a shard takes at most a quarter of the tokens left to cut, and no less
+# than 1/16 of shard_tokens.
 TAIL_SHARE = 4
 SMALLEST_SHARE = 16
+# Sized to a fleet of N translators (bench/padding.py chose these, issue 26): each translator's
+# share of the job comes in at least FLEET_BODY_SHARE shards of FLEET_LEAST_TOKENS or more (a slow
+# translator's shard never holds up the fleet for long, and a shard holds a few GPU batches to
+# sort); then each takes at most 1/N of the tokens left (guided self-scheduling), down to
+# 1/FLEET_SMALLEST_SHARE of a translator's share, nor under FLEET_SMALLEST_TOKENS.
+FLEET_BODY_SHARE = 3
+FLEET_LEAST_TOKENS = 32000
+FLEET_SMALLEST_SHARE = 16
+FLEET_SMALLEST_TOKENS = 2000
+# The most estimated tokens of a shard sized to the fleet: a translator holds its segments, assembly
+# its translations, and a lost lease loses its work.
+FLEET_MOST_TOKENS = 256_000
 # Rows `check_fields` reads before any work: a path matching none of them is most likely a typo.
 HEAD_ROWS = 1000
 # Entries buffered before an index or cost array is appended to its file.
 _FLUSH_ENTRIES = 1 << 16
 # Rows whose units are looked up in the translation memory together (a query per target).
 FILL_ROWS = 2048
-# A shard holds at most this many times shard_tokens of units filled from the memory: assembly
+# A shard holds at most this many times its most tokens of units filled from the memory: assembly
 # holds one shard's translations at a time.
 FILLED_SHARE = 4
 # The spec settings that name the engine that translates a unit (translator.ENGINE_SETTINGS
@@ -225,10 +238,13 @@ class UnitFiller:
         return filled
 
 
-def plan_job(spec: JobSpec, work_dir: Path, filler: UnitFiller | None = None) -> list[ShardPlan]:
+def plan_job(
+    spec: JobSpec, work_dir: Path, filler: UnitFiller | None = None, translators: int = 1
+) -> list[ShardPlan]:
     """Writes the job's units and what assembly needs of its input under `work_dir`; returns its
-    shards. Reads the input once, a row at a time. With `filler`, units the translation memory
-    holds are filled from it, and shards of only such units are done (their parts written)."""
+    shards, sized for `translators` translators unless the spec gives --shard-tokens. Reads the
+    input once, a row at a time. With `filler`, units the translation memory holds are filled from
+    it, and shards of only such units are done (their parts written)."""
     paths = parse_field_paths(spec.fields)
     root, files = dataset_files(spec.input)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -258,7 +274,8 @@ def plan_job(spec: JobSpec, work_dir: Path, filler: UnitFiller | None = None) ->
         "files": described,
     }
     write_plan_facts(work_dir, facts)
-    shards = cut_shards_from_costs(read_row_costs(work_dir), unit_file.tokens, spec.shard_tokens)
+    sizing = ShardSizing.of(spec, unit_file.tokens, translators)
+    shards = cut_shards_from_costs(read_row_costs(work_dir), unit_file.tokens, sizing)
     if filler is None:
         return shards
     return [_done_if_filled(shard, work_dir) for shard in shards]
@@ -282,7 +299,52 @@ def _row_units(row: dict[str, Any], paths: Sequence[FieldPath], row_index: int) 
     return extract_units([row], paths, row_offset=row_index)
 
 
-def cut_shards(rows: int, text_units: Sequence[Unit], shard_tokens: int) -> list[ShardPlan]:
+@dataclass(frozen=True)
+class ShardSizing:
+    """How the planner sizes shards: each ends once it holds `wanted(left)` estimated tokens to
+    translate, `left` being the tokens still to cut (guided self-scheduling), or `filled_most`
+    tokens filled from the translation memory."""
+
+    most: int
+    tail_share: int
+    smallest: int
+    filled_most: int
+
+    @classmethod
+    def fixed(cls, shard_tokens: int) -> ShardSizing:
+        """The user's --shard-tokens: at most that, each at most 1/TAIL_SHARE of the tokens left,
+        no less than 1/SMALLEST_SHARE of it."""
+        smallest = max(1, shard_tokens // SMALLEST_SHARE)
+        return cls(shard_tokens, TAIL_SHARE, smallest, FILLED_SHARE * shard_tokens)
+
+    @classmethod
+    def for_fleet(cls, total_tokens: int, translators: int) -> ShardSizing:
+        """Shards as large as `translators` translators can share evenly, at most
+        FLEET_MOST_TOKENS: one translator has nothing to balance, so it gets equal shards and no
+        tail; N of them get a body and a tail (see FLEET_BODY_SHARE)."""
+        filled_most = FILLED_SHARE * FLEET_MOST_TOKENS
+        if translators <= 1:
+            shards = max(1, math.ceil(total_tokens / FLEET_MOST_TOKENS))
+            size = max(1, math.ceil(total_tokens / shards))
+            return cls(size, 1, size, filled_most)
+        share = total_tokens / translators
+        most = min(FLEET_MOST_TOKENS, max(FLEET_LEAST_TOKENS, math.ceil(share / FLEET_BODY_SHARE)))
+        smallest = max(FLEET_SMALLEST_TOKENS, math.ceil(share / FLEET_SMALLEST_SHARE))
+        return cls(most, translators, min(most, smallest), filled_most)
+
+    @classmethod
+    def of(cls, spec: JobSpec, total_tokens: int, translators: int) -> ShardSizing:
+        """The spec's --shard-tokens when given, else sized to the fleet."""
+        if spec.shard_tokens is not None:
+            return cls.fixed(spec.shard_tokens)
+        return cls.for_fleet(total_tokens, translators)
+
+    def wanted(self, left: int) -> int:
+        """The estimated tokens the next shard ends at, with `left` tokens still to cut."""
+        return min(self.most, max(self.smallest, math.ceil(left / self.tail_share)))
+
+
+def cut_shards(rows: int, text_units: Sequence[Unit], sizing: ShardSizing) -> list[ShardPlan]:
     """The shards of `rows` rows holding `text_units`; see cut_shards_from_costs."""
     tokens_per_row = [0] * rows
     units_per_row = [0] * rows
@@ -292,42 +354,34 @@ def cut_shards(rows: int, text_units: Sequence[Unit], shard_tokens: int) -> list
     return cut_shards_from_costs(
         zip(tokens_per_row, units_per_row, [0] * rows, strict=True),
         sum(tokens_per_row),
-        shard_tokens,
+        sizing,
     )
 
 
 def cut_shards_from_costs(
-    row_costs: Iterable[tuple[int, int, int]], total_tokens: int, shard_tokens: int
+    row_costs: Iterable[tuple[int, int, int]], total_tokens: int, sizing: ShardSizing
 ) -> list[ShardPlan]:
-    """Contiguous row ranges of at most about `shard_tokens` estimated tokens, smaller toward the end.
+    """Contiguous row ranges sized by `sizing`, smaller toward the end.
 
     `row_costs` gives each row's (estimated tokens to translate, text units, estimated tokens of
-    the units filled from the translation memory) in order; a shard also ends once its filled
-    units reach FILLED_SHARE times `shard_tokens`. No shard takes more than
-    1/TAIL_SHARE of the tokens still to cut, nor (row permitting) less than 1/SMALLEST_SHARE of
-    `shard_tokens`: the last shards, which the fleet finishes side by side, are small, so no
-    translator waits long on another's last shard (guided self-scheduling). Every row belongs to
-    one shard.
+    the units filled from the translation memory) in order. The last shards, which the fleet
+    finishes side by side, are small, so no translator waits long on another's last shard
+    (guided self-scheduling). Every row belongs to one shard.
     """
-    smallest = max(1, shard_tokens // SMALLEST_SHARE)
     left = total_tokens
-
-    def goal() -> int:
-        return min(shard_tokens, max(smallest, math.ceil(left / TAIL_SHARE)))
-
     shards: list[ShardPlan] = []
     start = tokens = units = filled = rows = 0
-    wanted = goal()
+    wanted = sizing.wanted(left)
     for row_tokens, row_units, row_filled in row_costs:
         rows += 1
         tokens += row_tokens
         units += row_units
         filled += row_filled
-        if tokens >= wanted or filled >= FILLED_SHARE * shard_tokens:
+        if tokens >= wanted or filled >= sizing.filled_most:
             shards.append(ShardPlan(start, rows, units, tokens))
             left -= tokens
             start, tokens, units, filled = rows, 0, 0, 0
-            wanted = goal()
+            wanted = sizing.wanted(left)
     if start < rows:
         shards.append(ShardPlan(start, rows, units, tokens))
     return shards

@@ -26,16 +26,19 @@ WORK_MEMORY_BYTES = 512 * 1024 * 1024
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def _plan_task(spec: dict[str, Any], work_dir: str, store_url: str) -> list[ShardPlan]:
+def _plan_task(
+    spec: dict[str, Any], work_dir: str, store_url: str, translators: int
+) -> list[ShardPlan]:
     from mtfleet.cluster.plan import UnitFiller, plan_job, units_memory_keys
 
     job_spec = JobSpec(**spec)
     keys = units_memory_keys(job_spec) if fills_from_memory(job_spec) else None
     if keys is None:
-        return plan_job(job_spec, Path(work_dir))
+        return plan_job(job_spec, Path(work_dir), translators=translators)
     several = isinstance(job_spec.tgt_lang, list)
     with JobStore(store_url) as store:
-        return plan_job(job_spec, Path(work_dir), UnitFiller(store, keys, several))
+        filler = UnitFiller(store, keys, several)
+        return plan_job(job_spec, Path(work_dir), filler, translators=translators)
 
 
 def fills_from_memory(spec: JobSpec) -> bool:
@@ -57,10 +60,11 @@ def _assemble_task(store_url: str, job_id: str, work_dir: str) -> dict[str, Any]
     return assemble(JobStore(store_url), job_id, Path(work_dir))
 
 
-def plan(spec: JobSpec, work_dir: Path, store_url: str) -> list[ShardPlan]:
-    """The job's unit file written and its shards cut (`plan.plan_job`), the units the
-    translation memory of the store at `store_url` holds filled from it, in a task."""
-    return _run(_plan_task, "planning", spec.model_dump(), str(work_dir), store_url)
+def plan(spec: JobSpec, work_dir: Path, store_url: str, translators: int) -> list[ShardPlan]:
+    """The job's unit file written and its shards cut for `translators` translators
+    (`plan.plan_job`), the units the translation memory of the store at `store_url` holds filled
+    from it, in a task."""
+    return _run(_plan_task, "planning", spec.model_dump(), str(work_dir), store_url, translators)
 
 
 def assemble(store_url: str, job_id: str, work_dir: Path) -> dict[str, Any]:
