@@ -37,6 +37,7 @@ from mtfleet.cluster.fleet import FleetLoop
 from mtfleet.cluster.ledger import FAULT_BACKOFF_MAX_S, ShardLedger
 from mtfleet.cluster.link import POOL_CALL_S, PoolLink
 from mtfleet.cluster.logs import log_to_work_dir
+from mtfleet.cluster.memory_writer import MemoryWriter
 from mtfleet.cluster.placement import Placement
 from mtfleet.cluster.plan import UnitReader, units_memory_keys
 from mtfleet.cluster.protocol import STOP, WAIT, LeaseReply
@@ -118,6 +119,8 @@ class JobCoordinator(FleetLoop, Reaping):
         # the watchdog; its memory (the speculative tail's, the watchdog's) is gone with this
         # coordinator, as its leases are
         self.memory = TranslationMemory(self.store)
+        # what completions ask the memory to keep, written off the translators' path
+        self.memory_writer = MemoryWriter(self.memory, self.work_dir)
         self.ledger = ShardLedger(
             self.store, job_id, self.spec, is_live=lambda worker_id: worker_id in self.slots
         )
@@ -141,6 +144,8 @@ class JobCoordinator(FleetLoop, Reaping):
             job = self.store.jobs.get(self.job_id)
             if job.state in TERMINAL:
                 return job.state.value
+            # what an earlier coordinator's completions asked the memory to keep, and it had not
+            self.memory_writer.replay()
             shards = self.store.shards.in_row_order(self.job_id)
             # No translator of an earlier coordinator survives it: its leases go back at once.
             for owner in {s.lease_owner for s in shards if s.state is ShardState.LEASED}:
@@ -313,8 +318,9 @@ class JobCoordinator(FleetLoop, Reaping):
 
     def _keep_in_memory(self, kept: list[dict[str, Any]] | None, recalled: int) -> None:
         """Each target language's new segments under its translator's key, its whole units under
-        planning's (`units_memory_keys`). The memory is advice: a store that cannot take it now
-        costs a later job its time, never this job its shard."""
+        planning's (`units_memory_keys`), handed to the memory's writer (journaled, written by its
+        thread). The memory is advice: a store that cannot take it now costs a later job its
+        time, never this job its shard."""
         try:
             units_keys = units_memory_keys(self.spec) if kept else None
             entries: dict[str, Any] = {}
@@ -322,8 +328,7 @@ class JobCoordinator(FleetLoop, Reaping):
                 entries[target["key"]] = target["entries"]
                 if target["units"] and units_keys is not None:
                     entries[units_keys[target["tgt_lang"]]] = target["units"]
-            # one transaction for the shard's every key
-            self.memory.remember_all(entries)
+            self.memory_writer.keep(entries)
             if recalled:
                 self.store.counters.add(self.job_id, "segments_from_memory", recalled)
         except Exception:

@@ -44,6 +44,8 @@ class FleetLoop:
                 if self.unrecorded_failure is not None:
                     self._finish_failed(self.unrecorded_failure)
                 elif self._tick():
+                    # a job that ended another way keeps what its accepted shards translated too
+                    self.memory_writer.flush()
                     return
                 store_errors = 0
             except StoreError as error:
@@ -142,6 +144,8 @@ class FleetLoop:
             rows = ", ".join(str(s.row_start) for s in failed[:10])
             self._finish_failed(f"Translation failed on row(s) {rows}: {failed[0].error}")
             return
+        # the memory holds the job's every translation before anyone sees it succeeded
+        self.memory_writer.flush()
         try:
             manifest = tasks.assemble(self.store_url, self.job_id, self.work_dir)
         except MtfleetError as error:
