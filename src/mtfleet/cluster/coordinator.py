@@ -100,6 +100,8 @@ class JobCoordinator(FleetLoop, Reaping):
         self.spec, _, _ = spec_from_store(job.spec)
         self.stored_spec = job.spec
         self.stopping = threading.Event()
+        # set once the fleet loop saw the job end: a follower waiting in `progress` hears it at once
+        self.job_ended = threading.Event()
         self.fleet_thread: threading.Thread | None = None
         self.pool = PoolLink()
         # the job's translators (`slots`, under `lock`) and where they go
@@ -359,7 +361,11 @@ class JobCoordinator(FleetLoop, Reaping):
 
     # --- what the driver, the API and the console read
 
-    def progress(self) -> dict[str, Any]:
+    def progress(self, wait_s: float = 0.0) -> dict[str, Any]:
+        """The job's state, counters and translators; first waiting up to `wait_s` for the job
+        to end, so that a follower polling with it learns of the end the moment it comes."""
+        if wait_s > 0:
+            self.job_ended.wait(wait_s)
         job = self.store.jobs.get(self.job_id)
         progress = self.store.counters.progress(self.job_id)
         return {

@@ -46,6 +46,7 @@ class FleetLoop:
                 elif self._tick():
                     # a job that ended another way keeps what its accepted shards translated too
                     self.memory_writer.flush()
+                    self.job_ended.set()
                     return
                 store_errors = 0
             except StoreError as error:
