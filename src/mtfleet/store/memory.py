@@ -4,9 +4,10 @@ A segment's translation and its health flags are kept under the engine signature
 (`memory_signature`: the model's weights, the engine, its compute type and decoding settings, the
 languages, the protection, glossary and checks; never where or how fast it ran) and the sha256
 of the segment's text. A job translates only the segments the memory does not hold for its
-signature; the others it takes from it. Entries are written with a shard's completion (one
-transaction a shard, never one a segment); the least recently used go first once the memory
-passes its size (`evict`). A repository over the job store's schema (`mtfleet_memory`), on
+signature; the others it takes from it. Entries are written by the coordinator's memory writer
+(`cluster/memory_writer.py`: several completions a transaction, never one a segment, with the
+driver's executemany on SQLite and COPY on PostgreSQL); the least recently used go first once
+the memory passes its size (`evict`). A repository over the job store's schema (`mtfleet_memory`), on
 SQLite and PostgreSQL alike.
 """
 
