@@ -38,6 +38,7 @@ from mtfleet.cluster.fleet import FleetLoop
 from mtfleet.cluster.ledger import FAULT_BACKOFF_MAX_S, ShardLedger
 from mtfleet.cluster.link import POOL_CALL_S, PoolLink
 from mtfleet.cluster.logs import log_to_work_dir
+from mtfleet.cluster.memory_writer import MemoryWriter
 from mtfleet.cluster.placement import Placement
 from mtfleet.cluster.plan import UnitReader, units_memory_keys
 from mtfleet.cluster.protocol import STOP, WAIT, KeptSegments, LeaseReply, ShardStats
@@ -109,6 +110,10 @@ class JobCoordinator:
         # set once the unit file and the shards exist: translators lease nothing before
         self.planned = threading.Event()
         self.memory = TranslationMemory(self.store)
+        # what completions ask the memory to keep, written off the translators' path
+        self.memory_writer = MemoryWriter(self.memory, self.work_dir)
+        # set once the fleet loop saw the job end: a follower waiting in `progress` hears it at once
+        self.job_ended = threading.Event()
         # every decision about the shards: leases, heartbeats, completions, failures, faults,
         # the watchdog; its memory (the speculative tail's, the watchdog's) is gone with this
         # coordinator, as its leases are
@@ -129,7 +134,9 @@ class JobCoordinator:
             reaping=self.reaping,
             ledger=self.ledger,
             memory=self.memory,
+            memory_writer=self.memory_writer,
             planned=self.planned,
+            job_ended=self.job_ended,
             ledger_changed=self.ledger_changed,
         )
         if restarted:
@@ -150,6 +157,8 @@ class JobCoordinator:
             job = self.store.jobs.get(self.job_id)
             if job.state in TERMINAL:
                 return job.state.value
+            # what an earlier coordinator's completions asked the memory to keep, and it had not
+            self.memory_writer.replay()
             shards = self.store.shards.in_row_order(self.job_id)
             # No translator of an earlier coordinator survives it: its leases go back at once.
             for owner in {s.lease_owner for s in shards if s.state is ShardState.LEASED}:
@@ -330,8 +339,9 @@ class JobCoordinator:
 
     def _keep_in_memory(self, kept: Sequence[KeptSegments], recalled: int) -> None:
         """Each target language's new segments under its translator's key, its whole units under
-        planning's (`units_memory_keys`). The memory is advice: a store that cannot take it now
-        costs a later job its time, never this job its shard."""
+        planning's (`units_memory_keys`), handed to the memory's writer (journaled, written by its
+        thread). The memory is advice: a store that cannot take it now costs a later job its
+        time, never this job its shard."""
         try:
             units_keys = units_memory_keys(self.spec) if kept else None
             entries: dict[str, Any] = {}
@@ -339,8 +349,7 @@ class JobCoordinator:
                 entries[target.key] = target.entries
                 if target.units and units_keys is not None:
                     entries[units_keys[target.tgt_lang]] = target.units
-            # one transaction for the shard's every key
-            self.memory.remember_all(entries)
+            self.memory_writer.keep(entries)
             if recalled:
                 self.store.counters.add(self.job_id, "segments_from_memory", recalled)
         except Exception:
@@ -371,7 +380,11 @@ class JobCoordinator:
 
     # --- what the driver, the API and the console read
 
-    def progress(self) -> dict[str, Any]:
+    def progress(self, wait_s: float = 0.0) -> dict[str, Any]:
+        """The job's state, counters and translators; first waiting up to `wait_s` for the job
+        to end, so that a follower polling with it learns of the end the moment it comes."""
+        if wait_s > 0:
+            self.job_ended.wait(wait_s)
         job = self.store.jobs.get(self.job_id)
         progress = self.store.counters.progress(self.job_id)
         return {

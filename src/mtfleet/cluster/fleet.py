@@ -17,6 +17,7 @@ import ray
 from mtfleet.cluster import tasks
 from mtfleet.cluster.ledger import FAULT_BACKOFF_MAX_S, ShardLedger
 from mtfleet.cluster.logs import log_path
+from mtfleet.cluster.memory_writer import MemoryWriter
 from mtfleet.cluster.placement import Placement
 from mtfleet.cluster.reaping import Reaping
 from mtfleet.cluster.retention import retire
@@ -41,8 +42,8 @@ IDLE_TICK_S = 2.0
 class FleetLoop:
     """Job `job_id`'s fleet loop, from `start` until the job ends, and the job's end. `spec` is
     the job's as the store holds it (`stored_spec`), followed from each tick (`follow_spec`);
-    `planned` is set once the plan is written; `ledger_changed()` wakes the translators waiting
-    for a lease."""
+    `planned` is set once the plan is written, `job_ended` once the loop saw the job end (the memory's
+    writer flushed first); `ledger_changed()` wakes the translators waiting for a lease."""
 
     def __init__(
         self,
@@ -57,7 +58,9 @@ class FleetLoop:
         reaping: Reaping,
         ledger: ShardLedger,
         memory: TranslationMemory,
+        memory_writer: MemoryWriter,
         planned: threading.Event,
+        job_ended: threading.Event,
         ledger_changed: Callable[[], None],
     ) -> None:
         self.job_id = job_id
@@ -70,7 +73,9 @@ class FleetLoop:
         self.reaping = reaping
         self.ledger = ledger
         self.memory = memory
+        self.memory_writer = memory_writer
         self.planned = planned
+        self.job_ended = job_ended
         self.ledger_changed = ledger_changed
         self.thread: threading.Thread | None = None
         # translators are placed while the job is planned, unless planning may fill it all
@@ -107,6 +112,9 @@ class FleetLoop:
                 if self.unrecorded_failure is not None:
                     self.finish_failed(self.unrecorded_failure)
                 elif self._tick():
+                    # a job that ended another way keeps what its accepted shards translated too
+                    self.memory_writer.flush()
+                    self.job_ended.set()
                     return
                 store_errors = 0
             except StoreError as error:
@@ -214,6 +222,8 @@ class FleetLoop:
             rows = ", ".join(str(s.row_start) for s in failed[:10])
             self.finish_failed(f"Translation failed on row(s) {rows}: {failed[0].error}")
             return
+        # the memory holds the job's every translation before anyone sees it succeeded
+        self.memory_writer.flush()
         try:
             manifest = tasks.assemble(self.store_url, self.job_id, self.work_dir)
         except MtfleetError as error:

@@ -491,9 +491,12 @@ class RelayedMemory:
         self.coordinator, self.key = coordinator, key
         self.kept: dict[str, tuple[str, list[str]]] = {}
         self.kept_units: dict[str, tuple[str, list[str]]] = {}
+        # each segment asked for, by its sha256: what is kept after was hashed when recalled
+        self.hashed: dict[str, str] = {}
 
     def recall(self, segments: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
-        by_hash = {segment_sha256(segment): segment for segment in segments}
+        self.hashed = {segment: segment_sha256(segment) for segment in segments}
+        by_hash = {sha: segment for segment, sha in self.hashed.items()}
         try:
             found = self.coordinator.recall(self.key, list(by_hash))
         except Exception as error:  # advice only: the engine translates what is not recalled
@@ -502,7 +505,13 @@ class RelayedMemory:
         return {by_hash[sha]: remembered for sha, remembered in found.items()}
 
     def remember(self, entries: Mapping[str, tuple[str, list[str]]]) -> None:
-        self.kept.update({segment_sha256(segment): found for segment, found in entries.items()})
+        hashed = self.hashed
+        self.kept.update(
+            {
+                hashed.get(segment) or segment_sha256(segment): found
+                for segment, found in entries.items()
+            }
+        )
 
     def keep_units(
         self, units: Sequence[UnitLine], translated: Sequence[UnitLine], tgt_lang: str | None

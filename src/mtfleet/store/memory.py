@@ -4,16 +4,16 @@ A segment's translation and its health flags are kept under the engine signature
 (`memory_signature`: the model's weights, the engine, its compute type and decoding settings, the
 languages, the protection, glossary and checks; never where or how fast it ran) and the sha256
 of the segment's text. A job translates only the segments the memory does not hold for its
-signature; the others it takes from it. Entries are written with a shard's completion (one
-transaction a shard, never one a segment); the least recently used go first once the memory
-passes its size (`evict`). A repository over the job store's schema (`mtfleet_memory`), on
+signature; the others it takes from it. Entries are written by the coordinator's memory writer
+(`cluster/memory_writer.py`: several completions a transaction, never one a segment, with the
+driver's executemany on SQLite and COPY on PostgreSQL); the least recently used go first once
+the memory passes its size (`evict`). A repository over the job store's schema (`mtfleet_memory`), on
 SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +38,8 @@ TOUCH_AFTER_S = 600.0
 ENTRY_OVERHEAD_BYTES = 200
 # The describe() settings that say how fast or where a translation ran, not what it is.
 _RUN_ONLY = ("max_batch_tokens", "threads", "device", "model_dir")
+# The session table a PostgreSQL upsert copies its rows into first.
+_INCOMING = "mtfleet_memory_incoming"
 # Parquet columns of an export, in order.
 EXPORT_COLUMNS = ("signature", "source_sha256", "target", "flags", "used_at")
 
@@ -124,13 +126,7 @@ class TranslationMemory:
         """`remember` for each signature of `entries`, in one transaction; how many."""
         now = self.store.db.clock()
         rows = [
-            {
-                "signature": signature,
-                "source_sha256": sha,
-                "target": target,
-                "flags": flags,
-                "used_at": now,
-            }
+            (signature, sha, target, _flags_json(flags), now)
             for signature, kept in entries.items()
             for sha, (target, flags) in kept.items()
         ]
@@ -220,9 +216,16 @@ class TranslationMemory:
             )
         read = 0
         for batch in parquet.iter_batches(batch_size=_CHUNK, columns=list(EXPORT_COLUMNS)):
-            rows = batch.to_pylist()
-            for row in rows:
-                row["flags"] = list(row["flags"] or [])
+            rows = [
+                (
+                    row["signature"],
+                    row["source_sha256"],
+                    row["target"],
+                    _flags_json(row["flags"]),
+                    row["used_at"],
+                )
+                for row in batch.to_pylist()
+            ]
             self._upsert(rows)
             read += len(rows)
         return read
@@ -242,25 +245,17 @@ class TranslationMemory:
             yield [dict(row._mapping) for row in rows]
             after = (rows[-1].signature, rows[-1].source_sha256)
 
-    def _upsert(self, rows: Iterable[dict[str, Any]]) -> None:
-        rows = list(rows)
+    def _upsert(self, rows: Sequence[tuple[str, str, str, str, float]]) -> None:
+        """Inserts or replaces `rows` (EXPORT_COLUMNS, the flags as JSON text) with the driver's
+        own executemany of one statement compiled once a dialect: SQLAlchemy's executemany
+        processed each row's parameters in Python (over half a shard's write, `bench/scale.py`)."""
         if not rows:
             return
         with self._write() as conn:
-            insert = importlib.import_module(f"sqlalchemy.dialects.{conn.dialect.name}").insert
-            upsert = insert(memory)
-            # one statement run over every row (executemany): never a statement of rows compiled
-            conn.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=[memory.c.signature, memory.c.source_sha256],
-                    set_={
-                        "target": upsert.excluded.target,
-                        "flags": upsert.excluded.flags,
-                        "used_at": upsert.excluded.used_at,
-                    },
-                ),
-                rows,
-            )
+            if conn.dialect.name == "postgresql":
+                _copy_upsert(conn, rows)
+            else:
+                conn.exec_driver_sql(_upsert_sql(conn.dialect), list(rows))
 
     def _write(self) -> Any:
         # not retried here: the memory is advice, and the caller has its own way on (a translator
@@ -269,3 +264,42 @@ class TranslationMemory:
 
     def _read(self) -> Any:
         return self.store.db.transaction(write=False)
+
+
+def _flags_json(flags: Sequence[str] | None) -> str:
+    """A segment's health flags as the memory's `flags` column holds them (JSON text)."""
+    return json.dumps(list(flags)) if flags else "[]"
+
+
+def _upsert_sql(dialect: sa.Dialect) -> str:
+    """The memory's upsert of one row of EXPORT_COLUMNS (positional), in the SQL both dialects
+    share: SQLite's `?`, psycopg's `%s`, the flags' JSON text cast to the column's type there."""
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    flags = mark if dialect.name == "sqlite" else f"CAST({mark} AS JSON)"
+    return (
+        f"INSERT INTO {memory.name} ({', '.join(EXPORT_COLUMNS)}) "
+        f"VALUES ({mark}, {mark}, {mark}, {flags}, {mark}) "
+        "ON CONFLICT (signature, source_sha256) DO UPDATE SET target = excluded.target, "
+        "flags = excluded.flags, used_at = excluded.used_at"
+    )
+
+
+def _copy_upsert(conn: sa.Connection, rows: Sequence[tuple[str, str, str, str, float]]) -> None:
+    """PostgreSQL's upsert of `rows`: COPY into a table of the transaction, then one INSERT from
+    it (the last of a key's rows wins, as executemany's would)."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {_INCOMING} (n bigserial, signature text, "
+        "source_sha256 text, target text, flags text, used_at double precision) "
+        "ON COMMIT DELETE ROWS"
+    )
+    with cursor.copy(f"COPY {_INCOMING} ({', '.join(EXPORT_COLUMNS)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    cursor.execute(
+        f"INSERT INTO {memory.name} ({', '.join(EXPORT_COLUMNS)}) "
+        "SELECT DISTINCT ON (signature, source_sha256) signature, source_sha256, target, "
+        f"CAST(flags AS JSON), used_at FROM {_INCOMING} ORDER BY signature, source_sha256, n DESC "
+        "ON CONFLICT (signature, source_sha256) DO UPDATE SET target = excluded.target, "
+        "flags = excluded.flags, used_at = excluded.used_at"
+    )

@@ -1,0 +1,131 @@
+"""The translation memory's writer in a coordinator: what an accepted completion asks the memory to
+keep is written by a thread of its own, so that the translator leases its next shard at once.
+
+A completion's entries are first written to a journal file in the job's work dir (`JOURNAL`, one
+file a completion, without fsync: SQLite's own NORMAL gives no more), and only then is the
+completion answered. The writer's thread keeps everything that waits in one transaction (up to
+BATCH_ENTRIES) and removes those files; a coordinator that starts again keeps what an earlier
+one's files still hold (`replay`) before its first lease. The job's end waits for the writer
+(`flush`), so a job that succeeded has its every translation in the memory before the next one
+plans. The memory is advice: a batch the store refuses is logged and left to the next replay.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from mtfleet.store.memory import Remembered, TranslationMemory
+
+log = logging.getLogger(__name__)
+
+# The journal's folder in a job's work dir.
+JOURNAL = "memory-journal"
+# Entries kept in one transaction at most: on SQLite it holds the store's write lock meanwhile.
+BATCH_ENTRIES = 50_000
+
+# A completion's entries: segment sha256 to its translation and flags, by memory signature.
+Entries = Mapping[str, Mapping[str, Remembered]]
+
+
+class MemoryWriter:
+    """Keeps accepted completions' entries in `memory`, journaled under `work_dir`."""
+
+    def __init__(self, memory: TranslationMemory, work_dir: Path) -> None:
+        self.memory = memory
+        self.folder = work_dir / JOURNAL
+        self.changed = threading.Condition()
+        self.waiting: list[tuple[Path, Entries]] = []
+        self.writing = False
+        self.thread: threading.Thread | None = None
+
+    def keep(self, entries: Entries) -> None:
+        """Journals `entries` and hands them to the writer's thread; returns before they are
+        written."""
+        if not any(entries.values()):
+            return
+        self.folder.mkdir(exist_ok=True)
+        # named by the clock, so that a replay keeps them in the order they came
+        path = self.folder / f"{time.time_ns():020d}-{threading.get_ident()}.json"
+        path.write_text(json.dumps(entries, ensure_ascii=False), encoding="utf-8")
+        self._hand_over([(path, entries)])
+
+    def replay(self) -> int:
+        """Hands the writer what an earlier coordinator's journal holds still; how many files."""
+        found = []
+        for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
+            try:
+                found.append((path, _read_journal(path)))
+            except Exception:  # a file cut short by a crash: its shard's entries are lost
+                log.warning("the memory journal %s cannot be read; skipped", path)
+                path.unlink(missing_ok=True)
+        self._hand_over(found)
+        if found:
+            log.info("the translation memory keeps %d completions journaled before", len(found))
+        return len(found)
+
+    def flush(self) -> None:
+        """Waits until everything handed over so far is written (or was refused by the store)."""
+        with self.changed:
+            self.changed.wait_for(lambda: not self.waiting and not self.writing)
+
+    def _hand_over(self, journaled: list[tuple[Path, Entries]]) -> None:
+        if not journaled:
+            return
+        with self.changed:
+            self.waiting.extend(journaled)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="memory", daemon=True)
+                self.thread.start()
+            self.changed.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self.changed:
+                self.changed.wait_for(lambda: self.waiting)
+                batch = _first_batch(self.waiting)
+                del self.waiting[: len(batch)]
+                self.writing = True
+            try:
+                self.memory.remember_all(_merged(entries for _, entries in batch))
+                for path, _ in batch:
+                    path.unlink(missing_ok=True)
+            except Exception:
+                log.exception("the translation memory could not keep %d completions", len(batch))
+            finally:
+                with self.changed:
+                    self.writing = False
+                    self.changed.notify_all()
+
+
+def _read_journal(path: Path) -> dict[str, dict[str, Remembered]]:
+    """A journal file's entries (JSON: data, never code, whoever could write the work dir)."""
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        signature: {sha: (text, list(flags)) for sha, (text, flags) in kept.items()}
+        for signature, kept in entries.items()
+    }
+
+
+def _first_batch(waiting: list[tuple[Path, Entries]]) -> list[tuple[Path, Entries]]:
+    """The oldest completions waiting, as many as BATCH_ENTRIES holds (one at least)."""
+    size = 0
+    for n, (_, entries) in enumerate(waiting):
+        size += sum(len(kept) for kept in entries.values())
+        if size > BATCH_ENTRIES and n:
+            return waiting[:n]
+    return list(waiting)
+
+
+def _merged(completions: Iterable[Entries]) -> dict[str, dict[str, Remembered]]:
+    """The entries of several completions by signature; a later one's translation of a segment
+    replaces an earlier one's, as their writes one after the other would."""
+    merged: dict[str, dict[str, Remembered]] = {}
+    for entries in completions:
+        for signature, kept in entries.items():
+            merged.setdefault(signature, {}).update(kept)
+    return merged

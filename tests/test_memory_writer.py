@@ -1,0 +1,87 @@
+"""The coordinator's memory writer: a completion's entries are journaled before it is answered and
+written by a thread of their own; the job's end waits for them, and a coordinator that starts
+again keeps what an earlier one journaled and never wrote."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from mtfleet.cluster.memory_writer import JOURNAL, MemoryWriter
+from mtfleet.store import JobStore
+from mtfleet.store.memory import Remembered, TranslationMemory, segment_sha256
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    url = (
+        f"sqlite:///{tmp_path / 'jobs.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_store_url")
+    )
+    with JobStore(url) as opened:
+        TranslationMemory(opened).clear()
+        yield opened
+
+
+class RefusingMemory(TranslationMemory):
+    """A memory whose store refuses every write, as one that went away would."""
+
+    def remember_all(self, entries: Mapping[str, Mapping[str, Remembered]]) -> int:
+        raise OSError("the store went away")
+
+
+def shard(n: int) -> dict[str, dict[str, Remembered]]:
+    return {"sig": {segment_sha256(f"segment {n}"): (f"Segment {n}", ["loop"] * (n % 2))}}
+
+
+def test_what_completions_hand_over_is_in_the_memory_once_flushed(
+    store: JobStore, tmp_path: Path
+) -> None:
+    writer = MemoryWriter(TranslationMemory(store), tmp_path)
+    for n in range(5):
+        writer.keep(shard(n))
+    writer.keep(shard(0) | {"sig": {segment_sha256("segment 0"): ("Again", [])}})
+    writer.flush()
+
+    held = TranslationMemory(store).recall(
+        "sig", [segment_sha256(f"segment {n}") for n in range(5)]
+    )
+    assert len(held) == 5
+    assert held[segment_sha256("segment 0")] == ("Again", [])
+    assert held[segment_sha256("segment 1")] == ("Segment 1", ["loop"])
+    assert not list((tmp_path / JOURNAL).iterdir())
+
+
+def test_a_coordinator_started_again_keeps_what_an_earlier_one_journaled_and_never_wrote(
+    store: JobStore, tmp_path: Path
+) -> None:
+    lost = MemoryWriter(RefusingMemory(store), tmp_path)
+    lost.keep(shard(1))
+    lost.keep(shard(2))
+    lost.flush()
+    assert not TranslationMemory(store).recall("sig", [segment_sha256("segment 1")])
+
+    again = MemoryWriter(TranslationMemory(store), tmp_path)
+    assert again.replay() == 2
+    again.flush()
+
+    held = TranslationMemory(store).recall(
+        "sig", [segment_sha256("segment 1"), segment_sha256("segment 2")]
+    )
+    assert held == {
+        segment_sha256("segment 1"): ("Segment 1", ["loop"]),
+        segment_sha256("segment 2"): ("Segment 2", []),
+    }
+    assert again.replay() == 0
+
+
+def test_a_journal_file_cut_short_by_a_crash_is_skipped(store: JobStore, tmp_path: Path) -> None:
+    (tmp_path / JOURNAL).mkdir()
+    (tmp_path / JOURNAL / "00000000000000000001-1.json").write_text('{"sig": {"ab')
+    writer = MemoryWriter(TranslationMemory(store), tmp_path)
+
+    assert writer.replay() == 0
+    assert not list((tmp_path / JOURNAL).iterdir())
