@@ -345,9 +345,7 @@ def test_a_job_is_planned_for_its_share_of_the_live_nodes_and_the_gpus_it_asks_f
 ) -> None:
     coordinator = coordinator_of_a_running_job(tmp_path)
     spec = coordinator.spec.model_copy(update={"cpu_translators_per_node": 2})
-    placement = Placement(
-        "job", coordinator.store, spec, tmp_path, ToldPool([], 1), lambda ids, why: None
-    )
+    placement = Placement("job", coordinator.store, spec, tmp_path, ToldPool([], 1))
     cpu_node = {"NodeID": "a", "Alive": True, "Resources": {"CPU": 4.0}}
     gpu_node = {"NodeID": "b", "Alive": True, "Resources": {"CPU": 8.0, "GPU": 2.0}}
     dead_node = {"NodeID": "c", "Alive": False, "Resources": {"CPU": 64.0}}

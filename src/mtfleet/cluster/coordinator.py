@@ -112,8 +112,6 @@ class JobCoordinator:
         self.memory = TranslationMemory(self.store)
         # what completions ask the memory to keep, written off the translators' path
         self.memory_writer = MemoryWriter(self.memory, self.work_dir)
-        # set once the fleet loop saw the job end: a follower waiting in `progress` hears it at once
-        self.job_ended = threading.Event()
         # every decision about the shards: leases, heartbeats, completions, failures, faults,
         # the watchdog; its memory (the speculative tail's, the watchdog's) is gone with this
         # coordinator, as its leases are
@@ -136,7 +134,6 @@ class JobCoordinator:
             memory=self.memory,
             memory_writer=self.memory_writer,
             planned=self.planned,
-            job_ended=self.job_ended,
             ledger_changed=self.ledger_changed,
         )
         if restarted:
@@ -380,11 +377,7 @@ class JobCoordinator:
 
     # --- what the driver, the API and the console read
 
-    def progress(self, wait_s: float = 0.0) -> dict[str, Any]:
-        """The job's state, counters and translators; first waiting up to `wait_s` for the job
-        to end, so that a follower polling with it learns of the end the moment it comes."""
-        if wait_s > 0:
-            self.job_ended.wait(wait_s)
+    def progress(self) -> dict[str, Any]:
         job = self.store.jobs.get(self.job_id)
         progress = self.store.counters.progress(self.job_id)
         return {

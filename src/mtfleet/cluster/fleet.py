@@ -42,8 +42,8 @@ IDLE_TICK_S = 2.0
 class FleetLoop:
     """Job `job_id`'s fleet loop, from `start` until the job ends, and the job's end. `spec` is
     the job's as the store holds it (`stored_spec`), followed from each tick (`follow_spec`);
-    `planned` is set once the plan is written, `job_ended` once the loop saw the job end (the memory's
-    writer flushed first); `ledger_changed()` wakes the translators waiting for a lease."""
+    `planned` is set once the plan is written; `ledger_changed()` wakes the translators waiting
+    for a lease."""
 
     def __init__(
         self,
@@ -60,7 +60,6 @@ class FleetLoop:
         memory: TranslationMemory,
         memory_writer: MemoryWriter,
         planned: threading.Event,
-        job_ended: threading.Event,
         ledger_changed: Callable[[], None],
     ) -> None:
         self.job_id = job_id
@@ -75,7 +74,6 @@ class FleetLoop:
         self.memory = memory
         self.memory_writer = memory_writer
         self.planned = planned
-        self.job_ended = job_ended
         self.ledger_changed = ledger_changed
         self.thread: threading.Thread | None = None
         # translators are placed while the job is planned, unless planning may fill it all
@@ -114,7 +112,6 @@ class FleetLoop:
                 elif self._tick():
                     # a job that ended another way keeps what its accepted shards translated too
                     self.memory_writer.flush()
-                    self.job_ended.set()
                     return
                 store_errors = 0
             except StoreError as error:

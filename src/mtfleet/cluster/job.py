@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -309,8 +310,7 @@ def follow(handle: JobHandle, on_progress: Progress | None = None) -> JobResult:
     store = JobStore(handle.store_url)
     coordinator = start_job(store, handle)
     while True:
-        # answered the moment the job ends, else after POLL_S: no sleep between the calls
-        progress = report(coordinator, wait_s=POLL_S)
+        progress = report(coordinator)
         if progress is None:
             coordinator = start_coordinator(handle)
             continue
@@ -322,6 +322,7 @@ def follow(handle: JobHandle, on_progress: Progress | None = None) -> JobResult:
             retire(store, handle.job_id, handle.work_dir)
             job = store.jobs.get(handle.job_id)
             return JobResult(handle.job_id, job.state.value, job.error, job.manifest)
+        time.sleep(POLL_S)
 
 
 def finished_result(handle: JobHandle) -> JobResult | None:
