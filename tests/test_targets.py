@@ -157,6 +157,14 @@ def test_a_family_that_tags_its_sources_translates_once_per_target(
         assert together[target].translations == translate_texts(texts, alone).translations
 
 
+def nllb_spec(model: str) -> JobSpec:
+    """A job of `model` (the tiny NLLB) into its three target languages."""
+    source, targets = LANGUAGES["nllb"]
+    return JobSpec(
+        **{**BASE, "model": model}, output="out.{tgt_lang}.jsonl", src_lang=source, tgt_lang=targets
+    )
+
+
 @pytest.mark.parametrize("engine", ["hf", "ct2"])
 def test_health_checks_retry_each_language_as_a_job_into_it_alone_does(
     engine: str, model_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -164,12 +172,7 @@ def test_health_checks_retry_each_language_as_a_job_into_it_alone_does(
     monkeypatch.setenv("MTFLEET_CACHE", str(tmp_path / "cache"))
     source, targets = LANGUAGES["nllb"]
     model = str(model_dirs["nllb"])
-    spec = JobSpec(
-        **{**BASE, "model": model},
-        output="out.{tgt_lang}.jsonl",
-        src_lang=source,
-        tgt_lang=targets,
-    )
+    spec = nllb_spec(model)
     settings = {"src_lang": source, **SETTINGS}
     if engine == "ct2":
         settings.update(compute_type="float32", threads=1)
@@ -195,12 +198,7 @@ def test_the_retries_the_checks_ask_for_are_decoded_for_every_target_together(
 ) -> None:
     source, targets = LANGUAGES["nllb"]
     model = str(model_dirs["nllb"])
-    spec = JobSpec(
-        **{**BASE, "model": model},
-        output="out.{tgt_lang}.jsonl",
-        src_lang=source,
-        tgt_lang=targets,
-    )
+    spec = nllb_spec(model)
     engines = load_engine("hf", model, src_lang=source, tgt_lang=targets, **SETTINGS)
     protection, _ = job_checks(spec, engines)
     checks = {t: job_checks(spec.for_target(t), engines.engines[t])[1] for t in targets}
