@@ -89,7 +89,8 @@ class Checking:
         self.clauses = {segment: split_clauses(segment) for segment in retried}
         several = [s for s in retried if sum(p.translate for p in self.clauses[s]) > 1]
         self.by_clause = [p.text for s in several for p in self.clauses[s] if p.translate]
-        self.whole = [s for s in retried if s not in set(several)]
+        cut = set(several)
+        self.whole = [s for s in retried if s not in cut]
         self._several = several
 
     def finish(
@@ -174,7 +175,8 @@ def _retries_together(
     if not union:
         return {target: ([], []) for target in requests}
     views = [engines.engines[target] for target in requests]
-    wanted = [[segment in set(asked) for segment in union] for asked in requests.values()]
+    asked_sets = [set(asked) for asked in requests.values()]
+    wanted = [[segment in asked for segment in union] for asked in asked_sets]
     decoded = engines.shared.generate_for_targets(union, views, wanted)
     answers = {}
     for (target, asked), view, ids in zip(requests.items(), views, decoded, strict=True):
