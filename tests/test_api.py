@@ -13,7 +13,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,14 @@ from mtfleet.cli import console
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
 from mtfleet.cluster.retention import work_bytes
 from mtfleet.errors import ApiError, DatasetError, ModelError, MtfleetError, OutputError
-from mtfleet.testing.api import authorized, free_port, serve_process, serving
+from mtfleet.testing.api import (
+    ConsoleRun,
+    authorized,
+    free_port,
+    run_console,
+    serve_process,
+    serving,
+)
 from mtfleet.testing.cluster import wait_for
 
 TOKEN = "api-test-token-6b1f0c9e2d-58a3c70e4f"
@@ -802,14 +809,9 @@ def test_the_client_raises_the_servers_sentence_as_an_api_error(
 
 
 @pytest.fixture(scope="module")
-def mtfleet_cli(api: str) -> Any:
-    app = typer.Typer(pretty_exceptions_enable=False)
-    console.register(app)
-    runner = CliRunner()
-
-    def run(*args: str, token: str = TOKEN) -> Any:
-        env = {"MTFLEET_API": api, "MTFLEET_API_TOKEN": token, "COLUMNS": "200"}
-        return runner.invoke(app, list(args), env=env)
+def mtfleet_cli(api: str) -> Callable[..., ConsoleRun]:
+    def run(*args: str, token: str = TOKEN) -> ConsoleRun:
+        return run_console(api, token, *args)
 
     return run
 

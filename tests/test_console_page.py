@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import typer
 from ray.cluster_utils import Cluster
-from typer.testing import CliRunner
 
 from mtfleet.api.server import ServerSettings
-from mtfleet.cli import console
-from mtfleet.testing.api import authorized, serving
+from mtfleet.testing.api import ConsoleRun, authorized, run_console, serving
 from mtfleet.testing.cluster import local_cluster, wait_for
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
@@ -625,14 +622,9 @@ def test_a_sample_is_capped_names_no_host_path_and_needs_a_done_shard(
 
 
 @pytest.fixture(scope="module")
-def mtfleet_cli(api: str) -> Any:
-    app = typer.Typer(pretty_exceptions_enable=False)
-    console.register(app)
-    runner = CliRunner()
-
-    def run(*args: str, columns: int = 200) -> Any:
-        env = {"MTFLEET_API": api, "MTFLEET_API_TOKEN": TOKEN, "COLUMNS": str(columns)}
-        return runner.invoke(app, list(args), env=env)
+def mtfleet_cli(api: str) -> Callable[..., ConsoleRun]:
+    def run(*args: str, columns: int = 200) -> ConsoleRun:
+        return run_console(api, TOKEN, *args, columns=columns)
 
     return run
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import socket
 import subprocess
 import sys
@@ -44,6 +46,37 @@ def authorized(url: str, token: str) -> Iterator[httpx.Client]:
         yield client
 
 
+@dataclasses.dataclass(frozen=True)
+class ConsoleRun:
+    """What one `mtfleet` command printed, and its exit status."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+# the console's commands alone, as `mtfleet` registers them
+CONSOLE = "import typer; from mtfleet.cli import console; app = typer.Typer(); console.register(app); app()"
+
+
+def run_console(api: str, token: str, *args: str, columns: int = 200) -> ConsoleRun:
+    """`mtfleet ARGS` against the API at `api`, in a process of its own as a user runs it.
+
+    Not in this process: a test's API serves from this process, and Ray's driver here prints its
+    raylet's errors (a translator that died) to whatever sys.stdout is at that moment, which an
+    in-process CLI runner would have taken for the command's output.
+    """
+    env = {**os.environ, "MTFLEET_API": api, "MTFLEET_API_TOKEN": token, "COLUMNS": str(columns)}
+    done = subprocess.run(
+        [sys.executable, "-c", CONSOLE, *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    return ConsoleRun(done.returncode, done.stdout, done.stderr)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -59,8 +92,7 @@ def serve_process(
     command = [
         sys.executable,
         "-c",
-        "import typer; from mtfleet.cli import console; "
-        "app = typer.Typer(); console.register(app); app()",
+        CONSOLE,
         "serve",
         "--port",
         str(port),
