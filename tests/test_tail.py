@@ -300,3 +300,18 @@ def test_a_failing_backup_leaves_the_primary_alone_and_a_failing_primary_hands_o
     )
     assert store.shards.get(job_id, 1).failures == 0
     assert ledger.complete("fast", 1, again.lease_id, "backup.part", ShardStats()).accepted
+
+
+def test_a_completion_says_when_it_leaves_no_lease_held_so_the_fleet_loop_looks_at_once(
+    tail_store: tuple[JobStore, str],
+) -> None:
+    store, job_id = tail_store
+    ledger = ShardLedger(store, job_id, TAIL_SPEC, clock=FakeClock())
+    first, second = ledger.lease("a"), ledger.lease("b")
+    assert first is not None and second is not None
+
+    one = ledger.complete("a", 0, first.lease_id, "a.part", ShardStats(elapsed_s=1.0))
+    last = ledger.complete("b", 1, second.lease_id, "b.part", ShardStats(elapsed_s=1.0))
+
+    assert (one.accepted, one.none_held) == (True, False)
+    assert (last.accepted, last.none_held) == (True, True)

@@ -99,10 +99,13 @@ def stop_coordinator(store: JobStore, job_id: str, *, free_name: bool = True) ->
         time.sleep(0.05)
 
 
-def report(coordinator: Any) -> dict[str, Any] | None:
-    """The coordinator's progress report; None when it is gone or does not answer in time."""
+def report(coordinator: Any, wait_s: float = 0.0) -> dict[str, Any] | None:
+    """The coordinator's progress report, given once the job ended or `wait_s` passed; None when
+    the coordinator is gone or does not answer in time."""
     try:
-        reply: dict[str, Any] = ray.get(coordinator.progress.remote(), timeout=CALL_TIMEOUT_S)
+        reply: dict[str, Any] = ray.get(
+            coordinator.progress.remote(wait_s), timeout=CALL_TIMEOUT_S + wait_s
+        )
     except (RayActorError, GetTimeoutError):
         return None
     return reply

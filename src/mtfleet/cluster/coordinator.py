@@ -73,6 +73,8 @@ LEASE_RECHECK_S = 1.0
 # Most translators waiting in `lease` at once, half the actor's threads; more are told to wait.
 MAX_CONCURRENCY = 64
 MAX_LEASE_WAITERS = MAX_CONCURRENCY // 2
+# the longest a progress call waits for the job's end (a driver asks every half second)
+MAX_PROGRESS_WAIT_S = 2.0
 # A driver that saw its job end waits this long for the coordinator to stop the job's translators
 # before it kills the coordinator.
 END_WAIT_S = 15.0
@@ -321,6 +323,9 @@ class JobCoordinator:
             Path(part_path).unlink(missing_ok=True)
         else:
             self._keep_in_memory(kept, stats.recalled())
+        if completion.none_held:
+            # perhaps the job's last shard: its end (assembly) need not wait for the next tick
+            self.fleet.wake()
         log.info(
             "shard %d completed by %s: %s",
             index,
@@ -377,7 +382,11 @@ class JobCoordinator:
 
     # --- what the driver, the API and the console read
 
-    def progress(self) -> dict[str, Any]:
+    def progress(self, wait_s: float = 0.0) -> dict[str, Any]:
+        """The job's progress; with `wait_s`, after waiting up to that long for the job to end,
+        so that a driver polling every `wait_s` hears of the end when it comes."""
+        if wait_s > 0:
+            self.fleet.ended(min(wait_s, MAX_PROGRESS_WAIT_S))
         job = self.store.jobs.get(self.job_id)
         progress = self.store.counters.progress(self.job_id)
         return {

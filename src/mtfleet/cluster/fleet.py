@@ -84,6 +84,8 @@ class FleetLoop:
         self.unrecorded_failure: str | None = None
         # the job's state at the last tick: a change wakes the waiting translators
         self.seen_state: JobState | None = None
+        # set by `wake`: the next tick comes now, not FLEET_TICK_S after the last
+        self.woken = threading.Event()
 
     def start(self, place_while_planning: bool) -> None:
         """Starts the loop in a thread of its own; `place_while_planning`: translators are placed
@@ -91,6 +93,10 @@ class FleetLoop:
         self.place_while_planning = place_while_planning
         self.thread = threading.Thread(target=self._run, name="fleet", daemon=True)
         self.thread.start()
+
+    def wake(self) -> None:
+        """Ticks now: a completion left no lease held, and the job may have no shard left."""
+        self.woken.set()
 
     def ended(self, timeout_s: float) -> bool:
         """Waits up to `timeout_s` for the loop to end; whether it has (or never started)."""
@@ -138,7 +144,8 @@ class FleetLoop:
     def _rest(self) -> None:
         """Waits for the next tick: longer while idle, cut short by the end of planning."""
         if not self.idle:
-            time.sleep(FLEET_TICK_S)
+            if self.woken.wait(FLEET_TICK_S):
+                self.woken.clear()
         elif self.planned.is_set():
             time.sleep(IDLE_TICK_S)
         else:
@@ -221,11 +228,13 @@ class FleetLoop:
             return
         # the memory holds the job's every translation before anyone sees it succeeded
         self.memory_writer.flush()
+        log.info("job %s: every shard is done; assembling its output", self.job_id)
         try:
             manifest = tasks.assemble(self.store_url, self.job_id, self.work_dir)
         except MtfleetError as error:
             self.finish_failed(str(error))
             return
+        log.info("job %s: assembled", self.job_id)
         self.store.jobs.set_manifest(self.job_id, manifest)
         # its history says so before its state does: a reader who sees it succeeded finds why
         self.store.events.add(self.job_id, "succeeded", f"Succeeded: {manifest['rows']} rows.")

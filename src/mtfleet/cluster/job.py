@@ -310,7 +310,9 @@ def follow(handle: JobHandle, on_progress: Progress | None = None) -> JobResult:
     store = JobStore(handle.store_url)
     coordinator = start_job(store, handle)
     while True:
-        progress = report(coordinator)
+        asked = time.monotonic()
+        # the coordinator answers at once when the job ends, else after POLL_S
+        progress = report(coordinator, POLL_S)
         if progress is None:
             coordinator = start_coordinator(handle)
             continue
@@ -322,7 +324,8 @@ def follow(handle: JobHandle, on_progress: Progress | None = None) -> JobResult:
             retire(store, handle.job_id, handle.work_dir)
             job = store.jobs.get(handle.job_id)
             return JobResult(handle.job_id, job.state.value, job.error, job.manifest)
-        time.sleep(POLL_S)
+        # a coordinator whose loop has already ended answers at once: never ask faster than this
+        time.sleep(max(0.0, POLL_S - (time.monotonic() - asked)))
 
 
 def finished_result(handle: JobHandle) -> JobResult | None:

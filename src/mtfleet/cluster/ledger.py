@@ -58,11 +58,13 @@ class Watch:
 
 @dataclass(frozen=True)
 class Completion:
-    """A completion's outcome: accepted or not (a stale lease), and the lease that lost the
-    shard's race to it, whose holder is to be told to stop."""
+    """A completion's outcome: accepted or not (a stale lease), the lease that lost the shard's
+    race to it, whose holder is to be told to stop, and whether no lease is held after it (the
+    job may have no shard left: its fleet loop looks at once)."""
 
     accepted: bool
     loser: Holding | None = None
+    none_held: bool = False
 
 
 @dataclass(frozen=True)
@@ -245,9 +247,10 @@ class ShardLedger:
                 else self._backup_beside(lease_id)
             )
             loser = self.holdings.pop(loser_id, None) if loser_id is not None else None
+            none_held = not self.holdings
         if backup_won:
             self.store.counters.add(self.job_id, "backups_won")
-        return Completion(True, loser)
+        return Completion(True, loser, none_held)
 
     def fail(self, worker_id: str, index: int, lease_id: str, error: str) -> str | None:
         """A shard raised: back to the queue, and bisected once it has failed max_attempts times;
