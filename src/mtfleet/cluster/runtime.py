@@ -38,11 +38,16 @@ def connect(address: str | None = None) -> bool:
     # Ray's default, not news to a user of mtfleet; its errors still show (all of it: --verbose).
     if not verbose():
         logging.getLogger(RAY_AUTH_SETUP_LOGGER).setLevel(logging.ERROR)
+    cpus = os.cpu_count() or 1
     ray.init(
         address="local",
-        num_cpus=os.cpu_count() or 1,
+        num_cpus=cpus,
         namespace=NAMESPACE,
         include_dashboard=False,
+        # Ray keeps as many idle workers as the node has CPUs free, and translators take them
+        # all: the planning task's worker was gone by the job's end, and its assembly waited for
+        # a new process (0.6 s on 2 cores). As many as it has CPUs stay ready.
+        _system_config={"num_workers_soft_limit": cpus},
         **ray_logging(),
     )
     return True
