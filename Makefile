@@ -10,10 +10,12 @@ install: $(STAMP) chromium
 # LOCK holds the versions the suite was run with; install, demo, test, CI and the images install
 # exactly those, so a new machine gets what was tested and not the newest releases of the day.
 LOCK := deploy/constraints.txt
+PIP_VERSION := 26.3
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	# pip itself pinned too: a new pip's resolver may read the same LOCK otherwise
+	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
 	# torch first, pinned, so pip takes the wheel on disk (CPU) or the CUDA build, never an unpinned one
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet --constraint $(LOCK) -e '.[dev]'
@@ -26,7 +28,7 @@ LOCK_VENV := .lock-venv
 lock:
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet pip==$(PIP_VERSION)
 	$(LOCK_VENV)/bin/pip install --quiet torch==2.13.0
 	$(LOCK_VENV)/bin/pip install --quiet -e '.[dev]'
 	{ \
