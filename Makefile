@@ -127,3 +127,9 @@ clean:
 .PHONY: bench-padding
 bench-padding: install
 	$(BIN)/python bench/padding.py
+
+# where a second translator loses: 1 and 2 translators' alpaca jobs on ct2, phase by phase
+# (bench/results/fleet_profile.json, .png)
+.PHONY: bench-fleet-profile
+bench-fleet-profile: install
+	$(BIN)/python bench/fleet_profile.py

@@ -1,0 +1,245 @@
+"""Where a second translator loses (issue 26, item 4): one job's time, phase by phase.
+
+Runs the bench's alpaca job on ct2 (one thread a translator, the model `bench/run.py` builds) with
+1 and with 2 translators, in turns, `--rounds` times, on one local Ray cluster, and cuts each
+job's wall time (from `run_job` until it returns) into phases read from the logs of its
+coordinator and translators (the job keeps its work files: `keep_work`) and its store:
+
+- start: until the first lease a translator takes (coordinator, planning, translator processes,
+  engine loads);
+- translating: first lease to the last shard's completion; in it, each translator's engine
+  busy time (`ShardStats.elapsed_s`, summed) and its idle rest;
+- to assembly: the last completion until the fleet loop starts assembling;
+- assembly: the assembly task;
+- to the driver: the assembly's end until `run_job` returns (the `succeeded` record, the
+  driver hearing of it, the coordinator stopped, the work files removed).
+
+Prints a table per run and the medians, and the ratio of 1 translator's median wall time to 2's
+(`two_translators_vs_one`, the bench's ratio), and writes bench/results/fleet_profile.json and
+fleet_profile.png (stacked phases). Runs labelled with `--label` are kept side by side in the
+JSON (a change: run with `--label before`, change, then `--label after`).
+
+    .venv/bin/python bench/fleet_profile.py [--rounds 3] [--label NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from run import MAX_LENGTH_FACTOR, MAX_LENGTH_OFFSET, PROFILES, build_model, build_workloads
+from systems import Settings, start_cluster, stop_cluster
+
+BENCH = Path(__file__).resolve().parent
+OUT = BENCH / "results" / "fleet_profile.json"
+PHASES = ("start", "translating", "to assembly", "assembly", "to the driver")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--label", default="now")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="mtfleet-fleet-profile-"))
+    # Ray's translators inherit the environment: they find the conversion made here
+    os.environ["MTFLEET_CACHE"] = str(work / "cache")
+    profile = PROFILES["full"]
+    settings = Settings(
+        model_dir=build_model(profile, work / "model"),
+        work_dir=work,
+        max_length_factor=MAX_LENGTH_FACTOR,
+        max_length_offset=MAX_LENGTH_OFFSET,
+    )
+    workload = build_workloads(profile, work / "data", ["alpaca"])["alpaca"][0]
+    load_before = os.getloadavg()
+    start_cluster()
+    _convert(settings)
+    runs = []
+    try:
+        for round_ in range(args.rounds):
+            for translators in (1, 2):
+                run = profile_job(settings, workload, translators)
+                run["round"] = round_
+                runs.append(run)
+                print(_line(run), flush=True)
+    finally:
+        stop_cluster()
+    summary = _summary(runs)
+    _print_summary(summary)
+    result = {
+        "label": args.label,
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average": {"before": load_before, "after": os.getloadavg()},
+        "rows": len(workload.rows),
+        "runs": runs,
+        "median": summary,
+    }
+    kept = _kept(args.out, args.label)
+    args.out.write_text(json.dumps([*kept, result], indent=2) + "\n")
+    _plot([*kept, result], args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png').name}")
+
+
+def _convert(settings: Settings) -> None:
+    """The ct2 conversion is a one-off, like the model's download: before any clock."""
+    from mtfleet.engines.ct2 import converted_model
+    from mtfleet.engines.tokens import files_sha256
+
+    converted_model(settings.model_dir, files_sha256(settings.model_dir), "int8")
+
+
+def profile_job(settings: Settings, workload: Any, translators: int) -> dict[str, Any]:
+    """One job's wall time and its phases (seconds), with each translator's busy time."""
+    from mtfleet.cluster import run_job
+    from mtfleet.cluster.protocol import ShardStats
+    from mtfleet.spec import JobSpec
+    from mtfleet.store import JobStore
+
+    job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=settings.work_dir))
+    engine = settings.engine_settings(1)
+    del engine["device"]  # the cluster places translators
+    spec = JobSpec(
+        input=str(workload.path),
+        output=str(job_dir / workload.path.name),
+        model=str(settings.model_dir),
+        fields=workload.fields,
+        engine="ct2",
+        cpu_translators_per_node=translators,
+        checks=False,
+        keep_work=True,  # its logs: the phases' times
+        **engine,
+    )
+    started = time.time()
+    result = run_job(spec, state_dir=job_dir / "state")
+    returned = time.time()
+    if result.state != "succeeded":
+        raise RuntimeError(f"the {translators}-translator job ended {result.state}")
+    with JobStore.for_state_dir(job_dir / "state") as store:
+        events = {event.kind: event.at for event in store.events.page(result.job_id)}
+        busy: dict[str, float] = defaultdict(float)
+        for shard in store.shards.in_row_order(result.job_id):
+            stats = ShardStats.from_json(shard.stats)
+            busy[stats.worker_id or "?"] += stats.elapsed_s or 0.0
+    logs = _logged(job_dir / "state" / "jobs" / result.job_id / "logs")
+    first_lease = min(at for at, name, line in logs if "leased shard" in line)
+    last_completion = max(at for at, name, line in logs if " completed by " in line)
+    (assembling,) = [at for at, name, line in logs if "assembling its output" in line]
+    (assembled,) = [at for at, name, line in logs if line.endswith(": assembled")]
+    phases = {
+        "start": first_lease - started,
+        "translating": last_completion - first_lease,
+        "to assembly": assembling - last_completion,
+        "assembly": assembled - assembling,
+        "to the driver": returned - assembled,
+    }
+    return {
+        "translators": translators,
+        "wall_s": round(returned - started, 3),
+        "phases_s": {name: round(seconds, 3) for name, seconds in phases.items()},
+        "planned_s": round(events["planned"] - started, 3),
+        "succeeded_s": round(events["succeeded"] - started, 3),
+        "busy_s": sorted(round(seconds, 3) for seconds in busy.values()),
+        "idle_in_translating_s": sorted(
+            round(phases["translating"] - seconds, 3) for seconds in busy.values()
+        ),
+    }
+
+
+def _logged(logs_dir: Path) -> list[tuple[float, str, str]]:
+    """Every line the job's coordinator and translators logged: (seconds since the epoch, the
+    log's name, the line). A line starts with its local time to the millisecond (`LOG_FORMAT`)."""
+    lines = []
+    for path in logs_dir.glob("*.log"):
+        for line in path.read_text().splitlines():
+            try:
+                at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            except ValueError:
+                continue  # a traceback's or a wrapped message's continuation
+            lines.append((at, path.stem, line))
+    if not lines:
+        raise RuntimeError(f"the job logged nothing in {logs_dir}")
+    return lines
+
+
+def _line(run: dict[str, Any]) -> str:
+    phases = "  ".join(f"{name} {run['phases_s'][name]:6.2f}" for name in PHASES)
+    return (
+        f"{run['translators']} translator(s): {run['wall_s']:6.2f} s = {phases}; "
+        f"busy {run['busy_s']}, idle {run['idle_in_translating_s']}"
+    )
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for translators in (1, 2):
+        mine = [run for run in runs if run["translators"] == translators]
+        summary[str(translators)] = {
+            "wall_s": round(statistics.median(run["wall_s"] for run in mine), 3),
+            "phases_s": {
+                name: round(statistics.median(run["phases_s"][name] for run in mine), 3)
+                for name in PHASES
+            },
+            "busy_s_total": round(statistics.median(sum(run["busy_s"]) for run in mine), 3),
+        }
+    summary["two_translators_vs_one"] = round(summary["1"]["wall_s"] / summary["2"]["wall_s"], 3)
+    return summary
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print()
+    print("| translators | wall s | " + " | ".join(PHASES) + " | engine busy s (all) |")
+    print("|---:|---:|" + "---:|" * len(PHASES) + "---:|")
+    for translators in ("1", "2"):
+        row = summary[translators]
+        phases = " | ".join(f"{row['phases_s'][name]:.2f}" for name in PHASES)
+        print(f"| {translators} | {row['wall_s']:.2f} | {phases} | {row['busy_s_total']:.2f} |")
+    print(f"\ntwo_translators_vs_one (medians): {summary['two_translators_vs_one']:.3f}")
+
+
+def _kept(out: Path, label: str) -> list[dict[str, Any]]:
+    """The earlier runs in `out` under other labels."""
+    if not out.exists():
+        return []
+    return [run for run in json.loads(out.read_text()) if run["label"] != label]
+
+
+def _plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = [
+        (f"{result['label']}\n{translators} translator(s)", result["median"][translators])
+        for result in results
+        for translators in ("1", "2")
+    ]
+    figure, axes = plt.subplots(figsize=(2 + 1.6 * len(bars), 4.5))
+    bottoms = [0.0] * len(bars)
+    for name in PHASES:
+        heights = [row["phases_s"][name] for _, row in bars]
+        axes.bar([label for label, _ in bars], heights, bottom=bottoms, label=name)
+        bottoms = [bottom + height for bottom, height in zip(bottoms, heights, strict=True)]
+    ratios = ", ".join(
+        f"{result['label']}: {result['median']['two_translators_vs_one']:.2f}" for result in results
+    )
+    axes.set_ylabel("seconds (medians)")
+    axes.set_title(f"alpaca job on ct2, phases; 2 translators vs 1: {ratios}")
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()
