@@ -93,9 +93,12 @@ Translation = tuple[str, tuple[str, ...]]
 LINE_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class UnitLine:
-    """One text unit as the unit file and the part files hold it: where it is, and its text."""
+    """One text unit as the unit file and the part files hold it: where it is, and its text.
+
+    Not frozen: a shard's lines are made three times (unit reads, its part, assembly) and a frozen
+    dataclass took 4x the time to make one (its fields set through object.__setattr__)."""
 
     unit: int
     row: int
