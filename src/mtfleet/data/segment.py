@@ -450,10 +450,12 @@ def _verbatim_spans(text: str, protection: Protection) -> list[_Span]:
         ]
     if not text.isascii():
         spans += _symbol_spans(text)
-    spans += [
-        _Span(span.start, span.end, span.output, "\n" in text[span.start : span.end])
-        for span in protection.spans(text)
-    ]
+    # without patterns or a glossary, only a <dnt> span is protected: most texts ask for nothing
+    if protection.patterns or protection.glossary or "<dnt>" in text:
+        spans += [
+            _Span(span.start, span.end, span.output, "\n" in text[span.start : span.end])
+            for span in protection.spans(text)
+        ]
     if len(spans) < 2:
         return spans
     chosen: list[_Span] = []
