@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mtfleet.cluster.plan import LINE_ENCODER, UnitLine, json_lines
+from mtfleet.cluster.plan import LINE_ENCODER, UnitLine, encode_line, json_lines
 from mtfleet.data.atomic import AtomicFile
 from mtfleet.errors import OutputError
 
@@ -32,17 +32,22 @@ def write_part(path: Path, translations: Iterable[UnitLine]) -> None:
         raise _disk_error(error) from error
     try:
         for line in translations:
-            record: dict[str, object] = {"unit": line.unit, "row": line.row, "loc": line.location}
             if line.targets is None:
-                record["text"] = line.text
-                if line.flags:
-                    record["flags"] = list(line.flags)
-            else:
-                # several target languages: a text per language, flags where there are some
-                record["texts"] = {target: text for target, (text, _) in line.targets.items()}
-                flagged = {target: list(f) for target, (_, f) in line.targets.items() if f}
-                if flagged:
-                    record["flags"] = flagged
+                more = {"flags": list(line.flags)} if line.flags else None
+                output.handle.write(
+                    encode_line(line.unit, line.row, line.location, line.text, more)
+                )
+                continue
+            # several target languages: a text per language, flags where there are some
+            record: dict[str, object] = {
+                "unit": line.unit,
+                "row": line.row,
+                "loc": line.location,
+                "texts": {target: text for target, (text, _) in line.targets.items()},
+            }
+            flagged = {target: list(f) for target, (_, f) in line.targets.items() if f}
+            if flagged:
+                record["flags"] = flagged
             output.handle.write(LINE_ENCODER.encode(record).encode() + b"\n")
     except BaseException:
         output.abort()

@@ -20,6 +20,7 @@ import os
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -91,6 +92,20 @@ Translation = tuple[str, tuple[str, ...]]
 # The encoder of unit and part lines: json.dumps(line, ensure_ascii=False) makes one a call, half
 # its time on a line.
 LINE_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
+def encode_line(
+    unit: int, row: int, location: str, text: str, more: Mapping[str, Any] | None = None
+) -> bytes:
+    """The line LINE_ENCODER writes for {"unit", "row", "loc", "text", **more}, with its line end;
+    its first four keys written without a dict: the encoder's call cost a third of a line again."""
+    line = (
+        f'{{"unit": {unit}, "row": {row}, "loc": {encode_basestring(location)}, '
+        f'"text": {encode_basestring(text)}'
+    )
+    for key, value in (more or {}).items():
+        line += f", {encode_basestring(key)}: {LINE_ENCODER.encode(value)}"
+    return (line + "}\n").encode()
 
 
 @dataclass(slots=True)
@@ -449,19 +464,14 @@ class UnitFileWriter:
         tokens = filled_tokens = 0
         for unit in units:
             text = unit.text or ""
-            line: dict[str, Any] = {
-                "unit": self.units,
-                "row": unit.row,
-                "loc": format_location(unit.location),
-                "text": unit.text,
-            }
             filled = found.get(text)
             if filled is None:
                 tokens += unit_tokens(text)
+                more = None
             else:
-                line["filled"] = _filled_record(filled)
+                more = {"filled": _filled_record(filled)}
                 filled_tokens += unit_tokens(text)
-            encoded = LINE_ENCODER.encode(line).encode() + b"\n"
+            encoded = encode_line(self.units, unit.row, format_location(unit.location), text, more)
             self._lines.write(encoded)
             self._position += len(encoded)
             self.units += 1
