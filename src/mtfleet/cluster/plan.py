@@ -24,6 +24,7 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mtfleet.bulk import collector_paused
 from mtfleet.cluster.protocol import ShardStats
 from mtfleet.data import (
     DatasetReader,
@@ -542,7 +543,8 @@ class UnitReader:
         with open(self.path, "rb") as stream:
             stream.seek(begin)
             chunk = stream.read(end - begin)
-        return [_unit_line(record) for record in json_lines(chunk)]
+        with collector_paused():
+            return [_unit_line(record) for record in json_lines(chunk)]
 
     def _offset(self, row: int) -> int:
         # the index stays on disk: two 8-byte reads per shard, whatever the dataset's size

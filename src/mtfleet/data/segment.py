@@ -19,6 +19,7 @@ from functools import cached_property
 from operator import methodcaller
 from typing import NamedTuple
 
+from mtfleet.bulk import collector_paused
 from mtfleet.data.patterns import Pattern, compile_patterns, find_term
 
 CountTokens = Callable[[Sequence[str]], list[int]]
@@ -243,7 +244,8 @@ def segment_texts(
     and its parts fitted like any other sentence. Each distinct text is segmented once: equal
     texts share one list of pieces.
     """
-    drafted = {text: _draft_pieces(text, protection) for text in dict.fromkeys(texts)}
+    with collector_paused():
+        drafted = {text: _draft_pieces(text, protection) for text in dict.fromkeys(texts)}
     drafts = [drafted[text] for text in texts]
     tokens = _count_new({}, drafted.values(), count_tokens)
     if all(count <= max_tokens for count in tokens.values()):
