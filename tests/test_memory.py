@@ -10,6 +10,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -133,6 +135,30 @@ def test_the_memory_keeps_recalls_bounds_and_moves_between_stores(
     three = 3 * (len("Segment 1") + ENTRY_OVERHEAD_BYTES)
     assert memory.evict(three) == 4
     assert memory.recall("sig", [segment_sha256("segment 1")])
+
+
+def test_an_import_that_holds_a_key_twice_keeps_its_last_row(
+    store: JobStore, tmp_path: Path
+) -> None:
+    keys = [segment_sha256(f"segment {i}") for i in (2, 0, 1)]
+    rows = [
+        {"signature": "sig", "source_sha256": sha, "target": target, "flags": [], "used_at": 1.0}
+        for sha, target in [
+            (keys[0], "first"),
+            (keys[1], "Zero"),
+            (keys[0], "last"),
+            (keys[2], "One"),
+        ]
+    ]
+    path = tmp_path / "twice.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    memory = TranslationMemory(store)
+    assert memory.import_(path) == 4
+    assert memory.recall("sig", keys) == {
+        keys[0]: ("last", []),
+        keys[1]: ("Zero", []),
+        keys[2]: ("One", []),
+    }
 
 
 def test_planning_fills_the_units_the_memory_holds_and_leases_only_shards_with_others(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from mtfleet.cluster.parts import part_path, read_part, write_part
-from mtfleet.cluster.plan import UnitLine
+from mtfleet.cluster.plan import LINE_ENCODER, UnitLine, encode_line
 
 TRICKY = 'two\nlines, a \u2028 separator, \r\n a CRLF, "quotes" ][ }{ and 😀'
 
@@ -23,6 +25,19 @@ def test_a_part_reads_back_line_for_line_whatever_its_texts_hold(tmp_path: Path)
     path = part_path(tmp_path, 0, 2, "lease-1")
     write_part(path, lines)
     assert list(read_part(path)) == lines
+
+
+@pytest.mark.parametrize("text", [TRICKY, "", "tab\there \\ back", "\x00\x1f\x7f</b>", "ünï 你好"])
+@pytest.mark.parametrize(
+    "more",
+    [None, {"flags": ["loop", "ü"]}, {"filled": ['"x"', ["copy"]]}, {"filled": {"hin": ["", []]}}],
+)
+def test_a_line_is_written_byte_for_byte_as_the_line_encoder_writes_its_record(
+    text: str, more: dict[str, object] | None
+) -> None:
+    record = {"unit": 7, "row": 1200, "loc": "conversations[2].value", "text": text, **(more or {})}
+    expected = LINE_ENCODER.encode(record).encode() + b"\n"
+    assert encode_line(7, 1200, "conversations[2].value", text, more) == expected
 
 
 def test_an_empty_part_reads_back_empty(tmp_path: Path) -> None:

@@ -259,21 +259,24 @@ class PartApplier:
     def apply(self, row: dict[str, Any], row_index: int) -> bool:
         """Puts the row's translations in place; False when the row is to be left out."""
         shard = self._shard_of(row_index)
+        # read once a row, not once a unit: assembly walks every unit of every row
+        tally, health, translations = self.tally, self.health, self._translations
+        failed = shard.state is ShardState.FAILED
         keep_row = True
         for unit in extract_units([row], self.paths, row_offset=row_index):
-            self.tally.units_total += 1
+            tally.units_total += 1
             if unit.kind is UnitKind.EMPTY:
-                self.tally.skipped_empty += 1
+                tally.skipped_empty += 1
                 continue
             if unit.kind is UnitKind.NON_TEXT:
-                self.tally.skipped_non_text += 1
+                tally.skipped_non_text += 1
                 continue
             index = self._next_unit
             self._next_unit += 1
-            if shard.state is ShardState.FAILED:
-                self.tally.failed += 1
+            if failed:
+                tally.failed += 1
                 continue
-            line = self._translations.get(index)
+            line = translations.get(index)
             location = format_location(unit.location)
             if line is None or line.row != row_index or line.location != location:
                 raise JobError(
@@ -281,20 +284,20 @@ class PartApplier:
                     f"of job {self.job_id} does not hold unit {index} at row {row_index}, field "
                     f"{location}; its parts do not match its plan, so nothing was written."
                 )
-            if self.health is not None:
-                self.health.add(row_index, location, line.flags, unit.text or "", line.text)
-            if not line.flags or self.health is None or self.health.on_flag == "keep":
+            if health is not None:
+                health.add(row_index, location, line.flags, unit.text or "", line.text)
+            if not line.flags or health is None or health.on_flag == "keep":
                 set_value(row, unit.location, line.text)
-            elif self.health.on_flag == "drop-row":
+            elif health.on_flag == "drop-row":
                 keep_row = False
             self._applied += 1
-            self.tally.translated += 1
-        if shard.state is ShardState.FAILED:
-            self.tally.rows_failed += 1
-            if len(self.tally.failures) < LISTED_FAILURES:
-                self.tally.failures.append({"row": row_index, "error": shard.error})
-        if not keep_row and self.health is not None:
-            self.health.rows_dropped += 1
+            tally.translated += 1
+        if failed:
+            tally.rows_failed += 1
+            if len(tally.failures) < LISTED_FAILURES:
+                tally.failures.append({"row": row_index, "error": shard.error})
+        if not keep_row and health is not None:
+            health.rows_dropped += 1
         return keep_row
 
     def finish(self) -> None:

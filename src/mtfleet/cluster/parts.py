@@ -8,10 +8,12 @@ writes one part per shard too, its lines holding a text per language ({..., "tex
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from mtfleet.cluster.plan import LINE_ENCODER, UnitLine, json_lines
+from mtfleet.bulk import collector_paused
+from mtfleet.cluster.plan import LINE_ENCODER, UnitLine, encode_line, json_lines
 from mtfleet.data.atomic import AtomicFile
 from mtfleet.errors import OutputError
 
@@ -32,17 +34,22 @@ def write_part(path: Path, translations: Iterable[UnitLine]) -> None:
         raise _disk_error(error) from error
     try:
         for line in translations:
-            record: dict[str, object] = {"unit": line.unit, "row": line.row, "loc": line.location}
             if line.targets is None:
-                record["text"] = line.text
-                if line.flags:
-                    record["flags"] = list(line.flags)
-            else:
-                # several target languages: a text per language, flags where there are some
-                record["texts"] = {target: text for target, (text, _) in line.targets.items()}
-                flagged = {target: list(f) for target, (_, f) in line.targets.items() if f}
-                if flagged:
-                    record["flags"] = flagged
+                more = {"flags": list(line.flags)} if line.flags else None
+                output.handle.write(
+                    encode_line(line.unit, line.row, line.location, line.text, more)
+                )
+                continue
+            # several target languages: a text per language, flags where there are some
+            record: dict[str, object] = {
+                "unit": line.unit,
+                "row": line.row,
+                "loc": line.location,
+                "texts": {target: text for target, (text, _) in line.targets.items()},
+            }
+            flagged = {target: list(f) for target, (_, f) in line.targets.items() if f}
+            if flagged:
+                record["flags"] = flagged
             output.handle.write(LINE_ENCODER.encode(record).encode() + b"\n")
     except BaseException:
         output.abort()
@@ -59,27 +66,27 @@ def _disk_error(error: OutputError) -> OSError:
     return cause if isinstance(cause, OSError) else OSError(str(error))
 
 
-def read_part(path: Path) -> Iterator[UnitLine]:
-    with open(path, "rb") as stream:
-        records = json_lines(stream.read())
-    for record in records:
-        texts = record.get("texts")
-        if texts is None:
-            yield UnitLine(
-                record["unit"],
-                record["row"],
-                record["loc"],
-                record["text"],
-                tuple(record.get("flags", ())),
-            )
-            continue
-        flags = record.get("flags", {})
-        yield UnitLine(
+def read_part(path: Path) -> list[UnitLine]:
+    """The part's lines, in order."""
+    with open(path, "rb") as stream, collector_paused():
+        return [_part_line(record) for record in json_lines(stream.read())]
+
+
+def _part_line(record: dict[str, Any]) -> UnitLine:
+    texts = record.get("texts")
+    if texts is None:
+        return UnitLine(
             record["unit"],
             record["row"],
             record["loc"],
-            "",
-            targets={
-                target: (text, tuple(flags.get(target, ()))) for target, text in texts.items()
-            },
+            record["text"],
+            tuple(record.get("flags", ())),
         )
+    flags = record.get("flags", {})
+    return UnitLine(
+        record["unit"],
+        record["row"],
+        record["loc"],
+        "",
+        targets={target: (text, tuple(flags.get(target, ()))) for target, text in texts.items()},
+    )

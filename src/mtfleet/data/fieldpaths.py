@@ -71,6 +71,10 @@ def find_values(row: dict[str, Any], path: FieldPath) -> list[tuple[Location, An
 
 def set_value(row: dict[str, Any], location: Location, value: Any) -> None:
     """Replaces the value at `location` (which must exist) in `row`."""
+    if len(location) == 1:
+        # a top-level field (most locations): set at once, without the walk
+        row[location[0]] = value  # type: ignore[index]
+        return
     if not location:
         raise ValueError("a location names at least one key")
     container: Any = row
@@ -81,6 +85,9 @@ def set_value(row: dict[str, Any], location: Location, value: Any) -> None:
 
 def format_location(location: Location) -> str:
     """("conversations", 2, "value") -> "conversations[2].value"."""
+    if len(location) == 1 and isinstance(location[0], str):
+        # a top-level field (most locations): its name
+        return location[0]
     text = ""
     for step in location:
         if isinstance(step, int):

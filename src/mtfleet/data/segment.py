@@ -19,6 +19,7 @@ from functools import cached_property
 from operator import methodcaller
 from typing import NamedTuple
 
+from mtfleet.bulk import collector_paused
 from mtfleet.data.patterns import Pattern, compile_patterns, find_term
 
 CountTokens = Callable[[Sequence[str]], list[int]]
@@ -191,6 +192,7 @@ _ABBREVIATIONS = frozenset(
     {"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "vs", "cf", "fig", "approx"}
 )
 _DOTTED_ABBREVIATION = re.compile(r"(?:\w\.)+\w")
+_LONGEST_ABBREVIATION = max(map(len, _ABBREVIATIONS))
 
 # Brackets that cannot open or close the sentence they touch: they belong to the verbatim
 # span beside it, like the brackets around a URL.
@@ -243,7 +245,8 @@ def segment_texts(
     and its parts fitted like any other sentence. Each distinct text is segmented once: equal
     texts share one list of pieces.
     """
-    drafted = {text: _draft_pieces(text, protection) for text in dict.fromkeys(texts)}
+    with collector_paused():
+        drafted = {text: _draft_pieces(text, protection) for text in dict.fromkeys(texts)}
     drafts = [drafted[text] for text in texts]
     tokens = _count_new({}, drafted.values(), count_tokens)
     if all(count <= max_tokens for count in tokens.values()):
@@ -450,10 +453,12 @@ def _verbatim_spans(text: str, protection: Protection) -> list[_Span]:
         ]
     if not text.isascii():
         spans += _symbol_spans(text)
-    spans += [
-        _Span(span.start, span.end, span.output, "\n" in text[span.start : span.end])
-        for span in protection.spans(text)
-    ]
+    # without patterns or a glossary, only a <dnt> span is protected: most texts ask for nothing
+    if protection.patterns or protection.glossary or "<dnt>" in text:
+        spans += [
+            _Span(span.start, span.end, span.output, "\n" in text[span.start : span.end])
+            for span in protection.spans(text)
+        ]
     if len(spans) < 2:
         return spans
     chosen: list[_Span] = []
@@ -563,10 +568,9 @@ def _sentence_pieces(
 
 def _sentence_cuts(line: str) -> list[int]:
     """Where the sentences of `line` end, in order."""
-    ends = list(_SENTENCE_END.finditer(line))
+    ends: Iterable[re.Match[str]] = _SENTENCE_END.finditer(line)
     if not line.isascii() and not _CJK_MARKS.isdisjoint(line):
-        ends += _CJK_SENTENCE_END.finditer(line)
-        ends.sort(key=_START)
+        ends = sorted([*ends, *_CJK_SENTENCE_END.finditer(line)], key=_START)
     return [match.end() for match in ends if _ends_sentence(line, match)]
 
 
@@ -701,13 +705,16 @@ def cut_at_holes(piece: Piece) -> list[Piece]:
 
 
 def _ends_sentence(line: str, match: re.Match[str]) -> bool:
-    if match.group(1).islower():
+    if match[1].islower():
         return False
-    if match.group() != ".":
+    if match[0] != ".":
         return True
     start = match.start()
     space = max(line.rfind(" ", 0, start), line.rfind("\t", 0, start))
     word = line[space + 1 : start].lstrip("\"'“‘([")
+    if len(word) > _LONGEST_ABBREVIATION and "." not in word:
+        # longer than any abbreviation or list number, and not dotted: most words
+        return True
     return not (
         word.lower() in _ABBREVIATIONS
         or (len(word) == 1 and word.isalpha())

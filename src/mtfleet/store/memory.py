@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -255,7 +256,11 @@ class TranslationMemory:
             if conn.dialect.name == "postgresql":
                 _copy_upsert(conn, rows)
             else:
-                conn.exec_driver_sql(_upsert_sql(conn.dialect), list(rows))
+                # in key order, each index page is found and changed once for its rows: a
+                # sha256's order is random, and a large memory's inserts took 20% longer (1M
+                # entries); a stable sort, so a key's last row still wins
+                in_order = sorted(rows, key=itemgetter(0, 1))
+                conn.exec_driver_sql(_upsert_sql(conn.dialect), in_order)
 
     def _write(self) -> Any:
         # not retried here: the memory is advice, and the caller has its own way on (a translator
