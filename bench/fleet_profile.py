@@ -14,6 +14,10 @@ coordinator and translators (the job keeps its work files: `keep_work`) and its 
 - to the driver: the assembly's end until `run_job` returns (the `succeeded` record, the
   driver hearing of it, the coordinator stopped, the work files removed).
 
+Beside them, the CPU seconds the job's other processes used meanwhile (`psutil`): the coordinator,
+the planning and assembly worker (`ray::IDLE`), the warm pool, Ray's servers, this driver. On 2
+cores, 2 translators leave none of them a core of its own.
+
 Prints a table per run and the medians, and the ratio of 1 translator's median wall time to 2's
 (`two_translators_vs_one`, the bench's ratio), and writes bench/results/fleet_profile.json and
 fleet_profile.png (stacked phases). Runs labelled with `--label` are kept side by side in the
@@ -119,9 +123,11 @@ def profile_job(settings: Settings, workload: Any, translators: int) -> dict[str
         keep_work=True,  # its logs: the phases' times
         **engine,
     )
+    cpu_before = _cpu_by_process()
     started = time.time()
     result = run_job(spec, state_dir=job_dir / "state")
     returned = time.time()
+    cpu_after = _cpu_by_process()
     if result.state != "succeeded":
         raise RuntimeError(f"the {translators}-translator job ended {result.state}")
     with JobStore.for_state_dir(job_dir / "state") as store:
@@ -152,7 +158,46 @@ def profile_job(settings: Settings, workload: Any, translators: int) -> dict[str
         "idle_in_translating_s": sorted(
             round(phases["translating"] - seconds, 3) for seconds in busy.values()
         ),
+        "cpu_s_beside_translators": _cpu_used(cpu_before, cpu_after),
     }
+
+
+def _cpu_by_process() -> dict[int, tuple[str, float]]:
+    """Each of this machine's processes: its kind (`_kind`) and the CPU seconds it has used."""
+    import psutil
+
+    processes = {}
+    for process in psutil.process_iter(["cmdline", "cpu_times"]):
+        kind = _kind(process.pid, process.info["cmdline"] or [])
+        times = process.info["cpu_times"]
+        if kind is not None and times is not None:
+            processes[process.pid] = (kind, times.user + times.system)
+    return processes
+
+
+def _kind(pid: int, cmdline: list[str]) -> str | None:
+    """A Ray worker by its title (`ray::JobCoordinator`, `ray::IDLE`: the planning and assembly
+    tasks' worker), Ray's own servers, this driver; None for the machine's other processes."""
+    command = " ".join(cmdline)
+    if pid == os.getpid():
+        return "driver"
+    if command.startswith("ray::"):
+        return command.split()[0]
+    for server in ("gcs_server", "raylet", "dashboard", "log_monitor", "runtime_env"):
+        if server in command:
+            return f"ray {server}"
+    return None
+
+
+def _cpu_used(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds used in between, by kind, of the processes alive at the end (the translators
+    have ended by then: their engines' time is `busy_s`)."""
+    used: dict[str, float] = defaultdict(float)
+    for pid, (kind, seconds) in after.items():
+        used[kind] += seconds - before.get(pid, (kind, 0.0))[1]
+    return {kind: round(seconds, 2) for kind, seconds in sorted(used.items()) if seconds >= 0.01}
 
 
 def _logged(logs_dir: Path) -> list[tuple[float, str, str]]:
@@ -173,9 +218,11 @@ def _logged(logs_dir: Path) -> list[tuple[float, str, str]]:
 
 def _line(run: dict[str, Any]) -> str:
     phases = "  ".join(f"{name} {run['phases_s'][name]:6.2f}" for name in PHASES)
+    beside = sum(run["cpu_s_beside_translators"].values())
     return (
         f"{run['translators']} translator(s): {run['wall_s']:6.2f} s = {phases}; "
-        f"busy {run['busy_s']}, idle {run['idle_in_translating_s']}"
+        f"busy {run['busy_s']}, idle {run['idle_in_translating_s']}; "
+        f"CPU beside them {beside:.2f} s {run['cpu_s_beside_translators']}"
     )
 
 
@@ -190,6 +237,10 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 for name in PHASES
             },
             "busy_s_total": round(statistics.median(sum(run["busy_s"]) for run in mine), 3),
+            "cpu_s_beside_translators": round(
+                statistics.median(sum(run["cpu_s_beside_translators"].values()) for run in mine),
+                2,
+            ),
         }
     summary["two_translators_vs_one"] = round(summary["1"]["wall_s"] / summary["2"]["wall_s"], 3)
     return summary
@@ -197,12 +248,19 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _print_summary(summary: dict[str, Any]) -> None:
     print()
-    print("| translators | wall s | " + " | ".join(PHASES) + " | engine busy s (all) |")
-    print("|---:|---:|" + "---:|" * len(PHASES) + "---:|")
+    print(
+        "| translators | wall s | "
+        + " | ".join(PHASES)
+        + " | engine busy s (all) | CPU s beside them |"
+    )
+    print("|---:|---:|" + "---:|" * len(PHASES) + "---:|---:|")
     for translators in ("1", "2"):
         row = summary[translators]
         phases = " | ".join(f"{row['phases_s'][name]:.2f}" for name in PHASES)
-        print(f"| {translators} | {row['wall_s']:.2f} | {phases} | {row['busy_s_total']:.2f} |")
+        print(
+            f"| {translators} | {row['wall_s']:.2f} | {phases} | {row['busy_s_total']:.2f} | "
+            f"{row['cpu_s_beside_translators']:.2f} |"
+        )
     print(f"\ntwo_translators_vs_one (medians): {summary['two_translators_vs_one']:.3f}")
 
 
