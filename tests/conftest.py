@@ -19,6 +19,15 @@ POSTGRES_URL = os.environ.get(
 )
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A job store URL, each test run twice: a SQLite file of its own, then a fresh PostgreSQL
+    schema (`postgres_store_url`)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    return request.getfixturevalue("postgres_store_url")
+
+
 @pytest.fixture
 def postgres_store_url() -> Iterator[str]:
     """A job store URL whose tables live in a fresh PostgreSQL schema, dropped after the test."""

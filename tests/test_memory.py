@@ -36,14 +36,9 @@ from mtfleet.testing.cluster import reverse_spec
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
-    url = (
-        f"sqlite:///{tmp_path / 'jobs.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_store_url")
-    )
-    with JobStore(url) as opened:
+@pytest.fixture
+def store(store_url: str) -> Iterator[JobStore]:
+    with JobStore(store_url) as opened:
         yield opened
 
 

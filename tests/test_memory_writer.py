@@ -14,14 +14,9 @@ from mtfleet.store import JobStore
 from mtfleet.store.memory import Remembered, TranslationMemory, segment_sha256
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
-    url = (
-        f"sqlite:///{tmp_path / 'jobs.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_store_url")
-    )
-    with JobStore(url) as opened:
+@pytest.fixture
+def store(store_url: str) -> Iterator[JobStore]:
+    with JobStore(store_url) as opened:
         TranslationMemory(opened).clear()
         yield opened
 
