@@ -247,9 +247,9 @@ class TranslationMemory:
             after = (rows[-1].signature, rows[-1].source_sha256)
 
     def _upsert(self, rows: Sequence[tuple[str, str, str, str, float]]) -> None:
-        """Inserts or replaces `rows` (EXPORT_COLUMNS, the flags as JSON text) with the driver's
-        own executemany of one statement compiled once a dialect: SQLAlchemy's executemany
-        processed each row's parameters in Python (over half a shard's write, `bench/scale.py`)."""
+        """Inserts or replaces `rows` (EXPORT_COLUMNS, the flags as JSON text): on PostgreSQL by
+        COPY, on SQLite with the driver's own executemany of one statement (SQLAlchemy's processed
+        each row's parameters in Python: over half a shard's write, `bench/scale.py`)."""
         if not rows:
             return
         with self._write() as conn:
@@ -260,7 +260,7 @@ class TranslationMemory:
                 # sha256's order is random, and a large memory's inserts took 20% longer (1M
                 # entries); a stable sort, so a key's last row still wins
                 in_order = sorted(rows, key=itemgetter(0, 1))
-                conn.exec_driver_sql(_upsert_sql(conn.dialect), in_order)
+                conn.exec_driver_sql(_SQLITE_UPSERT, in_order)
 
     def _write(self) -> Any:
         # not retried here: the memory is advice, and the caller has its own way on (a translator
@@ -276,17 +276,16 @@ def _flags_json(flags: Sequence[str] | None) -> str:
     return json.dumps(list(flags)) if flags else "[]"
 
 
-def _upsert_sql(dialect: sa.Dialect) -> str:
-    """The memory's upsert of one row of EXPORT_COLUMNS (positional), in the SQL both dialects
-    share: SQLite's `?`, psycopg's `%s`, the flags' JSON text cast to the column's type there."""
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    flags = mark if dialect.name == "sqlite" else f"CAST({mark} AS JSON)"
-    return (
-        f"INSERT INTO {memory.name} ({', '.join(EXPORT_COLUMNS)}) "
-        f"VALUES ({mark}, {mark}, {mark}, {flags}, {mark}) "
-        "ON CONFLICT (signature, source_sha256) DO UPDATE SET target = excluded.target, "
-        "flags = excluded.flags, used_at = excluded.used_at"
-    )
+# A row's upsert: its key's row replaced by the last one written.
+_ON_CONFLICT = (
+    "ON CONFLICT (signature, source_sha256) DO UPDATE SET target = excluded.target, "
+    "flags = excluded.flags, used_at = excluded.used_at"
+)
+# SQLite's upsert of one row of EXPORT_COLUMNS (positional, the flags as JSON text).
+_SQLITE_UPSERT = (
+    f"INSERT INTO {memory.name} ({', '.join(EXPORT_COLUMNS)}) VALUES (?, ?, ?, ?, ?) "
+    + _ON_CONFLICT
+)
 
 
 def _copy_upsert(conn: sa.Connection, rows: Sequence[tuple[str, str, str, str, float]]) -> None:
@@ -305,6 +304,5 @@ def _copy_upsert(conn: sa.Connection, rows: Sequence[tuple[str, str, str, str, f
         f"INSERT INTO {memory.name} ({', '.join(EXPORT_COLUMNS)}) "
         "SELECT DISTINCT ON (signature, source_sha256) signature, source_sha256, target, "
         f"CAST(flags AS JSON), used_at FROM {_INCOMING} ORDER BY signature, source_sha256, n DESC "
-        "ON CONFLICT (signature, source_sha256) DO UPDATE SET target = excluded.target, "
-        "flags = excluded.flags, used_at = excluded.used_at"
+        + _ON_CONFLICT
     )
