@@ -40,6 +40,9 @@ MAX_LENGTH_OFFSET = 1024
 MAX_TARGETS = 64
 MAX_BATCH_TOKENS = 1 << 20
 MAX_SHARD_TOKENS = 1 << 24
+# The most estimated tokens of a shard sized to the fleet (`plan.ShardSizing`): a translator holds
+# its segments, assembly its translations, and a lost lease loses its work.
+FLEET_MOST_TOKENS = 256_000
 MAX_ATTEMPTS = 100
 # A target's code goes into its output path: letters, then parts of letters and digits after _ or -
 # (de, eng_Latn, zh-Hans, de_DE), never a separator or a dot.
@@ -127,7 +130,7 @@ class JobSpec(BaseModel):
         le=MAX_SHARD_TOKENS,
         description="Most estimated source tokens per shard; the last are smaller. By default "
         "sized to the fleet when the job is planned: as large as its translators can share "
-        "evenly (one translator: no smaller ones at the end), at most 256,000.",
+        f"evenly (one translator: no smaller ones at the end), at most {FLEET_MOST_TOKENS:,}.",
     )
     on_error: OnError = "keep-source"
     protect: list[str] = Field(

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mtfleet.spec import JobSpec
+from mtfleet.spec import FLEET_MOST_TOKENS, JobSpec
 
 
 def _default(name: str) -> str:
@@ -71,7 +71,7 @@ ShardTokens = Annotated[
         help="Most estimated source tokens per shard (the unit of leasing, retry and resume); "
         "shards shrink toward the end of a job. Default: sized when the job is planned to the "
         "translators it has then, as large as they can share evenly (one translator: equal "
-        "shards, no smaller ones at the end), at most 256,000."
+        f"shards, no smaller ones at the end), at most {FLEET_MOST_TOKENS:,}."
     ),
 ]
 OnError = Annotated[

@@ -39,7 +39,7 @@ from mtfleet.data import (
     style_to_json,
 )
 from mtfleet.data.atomic import AtomicFile, write_bytes_atomically
-from mtfleet.spec import JobSpec, memory_settings
+from mtfleet.spec import FLEET_MOST_TOKENS, JobSpec, memory_settings
 from mtfleet.store import JobStore, ShardPlan
 from mtfleet.store.memory import TranslationMemory, segment_sha256
 
@@ -58,9 +58,6 @@ FLEET_BODY_SHARE = 3
 FLEET_LEAST_TOKENS = 32000
 FLEET_SMALLEST_SHARE = 16
 FLEET_SMALLEST_TOKENS = 2000
-# The most estimated tokens of a shard sized to the fleet: a translator holds its segments, assembly
-# its translations, and a lost lease loses its work.
-FLEET_MOST_TOKENS = 256_000
 # Rows `check_fields` reads before any work: a path matching none of them is most likely a typo.
 HEAD_ROWS = 1000
 # Entries buffered before an index or cost array is appended to its file.
