@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from run import MAX_LENGTH_FACTOR, MAX_LENGTH_OFFSET, PROFILES, build_model, build_workloads
-from systems import Settings, start_cluster, stop_cluster
+from systems import Settings, convert_for_ct2, job_spec, start_cluster, stop_cluster
 
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "results" / "fleet_profile.json"
@@ -67,7 +67,7 @@ def main() -> None:
     workload = build_workloads(profile, work / "data", ["alpaca"])["alpaca"][0]
     load_before = os.getloadavg()
     start_cluster()
-    _convert(settings)
+    convert_for_ct2(settings)
     runs = []
     try:
         for round_ in range(args.rounds):
@@ -94,34 +94,21 @@ def main() -> None:
     print(f"wrote {args.out} and {args.out.with_suffix('.png').name}")
 
 
-def _convert(settings: Settings) -> None:
-    """The ct2 conversion is a one-off, like the model's download: before any clock."""
-    from mtfleet.engines.ct2 import converted_model
-    from mtfleet.engines.tokens import files_sha256
-
-    converted_model(settings.model_dir, files_sha256(settings.model_dir), "int8")
-
-
 def profile_job(settings: Settings, workload: Any, translators: int) -> dict[str, Any]:
     """One job's wall time and its phases (seconds), with each translator's busy time."""
     from mtfleet.cluster import run_job
     from mtfleet.cluster.protocol import ShardStats
-    from mtfleet.spec import JobSpec
     from mtfleet.store import JobStore
 
     job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=settings.work_dir))
-    engine = settings.engine_settings(1)
-    del engine["device"]  # the cluster places translators
-    spec = JobSpec(
-        input=str(workload.path),
-        output=str(job_dir / workload.path.name),
-        model=str(settings.model_dir),
-        fields=workload.fields,
-        engine="ct2",
+    spec = job_spec(
+        workload,
+        settings,
+        job_dir,
+        "ct2",
         cpu_translators_per_node=translators,
         checks=False,
         keep_work=True,  # its logs: the phases' times
-        **engine,
     )
     cpu_before = _cpu_by_process()
     started = time.time()

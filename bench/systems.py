@@ -116,12 +116,10 @@ def ct2_direct(workload: Workload, settings: Settings) -> Run:
     from transformers import AutoTokenizer, GenerationConfig
 
     from mtfleet.data import segment_texts
-    from mtfleet.engines.ct2 import converted_model
-    from mtfleet.engines.tokens import files_sha256
 
     tokenizer = AutoTokenizer.from_pretrained(settings.model_dir)
     generation = GenerationConfig.from_pretrained(settings.model_dir)
-    converted = converted_model(settings.model_dir, files_sha256(settings.model_dir), "int8")
+    converted = convert_for_ct2(settings)
     translator = ctranslate2.Translator(
         str(converted), device="cpu", compute_type="int8", intra_threads=settings.threads
     )
@@ -208,6 +206,39 @@ def stop_cluster() -> None:
         ray.shutdown()
 
 
+def convert_for_ct2(settings: Settings) -> Path:
+    """The bench model converted for ct2 (int8), where a job's translators find it: a one-off,
+    like downloading the model, done before any clock starts."""
+    from mtfleet.engines.ct2 import converted_model
+    from mtfleet.engines.tokens import files_sha256
+
+    return Path(converted_model(settings.model_dir, files_sha256(settings.model_dir), "int8"))
+
+
+def job_spec(
+    workload: Workload,
+    settings: Settings,
+    job_dir: Path,
+    engine_name: str,
+    beam: int = 1,
+    **more: Any,
+) -> Any:
+    """The job of `workload` on the bench model and its decoding settings, its output in
+    `job_dir`; `more` are JobSpec settings of its own (translators, checks, ...)."""
+    from mtfleet.spec import JobSpec
+
+    engine = {**settings.engine_settings(beam), **more}
+    del engine["device"]  # the cluster places translators
+    return JobSpec(
+        input=str(workload.path),
+        output=str(job_dir / workload.path.name),
+        model=str(settings.model_dir),
+        fields=workload.fields,
+        engine=engine_name,
+        **engine,
+    )
+
+
 # how long the warm rows keep their translators: past the timed job, gone before the next workload
 WARM_KEEP_S = 120.0
 
@@ -239,36 +270,27 @@ def mtfleet_job(
 
     def prepare(workload: Workload, settings: Settings) -> Run:
         from mtfleet.cluster import run_job
-        from mtfleet.spec import JobSpec
         from mtfleet.store import JobStore
         from mtfleet.testing.faults import SlowTranslators
 
         start_cluster()
 
         if engine_name == "ct2":
-            # converting is a one-off, like downloading the model: done before the clock starts
-            from mtfleet.engines.ct2 import converted_model
-            from mtfleet.engines.tokens import files_sha256
-
-            converted_model(settings.model_dir, files_sha256(settings.model_dir), "int8")
+            convert_for_ct2(settings)
         job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=settings.work_dir))
         # the output may not lie in the state dir (a job refuses it): side by side
         state_dir = job_dir / "state"
-        engine = settings.engine_settings(beam)
-        del engine["device"]  # the cluster places translators
-        if all_cores:
-            engine["threads"] = None
-        spec = JobSpec(
-            input=str(workload.path),
-            output=str(job_dir / workload.path.name),
-            model=str(settings.model_dir),
-            fields=workload.fields,
-            engine=engine_name,
+        spec = job_spec(
+            workload,
+            settings,
+            job_dir,
+            engine_name,
+            beam=beam,
             cpu_translators_per_node=translators,
             keep_warm_s=WARM_KEEP_S if warm else None,
             speculative_tail=speculative_tail,
             checks=checks,
-            **engine,
+            **({"threads": None} if all_cores else {}),
         )
         if warm:
             first = spec.model_copy(update={"output": str(job_dir / f"first-{workload.path.name}")})
