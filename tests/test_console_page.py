@@ -544,9 +544,11 @@ def test_the_logs_panel_shows_only_when_the_api_serves_a_jobs_logs(
     sign_in(page, api, "#/job/small-done")
 
     expect(page.locator("#manifest-summary")).to_be_visible()
-    # a whole look at the job after it: the logs are asked for beside the manifest
-    seen = page.evaluate("Number(document.body.dataset.refreshed)")
-    page.wait_for_function("seen => Number(document.body.dataset.refreshed) > seen", arg=seen)
+    # a whole look at the job after it: the logs are asked for beside the manifest. The
+    # manifest can show before the first look has ended, when no look is counted yet.
+    looks = "Number(document.body.dataset.refreshed ?? 0)"
+    seen = page.evaluate(looks)
+    page.wait_for_function(f"seen => {looks} > seen", arg=seen)
 
     panel = expect(page.locator("#logs-panel"))
     if answered:
