@@ -12,12 +12,11 @@ install: $(STAMP) chromium
 LOCK := deploy/constraints.txt
 # the installer and mtfleet's build backend, pinned as LOCK pins the rest: pip builds mtfleet with
 # this setuptools (--no-build-isolation), not with the newest one in an isolated build environment
-PIP_VERSION := 26.3
-SETUPTOOLS_VERSION := 84.2.1
+BUILD_TOOLS := deploy/build-requirements.txt
 
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml $(LOCK) $(BUILD_TOOLS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet pip==$(PIP_VERSION) setuptools==$(SETUPTOOLS_VERSION)
+	$(BIN)/pip install --quiet --requirement $(BUILD_TOOLS)
 	# torch first, pinned, so pip takes the wheel on disk (CPU) or the CUDA build, never an unpinned one
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet --no-build-isolation --constraint $(LOCK) -e '.[dev]'
@@ -30,7 +29,7 @@ LOCK_VENV := .lock-venv
 lock:
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/pip install --quiet pip==$(PIP_VERSION) setuptools==$(SETUPTOOLS_VERSION)
+	$(LOCK_VENV)/bin/pip install --quiet --requirement $(BUILD_TOOLS)
 	$(LOCK_VENV)/bin/pip install --quiet torch==2.13.0
 	$(LOCK_VENV)/bin/pip install --quiet --no-build-isolation -e '.[dev]'
 	{ \
