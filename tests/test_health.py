@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mtfleet.checked import CheckedEngine
 from mtfleet.data.segment import Protection, segment
-from mtfleet.health import HealthChecks, LengthBand, log_length_ratio, repetition_loop, untranslated
+from mtfleet.health import (
+    HealthChecks,
+    LanguageCheck,
+    LengthBand,
+    log_length_ratio,
+    preload_language_models,
+    repetition_loop,
+    untranslated,
+)
 from mtfleet.pipeline import translate_texts
 from mtfleet.testing.engines import ReverseEngine
 
@@ -121,6 +130,31 @@ def test_wrong_language_is_flagged_only_where_the_target_is_named_and_known() ->
     assert german.segment_flags("Two dogs play in the snow.", "Zwei Hunde spielen im Schnee.") == []
     assert HealthChecks(tgt_lang="xx_Unknown").language is None
     assert HealthChecks(tgt_lang="deu_Latn").language is not None
+
+
+def test_a_jobs_language_models_load_before_its_checks_for_each_target_it_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mtfleet.spec import JobSpec
+
+    base = {"input": "a.jsonl", "output": "b.{tgt_lang}.jsonl", "model": "m", "fields": ["text"]}
+    loaded: list[tuple[str | None, str | None, bool]] = []
+    real = LanguageCheck.for_codes
+
+    def for_codes(tgt_lang: str | None, src_lang: str | None, *, preloaded: bool = False) -> Any:
+        loaded.append((tgt_lang, src_lang, preloaded))
+        return real(tgt_lang, src_lang, preloaded=preloaded)
+
+    monkeypatch.setattr(LanguageCheck, "for_codes", for_codes)
+    preload_language_models(JobSpec(**base, src_lang="en", tgt_lang=["de", "fr"]))
+    preload_language_models(JobSpec(**base, src_lang="en", tgt_lang="hi", checks=False))
+
+    assert loaded == [("de", "en", True), ("fr", "en", True)]
+    # a check made after the load judges as one that loads at its first check
+    german = LanguageCheck.for_codes("de", "en")
+    assert german is not None
+    assert german.wrong("Deux chiens jouent dans la neige ensemble.")
+    assert not german.wrong("Zwei Hunde spielen im Schnee.")
 
 
 def test_protected_spans_and_dnt_tags_are_kept_verbatim_and_the_tags_dropped() -> None:

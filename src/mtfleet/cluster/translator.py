@@ -40,7 +40,7 @@ from mtfleet.engines import Engine, load_engine
 from mtfleet.engines.base import Cancelled, cancellable
 from mtfleet.engines.targets import TargetEngines
 from mtfleet.errors import StoreError
-from mtfleet.health import job_checks
+from mtfleet.health import job_checks, preload_language_models
 from mtfleet.pipeline import TranslationOutcome, translate_texts, translate_to_targets
 from mtfleet.spec import JobSpec, memory_settings
 from mtfleet.store.memory import memory_signature, segment_sha256
@@ -224,6 +224,11 @@ class Translator:
         engine = self._warm_engine()
         signature = engine.describe()
         self.protection, self.checks = job_checks(self.spec, engine)
+        if self.spec.checks and getattr(engine, "health_checked", True):
+            # lingua's models load beside the first shard's translation, not inside its checks
+            threading.Thread(
+                target=preload_language_models, args=(self.spec,), name="lingua", daemon=True
+            ).start()
         # each target language's segments go through its own translation memory
         self.memory_keys = (
             segment_memory_keys(self.spec, engine)

@@ -31,6 +31,11 @@ class TargetEngines:
         return list(self.engines)
 
     @property
+    def health_checked(self) -> bool:
+        """Whether any target's output is checked (`health.job_checks`, per target)."""
+        return any(getattr(engine, "health_checked", True) for engine in self.engines.values())
+
+    @property
     def max_batch_tokens(self) -> int:
         return next(iter(self.engines.values())).max_batch_tokens
 
