@@ -216,6 +216,35 @@ def test_planning_fills_the_units_the_memory_holds_and_leases_only_shards_with_o
     assert manifest["health"]["units_flagged"] == 1
 
 
+def test_planning_tells_of_work_once_when_the_memory_lacks_units_and_never_when_it_holds_all(
+    store: JobStore, tmp_path: Path
+) -> None:
+    rows = [{"id": i, "text": f"Row {i} says hello."} for i in range(3000)]
+    dataset = tmp_path / "rows.jsonl"
+    dataset.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    spec = reverse_spec(dataset, tmp_path / "out.jsonl", ["text"])
+    keys = units_memory_keys(spec)
+    assert keys is not None
+    held = {segment_sha256(row["text"]): (row["text"][::-1], []) for row in rows}
+    TranslationMemory(store).remember(keys[spec.tgt_lang], held)
+    told: list[int] = []
+
+    def plan(units_planned: int) -> None:
+        filler = UnitFiller(store, keys, False, on_work=lambda: told.append(units_planned))
+        plan_job(spec, tmp_path / f"work-{units_planned}", filler)
+
+    plan(0)
+    assert told == []  # the memory holds every unit: no translator is wanted
+    dataset.write_text(
+        "".join(json.dumps(row) + "\n" for row in rows[:2000])
+        + "".join(
+            json.dumps({**row, "text": row["text"] + " Again."}) + "\n" for row in rows[2000:]
+        )
+    )
+    plan(1)
+    assert told == [1]  # once, though 1,000 units are not held
+
+
 @pytest.mark.cluster
 def test_a_second_job_over_the_same_text_is_taken_wholly_from_memory_byte_for_byte(
     tmp_path: Path,

@@ -215,8 +215,8 @@ class JobCoordinator:
 
     def _planning_may_fill(self) -> bool:
         """Whether planning may fill units from the translation memory (it holds some under the
-        job's keys): then no translator is placed before the plan shows work left, and a job
-        filled wholly at planning is assembled without starting one."""
+        job's keys): then no translator is placed before planning finds a unit it does not hold
+        (`work_found`), and a job filled wholly at planning is assembled without starting one."""
         if not tasks.fills_from_memory(self.spec):
             return False
         keys = units_memory_keys(self.spec)
@@ -226,7 +226,9 @@ class JobCoordinator:
         """Writes the unit file, then the shards (a job planned before keeps its own)."""
         try:
             translators = self.placement.fleet_size(ray.nodes())
-            shards = tasks.plan(self.spec, self.work_dir, self.store_url, translators)
+            shards = tasks.plan(
+                self.spec, self.work_dir, self.store_url, translators, _current_actor()
+            )
             if not self.store.jobs.add_plan(self.job_id, shards):
                 return
         except MtfleetError as error:
@@ -243,7 +245,13 @@ class JobCoordinator:
             self.job_id, "planned", f"Planned: {len(shards)} shards for {translators} translators."
         )
         self.planned.set()
+        self.fleet.wake()
         self.ledger_changed()
+
+    def work_found(self) -> None:
+        """Planning's word that the memory does not hold every unit: translators are placed now,
+        to load their engines while the rest is planned."""
+        self.fleet.place_now()
 
     def move(self, to: str, error: str | None = None) -> tuple[bool, str]:
         """A client's pause, resume or cancel (`control.steer`): whether this call moved the job,
@@ -407,6 +415,13 @@ class JobCoordinator:
 JobCoordinatorActor = ray.remote(
     max_restarts=-1, max_task_retries=-1, max_concurrency=MAX_CONCURRENCY, num_cpus=0
 )(JobCoordinator)
+
+
+def _current_actor() -> Any:
+    """This coordinator's actor handle; None outside an actor (a test's)."""
+    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return None
+    return ray.get_runtime_context().current_actor
 
 
 def _restarted_by_ray() -> bool:

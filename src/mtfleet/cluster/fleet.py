@@ -95,7 +95,14 @@ class FleetLoop:
         self.thread.start()
 
     def wake(self) -> None:
-        """Ticks now: a completion left no lease held, and the job may have no shard left."""
+        """Ticks now: a completion left no lease held and the job may have no shard left, or the
+        plan is written."""
+        self.woken.set()
+
+    def place_now(self) -> None:
+        """Places translators from the next tick on, now, though the job is still planned: the
+        memory does not fill it all."""
+        self.place_while_planning = True
         self.woken.set()
 
     def ended(self, timeout_s: float) -> bool:
@@ -142,14 +149,10 @@ class FleetLoop:
             self._rest()
 
     def _rest(self) -> None:
-        """Waits for the next tick: longer while idle, cut short by the end of planning."""
-        if not self.idle:
-            if self.woken.wait(FLEET_TICK_S):
-                self.woken.clear()
-        elif self.planned.is_set():
-            time.sleep(IDLE_TICK_S)
-        else:
-            self.planned.wait(IDLE_TICK_S)
+        """Waits for the next tick: longer while idle (paused, or planning), cut short by `wake`
+        (the last lease given back, the plan's end, planning finding work)."""
+        if self.woken.wait(IDLE_TICK_S if self.idle else FLEET_TICK_S):
+            self.woken.clear()
 
     def _tick(self) -> bool:
         """One round of the fleet loop; True when the job has ended."""
@@ -176,7 +179,7 @@ class FleetLoop:
             self.reaping.release_idle(None, "paused")
         if not self.planned.is_set():
             # Translators are placed while the job is planned, so they load their models
-            # meanwhile; unless the memory may fill it all: then once the plan shows work left.
+            # meanwhile; unless the memory may fill it all: then once planning finds work (`place_now`).
             if self.place_while_planning:
                 self._place(nodes, job.state, None)
             return False

@@ -18,7 +18,7 @@ import json
 import math
 import os
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
@@ -229,11 +229,18 @@ class UnitFiller:
     target when the job has several), a batch of texts at a time."""
 
     def __init__(
-        self, store: JobStore, keys: Mapping[str | None, str], several_targets: bool
+        self,
+        store: JobStore,
+        keys: Mapping[str | None, str],
+        several_targets: bool,
+        on_work: Callable[[], None] | None = None,
     ) -> None:
+        """`on_work` is called once, at the first unit the memory does not hold: the job has
+        work for translators."""
         self.memory = TranslationMemory(store)
         self.keys = dict(keys)
         self.several_targets = several_targets
+        self.on_work = on_work
 
     def fill(self, texts: Sequence[str]) -> dict[str, Translation | dict[str, Translation]]:
         by_hash = {segment_sha256(text): text for text in texts}
@@ -251,6 +258,9 @@ class UnitFiller:
                 if self.several_targets
                 else next(iter(each.values()))
             )
+        if self.on_work is not None and len(filled) < len(by_hash):
+            on_work, self.on_work = self.on_work, None
+            on_work()
         return filled
 
 

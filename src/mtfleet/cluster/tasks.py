@@ -27,7 +27,7 @@ WORK_MEMORY_BYTES = 512 * 1024 * 1024
 
 @ray.remote(num_cpus=0, max_retries=0)
 def _plan_task(
-    spec: dict[str, Any], work_dir: str, store_url: str, translators: int
+    spec: dict[str, Any], work_dir: str, store_url: str, translators: int, coordinator: Any
 ) -> list[ShardPlan]:
     from mtfleet.cluster.plan import UnitFiller, plan_job, units_memory_keys
 
@@ -36,8 +36,11 @@ def _plan_task(
     if keys is None:
         return plan_job(job_spec, Path(work_dir), translators=translators)
     several = isinstance(job_spec.tgt_lang, list)
+    # the coordinator, which waits to place translators until planning finds work, hears of the
+    # first unit the memory does not hold at once
+    on_work = None if coordinator is None else coordinator.work_found.remote
     with JobStore(store_url) as store:
-        filler = UnitFiller(store, keys, several)
+        filler = UnitFiller(store, keys, several, on_work)
         return plan_job(job_spec, Path(work_dir), filler, translators=translators)
 
 
@@ -60,11 +63,22 @@ def _assemble_task(store_url: str, job_id: str, work_dir: str) -> dict[str, Any]
     return assemble(JobStore(store_url), job_id, Path(work_dir))
 
 
-def plan(spec: JobSpec, work_dir: Path, store_url: str, translators: int) -> list[ShardPlan]:
+def plan(
+    spec: JobSpec, work_dir: Path, store_url: str, translators: int, coordinator: Any = None
+) -> list[ShardPlan]:
     """The job's unit file written and its shards cut for `translators` translators
     (`plan.plan_job`), the units the translation memory of the store at `store_url` holds filled
-    from it, in a task."""
-    return _run(_plan_task, "planning", spec.model_dump(), str(work_dir), store_url, translators)
+    from it, in a task; its `coordinator` actor (if any) is told `work_found` at the first unit
+    the memory does not hold."""
+    return _run(
+        _plan_task,
+        "planning",
+        spec.model_dump(),
+        str(work_dir),
+        store_url,
+        translators,
+        coordinator,
+    )
 
 
 def assemble(store_url: str, job_id: str, work_dir: Path) -> dict[str, Any]:
