@@ -129,6 +129,12 @@ clean:
 bench-padding: install
 	$(BIN)/python bench/padding.py
 
+# a small edit of a large dataset on a cold fleet, against the same job the memory fills wholly
+# (bench/results/memory_edit.json, .png)
+.PHONY: bench-memory-edit
+bench-memory-edit: install
+	$(BIN)/python bench/memory_edit.py
+
 # where a second translator loses: 1 and 2 translators' alpaca jobs on ct2, phase by phase
 # (bench/results/fleet_profile.json, .png)
 .PHONY: bench-fleet-profile
