@@ -183,17 +183,28 @@ SLOW_SWITCH = Path(tempfile.gettempdir()) / f"mtfleet-bench-slow-{os.getpid()}"
 CLUSTER_STARTS: list[float] = []
 
 
-def start_cluster() -> None:
+def start_cluster(slow_switch: bool = False) -> None:
     """The local Ray cluster the job rows run on, started once before the first of them.
 
     Jobs find it as `mtfleet translate --address` finds a running cluster: starting and stopping
     Ray belongs to the cluster's life, not to a job's, and is recorded apart (`CLUSTER_STARTS`).
+    With `slow_switch` (the mixed rows), its translators find the switch that slows one of them;
+    it also turns the translation memory off (a slowed translator wants every batch to reach its
+    engine), so the other rows run on a cluster without it, with the memory on as a user's job.
+    A cluster of the other kind is stopped first.
     """
     from mtfleet.cluster.runtime import connect
     from mtfleet.testing.faults import SlowTranslators
 
-    # the translators find the mixed fleet's switch: they inherit the cluster's environment
-    os.environ.update(SlowTranslators(SLOW_SWITCH).environment)
+    # the translators inherit the cluster's environment
+    switch = SlowTranslators(SLOW_SWITCH).environment
+    if all((os.environ.get(name) == value) != slow_switch for name, value in switch.items()):
+        stop_cluster()
+    for name, value in switch.items():
+        if slow_switch:
+            os.environ[name] = value
+        else:
+            os.environ.pop(name, None)
     clock = time.perf_counter()
     if connect():  # False when the cluster is already up
         CLUSTER_STARTS.append(round(time.perf_counter() - clock, 2))
@@ -273,7 +284,7 @@ def mtfleet_job(
         from mtfleet.store import JobStore
         from mtfleet.testing.faults import SlowTranslators
 
-        start_cluster()
+        start_cluster(slow_switch=slow_factor is not None)
 
         if engine_name == "ct2":
             convert_for_ct2(settings)
@@ -294,7 +305,8 @@ def mtfleet_job(
         )
         if warm:
             first = spec.model_copy(update={"output": str(job_dir / f"first-{workload.path.name}")})
-            if run_job(first, state_dir=state_dir).state != "succeeded":
+            # a store of its own: its translation memory would fill the timed job
+            if run_job(first, state_dir=job_dir / "first-state").state != "succeeded":
                 raise RuntimeError(f"the {engine_name} job that warms the translators failed")
         slow = (
             SlowTranslators(SLOW_SWITCH).slow("cpu1", slow_factor) if slow_factor else nullcontext()
