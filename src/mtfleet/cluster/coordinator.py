@@ -417,16 +417,19 @@ JobCoordinatorActor = ray.remote(
 )(JobCoordinator)
 
 
+def _in_actor() -> bool:
+    """Whether this coordinator runs in its Ray actor, and not in a test's process."""
+    return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+
+
 def _current_actor() -> Any:
     """This coordinator's actor handle; None outside an actor (a test's)."""
-    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
-        return None
-    return ray.get_runtime_context().current_actor
+    return ray.get_runtime_context().current_actor if _in_actor() else None
 
 
 def _restarted_by_ray() -> bool:
     """Whether Ray restarted this coordinator's actor; False outside an actor (a test's)."""
-    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+    if not _in_actor():
         return False
     with warnings.catch_warnings():
         # Ray's own property reads its deprecated `actor_id` and warns into the user's terminal

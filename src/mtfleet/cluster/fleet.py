@@ -179,7 +179,8 @@ class FleetLoop:
             self.reaping.release_idle(None, "paused")
         if not self.planned.is_set():
             # Translators are placed while the job is planned, so they load their models
-            # meanwhile; unless the memory may fill it all: then once planning finds work (`place_now`).
+            # meanwhile; unless the memory may fill it all: then once planning finds work
+            # (`place_now`).
             if self.place_while_planning:
                 self._place(nodes, job.state, None)
             return False
