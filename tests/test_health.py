@@ -146,8 +146,12 @@ def test_a_jobs_language_models_load_before_its_checks_for_each_target_it_checks
         return real(tgt_lang, src_lang, preloaded=preloaded)
 
     monkeypatch.setattr(LanguageCheck, "for_codes", for_codes)
-    preload_language_models(JobSpec(**base, src_lang="en", tgt_lang=["de", "fr"]))
-    preload_language_models(JobSpec(**base, src_lang="en", tgt_lang="hi", checks=False))
+    translating = object()  # an engine whose output is a translation, so checked
+    preload_language_models(JobSpec(**base, src_lang="en", tgt_lang=["de", "fr"]), translating)
+    preload_language_models(
+        JobSpec(**base, src_lang="en", tgt_lang="hi", checks=False), translating
+    )
+    preload_language_models(JobSpec(**base, src_lang="en", tgt_lang="ta"), ReverseEngine())
 
     assert loaded == [("de", "en", True), ("fr", "en", True)]
     # a check made after the load judges as one that loads at its first check

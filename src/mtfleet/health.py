@@ -348,24 +348,27 @@ def job_checks(spec: Any, engine: Any) -> tuple[Protection, HealthChecks | None]
     translation (the reverse engine, unless it injects faults) or for a job that turned them off.
     A job with several target languages has its checks made per language (`spec.for_target`)."""
     protection = Protection(patterns=tuple(spec.protect), glossary=dict(spec.glossary))
-    if (
-        isinstance(spec.tgt_lang, list)
-        or not spec.checks
-        or not getattr(engine, "health_checked", True)
-    ):
+    if isinstance(spec.tgt_lang, list) or not _checked(spec, engine):
         return protection, None
     return protection, HealthChecks(
         tgt_lang=spec.tgt_lang, src_lang=spec.src_lang, protection=protection
     )
 
 
-def preload_language_models(spec: Any) -> None:
-    """Loads lingua's models for the language checks of job `spec`, each of its targets, into
-    this process, where every later check finds them; nothing when its checks are off."""
-    if not spec.checks:
+def preload_language_models(spec: Any, engine: Any) -> None:
+    """Loads lingua's models for the language checks of job `spec` on `engine`, each of its
+    targets, into this process, where every later check finds them; nothing for a job whose
+    output is not checked (`job_checks`)."""
+    if not _checked(spec, engine):
         return
     for tgt_lang in spec.targets():
         LanguageCheck.for_codes(tgt_lang, spec.src_lang, preloaded=True)
+
+
+def _checked(spec: Any, engine: Any) -> bool:
+    """Whether job `spec`'s output on `engine` is checked: its checks are on, and the engine's
+    output is a translation (a multi-target engine's, when any target's is)."""
+    return bool(spec.checks) and getattr(engine, "health_checked", True)
 
 
 # --- the report: what assembly tells of the flags

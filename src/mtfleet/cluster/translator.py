@@ -224,11 +224,10 @@ class Translator:
         engine = self._warm_engine()
         signature = engine.describe()
         self.protection, self.checks = job_checks(self.spec, engine)
-        if self.spec.checks and getattr(engine, "health_checked", True):
-            # lingua's models load beside the first shard's translation, not inside its checks
-            threading.Thread(
-                target=preload_language_models, args=(self.spec,), name="lingua", daemon=True
-            ).start()
+        # lingua's models load beside the first shard's translation, not inside its checks
+        threading.Thread(
+            target=preload_language_models, args=(self.spec, engine), name="lingua", daemon=True
+        ).start()
         # each target language's segments go through its own translation memory
         self.memory_keys = (
             segment_memory_keys(self.spec, engine)
