@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from run import MAX_LENGTH_FACTOR, MAX_LENGTH_OFFSET, PROFILES, build_model, build_workloads
+from run import PROFILES, bench_settings, build_workloads
 from systems import Settings, convert_for_ct2, job_spec, start_cluster, stop_cluster
 
 BENCH = Path(__file__).resolve().parent
@@ -55,15 +55,8 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mtfleet-fleet-profile-"))
-    # Ray's translators inherit the environment: they find the conversion made here
-    os.environ["MTFLEET_CACHE"] = str(work / "cache")
     profile = PROFILES["full"]
-    settings = Settings(
-        model_dir=build_model(profile, work / "model"),
-        work_dir=work,
-        max_length_factor=MAX_LENGTH_FACTOR,
-        max_length_offset=MAX_LENGTH_OFFSET,
-    )
+    settings = bench_settings(profile, work)
     workload = build_workloads(profile, work / "data", ["alpaca"])["alpaca"][0]
     load_before = os.getloadavg()
     start_cluster()

@@ -35,7 +35,7 @@ from typing import Any
 
 from mtfleet.cluster.job import run_job
 from mtfleet.cluster.runtime import connect
-from run import MAX_LENGTH_FACTOR, MAX_LENGTH_OFFSET, PROFILES, build_model, build_workloads
+from run import PROFILES, bench_settings, build_workloads
 from systems import Settings, convert_for_ct2, job_spec
 from workloads import Workload
 
@@ -102,15 +102,8 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mtfleet-memory-edit-"))
-    # Ray's translators inherit the environment: they find the conversion made here
-    os.environ["MTFLEET_CACHE"] = str(work / "cache")
     profile = PROFILES["full"]
-    settings = Settings(
-        model_dir=build_model(profile, work / "model"),
-        work_dir=work,
-        max_length_factor=MAX_LENGTH_FACTOR,
-        max_length_offset=MAX_LENGTH_OFFSET,
-    )
+    settings = bench_settings(profile, work)
     short = build_workloads(profile, work / "data", ["short"])["short"][0]
     connect()
     convert_for_ct2(settings)

@@ -112,19 +112,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     wanted_workloads = _names(args.workloads, ["alpaca", "long", "short"])
 
     work_dir = Path(tempfile.mkdtemp(prefix="mtfleet-bench-"))
-    # Ray's translators inherit the environment: they find the conversions made here
-    os.environ["MTFLEET_CACHE"] = str(work_dir / "cache")
     started = datetime.now(UTC)
     load_before = os.getloadavg()
     try:
-        model_dir = build_model(profile, work_dir / "model")
-        settings = Settings(
-            model_dir=model_dir,
-            work_dir=work_dir,
-            max_length_factor=MAX_LENGTH_FACTOR,
-            max_length_offset=MAX_LENGTH_OFFSET,
-        )
-        model = model_card(model_dir)
+        settings = bench_settings(profile, work_dir)
+        model = model_card(settings.model_dir)
         workloads = build_workloads(profile, work_dir / "data", wanted_workloads)
         rows, errors = run_all(workloads, settings, profile, wanted_systems)
     finally:
@@ -165,6 +157,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
+
+
+def bench_settings(profile: Profile, work_dir: Path) -> Settings:
+    """What every row shares, on the bench model built in `work_dir`; conversions of it go to
+    `work_dir`'s cache, where Ray's translators, which inherit the environment, find them."""
+    os.environ["MTFLEET_CACHE"] = str(work_dir / "cache")
+    return Settings(
+        model_dir=build_model(profile, work_dir / "model"),
+        work_dir=work_dir,
+        max_length_factor=MAX_LENGTH_FACTOR,
+        max_length_offset=MAX_LENGTH_OFFSET,
+    )
 
 
 def build_model(profile: Profile, out_dir: Path) -> Path:

@@ -198,7 +198,8 @@ def start_cluster(slow_switch: bool = False) -> None:
 
     # the translators inherit the cluster's environment
     switch = SlowTranslators(SLOW_SWITCH).environment
-    if all((os.environ.get(name) == value) != slow_switch for name, value in switch.items()):
+    running_slow = all(os.environ.get(name) == value for name, value in switch.items())
+    if running_slow != slow_switch:
         stop_cluster()
     for name, value in switch.items():
         if slow_switch:
