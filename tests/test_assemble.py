@@ -18,6 +18,7 @@ from mtfleet.cluster.plan import UnitReader, plan_job
 from mtfleet.errors import JobError
 from mtfleet.spec import JobSpec, stored_spec
 from mtfleet.store import JobState, JobStore
+from mtfleet.testing.cluster import write_jsonl
 
 TTL_S = 60.0
 
@@ -51,12 +52,6 @@ def alpaca_rows(count: int) -> list[dict[str, str]]:
         }
         for row in range(count)
     ]
-
-
-def write_jsonl(path: Path, rows: list[dict[str, str]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 def spec_for(input: Path, output: Path, **settings: object) -> JobSpec:

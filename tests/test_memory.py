@@ -31,7 +31,7 @@ from mtfleet.store.memory import (
     memory_signature,
     segment_sha256,
 )
-from mtfleet.testing.cluster import reverse_spec
+from mtfleet.testing.cluster import reverse_spec, write_jsonl
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -160,8 +160,7 @@ def test_planning_fills_the_units_the_memory_holds_and_leases_only_shards_with_o
     store: JobStore, tmp_path: Path
 ) -> None:
     rows = [{"id": i, "text": f"Row {i} says hello."} for i in range(200)]
-    dataset = tmp_path / "rows.jsonl"
-    dataset.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = write_jsonl(tmp_path / "rows.jsonl", rows)
     spec = JobSpec(
         input=str(dataset),
         output=str(tmp_path / "out.jsonl"),
@@ -220,8 +219,7 @@ def test_planning_tells_of_work_once_when_the_memory_lacks_units_and_never_when_
     store: JobStore, tmp_path: Path
 ) -> None:
     rows = [{"id": i, "text": f"Row {i} says hello."} for i in range(3000)]
-    dataset = tmp_path / "rows.jsonl"
-    dataset.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = write_jsonl(tmp_path / "rows.jsonl", rows)
     spec = reverse_spec(dataset, tmp_path / "out.jsonl", ["text"])
     keys = units_memory_keys(spec)
     assert keys is not None
@@ -235,11 +233,8 @@ def test_planning_tells_of_work_once_when_the_memory_lacks_units_and_never_when_
 
     plan(0)
     assert told == []  # the memory holds every unit: no translator is wanted
-    dataset.write_text(
-        "".join(json.dumps(row) + "\n" for row in rows[:2000])
-        + "".join(
-            json.dumps({**row, "text": row["text"] + " Again."}) + "\n" for row in rows[2000:]
-        )
+    write_jsonl(
+        dataset, [*rows[:2000], *({**row, "text": row["text"] + " Again."} for row in rows[2000:])]
     )
     plan(1)
     assert told == [1]  # once, though 1,000 units are not held
@@ -250,8 +245,7 @@ def test_a_second_job_over_the_same_text_is_taken_wholly_from_memory_byte_for_by
     tmp_path: Path,
 ) -> None:
     rows = [{"id": i, "text": f"Sentence {i % 7} is here. And another one."} for i in range(30)]
-    dataset = tmp_path / "rows.jsonl"
-    dataset.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = write_jsonl(tmp_path / "rows.jsonl", rows)
     state = tmp_path / "state"
 
     # one translator, no backups: its shards one after another
@@ -270,8 +264,7 @@ def test_a_second_job_over_the_same_text_is_taken_wholly_from_memory_byte_for_by
     rows[4]["text"] = "Sentence 4 was edited. And another one."
     rows[17]["text"] = "A new sentence. Sentence 3 is here."
     rows += [{"id": 30, "text": "Appended here."}, {"id": 31, "text": "Sentence 5 is here."}]
-    v2 = tmp_path / "rows-v2.jsonl"
-    v2.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    v2 = write_jsonl(tmp_path / "rows-v2.jsonl", rows)
     mixed = run_job(reverse_spec(v2, tmp_path / "mixed.jsonl", ["text"]), state_dir=state)
     unremembered = run_job(
         reverse_spec(v2, tmp_path / "third.jsonl", ["text"], memory=False), state_dir=state
@@ -354,8 +347,7 @@ def test_a_job_filled_wholly_at_planning_is_assembled_without_placing_a_translat
     tmp_path: Path,
 ) -> None:
     rows = [{"id": i, "text": f"Row {i % 4} of the set."} for i in range(20)]
-    dataset = tmp_path / "rows.jsonl"
-    dataset.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = write_jsonl(tmp_path / "rows.jsonl", rows)
     state = tmp_path / "state"
     first = run_job(reverse_spec(dataset, tmp_path / "first.jsonl", ["text"]), state_dir=state)
 

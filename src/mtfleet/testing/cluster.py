@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +48,18 @@ def coordinator_of_a_running_job(folder: Path) -> JobCoordinator:
     return JobCoordinator("job", store_url, str(folder / "work"))
 
 
+def write_jsonl(
+    path: Path, rows: Iterable[Mapping[str, Any]], *, ensure_ascii: bool = True
+) -> Path:
+    """`rows` as JSONL at `path` (its folder made); `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, ensure_ascii=ensure_ascii) + "\n" for row in rows))
+    return path
+
+
 def repeated_jsonl(source: Path, copies: int, path: Path) -> Path:
     """The rows of the JSON array `source`, `copies` times over, as JSONL at `path`."""
-    rows = json.loads(source.read_text()) * copies
-    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    return path
+    return write_jsonl(path, json.loads(source.read_text()) * copies, ensure_ascii=False)
 
 
 @contextlib.contextmanager
