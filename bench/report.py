@@ -10,20 +10,22 @@ from pathlib import Path
 from typing import Any
 
 # ratio name -> (numerator system, denominator system, workload, target): rows/s over rows/s,
-# at least the target
-RATIOS = {
+# at least the target (None: recorded, no target). The targets of the last four are issue 26's.
+RATIOS: dict[str, tuple[str, str, str, float | None]] = {
     "best_vs_seed": ("best mtfleet job", "seed-baseline", "alpaca", 10.0),
     "hf_job_vs_seed_same_decoding": ("mtfleet-job-hf beam5", "seed-baseline", "alpaca", 1.5),
     "ct2_job_vs_ct2_direct": ("mtfleet-job-ct2", "ct2-direct", "short", 0.9),
     "job_vs_engine": ("mtfleet-job-hf", "mtfleet-engine-hf", "alpaca", 0.85),
-    "two_translators_vs_one": ("mtfleet-job-ct2 x2", "mtfleet-job-ct2", "alpaca", 1.8),
-    "warm_hf_job_vs_engine": ("mtfleet-job-hf warm", "mtfleet-engine-hf", "alpaca", 0.9),
-    "warm_ct2_job_vs_ct2_direct": ("mtfleet-job-ct2 warm", "ct2-direct", "short", 0.95),
+    "two_translators_vs_one": ("mtfleet-job-ct2 x2", "mtfleet-job-ct2", "alpaca", 1.7),
+    # what two cores give two ct2 processes with nothing else running: the ceiling of the above
+    "two_ct2_processes_vs_one": ("ct2-direct x2", "ct2-direct", "alpaca", None),
+    "warm_hf_job_vs_engine": ("mtfleet-job-hf warm", "mtfleet-engine-hf", "alpaca", 0.95),
+    "warm_ct2_job_vs_ct2_direct": ("mtfleet-job-ct2 warm", "ct2-direct", "short", 1.0),
 }
 # ratio name -> (numerator system, denominator system, workload, target): seconds over seconds,
 # at most the target (None: recorded, no target)
-TIME_RATIOS = {
-    "mixed_fleet_vs_fast_alone": ("mtfleet-job-ct2 mixed", "mtfleet-job-ct2", "alpaca", 1.15),
+TIME_RATIOS: dict[str, tuple[str, str, str, float | None]] = {
+    "mixed_fleet_vs_fast_alone": ("mtfleet-job-ct2 mixed", "mtfleet-job-ct2", "alpaca", 1.1),
     # what the health checks cost a job (language ID per unit, a flagged segment translated again)
     "checked_vs_unchecked_hf_job": ("mtfleet-job-hf checked", "mtfleet-job-hf", "alpaca", None),
     "mixed_fleet_no_tail_vs_fast_alone": (
@@ -70,7 +72,7 @@ def ratios(rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
         found[name] = {
             "value": value,
             "target": target,
-            "met": None if value is None else value >= target,
+            "met": None if value is None or target is None else value >= target,
             "of": f"{numerator} / {denominator} rows/s, {workload} workload",
         }
     seconds = {(row.workload, row.system): row.seconds for row in rows}

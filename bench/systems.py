@@ -112,33 +112,100 @@ def ct2_direct(workload: Workload, settings: Settings) -> Run:
     Segmenting and deduplicating happen before the clock starts; the call sorts each cap's
     segments by length into token batches. int8, the fastest compute type on a CPU.
     """
-    import ctranslate2
-    from transformers import AutoTokenizer, GenerationConfig
+    direct = _DirectCT2(settings)
+    segments = direct.segments(workload)
+    return lambda: direct.translate(segments)
 
-    from mtfleet.data import segment_texts
 
-    tokenizer = AutoTokenizer.from_pretrained(settings.model_dir)
-    generation = GenerationConfig.from_pretrained(settings.model_dir)
-    converted = convert_for_ct2(settings)
-    translator = ctranslate2.Translator(
-        str(converted), device="cpu", compute_type="int8", intra_threads=settings.threads
-    )
+def ct2_direct_processes(processes: int) -> Callable[[Workload, Settings], Run]:
+    """ct2-direct in `processes` processes side by side, one thread each, each on its share of
+    the segments (dealt in turn from the segments sorted by length, so that every share holds
+    as many tokens): what the machine's cores give a fleet of that many translators when nothing
+    else runs, the ceiling of `two_translators_vs_one`.
 
-    def count_tokens(texts: list[str]) -> list[int]:
-        return [len(ids) for ids in tokenizer(list(texts))["input_ids"]]
+    The processes load their translators before the clock starts; the clock runs from their
+    start signal until the last one is done."""
 
-    pieces = segment_texts(workload.texts(), settings.max_positions, count_tokens)
-    segments = list(dict.fromkeys(p.text for ps in pieces for p in ps if p.translate))
+    def prepare(workload: Workload, settings: Settings) -> Run:
+        import multiprocessing
 
-    forced_eos = generation.forced_eos_token_id is not None
+        direct = _DirectCT2(settings)
+        lengths = direct.token_counts(segments := direct.segments(workload))
+        by_length = [segments[i] for i in sorted(range(len(segments)), key=lengths.__getitem__)]
+        shares = [by_length[i::processes] for i in range(processes)]
+        context = multiprocessing.get_context("spawn")
+        go = context.Event()
+        ready, done = context.Queue(), context.Queue()
+        workers = [
+            context.Process(target=_direct_share, args=(settings, share, go, ready, done))
+            for share in shares
+        ]
+        for worker in workers:
+            worker.start()
+        for _ in workers:
+            ready.get()
 
-    def run() -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            go.set()
+            details = [done.get() for _ in workers]
+            for worker in workers:
+                worker.join()
+            if any(worker.exitcode for worker in workers):
+                raise RuntimeError("a ct2-direct process failed")
+            return {"processes": processes, "segments_unique": len(segments), "shares": details}
+
+        return run
+
+    return prepare
+
+
+def _direct_share(settings: Settings, segments: list[str], go: Any, ready: Any, done: Any) -> None:
+    """One process of ct2_direct_processes: loads, says so, waits for `go`, translates."""
+    direct = _DirectCT2(settings)
+    ready.put(True)
+    go.wait()
+    started = time.perf_counter()
+    detail = direct.translate(segments)
+    done.put({**detail, "seconds": round(time.perf_counter() - started, 3)})
+
+
+class _DirectCT2:
+    """The bench model's tokenizer, generation config and int8 ct2 translator, loaded."""
+
+    def __init__(self, settings: Settings) -> None:
+        import ctranslate2
+        from transformers import AutoTokenizer, GenerationConfig
+
+        self.settings = settings
+        self.tokenizer = AutoTokenizer.from_pretrained(settings.model_dir)
+        self.generation = GenerationConfig.from_pretrained(settings.model_dir)
+        self.translator = ctranslate2.Translator(
+            str(convert_for_ct2(settings)),
+            device="cpu",
+            compute_type="int8",
+            intra_threads=settings.threads,
+        )
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(list(texts))["input_ids"]]
+
+    def segments(self, workload: Workload) -> list[str]:
+        """The workload's distinct segments to translate, in order of first appearance."""
+        from mtfleet.data import segment_texts
+
+        pieces = segment_texts(workload.texts(), self.settings.max_positions, self.token_counts)
+        return list(dict.fromkeys(p.text for ps in pieces for p in ps if p.translate))
+
+    def translate(self, segments: list[str]) -> dict[str, Any]:
+        """Tokenizes, translates one call per decode cap, decodes."""
+        tokenizer, settings = self.tokenizer, self.settings
+        forced_eos = self.generation.forced_eos_token_id is not None
         by_cap: dict[int, list[list[str]]] = {}
         for ids in tokenizer(segments)["input_ids"]:
             tokens = tokenizer.convert_ids_to_tokens(ids)
             by_cap.setdefault(settings.cap(len(ids)), []).append(tokens)
         for cap, sources in by_cap.items():
-            results = translator.translate_batch(
+            results = self.translator.translate_batch(
                 sources,
                 max_batch_size=settings.max_batch_tokens,
                 batch_type="tokens",
@@ -146,15 +213,13 @@ def ct2_direct(workload: Workload, settings: Settings) -> Run:
                 # the model's forced EOS takes the cap's last place
                 max_decoding_length=max(1, cap - forced_eos),
                 max_input_length=0,
-                repetition_penalty=generation.repetition_penalty or 1.0,
+                repetition_penalty=self.generation.repetition_penalty or 1.0,
             )
             tokenizer.batch_decode(
                 [tokenizer.convert_tokens_to_ids(r.hypotheses[0]) for r in results],
                 skip_special_tokens=True,
             )
         return {"segments_unique": len(segments), "calls": len(by_cap)}
-
-    return run
 
 
 def mtfleet_engine(engine_name: str) -> Callable[[Workload, Settings], Run]:
@@ -338,6 +403,12 @@ SYSTEMS = (
     System("seed-baseline", seed_pipeline(5), head_only=True, notes={"beam": 5, "batch": 64}),
     System("hf-file-order", seed_pipeline(1), head_only=True, notes={"beam": 1, "batch": 64}),
     System("ct2-direct", ct2_direct, notes={"compute_type": "int8"}),
+    System(
+        "ct2-direct x2",
+        ct2_direct_processes(2),
+        ("alpaca", "short"),
+        notes={"compute_type": "int8", "processes": "2, one thread each, half the segments each"},
+    ),
     System("mtfleet-engine-hf", mtfleet_engine("hf")),
     System("mtfleet-engine-ct2", mtfleet_engine("ct2")),
     System("mtfleet-job-hf", mtfleet_job("hf")),
