@@ -39,12 +39,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from phases import PHASES, job_phases
 from run import PROFILES, bench_settings, build_workloads
 from systems import Settings, convert_for_ct2, job_spec, start_cluster, stop_cluster
 
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "results" / "fleet_profile.json"
-PHASES = ("start", "translating", "to assembly", "assembly", "to the driver")
 
 
 def main() -> None:
@@ -111,32 +111,19 @@ def profile_job(settings: Settings, workload: Any, translators: int) -> dict[str
     if result.state != "succeeded":
         raise RuntimeError(f"the {translators}-translator job ended {result.state}")
     with JobStore.for_state_dir(job_dir / "state") as store:
-        events = {event.kind: event.at for event in store.events.page(result.job_id)}
         busy: dict[str, float] = defaultdict(float)
         for shard in store.shards.in_row_order(result.job_id):
             stats = ShardStats.from_json(shard.stats)
             busy[stats.worker_id or "?"] += stats.elapsed_s or 0.0
-    logs = _logged(job_dir / "state" / "jobs" / result.job_id / "logs")
-    first_lease = min(at for at, name, line in logs if "leased shard" in line)
-    last_completion = max(at for at, name, line in logs if " completed by " in line)
-    (assembling,) = [at for at, name, line in logs if "assembling its output" in line]
-    (assembled,) = [at for at, name, line in logs if line.endswith(": assembled")]
-    phases = {
-        "start": first_lease - started,
-        "translating": last_completion - first_lease,
-        "to assembly": assembling - last_completion,
-        "assembly": assembled - assembling,
-        "to the driver": returned - assembled,
-    }
+    timed = job_phases(job_dir / "state", result.job_id, started, returned)
+    translating = timed["phases_s"]["translating"]
     return {
         "translators": translators,
         "wall_s": round(returned - started, 3),
-        "phases_s": {name: round(seconds, 3) for name, seconds in phases.items()},
-        "planned_s": round(events["planned"] - started, 3),
-        "succeeded_s": round(events["succeeded"] - started, 3),
+        **timed,
         "busy_s": sorted(round(seconds, 3) for seconds in busy.values()),
         "idle_in_translating_s": sorted(
-            round(phases["translating"] - seconds, 3) for seconds in busy.values()
+            round(translating - seconds, 3) for seconds in busy.values()
         ),
         "cpu_s_beside_translators": _cpu_used(cpu_before, cpu_after),
     }
@@ -178,22 +165,6 @@ def _cpu_used(
     for pid, (kind, seconds) in after.items():
         used[kind] += seconds - before.get(pid, (kind, 0.0))[1]
     return {kind: round(seconds, 2) for kind, seconds in sorted(used.items()) if seconds >= 0.01}
-
-
-def _logged(logs_dir: Path) -> list[tuple[float, str, str]]:
-    """Every line the job's coordinator and translators logged: (seconds since the epoch, the
-    log's name, the line). A line starts with its local time to the millisecond (`LOG_FORMAT`)."""
-    lines = []
-    for path in logs_dir.glob("*.log"):
-        for line in path.read_text().splitlines():
-            try:
-                at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            except ValueError:
-                continue  # a traceback's or a wrapped message's continuation
-            lines.append((at, path.stem, line))
-    if not lines:
-        raise RuntimeError(f"the job logged nothing in {logs_dir}")
-    return lines
 
 
 def _line(run: dict[str, Any]) -> str:

@@ -54,6 +54,7 @@ from mtfleet.pipeline import translate_texts
 from mtfleet.spec import JobSpec, memory_settings, stored_spec
 from mtfleet.store import JobState, JobStore
 from mtfleet.store.memory import TranslationMemory, memory_signature
+from phases import PHASES, job_phases
 
 BENCH = Path(__file__).resolve().parent
 ALPACA = BENCH.parent / "examples" / "alpaca_sample.json"
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         "--no-memory",
         dest="memory",
         action="store_false",
-        help="the in-process breakdown without the translation memory (jobs use it by default)",
+        help="the jobs and the in-process breakdown without the translation memory (on by default,"
+        " as a user's job)",
     )
     parser.add_argument(
         "--label",
@@ -133,14 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     if sizes or args.parquet_rows:
         connect(None)
-    runs = [measure(rows, "jsonl") for rows in sizes]
+    runs = [measure(rows, "jsonl", args.memory) for rows in sizes]
     if args.parquet_rows:
-        runs.append(measure(args.parquet_rows, "parquet"))
+        runs.append(measure(args.parquet_rows, "parquet", args.memory))
     for run in [*runs, *stage_runs]:
         run["code"] = args.label
     if args.keep and args.out.exists():
         kept = json.loads(args.out.read_text())
-        runs = _kept(kept["runs"], runs, ("code", "rows", "format")) + runs
+        runs = _kept(kept["runs"], runs, ("code", "rows", "format", "memory")) + runs
         stage_runs = (
             _kept(kept.get("breakdown", []), stage_runs, ("code", "rows", "memory", "clock"))
             + stage_runs
@@ -236,7 +238,7 @@ def _kept(
     return [run for run in earlier if tuple(run.get(key) for key in keys) not in measured]
 
 
-def measure(rows: int, format: str) -> dict[str, Any]:
+def measure(rows: int, format: str, memory: bool = True) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="mtfleet-scale-"))
     try:
         input = folder / f"alpaca.{format}"
@@ -253,16 +255,19 @@ def measure(rows: int, format: str) -> dict[str, Any]:
             engine="reverse",
             fields=["instruction", "input", "output"],
             cpu_translators_per_node=2,
+            keep_work=True,  # its logs: the phases' times
+            memory=memory,
         )
         sampler = ProcessPeaks()
-        started = time.perf_counter()
+        started, clock = time.time(), time.perf_counter()
         with sampler:
             result = run_job(spec, state_dir=folder / "state")
-        wall = time.perf_counter() - started
+        wall, returned = time.perf_counter() - clock, time.time()
         assert result.state == "succeeded", result.error
         run = {
             "rows": rows,
             "format": format,
+            "memory": memory,
             "input_mb": round(input.stat().st_size / 2**20, 1),
             "wall_s": round(wall, 2),
             "rows_per_s": round(rows / wall),
@@ -270,6 +275,7 @@ def measure(rows: int, format: str) -> dict[str, Any]:
             "peak_rss_mb": {kind: round(mb, 1) for kind, mb in sorted(sampler.peaks.items())},
             "store_mb": round(size_mb(folder / "state" / "jobs.db"), 2),
             "work_dir_mb": round(size_mb(folder / "state" / "jobs"), 1),
+            **job_phases(folder / "state", result.job_id, started, returned),
         }
         print(json.dumps(run), flush=True)
         return run
@@ -559,6 +565,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         "code",
         "rows",
         "format",
+        "memory",
         "input MB",
         "wall s",
         "rows/s",
@@ -570,11 +577,22 @@ def print_table(runs: list[dict[str, Any]]) -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "---:|" * len(header))
     for run in runs:
-        cells = [run.get("code", ""), f"{run['rows']:,}", run["format"], run["input_mb"],
+        cells = [run.get("code", ""), f"{run['rows']:,}", run["format"],
+                 "off" if run.get("memory") is False else "on", run["input_mb"],
                  run["wall_s"], run["rows_per_s"], run["ms_per_row"],
                  *(run["peak_rss_mb"].get(kind, "") for kind in kinds),
                  run["store_mb"], run["work_dir_mb"]]  # fmt: skip
         print("| " + " | ".join(str(cell) for cell in cells) + " |")
+    timed = [run for run in runs if "phases_s" in run]
+    if timed:
+        print("\nThe jobs' phases (s), planned = until the plan was written:")
+        print("| code | rows | format | memory | planned | " + " | ".join(PHASES) + " |")
+        print("|" + "---:|" * (5 + len(PHASES)))
+        for run in timed:
+            cells = [run.get("code", ""), f"{run['rows']:,}", run["format"],
+                     "off" if run.get("memory") is False else "on", run["planned_s"],
+                     *(run["phases_s"][phase] for phase in PHASES)]  # fmt: skip
+            print("| " + " | ".join(str(cell) for cell in cells) + " |")
 
 
 def print_breakdown(runs: list[dict[str, Any]]) -> None:
