@@ -1,9 +1,10 @@
 """The coordinator's memory writer: a completion's entries are journaled before it is answered and
-written by a thread of their own; the job's end waits for them, and a coordinator that starts
-again keeps what an earlier one journaled and never wrote."""
+written by a thread of their own, and found by a recall until they are; the job's end waits for
+them, and a coordinator that starts again keeps what an earlier one journaled and never wrote."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -26,6 +27,20 @@ class RefusingMemory(TranslationMemory):
 
     def remember_all(self, entries: Mapping[str, Mapping[str, Remembered]]) -> int:
         raise OSError("the store went away")
+
+
+class HeldMemory(TranslationMemory):
+    """A memory whose writes wait until the test lets them go."""
+
+    def __init__(self, store: JobStore) -> None:
+        super().__init__(store)
+        self.writing = threading.Event()
+        self.go = threading.Event()
+
+    def remember_all(self, entries: Mapping[str, Mapping[str, Remembered]]) -> int:
+        self.writing.set()
+        self.go.wait()
+        return super().remember_all(entries)
 
 
 def shard(n: int) -> dict[str, dict[str, Remembered]]:
@@ -80,3 +95,29 @@ def test_a_journal_file_cut_short_by_a_crash_is_skipped(store: JobStore, tmp_pat
 
     assert writer.replay() == 0
     assert not list((tmp_path / JOURNAL).iterdir())
+
+
+def test_what_waits_to_be_written_is_found_until_the_store_holds_it(
+    store: JobStore, tmp_path: Path
+) -> None:
+    memory = HeldMemory(store)
+    writer = MemoryWriter(memory, tmp_path)
+    hashes = [segment_sha256(f"segment {n}") for n in range(3)]
+    writer.keep(shard(0))
+    writer.keep(shard(1) | {"other": {hashes[2]: ("Elsewhere", [])}})
+    flushed = threading.Thread(target=writer.flush)
+    flushed.start()
+    memory.writing.wait()
+
+    # being written: not in the store yet, found where it waits
+    assert not TranslationMemory(store).recall("sig", hashes)
+    assert writer.waiting_for("sig", hashes) == {
+        hashes[0]: ("Segment 0", []),
+        hashes[1]: ("Segment 1", ["loop"]),
+    }
+    assert writer.waiting_for("other", hashes) == {hashes[2]: ("Elsewhere", [])}
+
+    memory.go.set()
+    flushed.join()
+    assert writer.waiting_for("sig", hashes) == {}
+    assert len(TranslationMemory(store).recall("sig", hashes)) == 2

@@ -344,8 +344,13 @@ class JobCoordinator:
 
     def recall(self, key: str, hashes: list[str]) -> dict[str, tuple[str, list[str]]]:
         """What the translation memory holds of these segments (sha256) for engine signature
-        `key`: a translator's question, once a shard."""
-        return self.memory.recall(key, hashes)
+        `key`, with what completions kept that its writer has not yet written: a translator's
+        question, once a shard."""
+        # what waits first: what is written meanwhile is in the store by the time it is asked
+        waiting = self.memory_writer.waiting_for(key, hashes)
+        held = self.memory.recall(key, hashes)
+        held.update(waiting)
+        return held
 
     def _keep_in_memory(self, kept: Sequence[KeptSegments], recalled: int) -> None:
         """Each target language's new segments under its translator's key, its whole units under

@@ -3,11 +3,15 @@ keep is written by a thread of its own, so that the translator leases its next s
 
 A completion's entries are first written to a journal file in the job's work dir (`JOURNAL`, one
 file a completion, without fsync: SQLite's own NORMAL gives no more), and only then is the
-completion answered. The writer's thread keeps everything that waits in one transaction (up to
-BATCH_ENTRIES) and removes those files; a coordinator that starts again keeps what an earlier
+completion answered. The writer's thread gathers completions for up to GATHER_S or until
+GATHER_ENTRIES wait, then keeps what waits in one transaction (up to BATCH_ENTRIES) and removes
+those files: a transaction of many completions costs far less an entry than one of each. Until
+then the coordinator's recall answers from what waits (`waiting`), so a job's later shards take
+what its earlier ones translated at once. A coordinator that starts again keeps what an earlier
 one's files still hold (`replay`) before its first lease. The job's end waits for the writer
-(`flush`), so a job that succeeded has its every translation in the memory before the next one
-plans. The memory is advice: a batch the store refuses is logged and left to the next replay.
+(`flush`, which writes what waits at once), so a job that succeeded has its every translation in
+the memory before the next one plans. The memory is advice: a batch the store refuses is logged
+and left to the next replay.
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ log = logging.getLogger(__name__)
 JOURNAL = "memory-journal"
 # Entries kept in one transaction at most: on SQLite it holds the store's write lock meanwhile.
 BATCH_ENTRIES = 50_000
+# The writer waits for this many entries, or this long after the first, before it writes: on
+# SQLite 320,000 entries took 5.1 s in transactions of 7,800 (an alpaca shard's) and 2.5 s in
+# transactions of 39,000, the pages each commit changes fewer a entry (bench/scale.py's jobs).
+GATHER_ENTRIES = 40_000
+GATHER_S = 2.0
 
 # A completion's entries: segment sha256 to its translation and flags, by memory signature.
 Entries = Mapping[str, Mapping[str, Remembered]]
@@ -40,7 +49,11 @@ class MemoryWriter:
         self.folder = work_dir / JOURNAL
         self.changed = threading.Condition()
         self.waiting: list[tuple[Path, Entries]] = []
+        self.waiting_entries = 0
+        # the batch being written: still recalled from here until it is in the store
+        self.in_flight: list[tuple[Path, Entries]] = []
         self.writing = False
+        self.flushing = 0
         self.thread: threading.Thread | None = None
 
     def keep(self, entries: Entries) -> None:
@@ -69,15 +82,32 @@ class MemoryWriter:
         return len(found)
 
     def flush(self) -> None:
-        """Waits until everything handed over so far is written (or was refused by the store)."""
+        """Writes what waits at once, and waits until everything handed over so far is written
+        (or was refused by the store)."""
         with self.changed:
-            self.changed.wait_for(lambda: not self.waiting and not self.writing)
+            self.flushing += 1
+            self.changed.notify_all()
+            try:
+                self.changed.wait_for(lambda: not self.waiting and not self.writing)
+            finally:
+                self.flushing -= 1
+
+    def waiting_for(self, signature: str, hashes: Iterable[str]) -> dict[str, Remembered]:
+        """What the completions handed over and not yet written keep of these segments (sha256)
+        under `signature`; of two, the later one's."""
+        with self.changed:
+            pending = [entries.get(signature) for _, entries in [*self.in_flight, *self.waiting]]
+        found: dict[str, Remembered] = {}
+        for kept in filter(None, pending):
+            found.update((sha, kept[sha]) for sha in hashes if sha in kept)
+        return found
 
     def _hand_over(self, journaled: list[tuple[Path, Entries]]) -> None:
         if not journaled:
             return
         with self.changed:
             self.waiting.extend(journaled)
+            self.waiting_entries += sum(_size(entries) for _, entries in journaled)
             if self.thread is None:
                 self.thread = threading.Thread(target=self._run, name="memory", daemon=True)
                 self.thread.start()
@@ -87,8 +117,13 @@ class MemoryWriter:
         while True:
             with self.changed:
                 self.changed.wait_for(lambda: self.waiting)
+                self.changed.wait_for(
+                    lambda: self.flushing or self.waiting_entries >= GATHER_ENTRIES, GATHER_S
+                )
                 batch = _first_batch(self.waiting)
                 del self.waiting[: len(batch)]
+                self.waiting_entries -= sum(_size(entries) for _, entries in batch)
+                self.in_flight = batch
                 self.writing = True
             try:
                 self.memory.remember_all(_merged(entries for _, entries in batch))
@@ -98,6 +133,7 @@ class MemoryWriter:
                 log.exception("the translation memory could not keep %d completions", len(batch))
             finally:
                 with self.changed:
+                    self.in_flight = []
                     self.writing = False
                     self.changed.notify_all()
 
@@ -115,10 +151,14 @@ def _first_batch(waiting: list[tuple[Path, Entries]]) -> list[tuple[Path, Entrie
     """The oldest completions waiting, as many as BATCH_ENTRIES holds (one at least)."""
     size = 0
     for n, (_, entries) in enumerate(waiting):
-        size += sum(len(kept) for kept in entries.values())
+        size += _size(entries)
         if size > BATCH_ENTRIES and n:
             return waiting[:n]
     return list(waiting)
+
+
+def _size(entries: Entries) -> int:
+    return sum(len(kept) for kept in entries.values())
 
 
 def _merged(completions: Iterable[Entries]) -> dict[str, dict[str, Remembered]]:
