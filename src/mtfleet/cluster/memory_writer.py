@@ -32,8 +32,9 @@ JOURNAL = "memory-journal"
 # Entries kept in one transaction at most: on SQLite it holds the store's write lock meanwhile.
 BATCH_ENTRIES = 50_000
 # The writer waits for this many entries, or this long after the first, before it writes: on
-# SQLite 320,000 entries took 5.1 s in transactions of 7,800 (an alpaca shard's) and 2.5 s in
-# transactions of 39,000, the pages each commit changes fewer a entry (bench/scale.py's jobs).
+# SQLite, in one process, 320,000 entries took 5.1 s in transactions of 7,800 (an alpaca shard's
+# of bench/scale.py) and 2.5 s in transactions of 39,000: a commit writes every page it changed,
+# and random sha256 keys change a page an entry unless many share it.
 GATHER_ENTRIES = 40_000
 GATHER_S = 2.0
 
