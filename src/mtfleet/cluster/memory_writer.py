@@ -6,7 +6,7 @@ file a completion, without fsync: SQLite's own NORMAL gives no more), and only t
 completion answered. The writer's thread gathers completions for up to GATHER_S or until
 GATHER_ENTRIES wait, then keeps what waits in one transaction (up to BATCH_ENTRIES) and removes
 those files: a transaction of many completions costs far less an entry than one of each. Until
-then the coordinator's recall answers from what waits (`waiting`), so a job's later shards take
+then the coordinator's recall answers from what waits (`waiting_for`), so a job's later shards take
 what its earlier ones translated at once. A coordinator that starts again keeps what an earlier
 one's files still hold (`replay`) before its first lease. The job's end waits for the writer
 (`flush`, which writes what waits at once), so a job that succeeded has its every translation in
@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from mtfleet.store.memory import Remembered, TranslationMemory
@@ -50,10 +50,8 @@ class MemoryWriter:
         self.folder = work_dir / JOURNAL
         self.changed = threading.Condition()
         self.waiting: list[tuple[Path, Entries]] = []
-        self.waiting_entries = 0
-        # the batch being written: still recalled from here until it is in the store
+        # the batch being written (empty while none is): recalled from here until it is stored
         self.in_flight: list[tuple[Path, Entries]] = []
-        self.writing = False
         self.flushing = 0
         self.thread: threading.Thread | None = None
 
@@ -89,11 +87,11 @@ class MemoryWriter:
             self.flushing += 1
             self.changed.notify_all()
             try:
-                self.changed.wait_for(lambda: not self.waiting and not self.writing)
+                self.changed.wait_for(lambda: not self.waiting and not self.in_flight)
             finally:
                 self.flushing -= 1
 
-    def waiting_for(self, signature: str, hashes: Iterable[str]) -> dict[str, Remembered]:
+    def waiting_for(self, signature: str, hashes: Sequence[str]) -> dict[str, Remembered]:
         """What the completions handed over and not yet written keep of these segments (sha256)
         under `signature`; of two, the later one's."""
         with self.changed:
@@ -108,24 +106,23 @@ class MemoryWriter:
             return
         with self.changed:
             self.waiting.extend(journaled)
-            self.waiting_entries += sum(_size(entries) for _, entries in journaled)
             if self.thread is None:
                 self.thread = threading.Thread(target=self._run, name="memory", daemon=True)
                 self.thread.start()
             self.changed.notify_all()
 
+    def _gathered(self) -> bool:
+        """Whether what waits is to be written before GATHER_S is up (the lock held)."""
+        return bool(self.flushing) or sum(_size(e) for _, e in self.waiting) >= GATHER_ENTRIES
+
     def _run(self) -> None:
         while True:
             with self.changed:
                 self.changed.wait_for(lambda: self.waiting)
-                self.changed.wait_for(
-                    lambda: self.flushing or self.waiting_entries >= GATHER_ENTRIES, GATHER_S
-                )
+                self.changed.wait_for(self._gathered, GATHER_S)
                 batch = _first_batch(self.waiting)
                 del self.waiting[: len(batch)]
-                self.waiting_entries -= sum(_size(entries) for _, entries in batch)
                 self.in_flight = batch
-                self.writing = True
             try:
                 self.memory.remember_all(_merged(entries for _, entries in batch))
                 for path, _ in batch:
@@ -135,7 +132,6 @@ class MemoryWriter:
             finally:
                 with self.changed:
                     self.in_flight = []
-                    self.writing = False
                     self.changed.notify_all()
 
 
