@@ -176,8 +176,11 @@ class JobCoordinator:
             if job.state is JobState.PLANNING or not UnitReader.exists(self.work_dir):
                 # Planning reads the whole input: here, never in the API's process, while the
                 # fleet loop places translators that load their engines meanwhile.
-                place_while_planning = not self._planning_may_fill()
-                threading.Thread(target=self._plan, name="planner", daemon=True).start()
+                fill = self._planning_may_fill()
+                place_while_planning = not fill
+                threading.Thread(
+                    target=self._plan, args=(fill,), name="planner", daemon=True
+                ).start()
             else:
                 place_while_planning = True
                 self.planned.set()
@@ -215,19 +218,21 @@ class JobCoordinator:
 
     def _planning_may_fill(self) -> bool:
         """Whether planning may fill units from the translation memory (it holds some under the
-        job's keys): then no translator is placed before planning finds a unit it does not hold
-        (`work_found`), and a job filled wholly at planning is assembled without starting one."""
+        job's keys): then planning looks its units up there, no translator is placed before it
+        finds a unit the memory does not hold (`work_found`), and a job filled wholly at planning
+        is assembled without starting one. Otherwise no unit is looked up."""
         if not tasks.fills_from_memory(self.spec):
             return False
         keys = units_memory_keys(self.spec)
         return keys is not None and self.memory.holds(keys.values())
 
-    def _plan(self) -> None:
-        """Writes the unit file, then the shards (a job planned before keeps its own)."""
+    def _plan(self, fill: bool) -> None:
+        """Writes the unit file, then the shards (a job planned before keeps its own); with
+        `fill` (`_planning_may_fill`), the units the memory holds are filled from it."""
         try:
             translators = self.placement.fleet_size(ray.nodes())
             shards = tasks.plan(
-                self.spec, self.work_dir, self.store_url, translators, _current_actor()
+                self.spec, self.work_dir, self.store_url, translators, fill, _current_actor()
             )
             if not self.store.jobs.add_plan(self.job_id, shards):
                 return

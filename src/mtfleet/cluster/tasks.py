@@ -27,24 +27,24 @@ WORK_MEMORY_BYTES = 512 * 1024 * 1024
 
 @ray.remote(num_cpus=0, max_retries=0)
 def _plan_task(
-    spec: dict[str, Any], work_dir: str, store_url: str, translators: int, coordinator: Any
+    spec: dict[str, Any],
+    work_dir: str,
+    store_url: str,
+    translators: int,
+    fill: bool,
+    coordinator: Any,
 ) -> list[ShardPlan]:
     from mtfleet.cluster.plan import UnitFiller, plan_job, units_memory_keys
-    from mtfleet.store.memory import TranslationMemory
 
     job_spec = JobSpec(**spec)
-    keys = units_memory_keys(job_spec) if fills_from_memory(job_spec) else None
+    keys = units_memory_keys(job_spec) if fill else None
     if keys is None:
         return plan_job(job_spec, Path(work_dir), translators=translators)
+    several = isinstance(job_spec.tgt_lang, list)
+    # the coordinator, which waits to place translators until planning finds work, hears of the
+    # first unit the memory does not hold at once
+    on_work = None if coordinator is None else coordinator.work_found.remote
     with JobStore(store_url) as store:
-        # a memory that holds nothing under the job's keys fills no unit: none is looked up (at
-        # 1M rows the lookups were a third of planning)
-        if not TranslationMemory(store).holds(keys.values()):
-            return plan_job(job_spec, Path(work_dir), translators=translators)
-        several = isinstance(job_spec.tgt_lang, list)
-        # the coordinator, which waits to place translators until planning finds work, hears of
-        # the first unit the memory does not hold at once
-        on_work = None if coordinator is None else coordinator.work_found.remote
         filler = UnitFiller(store, keys, several, on_work)
         return plan_job(job_spec, Path(work_dir), filler, translators=translators)
 
@@ -69,12 +69,18 @@ def _assemble_task(store_url: str, job_id: str, work_dir: str) -> dict[str, Any]
 
 
 def plan(
-    spec: JobSpec, work_dir: Path, store_url: str, translators: int, coordinator: Any = None
+    spec: JobSpec,
+    work_dir: Path,
+    store_url: str,
+    translators: int,
+    fill: bool,
+    coordinator: Any = None,
 ) -> list[ShardPlan]:
     """The job's unit file written and its shards cut for `translators` translators
-    (`plan.plan_job`), the units the translation memory of the store at `store_url` holds filled
-    from it, in a task; its `coordinator` actor (if any) is told `work_found` at the first unit
-    the memory does not hold."""
+    (`plan.plan_job`), in a task. With `fill` (the translation memory of the store at `store_url`
+    holds entries under the job's keys; without it no unit is looked up: at 1M rows the lookups
+    were a third of planning), the units the memory holds are filled from it, and its
+    `coordinator` actor (if any) is told `work_found` at the first unit the memory does not hold."""
     return _run(
         _plan_task,
         "planning",
@@ -82,6 +88,7 @@ def plan(
         str(work_dir),
         store_url,
         translators,
+        fill,
         coordinator,
     )
 
