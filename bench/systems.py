@@ -129,7 +129,7 @@ def ct2_direct_processes(processes: int) -> Callable[[Workload, Settings], Run]:
     def prepare(workload: Workload, settings: Settings) -> Run:
         import multiprocessing
 
-        direct = _DirectCT2(settings)
+        direct = _DirectCT2(settings, translating=False)
         lengths = direct.token_counts(segments := direct.segments(workload))
         by_length = [segments[i] for i in sorted(range(len(segments)), key=lengths.__getitem__)]
         shares = [by_length[i::processes] for i in range(processes)]
@@ -170,20 +170,25 @@ def _direct_share(settings: Settings, segments: list[str], go: Any, ready: Any, 
 
 
 class _DirectCT2:
-    """The bench model's tokenizer, generation config and int8 ct2 translator, loaded."""
+    """The bench model's tokenizer and generation config, and its int8 ct2 translator unless
+    not `translating` (ct2_direct_processes' parent only segments)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, translating: bool = True) -> None:
         import ctranslate2
         from transformers import AutoTokenizer, GenerationConfig
 
         self.settings = settings
         self.tokenizer = AutoTokenizer.from_pretrained(settings.model_dir)
         self.generation = GenerationConfig.from_pretrained(settings.model_dir)
-        self.translator = ctranslate2.Translator(
-            str(convert_for_ct2(settings)),
-            device="cpu",
-            compute_type="int8",
-            intra_threads=settings.threads,
+        self.translator = (
+            ctranslate2.Translator(
+                str(convert_for_ct2(settings)),
+                device="cpu",
+                compute_type="int8",
+                intra_threads=settings.threads,
+            )
+            if translating
+            else None
         )
 
     def token_counts(self, texts: list[str]) -> list[int]:
@@ -199,6 +204,7 @@ class _DirectCT2:
     def translate(self, segments: list[str]) -> dict[str, Any]:
         """Tokenizes, translates one call per decode cap, decodes."""
         tokenizer, settings = self.tokenizer, self.settings
+        assert self.translator is not None, "made without its translator"
         forced_eos = self.generation.forced_eos_token_id is not None
         by_cap: dict[int, list[list[str]]] = {}
         for ids in tokenizer(segments)["input_ids"]:
