@@ -28,6 +28,7 @@ from mtfleet.store.memory import (
     ENTRY_OVERHEAD_BYTES,
     TOUCH_AFTER_S,
     TranslationMemory,
+    memory_key,
     memory_signature,
     segment_sha256,
 )
@@ -154,6 +155,29 @@ def test_an_import_that_holds_a_key_twice_keeps_its_last_row(
         keys[1]: ("Zero", []),
         keys[2]: ("One", []),
     }
+
+
+def test_two_entries_whose_keys_meet_share_a_row_and_neither_is_ever_the_others(
+    store: JobStore,
+) -> None:
+    # two sha256s whose first 48 bits are the same: one key under one signature
+    first, second = "0123456789ab" + "0" * 52, "0123456789ab" + "f" * 52
+    assert memory_key("sig", first) == memory_key("sig", second)
+    memory = TranslationMemory(store)
+    memory.remember("sig", {first: ("Erste", [])})
+    memory.remember("other", {first: ("Andere", [])})
+    assert memory.recall("sig", [first, second]) == {first: ("Erste", [])}
+
+    memory.remember("sig", {second: ("Zweite", ["loop"])})
+
+    # the later entry holds the row; the earlier is only no longer found
+    assert memory.recall("sig", [first, second]) == {second: ("Zweite", ["loop"])}
+    assert memory.recall("other", [first, second]) == {first: ("Andere", [])}
+    assert memory.holds(["sig"]) and memory.holds(["nothing", "other"])
+    assert not memory.holds(["nothing"])
+    assert memory.clear("sig") == 1
+    assert not memory.holds(["sig"])
+    assert memory.recall("other", [first]) == {first: ("Andere", [])}
 
 
 def test_planning_fills_the_units_the_memory_holds_and_leases_only_shards_with_others(

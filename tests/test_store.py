@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 
 from mtfleet.errors import JobError, StoreError
 from mtfleet.store import SCHEMA_VERSION, JobState, JobStore, ShardPlan, ShardState
+from mtfleet.store.memory import TranslationMemory, segment_sha256
 from mtfleet.store.schema import schema_version
 
 SPEC = {"input": "data.json", "output": "out.json", "model": "opus-mt", "fields": ["instruction"]}
@@ -361,6 +363,52 @@ def test_a_store_of_version_2_is_upgraded_in_place_with_its_jobs(
         upgraded.close()
     with engine.connect() as conn:
         assert conn.execute(sa.select(schema_version.c.version)).scalar() == SCHEMA_VERSION
+    engine.dispose()
+
+
+def test_a_store_of_version_3_is_upgraded_in_place_with_its_translation_memory(
+    store_url: str, store: JobStore
+) -> None:
+    job_id = running_job(store)
+    store.close()
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
+    entries = [
+        ("sig", segment_sha256(f"segment {i}"), f"Segment {i}", json.dumps(["loop"] * (i % 2)), 5.0)
+        for i in range(3)
+    ]
+    with engine.begin() as conn:
+        # what version 3 had: the memory keyed by its signature and sha256
+        conn.execute(sa.text("DROP TABLE mtfleet_memory"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE mtfleet_memory (signature VARCHAR(64) NOT NULL, "
+                "source_sha256 VARCHAR(64) NOT NULL, target TEXT NOT NULL, flags JSON NOT NULL, "
+                "used_at FLOAT NOT NULL, PRIMARY KEY (signature, source_sha256))"
+            )
+        )
+        conn.execute(sa.text("CREATE INDEX ix_mtfleet_memory_used_at ON mtfleet_memory (used_at)"))
+        conn.execute(
+            sa.text("INSERT INTO mtfleet_memory VALUES (:s, :h, :t, :f, :u)"),
+            [dict(zip("shtfu", entry, strict=True)) for entry in entries],
+        )
+        conn.execute(sa.update(schema_version).values(version=3))
+    engine.dispose()
+
+    upgraded = JobStore(store_url)
+    try:
+        assert upgraded.jobs.get(job_id).state is JobState.RUNNING
+        memory = TranslationMemory(upgraded)
+        assert memory.recall("sig", [sha for _, sha, *_ in entries]) == {
+            segment_sha256(f"segment {i}"): (f"Segment {i}", ["loop"] * (i % 2)) for i in range(3)
+        }
+        assert memory.stats().entries == 3
+        memory.remember("sig", {segment_sha256("segment 3"): ("Segment 3", [])})
+        assert memory.stats().entries == 4
+    finally:
+        upgraded.close()
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(schema_version.c.version)).scalar() == SCHEMA_VERSION
+        assert not sa.inspect(conn).has_table("mtfleet_memory_v3")
     engine.dispose()
 
 

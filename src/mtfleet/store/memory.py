@@ -8,11 +8,12 @@ signature; the others it takes from it. Entries are written by the coordinator's
 (`cluster/memory_writer.py`: several completions a transaction, never one a segment, with the
 driver's executemany on SQLite and COPY on PostgreSQL); the least recently used go first once
 the memory passes its size (`evict`). A repository over the job store's schema (`mtfleet_memory`), on
-SQLite and PostgreSQL alike.
+SQLite and PostgreSQL alike; an entry is found there by one integer (`memory_key`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -43,6 +44,11 @@ _RUN_ONLY = ("max_batch_tokens", "threads", "device", "model_dir")
 _INCOMING = "mtfleet_memory_incoming"
 # Parquet columns of an export, in order.
 EXPORT_COLUMNS = ("signature", "source_sha256", "target", "flags", "used_at")
+# A key's bits of its signature, then of its segment (a signed 64-bit integer in all).
+_SIGNATURE_BITS = 16
+_SEGMENT_BITS = 48
+# Entries copied in one statement when a version 3 store is upgraded.
+_COPY_CHUNK = 10_000
 
 # A segment's translation and its health flags.
 Remembered = tuple[str, list[str]]
@@ -69,6 +75,35 @@ def memory_signature(described: Mapping[str, Any], job_settings: Mapping[str, An
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+def memory_key(signature: str, sha: str) -> int:
+    """The table's key of `sha`'s entry under `signature`: 16 bits of the signature's sha256, then
+    the segment's first 48 bits, so that a signature's entries are one range of keys
+    (`_signature_range`). Keys can meet (among a million entries of one signature, two do with a
+    chance of 0.2 %): a row holds its signature and sha256, and only the entry it holds is
+    found."""
+    return (_signature_bits(signature) << _SEGMENT_BITS | _segment_bits(sha)) - (1 << 63)
+
+
+@functools.lru_cache(maxsize=256)
+def _signature_bits(signature: str) -> int:
+    return int.from_bytes(hashlib.sha256(signature.encode("utf-8")).digest()[:2], "big")
+
+
+def _segment_bits(sha: str) -> int:
+    if len(sha) == 64:  # a sha256 in hex, as `segment_sha256` writes it
+        try:
+            return int(sha[:12], 16)
+        except ValueError:
+            pass
+    return int.from_bytes(hashlib.blake2b(sha.encode("utf-8"), digest_size=6).digest(), "big")
+
+
+def _signature_range(signature: str) -> tuple[int, int]:
+    """The first and last key of `signature`'s entries (and of the few that share its bits)."""
+    first = (_signature_bits(signature) << _SEGMENT_BITS) - (1 << 63)
+    return first, first + (1 << _SEGMENT_BITS) - 1
+
+
 @dataclass(frozen=True)
 class MemoryStats:
     entries: int
@@ -86,37 +121,50 @@ class TranslationMemory:
         """The remembered translation of each segment sha256 of `hashes` that the memory holds
         for `signature`; those found count as used now."""
         found: dict[str, Remembered] = {}
-        wanted = list(dict.fromkeys(hashes))
+        wanted: dict[int, set[str]] = {}
+        for sha in hashes:
+            wanted.setdefault(memory_key(signature, sha), set()).add(sha)
+        keys = list(wanted)
         now = self.store.db.clock()
         with self._write() as conn:
-            for start in range(0, len(wanted), _LOOKUP_CHUNK):
-                chunk = wanted[start : start + _LOOKUP_CHUNK]
+            for start in range(0, len(keys), _LOOKUP_CHUNK):
                 stale = []
-                for sha, target, flags, used_at in conn.execute(
+                for key, held_signature, sha, target, flags, used_at in conn.execute(
                     sa.select(
-                        memory.c.source_sha256, memory.c.target, memory.c.flags, memory.c.used_at
-                    ).where(memory.c.signature == signature, memory.c.source_sha256.in_(chunk))
+                        memory.c.key,
+                        memory.c.signature,
+                        memory.c.source_sha256,
+                        memory.c.target,
+                        memory.c.flags,
+                        memory.c.used_at,
+                    ).where(memory.c.key.in_(keys[start : start + _LOOKUP_CHUNK]))
                 ):
+                    if held_signature != signature or sha not in wanted[key]:
+                        continue  # another entry's key met this one's
                     found[sha] = (target, flags)
                     if used_at < now - TOUCH_AFTER_S:
-                        stale.append(sha)
+                        stale.append(key)
                 if stale:
                     conn.execute(
-                        sa.update(memory)
-                        .where(memory.c.signature == signature, memory.c.source_sha256.in_(stale))
-                        .values(used_at=now)
+                        sa.update(memory).where(memory.c.key.in_(stale)).values(used_at=now)
                     )
         return found
 
     def holds(self, signatures: Iterable[str]) -> bool:
         """Whether the memory holds any entry under one of `signatures`."""
         with self._read() as conn:
-            found = conn.execute(
-                sa.select(memory.c.signature)
-                .where(memory.c.signature.in_(list(signatures)))
-                .limit(1)
-            ).first()
-        return found is not None
+            return any(
+                conn.execute(
+                    sa.select(memory.c.key)
+                    .where(
+                        memory.c.key.between(*_signature_range(signature)),
+                        memory.c.signature == signature,
+                    )
+                    .limit(1)
+                ).first()
+                is not None
+                for signature in dict.fromkeys(signatures)
+            )
 
     def remember(self, signature: str, entries: Mapping[str, Remembered]) -> int:
         """Keeps each segment sha256's translation and flags under `signature` (a translation
@@ -152,26 +200,17 @@ class TranslationMemory:
         while (over := self.stats().bytes - max_bytes) > 0:
             with self._write() as conn:
                 oldest = conn.execute(
-                    sa.select(
-                        memory.c.signature,
-                        memory.c.source_sha256,
-                        sa.func.length(memory.c.target).label("size"),
-                    )
+                    sa.select(memory.c.key, sa.func.length(memory.c.target).label("size"))
                     .order_by(memory.c.used_at)
                     .limit(_CHUNK)
                 ).all()
-                gone: list[tuple[str, str]] = []
+                gone: list[int] = []
                 for row in oldest:
-                    gone.append((row.signature, row.source_sha256))
+                    gone.append(row.key)
                     over -= row.size + ENTRY_OVERHEAD_BYTES
                     if over <= 0:
                         break
-                for key in gone:
-                    conn.execute(
-                        sa.delete(memory).where(
-                            memory.c.signature == key[0], memory.c.source_sha256 == key[1]
-                        )
-                    )
+                conn.execute(sa.delete(memory).where(memory.c.key.in_(gone)))
             removed += len(gone)
         return removed
 
@@ -179,7 +218,10 @@ class TranslationMemory:
         """Forgets every entry (of `signature` only, when given); how many."""
         query = sa.delete(memory)
         if signature is not None:
-            query = query.where(memory.c.signature == signature)
+            query = query.where(
+                memory.c.key.between(*_signature_range(signature)),
+                memory.c.signature == signature,
+            )
         with self._write() as conn:
             return conn.execute(query).rowcount
 
@@ -232,35 +274,27 @@ class TranslationMemory:
         return read
 
     def _batches(self) -> Iterator[list[dict[str, Any]]]:
-        after = ("", "")
-        while True:
+        lowest = -(1 << 63)
+        while lowest < 1 << 63:
             with self._read() as conn:
                 rows = conn.execute(
-                    sa.select(*(memory.c[name] for name in EXPORT_COLUMNS))
-                    .where(sa.tuple_(memory.c.signature, memory.c.source_sha256) > after)
-                    .order_by(memory.c.signature, memory.c.source_sha256)
+                    sa.select(memory.c.key, *(memory.c[name] for name in EXPORT_COLUMNS))
+                    .where(memory.c.key >= lowest)
+                    .order_by(memory.c.key)
                     .limit(_CHUNK)
                 ).all()
             if not rows:
                 return
-            yield [dict(row._mapping) for row in rows]
-            after = (rows[-1].signature, rows[-1].source_sha256)
+            yield [{name: row._mapping[name] for name in EXPORT_COLUMNS} for row in rows]
+            lowest = rows[-1].key + 1
 
     def _upsert(self, rows: Sequence[tuple[str, str, str, str, float]]) -> None:
         """Inserts or replaces `rows` (EXPORT_COLUMNS, the flags as JSON text): on PostgreSQL by
         COPY, on SQLite with the driver's own executemany of one statement (SQLAlchemy's processed
         each row's parameters in Python: over half a shard's write, `bench/scale.py`)."""
-        if not rows:
-            return
-        with self._write() as conn:
-            if conn.dialect.name == "postgresql":
-                _copy_upsert(conn, rows)
-            else:
-                # in key order, each index page is found and changed once for its rows: a
-                # sha256's order is random, and a large memory's inserts took 20% longer (1M
-                # entries); a stable sort, so a key's last row still wins
-                in_order = sorted(rows, key=itemgetter(0, 1))
-                conn.exec_driver_sql(_SQLITE_UPSERT, in_order)
+        if rows:
+            with self._write() as conn:
+                upsert(conn, rows)
 
     def _write(self) -> Any:
         # not retried here: the memory is advice, and the caller has its own way on (a translator
@@ -276,33 +310,70 @@ def _flags_json(flags: Sequence[str] | None) -> str:
     return json.dumps(list(flags)) if flags else "[]"
 
 
-# A row's upsert: its key's row replaced by the last one written.
+def upsert(conn: sa.Connection, rows: Sequence[tuple[str, str, str, str, float]]) -> None:
+    """Inserts or replaces `rows` (EXPORT_COLUMNS, the flags as JSON text) in a transaction of
+    the store."""
+    keyed = [(memory_key(row[0], row[1]), *row) for row in rows]
+    if conn.dialect.name == "postgresql":
+        _copy_upsert(conn, keyed)
+    else:
+        # in key order, each index page is found and changed once for its rows (a sha256's order
+        # is random); a stable sort, so a key's last row still wins
+        keyed.sort(key=itemgetter(0))
+        conn.exec_driver_sql(_SQLITE_UPSERT, keyed)
+
+
+def copy_entries(conn: sa.Connection, table: str) -> int:
+    """Copies every entry of a version 3 memory table (EXPORT_COLUMNS, keyed by signature and
+    sha256) into the memory, a chunk at a time in key order; how many."""
+    copied = 0
+    after = ("", "")
+    while True:
+        rows = conn.execute(
+            sa.text(
+                f"SELECT {', '.join(EXPORT_COLUMNS[:3])}, CAST(flags AS TEXT), used_at FROM {table} "
+                "WHERE signature > :signature OR (signature = :signature AND source_sha256 > :sha) "
+                f"ORDER BY signature, source_sha256 LIMIT {_COPY_CHUNK}"
+            ),
+            {"signature": after[0], "sha": after[1]},
+        ).all()
+        if not rows:
+            return copied
+        upsert(conn, [tuple(row) for row in rows])
+        copied += len(rows)
+        after = (rows[-1][0], rows[-1][1])
+
+
+# A row's upsert: its key's row replaced by the last one written (of another entry when their
+# keys meet).
 _ON_CONFLICT = (
-    "ON CONFLICT (signature, source_sha256) DO UPDATE SET target = excluded.target, "
+    "ON CONFLICT (key) DO UPDATE SET signature = excluded.signature, "
+    "source_sha256 = excluded.source_sha256, target = excluded.target, "
     "flags = excluded.flags, used_at = excluded.used_at"
 )
-# SQLite's upsert of one row of EXPORT_COLUMNS (positional, the flags as JSON text).
+_COLUMNS = ("key", *EXPORT_COLUMNS)
+# SQLite's upsert of one row of _COLUMNS (positional, the flags as JSON text).
 _SQLITE_UPSERT = (
-    f"INSERT INTO {memory.name} ({', '.join(EXPORT_COLUMNS)}) VALUES (?, ?, ?, ?, ?) "
-    + _ON_CONFLICT
+    f"INSERT INTO {memory.name} ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?) " + _ON_CONFLICT
 )
 
 
-def _copy_upsert(conn: sa.Connection, rows: Sequence[tuple[str, str, str, str, float]]) -> None:
+def _copy_upsert(
+    conn: sa.Connection, rows: Sequence[tuple[int, str, str, str, str, float]]
+) -> None:
     """PostgreSQL's upsert of `rows`: COPY into a table of the transaction, then one INSERT from
     it (the last of a key's rows wins, as executemany's would)."""
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     cursor.execute(
-        f"CREATE TEMPORARY TABLE IF NOT EXISTS {_INCOMING} (n bigserial, signature text, "
-        "source_sha256 text, target text, flags text, used_at double precision) "
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {_INCOMING} (n bigserial, key bigint, "
+        "signature text, source_sha256 text, target text, flags text, used_at double precision) "
         "ON COMMIT DELETE ROWS"
     )
-    with cursor.copy(f"COPY {_INCOMING} ({', '.join(EXPORT_COLUMNS)}) FROM STDIN") as copy:
+    with cursor.copy(f"COPY {_INCOMING} ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
     cursor.execute(
-        f"INSERT INTO {memory.name} ({', '.join(EXPORT_COLUMNS)}) "
-        "SELECT DISTINCT ON (signature, source_sha256) signature, source_sha256, target, "
-        f"CAST(flags AS JSON), used_at FROM {_INCOMING} ORDER BY signature, source_sha256, n DESC "
-        + _ON_CONFLICT
+        f"INSERT INTO {memory.name} ({', '.join(_COLUMNS)}) "
+        "SELECT DISTINCT ON (key) key, signature, source_sha256, target, "
+        f"CAST(flags AS JSON), used_at FROM {_INCOMING} ORDER BY key, n DESC " + _ON_CONFLICT
     )

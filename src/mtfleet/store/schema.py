@@ -10,7 +10,8 @@ from mtfleet.store.states import JobState, ShardState
 # 2: jobs may be `planning` (planned by their coordinator, off the API's request path)
 # 3: shards count their failures (bisection resumes where a restarted coordinator left it), jobs
 #    have a history of events, and the store holds a translation memory
-SCHEMA_VERSION = 3
+# 4: the memory's entries are found by one integer key (`memory.memory_key`), not by two strings
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 
@@ -90,12 +91,18 @@ job_events = sa.Table(
 
 
 # The translation memory, shared by every job of the store: a segment's translation (and its
-# health flags) under the engine signature that made it (`memory.py`), last used at `used_at`.
+# health flags) under the engine signature that made it (`memory.py`), last used at `used_at`. An
+# entry is found by `key` (`memory.memory_key`: 16 bits of its signature's hash, then 48 of its
+# segment's sha256), whose index entries are a tenth of the two strings': a batch of random keys
+# changes a third as many of the index's pages (SQLite appends the rows themselves in rowid
+# order). Two entries whose keys meet share one row, the later one's; a lookup checks the row's
+# signature and sha256, so the other is only not found.
 memory = sa.Table(
     "mtfleet_memory",
     metadata,
-    sa.Column("signature", sa.String(64), primary_key=True),
-    sa.Column("source_sha256", sa.String(64), primary_key=True),
+    sa.Column("key", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("signature", sa.String(64), nullable=False),
+    sa.Column("source_sha256", sa.String(64), nullable=False),
     sa.Column("target", sa.Text, nullable=False),
     sa.Column("flags", sa.JSON, nullable=False),
     sa.Column("used_at", sa.Double, nullable=False, index=True),
@@ -109,17 +116,40 @@ def _upgrade_from_2(conn: sa.Connection) -> None:
     conn.execute(
         sa.text("ALTER TABLE mtfleet_shards ADD COLUMN failures INTEGER NOT NULL DEFAULT 0")
     )
-    conn.execute(sa.update(schema_version).values(version=SCHEMA_VERSION))
+    conn.execute(sa.update(schema_version).values(version=3))
+
+
+def _upgrade_from_3(conn: sa.Connection) -> None:
+    """Version 3 to 4: the memory's entries move to a table keyed by `memory_key`, every one
+    kept (a store of version 2 has no memory yet: it is created with the others)."""
+    from mtfleet.store.memory import copy_entries
+
+    if sa.inspect(conn).has_table(memory.name):
+        old = f"{memory.name}_v3"
+        # the old table's index and primary key names are the new table's: they go or move first
+        conn.execute(sa.text(f"DROP INDEX IF EXISTS ix_{memory.name}_used_at"))
+        conn.execute(sa.text(f"ALTER TABLE {memory.name} RENAME TO {old}"))
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                sa.text(f"ALTER TABLE {old} RENAME CONSTRAINT {memory.name}_pkey TO {old}_pkey")
+            )
+        memory.create(conn)
+        copy_entries(conn, old)
+        conn.execute(sa.text(f"DROP TABLE {old}"))
+    conn.execute(sa.update(schema_version).values(version=4))
 
 
 def ensure_schema(conn: sa.Connection, where: str) -> None:
-    """Create the tables on first use; upgrade a store of version 2; refuse a store stamped with
-    another schema version."""
+    """Create the tables on first use; upgrade a store of version 2 or 3; refuse a store stamped
+    with another schema version."""
     found = None
     if sa.inspect(conn).has_table(schema_version.name):
         found = conn.execute(sa.select(schema_version.c.version)).scalar()
     if found == 2:
         _upgrade_from_2(conn)
+        found = 3
+    if found == 3:
+        _upgrade_from_3(conn)
         found = SCHEMA_VERSION
     if found is not None and found != SCHEMA_VERSION:
         age = "a newer" if found > SCHEMA_VERSION else "an older"
