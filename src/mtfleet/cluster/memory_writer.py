@@ -4,8 +4,10 @@ keep is written by a thread of its own, so that the translator leases its next s
 A completion's entries are first written to a journal file in the job's work dir (`JOURNAL`, one
 file a completion, without fsync: SQLite's own NORMAL gives no more), and only then is the
 completion answered. The writer's thread gathers completions for up to GATHER_S or until
-GATHER_ENTRIES wait, then keeps what waits in one transaction (up to BATCH_ENTRIES) and removes
-those files: a transaction of many completions costs far less an entry than one of each. Until
+GATHER_ENTRIES wait, then keeps what waits (up to BATCH_ENTRIES at once) and removes those files:
+many completions written together in key order cost far less an entry than each alone (on SQLite
+the memory writes them in transactions of a few thousand, `memory._upsert`, so that a lease or a
+completion waits for one of those, never for the whole batch). Until
 then the coordinator's recall answers from what waits (`waiting_for`), so a job's later shards take
 what its earlier ones translated at once. A coordinator that starts again keeps what an earlier
 one's files still hold (`replay`) before its first lease. The job's end waits for the writer
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 
 # The journal's folder in a job's work dir.
 JOURNAL = "memory-journal"
-# Entries kept in one transaction at most: on SQLite it holds the store's write lock meanwhile.
+# Entries kept at once at most (the memory cuts them into transactions of its own on SQLite).
 BATCH_ENTRIES = 50_000
 # The writer waits for this many entries, or this long after the first, before it writes: on
 # SQLite, in one process, 320,000 entries took 5.1 s in transactions of 7,800 (an alpaca shard's

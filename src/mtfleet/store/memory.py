@@ -47,6 +47,8 @@ EXPORT_COLUMNS = ("signature", "source_sha256", "target", "flags", "used_at")
 # A key's bits of its signature, then of its segment (a signed 64-bit integer in all).
 _SIGNATURE_BITS = 16
 _SEGMENT_BITS = 48
+# Entries written in one SQLite transaction at most (`_upsert`).
+_SQLITE_CHUNK = 5_000
 # Entries copied in one statement when a version 3 store is upgraded.
 _COPY_CHUNK = 10_000
 
@@ -126,9 +128,9 @@ class TranslationMemory:
             wanted.setdefault(memory_key(signature, sha), set()).add(sha)
         keys = list(wanted)
         now = self.store.db.clock()
-        with self._write() as conn:
+        stale: list[int] = []
+        with self._read() as conn:
             for start in range(0, len(keys), _LOOKUP_CHUNK):
-                stale = []
                 for key, held_signature, sha, target, flags, used_at in conn.execute(
                     sa.select(
                         memory.c.key,
@@ -144,9 +146,15 @@ class TranslationMemory:
                     found[sha] = (target, flags)
                     if used_at < now - TOUCH_AFTER_S:
                         stale.append(key)
-                if stale:
+        if stale:
+            # a write only for these: a recall that needs none never waits for the memory's
+            # writer, which holds SQLite's one write lock for a batch of completions at a time
+            with self._write() as conn:
+                for start in range(0, len(stale), _LOOKUP_CHUNK):
                     conn.execute(
-                        sa.update(memory).where(memory.c.key.in_(stale)).values(used_at=now)
+                        sa.update(memory)
+                        .where(memory.c.key.in_(stale[start : start + _LOOKUP_CHUNK]))
+                        .values(used_at=now)
                     )
         return found
 
@@ -290,11 +298,23 @@ class TranslationMemory:
 
     def _upsert(self, rows: Sequence[tuple[str, str, str, str, float]]) -> None:
         """Inserts or replaces `rows` (EXPORT_COLUMNS, the flags as JSON text): on PostgreSQL by
-        COPY, on SQLite with the driver's own executemany of one statement (SQLAlchemy's processed
-        each row's parameters in Python: over half a shard's write, `bench/scale.py`)."""
-        if rows:
+        COPY in one transaction, on SQLite with the driver's own executemany of one statement
+        (SQLAlchemy's processed each row's parameters in Python: over half a shard's write,
+        `bench/scale.py`) in transactions of _SQLITE_CHUNK rows in key order."""
+        if not rows:
+            return
+        if self.store.db.engine.dialect.name == "postgresql":
             with self._write() as conn:
                 upsert(conn, rows)
+            return
+        # The store's writes take turns on SQLite's one write lock, a coordinator's leases and
+        # completions too: they wait for one chunk of these, not for them all. Cut from rows in
+        # key order, the chunks change pages of the index apart, so together they write about
+        # the pages one transaction would.
+        keyed = _keyed(rows)
+        for start in range(0, len(keyed), _SQLITE_CHUNK):
+            with self._write() as conn:
+                conn.exec_driver_sql(_SQLITE_UPSERT, keyed[start : start + _SQLITE_CHUNK])
 
     def _write(self) -> Any:
         # not retried here: the memory is advice, and the caller has its own way on (a translator
@@ -313,14 +333,18 @@ def _flags_json(flags: Sequence[str] | None) -> str:
 def upsert(conn: sa.Connection, rows: Sequence[tuple[str, str, str, str, float]]) -> None:
     """Inserts or replaces `rows` (EXPORT_COLUMNS, the flags as JSON text) in a transaction of
     the store."""
-    keyed = [(memory_key(row[0], row[1]), *row) for row in rows]
     if conn.dialect.name == "postgresql":
-        _copy_upsert(conn, keyed)
+        _copy_upsert(conn, [(memory_key(row[0], row[1]), *row) for row in rows])
     else:
-        # in key order, each index page is found and changed once for its rows (a sha256's order
-        # is random); a stable sort, so a key's last row still wins
-        keyed.sort(key=itemgetter(0))
-        conn.exec_driver_sql(_SQLITE_UPSERT, keyed)
+        conn.exec_driver_sql(_SQLITE_UPSERT, _keyed(rows))
+
+
+def _keyed(rows: Sequence[tuple[str, str, str, str, float]]) -> list[tuple[Any, ...]]:
+    """`rows` with their keys first, in key order: each index page is found and changed once for
+    its rows (a sha256's order is random). A stable sort, so a key's last row still wins."""
+    keyed = [(memory_key(row[0], row[1]), *row) for row in rows]
+    keyed.sort(key=itemgetter(0))
+    return keyed
 
 
 def copy_entries(conn: sa.Connection, table: str) -> int:
