@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import sqlite3
@@ -324,12 +325,34 @@ def test_retrying_a_succeeded_job_queues_it_with_only_its_failed_shards_pending(
         store.jobs.retry_failed(job_id)
 
 
+@contextlib.contextmanager
+def written_as(store_url: str, version: int) -> Iterator[sa.Connection]:
+    """A connection to the closed store at `store_url`, to change its tables as an mtfleet of
+    schema `version` had them, in one transaction that then stamps it with `version`."""
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.begin() as conn:
+            yield conn
+            conn.execute(sa.update(schema_version).values(version=version))
+    finally:
+        engine.dispose()
+
+
+def stamped(store_url: str) -> tuple[int, list[str]]:
+    """The schema version the store at `store_url` is stamped with, and its tables' names."""
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            version = conn.execute(sa.select(schema_version.c.version)).scalar_one()
+            return version, sa.inspect(conn).get_table_names()
+    finally:
+        engine.dispose()
+
+
 def test_a_store_with_a_newer_schema_version_is_refused(store_url: str, store: JobStore) -> None:
     store.close()
-    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        conn.execute(sa.update(schema_version).values(version=SCHEMA_VERSION + 1))
-    engine.dispose()
+    with written_as(store_url, SCHEMA_VERSION + 1):
+        pass
 
     with pytest.raises(
         StoreError, match=f"schema version {SCHEMA_VERSION + 1}, written by a newer"
@@ -342,14 +365,11 @@ def test_a_store_of_version_2_is_upgraded_in_place_with_its_jobs(
 ) -> None:
     job_id = running_job(store)
     store.close()
-    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
+    with written_as(store_url, 2) as conn:
         # what version 2 had: no events, no failure counts
         conn.execute(sa.text("DROP TABLE mtfleet_job_events"))
         conn.execute(sa.text("DROP TABLE mtfleet_memory"))
         conn.execute(sa.text("ALTER TABLE mtfleet_shards DROP COLUMN failures"))
-        conn.execute(sa.update(schema_version).values(version=2))
-    engine.dispose()
 
     upgraded = JobStore(store_url)
     try:
@@ -361,9 +381,7 @@ def test_a_store_of_version_2_is_upgraded_in_place_with_its_jobs(
         assert [e.kind for e in upgraded.events.page(job_id)] == ["paused"]
     finally:
         upgraded.close()
-    with engine.connect() as conn:
-        assert conn.execute(sa.select(schema_version.c.version)).scalar() == SCHEMA_VERSION
-    engine.dispose()
+    assert stamped(store_url)[0] == SCHEMA_VERSION
 
 
 def test_a_store_of_version_3_is_upgraded_in_place_with_its_translation_memory(
@@ -371,12 +389,11 @@ def test_a_store_of_version_3_is_upgraded_in_place_with_its_translation_memory(
 ) -> None:
     job_id = running_job(store)
     store.close()
-    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
     entries = [
         ("sig", segment_sha256(f"segment {i}"), f"Segment {i}", json.dumps(["loop"] * (i % 2)), 5.0)
         for i in range(3)
     ]
-    with engine.begin() as conn:
+    with written_as(store_url, 3) as conn:
         # what version 3 had: the memory keyed by its signature and sha256
         conn.execute(sa.text("DROP TABLE mtfleet_memory"))
         conn.execute(
@@ -391,8 +408,6 @@ def test_a_store_of_version_3_is_upgraded_in_place_with_its_translation_memory(
             sa.text("INSERT INTO mtfleet_memory VALUES (:s, :h, :t, :f, :u)"),
             [dict(zip("shtfu", entry, strict=True)) for entry in entries],
         )
-        conn.execute(sa.update(schema_version).values(version=3))
-    engine.dispose()
 
     upgraded = JobStore(store_url)
     try:
@@ -406,10 +421,9 @@ def test_a_store_of_version_3_is_upgraded_in_place_with_its_translation_memory(
         assert memory.stats().entries == 4
     finally:
         upgraded.close()
-    with engine.connect() as conn:
-        assert conn.execute(sa.select(schema_version.c.version)).scalar() == SCHEMA_VERSION
-        assert not sa.inspect(conn).has_table("mtfleet_memory_v3")
-    engine.dispose()
+    version, tables = stamped(store_url)
+    assert version == SCHEMA_VERSION
+    assert "mtfleet_memory_v3" not in tables
 
 
 def test_failures_are_counted_per_shard_and_a_split_starts_its_halves_from_none(

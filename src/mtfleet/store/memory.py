@@ -83,7 +83,7 @@ def memory_key(signature: str, sha: str) -> int:
     (`_signature_range`). Keys can meet (among a million entries of one signature, two do with a
     chance of 0.2 %): a row holds its signature and sha256, and only the entry it holds is
     found."""
-    return (_signature_bits(signature) << _SEGMENT_BITS | _segment_bits(sha)) - (1 << 63)
+    return _signature_range(signature)[0] + _segment_bits(sha)
 
 
 @functools.lru_cache(maxsize=256)
@@ -303,18 +303,16 @@ class TranslationMemory:
         `bench/scale.py`) in transactions of _SQLITE_CHUNK rows in key order."""
         if not rows:
             return
-        if self.store.db.engine.dialect.name == "postgresql":
-            with self._write() as conn:
-                upsert(conn, rows)
-            return
+        keyed = _keyed(rows)
         # The store's writes take turns on SQLite's one write lock, a coordinator's leases and
         # completions too: they wait for one chunk of these, not for them all. Cut from rows in
         # key order, the chunks change pages of the index apart, so together they write about
         # the pages one transaction would.
-        keyed = _keyed(rows)
-        for start in range(0, len(keyed), _SQLITE_CHUNK):
+        sqlite = self.store.db.engine.dialect.name == "sqlite"
+        chunk = _SQLITE_CHUNK if sqlite else len(keyed)
+        for start in range(0, len(keyed), chunk):
             with self._write() as conn:
-                conn.exec_driver_sql(_SQLITE_UPSERT, keyed[start : start + _SQLITE_CHUNK])
+                _write_keyed(conn, keyed[start : start + chunk])
 
     def _write(self) -> Any:
         # not retried here: the memory is advice, and the caller has its own way on (a translator
@@ -330,13 +328,12 @@ def _flags_json(flags: Sequence[str] | None) -> str:
     return json.dumps(list(flags)) if flags else "[]"
 
 
-def upsert(conn: sa.Connection, rows: Sequence[tuple[str, str, str, str, float]]) -> None:
-    """Inserts or replaces `rows` (EXPORT_COLUMNS, the flags as JSON text) in a transaction of
-    the store."""
+def _write_keyed(conn: sa.Connection, keyed: Sequence[tuple[Any, ...]]) -> None:
+    """Upserts rows of _COLUMNS (`_keyed`): COPY on PostgreSQL, executemany on SQLite."""
     if conn.dialect.name == "postgresql":
-        _copy_upsert(conn, [(memory_key(row[0], row[1]), *row) for row in rows])
+        _copy_upsert(conn, keyed)
     else:
-        conn.exec_driver_sql(_SQLITE_UPSERT, _keyed(rows))
+        conn.exec_driver_sql(_SQLITE_UPSERT, keyed)
 
 
 def _keyed(rows: Sequence[tuple[str, str, str, str, float]]) -> list[tuple[Any, ...]]:
@@ -363,7 +360,7 @@ def copy_entries(conn: sa.Connection, table: str) -> int:
         ).all()
         if not rows:
             return copied
-        upsert(conn, [tuple(row) for row in rows])
+        _write_keyed(conn, _keyed([tuple(row) for row in rows]))
         copied += len(rows)
         after = (rows[-1][0], rows[-1][1])
 
@@ -382,9 +379,7 @@ _SQLITE_UPSERT = (
 )
 
 
-def _copy_upsert(
-    conn: sa.Connection, rows: Sequence[tuple[int, str, str, str, str, float]]
-) -> None:
+def _copy_upsert(conn: sa.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     """PostgreSQL's upsert of `rows`: COPY into a table of the transaction, then one INSERT from
     it (the last of a key's rows wins, as executemany's would)."""
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
