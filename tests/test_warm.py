@@ -138,12 +138,15 @@ def test_a_kept_translator_ends_itself_when_its_keep_warm_time_is_over(
     dataset: Path, tmp_path: Path
 ) -> None:
     with local_cluster(head_cpus=1):
-        run(make_spec(dataset, tmp_path / "out.jsonl", keep_warm_s=3), tmp_path / "state")
+        # kept long enough to be found in the pool however slow the machine is
+        run(make_spec(dataset, tmp_path / "out.jsonl", keep_warm_s=120), tmp_path / "state")
         # taken out of the pool, it is no one's to kill: it ends itself
         [(translator, _)] = warm_translators()
         pool = warm_pool()
         [idle] = ray.get(pool.idle.remote())
         ray.get(pool.take.remote(idle["key"], idle["node_id"]))
+        # released for no keep-warm time at all: only the pool's grace is left
+        ray.get(translator.release.remote(0))
         wait_for(lambda: ended(translator))
         wait_for(lambda: ray.available_resources().get("CPU") == 1.0)
 
@@ -152,10 +155,16 @@ def test_the_pool_kills_a_kept_translator_when_its_time_is_over_even_one_that_ca
     dataset: Path, tmp_path: Path
 ) -> None:
     with local_cluster(head_cpus=1):
-        run(make_spec(dataset, tmp_path / "out.jsonl", keep_warm_s=3), tmp_path / "state")
+        # kept long enough to be found in the pool however slow the machine is
+        run(make_spec(dataset, tmp_path / "out.jsonl", keep_warm_s=120), tmp_path / "state")
         [(translator, _)] = warm_translators()
         # as a translator stuck where its own guard thread never runs
         ray.get(translator.__ray_call__.remote(lambda self: setattr(self, "deadline", None)))
+        # then its keep-warm time is over
+        pool = warm_pool()
+        [idle] = ray.get(pool.idle.remote())
+        ray.get(pool.take.remote(idle["key"], idle["node_id"]))
+        ray.get(pool.keep.remote(translator, idle["key"], idle["node_id"], idle["resources"], 0))
         wait_for(lambda: ended(translator))
         assert ray.get(warm_pool().idle.remote()) == []
         wait_for(lambda: ray.available_resources().get("CPU") == 1.0)
