@@ -384,9 +384,12 @@ def test_a_job_that_cannot_be_read_back_never_makes_the_job_list_fail(
 
 
 def test_paused_jobs_release_their_translators_and_another_job_runs(http: httpx.Client) -> None:
-    paused = [running(http, f"paused-{i}", f"out/paused-{i}.jsonl") for i in range(2)]
-    for job_id in paused:
-        assert http.post(f"/v1/jobs/{job_id}/pause").json()["state"] == "paused"
+    paused = []
+    for i in range(2):
+        # each is paused as soon as it runs: the first, left running while the second waited
+        # to be planned, could end before its pause on a slow host
+        paused.append(running(http, f"paused-{i}", f"out/paused-{i}.jsonl"))
+        assert http.post(f"/v1/jobs/{paused[-1]}/pause").json()["state"] == "paused"
 
     for job_id in paused:
         wait_for(lambda job_id=job_id: not view(http, job_id)["translators"], timeout_s=30)
