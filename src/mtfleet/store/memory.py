@@ -123,27 +123,21 @@ class TranslationMemory:
         """The remembered translation of each segment sha256 of `hashes` that the memory holds
         for `signature`; those found count as used now."""
         found: dict[str, Remembered] = {}
+        first = _signature_range(signature)[0]
         wanted: dict[int, set[str]] = {}
         for sha in hashes:
-            wanted.setdefault(memory_key(signature, sha), set()).add(sha)
+            wanted.setdefault(first + _segment_bits(sha), set()).add(sha)
         keys = list(wanted)
         now = self.store.db.clock()
         stale: list[int] = []
         with self._read() as conn:
             for start in range(0, len(keys), _LOOKUP_CHUNK):
-                for key, held_signature, sha, target, flags, used_at in conn.execute(
-                    sa.select(
-                        memory.c.key,
-                        memory.c.signature,
-                        memory.c.source_sha256,
-                        memory.c.target,
-                        memory.c.flags,
-                        memory.c.used_at,
-                    ).where(memory.c.key.in_(keys[start : start + _LOOKUP_CHUNK]))
+                for key, held_signature, sha, target, flags, used_at in _looked_up(
+                    conn, keys[start : start + _LOOKUP_CHUNK]
                 ):
                     if held_signature != signature or sha not in wanted[key]:
                         continue  # another entry's key met this one's
-                    found[sha] = (target, flags)
+                    found[sha] = (target, json.loads(flags) if flags != "[]" else [])
                     if used_at < now - TOUCH_AFTER_S:
                         stale.append(key)
         if stale:
@@ -328,6 +322,14 @@ def _flags_json(flags: Sequence[str] | None) -> str:
     return json.dumps(list(flags)) if flags else "[]"
 
 
+def _looked_up(conn: sa.Connection, keys: Sequence[int]) -> Any:
+    """The rows of `keys` (_COLUMNS, the flags as JSON text), in the driver's own query: SQLAlchemy
+    spent over half a recall's time naming each key's parameter and decoding each row's flags."""
+    if conn.dialect.name == "postgresql":
+        return conn.exec_driver_sql(_POSTGRES_LOOKUP, (list(keys),))
+    return conn.exec_driver_sql(_SQLITE_LOOKUP.format(", ".join("?" * len(keys))), tuple(keys))
+
+
 def _write_keyed(conn: sa.Connection, keyed: Sequence[tuple[Any, ...]]) -> None:
     """Upserts rows of _COLUMNS (`_keyed`): COPY on PostgreSQL, executemany on SQLite."""
     if conn.dialect.name == "postgresql":
@@ -373,6 +375,13 @@ _ON_CONFLICT = (
     "flags = excluded.flags, used_at = excluded.used_at"
 )
 _COLUMNS = ("key", *EXPORT_COLUMNS)
+# A lookup of rows by key (_COLUMNS, the flags as JSON text), on each driver.
+_LOOKUP = (
+    "SELECT key, signature, source_sha256, target, CAST(flags AS TEXT), used_at "
+    f"FROM {memory.name} "
+)
+_SQLITE_LOOKUP = _LOOKUP + "WHERE key IN ({})"
+_POSTGRES_LOOKUP = _LOOKUP + "WHERE key = ANY(CAST(%s AS BIGINT[]))"
 # SQLite's upsert of one row of _COLUMNS (positional, the flags as JSON text).
 _SQLITE_UPSERT = (
     f"INSERT INTO {memory.name} ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?) " + _ON_CONFLICT
