@@ -116,7 +116,7 @@ def test_a_different_spec_under_an_existing_job_id_is_refused(store: JobStore) -
         store.jobs.create("job", {**SPEC, "model": "nllb"}, plan(0, 10))
 
 
-def test_stale_completion_is_ignored_so_a_shard_done_twice_counts_once(
+def test_stale_completion_is_ignored_so_a_shard_done_twice_counts_once_and_adds_once(
     store: JobStore, clock: FakeClock
 ) -> None:
     job_id = running_job(store, bounds=(0, 10))
@@ -125,12 +125,15 @@ def test_stale_completion_is_ignored_so_a_shard_done_twice_counts_once(
     assert store.leases.expire(job_id) == [slow.index]
     fast = store.leases.take(job_id, "fast", TTL_S)
 
-    assert store.leases.complete(job_id, fast.index, fast.lease_id, "fast.json", {"segments": 7})
-    assert not store.leases.complete(
-        job_id, slow.index, slow.lease_id, "slow.json", {"segments": 7}
+    recalled = {"segments_from_memory": 3}
+    assert store.leases.complete(
+        job_id, fast.index, fast.lease_id, "fast.json", {"segments": 7}, recalled
     )
     assert not store.leases.complete(
-        job_id, fast.index, fast.lease_id, "again.json", {"segments": 7}
+        job_id, slow.index, slow.lease_id, "slow.json", {"segments": 7}, recalled
+    )
+    assert not store.leases.complete(
+        job_id, fast.index, fast.lease_id, "again.json", {"segments": 7}, recalled
     )
 
     done = store.shards.get(job_id, fast.index)
@@ -138,6 +141,7 @@ def test_stale_completion_is_ignored_so_a_shard_done_twice_counts_once(
     progress = store.counters.progress(job_id)
     assert progress["shards"] == {"pending": 0, "leased": 0, "done": 1, "failed": 0}
     assert (progress["rows_done"], progress["units_done"], progress["segments_done"]) == (10, 20, 7)
+    assert store.counters.add(job_id, "segments_from_memory", 0) == 3
 
 
 def test_expired_lease_puts_the_shard_back(store: JobStore, clock: FakeClock) -> None:

@@ -335,7 +335,7 @@ class JobCoordinator:
         if not completion.accepted:
             Path(part_path).unlink(missing_ok=True)
         else:
-            self._keep_in_memory(kept, stats.recalled())
+            self._keep_in_memory(kept)
         if completion.none_held:
             # perhaps the job's last shard: its end (assembly) need not wait for the next tick
             self.fleet.wake()
@@ -357,7 +357,7 @@ class JobCoordinator:
         held.update(waiting)
         return held
 
-    def _keep_in_memory(self, kept: Sequence[KeptSegments], recalled: int) -> None:
+    def _keep_in_memory(self, kept: Sequence[KeptSegments]) -> None:
         """Each target language's new segments under its translator's key, its whole units under
         planning's (`units_memory_keys`), handed to the memory's writer (journaled, written by its
         thread). The memory is advice: a store that cannot take it now costs a later job its
@@ -370,8 +370,6 @@ class JobCoordinator:
                 if target.units and units_keys is not None:
                     entries[units_keys[target.tgt_lang]] = target.units
             self.memory_writer.keep(entries)
-            if recalled:
-                self.store.counters.add(self.job_id, "segments_from_memory", recalled)
         except Exception:
             log.exception("the translation memory could not keep a shard's segments")
 

@@ -231,8 +231,15 @@ class ShardLedger:
             self.store.leases.hand_over(
                 self.job_id, index, holding.backup_of, lease_id, worker_id, self.spec.lease_ttl_s
             )
+        recalled = stats.recalled()
         accepted = self.store.leases.complete(
-            self.job_id, index, lease_id, part_path, stats.to_json()
+            self.job_id,
+            index,
+            lease_id,
+            part_path,
+            stats.to_json(),
+            # in the completion's transaction: one write less a shard
+            {"segments_from_memory": recalled} if recalled else None,
         )
         if not accepted:
             return Completion(False)

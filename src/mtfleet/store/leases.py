@@ -82,9 +82,11 @@ class LeasesRepository(Repository):
         lease_id: str,
         part_path: str | Path,
         stats: Mapping[str, Any],
+        counted: Mapping[str, int] | None = None,
     ) -> bool:
-        """Mark the shard done with its part file; False, changing nothing, when the lease is stale
-        (expired and handed on, released, or completed by another), so a shard counts once.
+        """Mark the shard done with its part file, and add `counted` to the job's counters of
+        those names; False, changing nothing, when the lease is stale (expired and handed on,
+        released, or completed by another), so a shard counts once.
 
         True again for the completion already written: a retry after a commit whose answer was
         lost must not have the accepted part deleted as a stale one.
@@ -112,6 +114,8 @@ class LeasesRepository(Repository):
                 )
             # kept as a counter, so progress never reads every shard's stats; written last, as
             # every completion waits for its row lock until the one before has committed
+            for name, n in (counted or {}).items():
+                add_to_counter(conn, job_id, name, n)
             add_to_counter(conn, job_id, "segments_done", int(stats.get("segments", 0)))
         return True
 
