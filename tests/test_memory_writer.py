@@ -4,10 +4,12 @@ them, and a coordinator that starts again keeps what an earlier one journaled an
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from mtfleet.cluster.memory_writer import JOURNAL, MemoryWriter
@@ -88,12 +90,36 @@ def test_a_coordinator_started_again_keeps_what_an_earlier_one_journaled_and_nev
     assert again.replay() == 0
 
 
-def test_a_journal_file_cut_short_by_a_crash_is_skipped(store: JobStore, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "cut"),
+    [("1-1.msgpack", msgpack.packb(shard(1))[:-5]), ("1-1.json", b'{"sig": {"ab')],
+)
+def test_a_journal_file_cut_short_by_a_crash_is_skipped(
+    store: JobStore, tmp_path: Path, name: str, cut: bytes
+) -> None:
     (tmp_path / JOURNAL).mkdir()
-    (tmp_path / JOURNAL / "00000000000000000001-1.json").write_text('{"sig": {"ab')
+    (tmp_path / JOURNAL / name).write_bytes(cut)
     writer = MemoryWriter(TranslationMemory(store), tmp_path)
 
     assert writer.replay() == 0
+    assert not list((tmp_path / JOURNAL).iterdir())
+
+
+def test_what_an_earlier_coordinator_journaled_as_json_is_kept_in_order_with_the_rest(
+    store: JobStore, tmp_path: Path
+) -> None:
+    (tmp_path / JOURNAL).mkdir()
+    (tmp_path / JOURNAL / "00000000000000000001-1.json").write_text(json.dumps(shard(1)))
+    later = {"sig": {segment_sha256("segment 1"): ("Later", [])}}
+    (tmp_path / JOURNAL / "00000000000000000002-1.msgpack").write_bytes(msgpack.packb(later))
+    writer = MemoryWriter(TranslationMemory(store), tmp_path)
+
+    assert writer.replay() == 2
+    writer.flush()
+
+    assert TranslationMemory(store).recall("sig", [segment_sha256("segment 1")]) == {
+        segment_sha256("segment 1"): ("Later", [])
+    }
     assert not list((tmp_path / JOURNAL).iterdir())
 
 
