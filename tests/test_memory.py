@@ -20,6 +20,7 @@ from mtfleet.cluster import run_job
 from mtfleet.cluster.assemble import assemble
 from mtfleet.cluster.parts import part_path, write_part
 from mtfleet.cluster.plan import UnitFiller, UnitReader, plan_job, units_memory_keys
+from mtfleet.cluster.translator import KnownSegments, RelayedMemory
 from mtfleet.engines.reverse import FAIL_ON_VARIABLE, ReverseEngine
 from mtfleet.pipeline import translate_texts
 from mtfleet.spec import JobSpec, memory_settings, stored_spec
@@ -71,6 +72,38 @@ def test_segments_the_memory_holds_never_reach_the_engine_and_come_back_the_same
     assert again.translations[:3] == first.translations
     assert again.segments_from_memory == 2
     assert again.source_tokens == 3  # only what the engine was given
+
+
+class AskedCoordinator:
+    """A coordinator that holds `held` (segment sha256 to its entry) and records what it is
+    asked."""
+
+    def __init__(self, held: Mapping[str, tuple[str, list[str]]]) -> None:
+        self.held, self.asked = held, []
+
+    def recall(self, key: str, hashes: list[str]) -> dict[str, tuple[str, list[str]]]:
+        self.asked.append(hashes)
+        return {sha: self.held[sha] for sha in hashes if sha in self.held}
+
+
+def test_a_translator_asks_its_coordinator_once_for_a_segment_it_recalled_or_had_kept() -> None:
+    cat, late, new = (segment_sha256(s) for s in ("The cat sat.", "It was late.", "New words."))
+    coordinator = AskedCoordinator({cat: (".tas tac ehT", ["loop"])})
+    known = KnownSegments(limit=2)
+    first = RelayedMemory(coordinator, "sig", known)  # type: ignore[arg-type]
+    translate_texts(["The cat sat. It was late."], ReverseEngine(), memory=first)
+    known.add(first.kept)  # its shard's completion was accepted
+
+    engine = ReverseEngine()
+    second = RelayedMemory(coordinator, "sig", known)  # type: ignore[arg-type]
+    again = translate_texts(["It was late. The cat sat.", "New words."], engine, memory=second)
+
+    assert coordinator.asked == [[cat, late], [new]]
+    assert engine.calls == [["New words."]]
+    assert again.translations == [".etal saw tI .tas tac ehT", ".sdrow weN"]
+    assert again.segments_from_memory == 2
+    known.add(second.kept)
+    assert list(known.entries) == [late, new], "the first learnt goes first, past the limit"
 
 
 def test_the_key_changes_with_what_changes_a_translation_and_not_with_where_it_ran() -> None:

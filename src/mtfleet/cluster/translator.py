@@ -18,6 +18,7 @@ translator never holds a device for nobody.
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import logging
 import os
@@ -62,6 +63,9 @@ SLOW_VARIABLE = "MTFLEET_TEST_SLOW_WHILE"
 ATTACH_GRACE_S = 60.0
 # How often a translator looks whether its time is over.
 GUARD_POLL_S = 0.5
+# Segments of its job's memory a translator knows without asking its coordinator, at most, by
+# memory key (`KnownSegments`): about 40 MB of short segments.
+KNOWN_SEGMENTS = 100_000
 # The warm pool kills a kept translator when its keep-warm time is over; one whose pool died ends
 # itself this long after.
 POOL_GRACE_S = 10.0
@@ -222,6 +226,9 @@ class Translator:
     def _serve_job(self) -> dict[str, Any]:
         """The lease loop of one job."""
         engine = self._warm_engine()
+        # what this job's memory held or took of the segments this translator saw; an earlier
+        # job's is forgotten (the memory may have been cleared since)
+        known: dict[str, KnownSegments] = {}
         signature = engine.describe()
         self.protection, self.checks = job_checks(self.spec, engine)
         # lingua's models load beside the first shard's translation, not inside its checks
@@ -257,7 +264,7 @@ class Translator:
             except OSError as error:
                 self._report_fault(lease, _os_fault(self.work_dir / "units.idx", error))
                 continue
-            if self._translate_shard(engine, signature, units, lease):
+            if self._translate_shard(engine, signature, units, lease, known):
                 shards_done += 1
 
     def _warm_engine(self) -> Engine:
@@ -301,7 +308,12 @@ class Translator:
             return engine
 
     def _translate_shard(
-        self, engine: Engine, signature: dict[str, Any], units: UnitReader, lease: Lease
+        self,
+        engine: Engine,
+        signature: dict[str, Any],
+        units: UnitReader,
+        lease: Lease,
+        known: dict[str, KnownSegments],
     ) -> bool:
         """Translates and completes one shard; False when it failed or faulted."""
         started = time.monotonic()
@@ -318,7 +330,7 @@ class Translator:
                 raise MachineFault(_os_fault(units.path, error)) from error
             self.progress += 1
             memories = {
-                target: RelayedMemory(self.coordinator, key)
+                target: RelayedMemory(self.coordinator, key, known.setdefault(key, KnownSegments()))
                 for target, key in (self.memory_keys or {}).items()
             }
             # units filled from the translation memory at planning are not translated again
@@ -364,6 +376,9 @@ class Translator:
             outcomes,
         )
         accepted = self.coordinator.complete(lease, path, stats, _kept(memories))
+        if accepted:
+            for memory in memories.values():
+                memory.known.add(memory.kept)
         log.info(
             "completed shard %d in %.2f s (%s)",
             lease.index,
@@ -487,12 +502,35 @@ def segment_memory_keys(spec: JobSpec, engine: Engine | TargetEngines) -> dict[s
     }
 
 
+class KnownSegments:
+    """What one memory key's entries a translator has recalled or had kept in its job: segment
+    sha256 to translation and flags, the KNOWN_SEGMENTS last learnt at most. A segment that comes
+    again (a system prompt, a sentence of boilerplate) is taken from here, not asked of the
+    coordinator again; such a segment is not marked used again in the store, as a recall within
+    TOUCH_AFTER_S would not be either."""
+
+    def __init__(self, limit: int = KNOWN_SEGMENTS) -> None:
+        self.limit = limit
+        self.entries: dict[str, tuple[str, list[str]]] = {}
+
+    def add(self, entries: Mapping[str, tuple[str, list[str]]]) -> None:
+        self.entries.update(entries)
+        over = len(self.entries) - self.limit
+        if over > 0:
+            for sha in list(itertools.islice(self.entries, over)):
+                del self.entries[sha]
+
+
 class RelayedMemory:
     """The translation memory as a translator sees it: recalled through its coordinator, which
-    holds the store; what it is to keep waits for the shard's completion, which carries it."""
+    holds the store, unless the translator knows the segment already (`known`); what it is to
+    keep waits for the shard's completion, which carries it."""
 
-    def __init__(self, coordinator: CoordinatorLink, key: str) -> None:
+    def __init__(
+        self, coordinator: CoordinatorLink, key: str, known: KnownSegments | None = None
+    ) -> None:
         self.coordinator, self.key = coordinator, key
+        self.known = known if known is not None else KnownSegments()
         self.kept: dict[str, tuple[str, list[str]]] = {}
         self.kept_units: dict[str, tuple[str, list[str]]] = {}
         # each segment asked for, by its sha256: what is kept after was hashed when recalled
@@ -500,13 +538,24 @@ class RelayedMemory:
 
     def recall(self, segments: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
         self.hashed = {segment: segment_sha256(segment) for segment in segments}
-        by_hash = {sha: segment for segment, sha in self.hashed.items()}
+        found: dict[str, tuple[str, list[str]]] = {}
+        asked: dict[str, str] = {}
+        for segment, sha in self.hashed.items():
+            entry = self.known.entries.get(sha)
+            if entry is None:
+                asked[sha] = segment
+            else:
+                found[segment] = entry
+        if not asked:
+            return found
         try:
-            found = self.coordinator.recall(self.key, list(by_hash))
+            answered = self.coordinator.recall(self.key, list(asked))
         except Exception as error:  # advice only: the engine translates what is not recalled
-            log.warning("the translation memory did not answer (%s); translating it all", error)
-            return {}
-        return {by_hash[sha]: remembered for sha, remembered in found.items()}
+            log.warning("the translation memory did not answer (%s); translating the rest", error)
+            return found
+        self.known.add(answered)
+        found.update((asked[sha], remembered) for sha, remembered in answered.items())
+        return found
 
     def remember(self, entries: Mapping[str, tuple[str, list[str]]]) -> None:
         hashed = self.hashed
