@@ -228,7 +228,7 @@ class Translator:
         engine = self._warm_engine()
         # what this job's memory held or took of the segments this translator saw; an earlier
         # job's is forgotten (the memory may have been cleared since)
-        known: dict[str, KnownSegments] = {}
+        self.known: dict[str, KnownSegments] = {}
         signature = engine.describe()
         self.protection, self.checks = job_checks(self.spec, engine)
         # lingua's models load beside the first shard's translation, not inside its checks
@@ -264,7 +264,7 @@ class Translator:
             except OSError as error:
                 self._report_fault(lease, _os_fault(self.work_dir / "units.idx", error))
                 continue
-            if self._translate_shard(engine, signature, units, lease, known):
+            if self._translate_shard(engine, signature, units, lease):
                 shards_done += 1
 
     def _warm_engine(self) -> Engine:
@@ -308,12 +308,7 @@ class Translator:
             return engine
 
     def _translate_shard(
-        self,
-        engine: Engine,
-        signature: dict[str, Any],
-        units: UnitReader,
-        lease: Lease,
-        known: dict[str, KnownSegments],
+        self, engine: Engine, signature: dict[str, Any], units: UnitReader, lease: Lease
     ) -> bool:
         """Translates and completes one shard; False when it failed or faulted."""
         started = time.monotonic()
@@ -330,7 +325,9 @@ class Translator:
                 raise MachineFault(_os_fault(units.path, error)) from error
             self.progress += 1
             memories = {
-                target: RelayedMemory(self.coordinator, key, known.setdefault(key, KnownSegments()))
+                target: RelayedMemory(
+                    self.coordinator, key, self.known.setdefault(key, KnownSegments())
+                )
                 for target, key in (self.memory_keys or {}).items()
             }
             # units filled from the translation memory at planning are not translated again
