@@ -112,8 +112,8 @@ class LeasesRepository(Repository):
                     and done.lease_id == lease_id
                     and done.part_path == str(part_path)
                 )
-            # kept as a counter, so progress never reads every shard's stats; written last, as
-            # every completion waits for its row lock until the one before has committed
+            # kept as counters, so progress never reads every shard's stats; written last, as
+            # every completion waits for their row locks until the one before has committed
             for name, n in (counted or {}).items():
                 add_to_counter(conn, job_id, name, n)
             add_to_counter(conn, job_id, "segments_done", int(stats.get("segments", 0)))
