@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,8 +13,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from mtfleet.checked import decoded_watching_caps, translate_watching_caps
 from mtfleet.engines import Engine, load_engine
 from mtfleet.engines import ct2 as ct2_module
+from mtfleet.engines.base import Cancelled, cancellable
 from mtfleet.engines.ct2 import CT2Engine, cache_root
 from mtfleet.engines.hf import HFEngine
 from mtfleet.errors import ModelError
@@ -102,6 +105,75 @@ def test_many_segments_of_one_length_share_a_call_and_keep_the_hf_engines_ids(
     assert [call["segments"] for call in one_limit] == [20]
     assert all(call["batch_type"] == "tokens" for call in calls)
     assert sum(call["segments"] for call in calls) == len(segments)
+
+
+def _recorded_calls(engine: CT2Engine, monkeypatch: pytest.MonkeyPatch, events: list[str]) -> None:
+    """Each call handed to CTranslate2 noted in `events` as it is made; calls of 4 segments."""
+    monkeypatch.setattr(ct2_module, "CPU_CALL_SEGMENTS", 4)
+    translate_batch = engine.translator.translate_batch
+
+    def recording(source: list[list[str]], **options: object) -> list[object]:
+        events.append("call")
+        return translate_batch(source, **options)
+
+    monkeypatch.setattr(engine, "translator", SimpleNamespace(translate_batch=recording))
+
+
+def test_a_call_is_decoded_while_the_next_runs_and_the_text_is_that_of_all_ids_decoded(
+    marian: CT2Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    segments = varied_segments(40, seed=5)
+    whole = marian.tokens.decode(marian.generate_token_ids(segments))
+    events: list[str] = []
+    _recorded_calls(marian, monkeypatch, events)
+    decode = marian.tokens.decode
+    monkeypatch.setattr(
+        marian.tokens, "decode", lambda outputs: events.append("decode") or decode(outputs)
+    )
+
+    assert marian.translate(segments) == whole
+    calls = events.count("call")
+    assert calls >= 5
+    # every call but the last is handed over before the one before it is decoded
+    assert events[:3] == ["call", "call", "decode"]
+    assert events[-2:] == ["decode", "decode"]
+    assert events.count("decode") == calls
+
+
+def test_its_translations_and_caps_are_those_of_its_ids_decoded_and_measured(
+    marian: CT2Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ct2_module, "CPU_CALL_SEGMENTS", 4)
+    segments = [*varied_segments(30, seed=3), "Yes."]
+    translations, capped = decoded_watching_caps(
+        marian.tokens, segments, marian.generate_token_ids(segments)
+    )
+
+    assert marian.translate_watching_caps(segments) == (translations, capped)
+    assert translate_watching_caps(marian, segments) == (translations, capped)
+    assert any(capped)
+
+
+def test_a_lease_gone_stops_the_calls_with_one_left_running_on(
+    marian: CT2Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    segments = varied_segments(40, seed=5)
+    events: list[str] = []
+    _recorded_calls(marian, monkeypatch, events)
+    cancel = threading.Event()
+    decode = marian.tokens.decode
+
+    def decode_then_lose_the_lease(outputs: list[list[int]]) -> list[str]:
+        cancel.set()
+        return decode(outputs)
+
+    monkeypatch.setattr(marian.tokens, "decode", decode_then_lose_the_lease)
+
+    with pytest.raises(Cancelled), cancellable(cancel):
+        marian.translate(segments)
+
+    # the first call decoded, the second taken and found cancelled, the third still running
+    assert events.count("call") == 3
 
 
 def test_target_language_token_reaches_the_decoder_first(

@@ -320,6 +320,35 @@ def test_multi_target_marian_puts_the_target_token_before_each_segment(
     assert engine.count_tokens(["The cat sleeps."]) == [len(encoded)]
 
 
+def test_a_segment_counted_before_is_taken_without_tokenizing_it_again(
+    tiny_marian_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = HFEngine(str(tiny_marian_dir))
+    segments = varied_segments(6, seed=4)
+    fresh = engine.tokens.encode(segments)
+    engine.count_tokens(segments[:4])
+    tokenized: list[list[str]] = []
+    encode = engine.tokens.encode
+    monkeypatch.setattr(
+        engine.tokens, "encode", lambda texts: tokenized.append(list(texts)) or encode(texts)
+    )
+
+    assert engine.tokens.encode_segments(segments) == fresh
+    assert tokenized == [segments[4:]]
+
+
+def test_each_target_keeps_its_own_counted_ids_when_the_target_tags_every_source(
+    multi_target_marian_dir: Path,
+) -> None:
+    french = HFEngine(str(multi_target_marian_dir), tgt_lang="fr")
+    german = french.for_target("de")
+    de_id = german.tokenizer.convert_tokens_to_ids(">>de<<")
+
+    french.count_tokens(["The cat sleeps."])
+
+    assert german.tokens.encode_segments(["The cat sleeps."])[0][0] == de_id
+
+
 def test_multi_target_marian_without_a_target_lists_its_targets(
     multi_target_marian_dir: Path,
 ) -> None:

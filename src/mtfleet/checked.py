@@ -130,6 +130,10 @@ def translate_watching_caps(
     generate = getattr(engine, "generate_token_ids", None)
     if not segments:
         return [], []
+    # the ct2 engine's own, which decodes each call while the next runs
+    own = getattr(engine, "translate_watching_caps", None)
+    if own is not None:
+        return own(segments)  # type: ignore[no-any-return]
     if tokens is None or generate is None:
         return list(engine.translate(segments)), [False] * len(segments)
     return decoded_watching_caps(tokens, segments, generate(segments))

@@ -25,7 +25,7 @@ import tempfile
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,26 @@ class CT2Engine(TokenizedEngine):
 
     # --- generation
 
+    def translate(self, segments: Sequence[str]) -> list[str]:
+        return self.translate_watching_caps(segments)[0]
+
+    def translate_watching_caps(self, segments: Sequence[str]) -> tuple[list[str], list[bool]]:
+        """The translations, and for each whether its decoding stopped at its length cap (see
+        `checked.translate_watching_caps`); each call's outputs are decoded while CTranslate2
+        runs the next call (`_generated`), so the decoding, in Python, overlaps the engine's
+        work (`translate_texts` on short captions took 0.93-0.96x the time of ct2 called by hand,
+        against 1.06-1.08x when it decoded after the last call: DESIGN.md)."""
+        texts, capped = [""] * len(segments), [False] * len(segments)
+        if not segments:
+            return texts, capped
+        encoded = self.tokens.encode_segments(segments)
+        for pairs, outputs in self._generated(encoded, [self]):
+            decoded = self.tokens.decode(outputs)
+            for (_, i), text, ids in zip(pairs, decoded, outputs, strict=True):
+                texts[i] = text
+                capped[i] = len(ids) >= self.tokens.output_cap(len(encoded[i]))
+        return texts, capped
+
     def generate_token_ids(self, segments: Sequence[str]) -> list[list[int]]:
         """Generated token ids per segment, in order: up to and including EOS, no padding.
 
@@ -196,10 +216,26 @@ class CT2Engine(TokenizedEngine):
         per target, with identical output (bench/multi_target.py). With `wanted`, target n decodes
         only the segments i where `wanted[n][i]` (the others are left empty)."""
         encoded = self.tokens.encode_segments(segments)
+        outputs: list[list[list[int]]] = [[[] for _ in encoded] for _ in targets]
+        for pairs, generated in self._generated(encoded, targets, wanted):
+            for (n, i), ids in zip(pairs, generated, strict=True):
+                outputs[n][i] = ids
+        return outputs
+
+    def _generated(
+        self,
+        encoded: list[list[int]],
+        targets: Sequence[CT2Engine],
+        wanted: Sequence[Sequence[bool]] | None = None,
+    ) -> Iterator[tuple[list[tuple[int, int]], list[list[int]]]]:
+        """Each call's (target, segment) pairs and their generated ids, call by call. The next
+        call is handed to CTranslate2 (asynchronously) before this one's results are taken, so
+        whatever the caller does with them runs while the engine works; a lease gone
+        (`check_cancelled`) leaves at most that one call running on."""
         wanted = wanted or [[True] * len(encoded) for _ in targets]
         limits = [self._limit(len(ids)) for ids in encoded]
         prefixes = [target._target_prefix for target in targets]
-        outputs: list[list[list[int]]] = [[[] for _ in encoded] for _ in targets]
+        running: tuple[list[tuple[int, int]], list[int], list[Any]] | None = None
         for members in self._calls(limits, [len(ids) for ids in encoded]):
             pairs = [(n, i) for n in range(len(targets)) for i in members if wanted[n][i]]
             if not pairs:
@@ -216,12 +252,25 @@ class CT2Engine(TokenizedEngine):
                 max_input_length=0,
                 return_end_token=True,
                 callback=_stop_at(pair_limits) if len(set(pair_limits)) > 1 else None,
+                asynchronous=True,
                 **self._decoding,
             )
-            for (n, i), limit, result in zip(pairs, pair_limits, results, strict=True):
-                outputs[n][i] = self._capped(result.hypotheses[0], limit)
-            check_cancelled()
-        return outputs
+            if running is not None:
+                yield self._taken(*running)
+            running = (pairs, pair_limits, results)
+        if running is not None:
+            yield self._taken(*running)
+
+    def _taken(
+        self, pairs: list[tuple[int, int]], limits: list[int], results: list[Any]
+    ) -> tuple[list[tuple[int, int]], list[list[int]]]:
+        """A call's results, waited for, each capped at its limit."""
+        generated = [
+            self._capped(result.result().hypotheses[0], limit)
+            for limit, result in zip(limits, results, strict=True)
+        ]
+        check_cancelled()
+        return pairs, generated
 
     def _calls(self, limits: list[int], lengths: list[int]) -> list[list[int]]:
         """Segment indices per translate_batch call, longest limits first."""

@@ -98,6 +98,8 @@ def language_scheme(config: PretrainedConfig, tokenizer: Any) -> LanguageScheme:
 
 # How far decode caps may spread within one batch (measured on the bench: 37.4 s -> 27.9 s).
 CAP_SPREAD = 1.5
+# texts whose ids `ModelTokenizer.count_tokens` keeps for `encode_segments`: more than a shard's
+COUNTED_TEXTS = 50_000
 
 
 class ModelTokenizer:
@@ -146,12 +148,16 @@ class ModelTokenizer:
         self.max_input_tokens = min(positions, _tokenizer_limit(self.tokenizer, positions))
         # the decoder's start token and the output share the model's positions
         self.max_output_tokens = positions - DECODER_PROMPT_LENGTH
+        # the ids of the texts counted last (`count_tokens`), by text
+        self.counted: dict[str, list[int]] = {}
 
     def for_target(self, src_lang: str | None, tgt_lang: str | None) -> ModelTokenizer:
         """This tokenizer set up for another target language; the loaded tokenizer is shared."""
         other = copy.copy(self)
         other.source_tag_id = None
         other.forced_bos_token_id = None
+        # a target's tag may be part of every source's ids
+        other.counted = {}
         other._set_languages(src_lang, tgt_lang)
         return other
 
@@ -174,11 +180,21 @@ class ModelTokenizer:
         return [[self.source_tag_id, *ids] for ids in encoded]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self.encode(texts)]
+        """Each text's token count. The ids are kept (`counted`, the last `COUNTED_TEXTS`
+        texts): a text counted to be segmented is mostly a segment, which `encode_segments`
+        then takes without tokenizing it again."""
+        encoded = self.encode(texts)
+        if len(self.counted) + len(texts) > COUNTED_TEXTS:
+            self.counted.clear()
+        self.counted.update(zip(texts, encoded, strict=True))
+        return [len(ids) for ids in encoded]
 
     def encode_segments(self, segments: Sequence[str]) -> list[list[int]]:
         """`encode`, refusing a segment over the input limit rather than truncating it."""
-        encoded = self.encode(segments)
+        counted = self.counted
+        missing = list(dict.fromkeys(segment for segment in segments if segment not in counted))
+        fresh = dict(zip(missing, self.encode(missing), strict=True))
+        encoded = [counted[text] if text in counted else fresh[text] for text in segments]
         for text, ids in zip(segments, encoded, strict=True):
             if len(ids) > self.max_input_tokens:
                 raise ValueError(
