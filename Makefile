@@ -135,6 +135,12 @@ bench-padding: install
 bench-memory-edit: install
 	$(BIN)/python bench/memory_edit.py
 
+# the ct2 engine through the pipeline against CTranslate2 by hand, in one process
+# (bench/results/engine_vs_ct2.json, .png)
+.PHONY: bench-engine-vs-ct2
+bench-engine-vs-ct2: install
+	$(BIN)/python bench/engine_vs_ct2.py
+
 # where a second translator loses: 1 and 2 translators' alpaca jobs on ct2, phase by phase
 # (bench/results/fleet_profile.json, .png)
 .PHONY: bench-fleet-profile
