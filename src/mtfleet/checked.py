@@ -126,14 +126,14 @@ def translate_watching_caps(
     token ids (the reverse engine) is never cut. (A sentence that ends exactly at its cap, at
     least twice its source's length, counts as cut too.)
     """
-    tokens = getattr(engine, "tokens", None)
-    generate = getattr(engine, "generate_token_ids", None)
     if not segments:
         return [], []
     # the ct2 engine's own, which decodes each call while the next runs
     own = getattr(engine, "translate_watching_caps", None)
     if own is not None:
         return own(segments)  # type: ignore[no-any-return]
+    tokens = getattr(engine, "tokens", None)
+    generate = getattr(engine, "generate_token_ids", None)
     if tokens is None or generate is None:
         return list(engine.translate(segments)), [False] * len(segments)
     return decoded_watching_caps(tokens, segments, generate(segments))
@@ -145,7 +145,7 @@ def decoded_watching_caps(
     """The texts of the token ids generated for `segments`, and for each whether it stopped at
     its cap (see `translate_watching_caps`)."""
     capped = [
-        len(output) >= tokens.output_cap(len(source))
+        tokens.stopped_at_cap(source, output)
         for source, output in zip(tokens.encode_segments(segments), outputs, strict=True)
     ]
     return tokens.decode(outputs), capped

@@ -189,7 +189,7 @@ class CT2Engine(TokenizedEngine):
             decoded = self.tokens.decode(outputs)
             for (_, i), text, ids in zip(pairs, decoded, outputs, strict=True):
                 texts[i] = text
-                capped[i] = len(ids) >= self.tokens.output_cap(len(encoded[i]))
+                capped[i] = self.tokens.stopped_at_cap(encoded[i], ids)
         return texts, capped
 
     def generate_token_ids(self, segments: Sequence[str]) -> list[list[int]]:

@@ -230,6 +230,11 @@ class ModelTokenizer:
         cap = math.ceil(self.max_length_factor * source_tokens + self.max_length_offset)
         return max(1, min(cap, self.max_output_tokens))
 
+    def stopped_at_cap(self, source_ids: Sequence[int], output: Sequence[int]) -> bool:
+        """Whether `output`, generated for `source_ids`, ran to its cap (`output_cap`): cut there,
+        unless it ended its sentence exactly at the cap (see `checked.translate_watching_caps`)."""
+        return len(output) >= self.output_cap(len(source_ids))
+
     def decode(self, outputs: Sequence[Sequence[int]]) -> list[str]:
         """Text of generated token ids, without special tokens or the forced language token."""
         if self.forced_bos_token_id is not None:
