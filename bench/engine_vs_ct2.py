@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import mtfleet
+from labels import other_labels
 from mtfleet.engines import load_engine
 from mtfleet.pipeline import translate_texts
 from run import PROFILES, bench_settings, build_workloads
@@ -97,7 +98,7 @@ def main() -> None:
         "seconds": seconds,
         "engine_vs_by_hand": round(medians["engine"] / medians["by hand"], 3),
     }
-    results = [*_kept(args.out, args.label), result]
+    results = [*other_labels(args.out, args.label), result]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     _plot(results, args.out.with_suffix(".png"))
@@ -109,13 +110,6 @@ def main() -> None:
             f"{statistics.median(run['seconds']['by hand']):.2f} | "
             f"{statistics.median(run['seconds']['engine']):.2f} | {run['engine_vs_by_hand']:.3f} |"
         )
-
-
-def _kept(out: Path, label: str) -> list[dict[str, Any]]:
-    """The earlier runs in `out` under other labels."""
-    if not out.exists():
-        return []
-    return [run for run in json.loads(out.read_text()) if run["label"] != label]
 
 
 def _plot(results: list[dict[str, Any]], path: Path) -> None:

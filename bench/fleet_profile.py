@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from labels import other_labels
 from phases import PHASES, job_phases
 from run import PROFILES, bench_settings, build_workloads
 from systems import Settings, convert_for_ct2, job_spec, start_cluster, stop_cluster
@@ -81,7 +82,7 @@ def main() -> None:
         "runs": runs,
         "median": summary,
     }
-    kept = _kept(args.out, args.label)
+    kept = other_labels(args.out, args.label)
     args.out.write_text(json.dumps([*kept, result], indent=2) + "\n")
     _plot([*kept, result], args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png').name}")
@@ -213,13 +214,6 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"{row['cpu_s_beside_translators']:.2f} |"
         )
     print(f"\ntwo_translators_vs_one (medians): {summary['two_translators_vs_one']:.3f}")
-
-
-def _kept(out: Path, label: str) -> list[dict[str, Any]]:
-    """The earlier runs in `out` under other labels."""
-    if not out.exists():
-        return []
-    return [run for run in json.loads(out.read_text()) if run["label"] != label]
 
 
 def _plot(results: list[dict[str, Any]], path: Path) -> None:
