@@ -296,6 +296,32 @@ def test_small_files_are_written_atomically_with_the_usual_mode(tmp_path: Path) 
     assert os.listdir(tmp_path) == ["job.manifest.json"]
 
 
+def test_a_file_published_while_written_is_read_there_and_a_second_one_spares_its_readers(
+    tmp_path: Path,
+) -> None:
+    from mtfleet.data.atomic import AtomicFile
+
+    first = AtomicFile(tmp_path / "units.jsonl", confine_to=tmp_path)
+    first.handle.write(b"row 0\n")
+    first.publish()
+    reader = open(tmp_path / "units.jsonl", "rb")  # noqa: SIM115
+    first.handle.write(b"row 1\n")
+    first.publish()
+    assert reader.read() == b"row 0\nrow 1\n"
+    # planned again: the name goes to the new file, the reader keeps the bytes it opened
+    second = AtomicFile(tmp_path / "units.jsonl", confine_to=tmp_path)
+    second.handle.write(b"other\n")
+    second.publish()
+    first.abort()
+    second.commit()
+    reader.seek(0)
+    assert reader.read() == b"row 0\nrow 1\n"
+    reader.close()
+    assert (tmp_path / "units.jsonl").read_bytes() == b"other\n"
+    assert os.listdir(tmp_path) == ["units.jsonl"]
+    assert (tmp_path / "units.jsonl").stat().st_mode & 0o777 == 0o644
+
+
 def make_files(root: Path, names: list[str]) -> None:
     for name in names:
         (root / name).parent.mkdir(parents=True, exist_ok=True)

@@ -51,17 +51,33 @@ class AtomicFile:
             raise OutputError(cannot_write(self.path, error)) from error
         self.handle: BinaryIO = open(descriptor, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
         self._done = False
+        self._published = False
+
+    def publish(self) -> None:
+        """Puts the file under `path` now, while it is still written: a reader sees the bytes
+        flushed so far, and the writes after it, through the same file. `commit` then makes it
+        durable; `abort` leaves it (whoever reads it must know how far it is written). A reader
+        that opened the file before stays on its own: a file published again replaces the name,
+        not the bytes it reads."""
+        self.handle.flush()
+        if self._published:
+            return
+        os.fchmod(self.handle.fileno(), self._mode())
+        os.replace(self._temporary, self._name, src_dir_fd=self._folder, dst_dir_fd=self._folder)
+        self._published = True
 
     def commit(self) -> None:
         """Makes the written bytes durable and puts them under `path`."""
         try:
             self.handle.flush()
             os.fsync(self.handle.fileno())
-            os.fchmod(self.handle.fileno(), self._mode())
+            if not self._published:
+                os.fchmod(self.handle.fileno(), self._mode())
             self.handle.close()
-            os.replace(
-                self._temporary, self._name, src_dir_fd=self._folder, dst_dir_fd=self._folder
-            )
+            if not self._published:
+                os.replace(
+                    self._temporary, self._name, src_dir_fd=self._folder, dst_dir_fd=self._folder
+                )
             # The rename is durable only once the folder's entry is on disk.
             os.fsync(self._folder)
         except BaseException as error:
@@ -76,8 +92,9 @@ class AtomicFile:
         if self._done:
             return
         self.handle.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._temporary, dir_fd=self._folder)
+        if not self._published:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._temporary, dir_fd=self._folder)
         self._close_folder()
 
     def remove(self) -> None:
