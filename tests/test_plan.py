@@ -4,20 +4,29 @@ as large as the fleet it is planned for can share evenly unless --shard-tokens s
 from __future__ import annotations
 
 import itertools
+import random
+from pathlib import Path
 
 import pytest
 
+from mtfleet.cluster import plan
 from mtfleet.cluster.plan import (
     CHARS_PER_TOKEN,
     FILLED_SHARE,
     FLEET_MOST_TOKENS,
     FLEET_SMALLEST_TOKENS,
+    ShardCutter,
+    ShardRule,
     ShardSizing,
+    UnitReader,
     cut_shards,
     cut_shards_from_costs,
+    plan_job,
+    plan_steps,
 )
 from mtfleet.data import Unit, UnitKind
 from mtfleet.spec import FIXED_SHARD_TOKENS, JobSpec, stored_identity
+from mtfleet.testing.cluster import write_jsonl
 
 
 def text_rows(tokens_per_row: list[int]) -> list[Unit]:
@@ -89,7 +98,7 @@ def test_a_row_bigger_than_a_shard_is_a_shard_of_its_own() -> None:
 def test_units_filled_from_the_memory_cost_nothing_but_bound_a_shard_for_assembly() -> None:
     # 1,000 rows of 10 tokens, all filled but rows 500 and 501
     costs = [(0, 1, 10)] * 500 + [(10, 1, 0)] * 2 + [(0, 1, 10)] * 498
-    shards = cut_shards_from_costs(costs, 20, ShardSizing.fixed(100))
+    shards = cut_shards_from_costs(costs, ShardSizing.fixed(100))
 
     assert covers_every_row_once(shards, 1000)
     # at most FILLED_SHARE shards' worth of filled tokens in one shard: 40 rows of 10
@@ -107,13 +116,15 @@ def fleet_shards(total_tokens: int, translators: int) -> list[int]:
     """The estimated tokens of each shard of a job of 10-token rows, sized for the fleet."""
     costs = [(10, 1, 0)] * (total_tokens // 10)
     sizing = ShardSizing.for_fleet(total_tokens, translators)
-    return [s.est_tokens for s in cut_shards_from_costs(costs, total_tokens, sizing)]
+    return [s.est_tokens for s in cut_shards_from_costs(costs, sizing)]
 
 
 def test_a_one_translator_job_plans_no_shrinking_tail() -> None:
     assert fleet_shards(200_000, 1) == [200_000]
-    # past the memory bound: equal shards, none small at the end
-    assert fleet_shards(1_000_000, 1) == [250_000] * 4
+    # up to twice the memory bound: equal shards
+    assert fleet_shards(400_000, 1) == [200_000] * 2
+    # past it: shards of the bound, cut as the rows come, and the last two halves of the rest
+    assert fleet_shards(1_000_000, 1) == [FLEET_MOST_TOKENS] * 2 + [244_000] * 2
 
 
 def test_shards_sized_to_the_fleet_never_pass_the_memory_bound() -> None:
@@ -150,14 +161,14 @@ def test_a_job_a_fleet_would_split_too_finely_is_one_shard() -> None:
 
 def test_an_explicit_shard_tokens_wins_over_the_fleet() -> None:
     spec = JobSpec(input="in.jsonl", output="out.jsonl", model="m", fields=["text"])
-    assert ShardSizing.of(spec, 1_000_000, 1) == ShardSizing.for_fleet(1_000_000, 1)
+    assert ShardRule.of(spec, 1).sizing(1_000_000) == ShardSizing.for_fleet(1_000_000, 1)
     given = spec.model_copy(update={"shard_tokens": 4000})
-    assert ShardSizing.of(given, 1_000_000, 1) == ShardSizing.fixed(4000)
+    assert ShardRule.of(given, 1).sizing(1_000_000) == ShardSizing.fixed(4000)
 
 
 def test_a_job_all_filled_from_the_memory_is_cut_by_the_filled_bound_not_row_by_row() -> None:
     costs = [(0, 1, 10)] * 100_000
-    shards = cut_shards_from_costs(costs, 0, ShardSizing.for_fleet(0, 1))
+    shards = cut_shards_from_costs(costs, ShardSizing.for_fleet(0, 1))
     assert covers_every_row_once(shards, 100_000)
     assert len(shards) == -(-100_000 * 10 // (FILLED_SHARE * FLEET_MOST_TOKENS))
 
@@ -171,3 +182,119 @@ def test_a_job_stored_with_the_old_fixed_default_keeps_its_identity_and_its_shar
     assert sized.default_job_id("key") != sized.model_copy(
         update={"shard_tokens": 4000}
     ).default_job_id("key")
+
+
+# --- shards cut as the rows come, while the rest of the input is read
+
+
+def random_costs(rng: random.Random, total_tokens: int) -> list[tuple[int, int, int]]:
+    """Rows of every shape a dataset has: empty, short, long, a few huge, some filled."""
+    costs: list[tuple[int, int, int]] = []
+    seen = 0
+    while seen < total_tokens:
+        shape = rng.random()
+        if shape < 0.05:
+            row = (0, 0, 0)
+        elif shape < 0.10:
+            row = (0, 2, rng.randint(1, 400))
+        elif shape < 0.11:
+            row = (rng.randint(20_000, 300_000), 3, 0)
+        else:
+            row = (rng.randint(1, 600), rng.randint(1, 4), 0)
+        costs.append(row)
+        seen += row[0]
+    return costs
+
+
+def cut_as_rows_come(rule: ShardRule, costs: list[tuple[int, int, int]], start_row: int = 0):
+    """The shards a cutter hands over while rows come, and those it cuts at the end."""
+    cutter = ShardCutter(rule, start_row)
+    early = [shard for row in costs for shard in cutter.add(*row)]
+    return early, cutter.finish()
+
+
+@pytest.mark.parametrize(
+    ("rule", "total_tokens"),
+    [
+        (ShardRule(4000, 1), 300_000),
+        (ShardRule(100_000, 1), 2_000_000),
+        (ShardRule(None, 1), 300_000),
+        (ShardRule(None, 1), 3_000_000),
+        (ShardRule(None, 2), 1_000_000),
+        (ShardRule(None, 2), 4_000_000),
+        (ShardRule(None, 4), 9_000_000),
+    ],
+)
+def test_shards_cut_as_the_rows_come_are_those_of_a_cut_that_knew_the_total(
+    rule: ShardRule, total_tokens: int
+) -> None:
+    for seed in range(3):
+        costs = random_costs(random.Random(seed), total_tokens)
+        early, last = cut_as_rows_come(rule, costs)
+        total = sum(row[0] for row in costs)
+
+        assert early + last == cut_shards_from_costs(costs, rule.sizing(total))
+        if total >= 6 * (rule.shard_tokens or FLEET_MOST_TOKENS) * rule.translators:
+            # most of a big job's shards are handed over before its input is read to the end
+            assert len(early) > len(last)
+
+
+def test_a_fleet_s_shards_wait_for_the_tokens_that_settle_their_size() -> None:
+    # under FLEET_BODY_SHARE shards a translator, a fleet's shard size depends on the total
+    costs = [(100, 1, 0)] * 10_000  # 1,000,000 tokens for 2 translators
+    early, last = cut_as_rows_come(ShardRule(None, 2), costs)
+    assert early == []
+    assert last == cut_shards_from_costs(costs, ShardSizing.for_fleet(1_000_000, 2))
+
+
+def test_a_plan_resumed_at_a_stored_shard_s_end_cuts_the_rest_as_the_whole_plan_did() -> None:
+    rule = ShardRule(None, 2)
+    costs = random_costs(random.Random(7), 4_000_000)
+    whole = cut_shards_from_costs(costs, rule.sizing(sum(row[0] for row in costs)))
+    stored = len(whole) // 3
+
+    early, last = cut_as_rows_come(rule, costs, start_row=whole[stored - 1].row_end)
+
+    assert early + last == whole[stored:]
+
+
+def test_each_step_of_a_plan_has_its_shards_units_on_disk_and_the_whole_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(plan, "STEP_EVERY_S", 0.0)
+    source = write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"text": f"Row {i} says something {'long ' * (i % 7)}."} for i in range(3000)],
+    )
+    spec = JobSpec(
+        input=str(source),
+        output=str(tmp_path / "out.jsonl"),
+        model="m",
+        fields=["text"],
+        shard_tokens=400,
+    )
+    work = tmp_path / "work"
+    handed = []
+    for step in plan_steps(spec, work):
+        assert step.first_index == len(handed)
+        assert (work / "plan.json").exists() is step.done
+        for shard in step.shards:
+            # a translator leasing it now reads its rows' units whole
+            units = UnitReader(work).read(shard.row_start, shard.row_end)
+            assert [unit.row for unit in units] == list(range(shard.row_start, shard.row_end))
+            assert step.rows >= shard.row_end
+        handed.extend(step.shards)
+        if not step.done:
+            early = len(handed)
+
+    assert early > len(handed) // 2
+    assert handed == plan_job(spec, tmp_path / "again")
+    assert (work / "units.jsonl").read_bytes() == (tmp_path / "again" / "units.jsonl").read_bytes()
+
+    # a coordinator gone after storing a third of them: its successor plans the input again and
+    # goes on from the last stored shard's end, numbering on
+    stored = len(handed) // 3
+    steps = list(plan_steps(spec, work, resume=(handed[stored - 1].row_end, stored)))
+    assert steps[0].first_index == stored
+    assert [shard for step in steps for shard in step.shards] == handed[stored:]
+    assert (work / "units.jsonl").read_bytes() == (tmp_path / "again" / "units.jsonl").read_bytes()

@@ -53,8 +53,8 @@ def finished_job(
     failed_row: bool = False,
     **spec: object,
 ) -> Path:
-    """A job that ran to `state`, with the work files a run leaves: units, a part, plan, logs;
-    with `failed_row`, its row 2 failed."""
+    """A job that ran to `state`, with the work files a run leaves (units, a part, plan, logs, and
+    an earlier version's rows.cost); with `failed_row`, its row 2 failed."""
     plan = [ShardPlan(0, 2, 2, 10)] + ([ShardPlan(2, 3, 1, 5)] if failed_row else [])
     store.jobs.create(job_id, {**SPEC, **spec}, plan)
     store.jobs.set_state(job_id, JobState.RUNNING)

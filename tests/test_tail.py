@@ -241,6 +241,25 @@ def backed_up(store: JobStore, job_id: str) -> tuple[ShardLedger, Lease, Lease]:
     return ledger, primary, backup
 
 
+def test_no_backup_is_leased_while_the_job_is_still_planned(
+    tail_store: tuple[JobStore, str],
+) -> None:
+    # the shards not cut yet would each be a better use of the translator than a backup
+    store, job_id = tail_store
+    clock = FakeClock()
+    ledger = ShardLedger(store, job_id, TAIL_SPEC, clock=clock)
+    ledger.rows_planned = 20
+    first = ledger.lease("fast")
+    assert ledger.lease("slow") is not None and first is not None
+    assert ledger.complete("fast", 0, first.lease_id, "fast.part", ShardStats(elapsed_s=1.0))
+    clock.now += 60
+
+    assert ledger.lease("fast") is None
+    ledger.rows_planned = None
+    backup = ledger.lease("fast")
+    assert backup is not None and backup.backup
+
+
 def test_a_backup_that_completes_first_wins_and_the_primary_is_told_to_stop_and_refused(
     tail_store: tuple[JobStore, str], tmp_path: Path
 ) -> None:

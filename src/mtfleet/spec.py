@@ -130,7 +130,7 @@ class JobSpec(BaseModel):
         le=MAX_SHARD_TOKENS,
         description="Most estimated source tokens per shard; the last are smaller. By default "
         "sized to the fleet when the job is planned: as large as its translators can share "
-        f"evenly (one translator: no smaller ones at the end), at most {FLEET_MOST_TOKENS:,}.",
+        f"evenly (one translator: no small ones at the end), at most {FLEET_MOST_TOKENS:,}.",
     )
     on_error: OnError = "keep-source"
     protect: list[str] = Field(

@@ -70,8 +70,8 @@ ShardTokens = Annotated[
     typer.Option(
         help="Most estimated source tokens per shard (the unit of leasing, retry and resume); "
         "shards shrink toward the end of a job. Default: sized when the job is planned to the "
-        "translators it has then, as large as they can share evenly (one translator: equal "
-        f"shards, no smaller ones at the end), at most {FLEET_MOST_TOKENS:,}."
+        "translators it has then, as large as they can share evenly (one translator: shards "
+        f"of the most, the last two halves of the rest), at most {FLEET_MOST_TOKENS:,}."
     ),
 ]
 OnError = Annotated[

@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from mtfleet.cluster.link import POOL_CALL_S, PoolLink
 from mtfleet.cluster.logs import log_to_work_dir
 from mtfleet.cluster.memory_writer import MemoryWriter
 from mtfleet.cluster.placement import Placement
-from mtfleet.cluster.plan import UnitReader, units_memory_keys
+from mtfleet.cluster.plan import PlanStep, UnitReader, units_memory_keys
 from mtfleet.cluster.protocol import STOP, WAIT, KeptSegments, LeaseReply, ShardStats
 from mtfleet.cluster.reaping import Reaping
 from mtfleet.cluster.steering import move_job
@@ -84,6 +84,17 @@ def coordinator_name(job_id: str) -> str:
     return f"mtfleet-job-{job_id}"
 
 
+def planning_may_fill(spec: JobSpec, memory: TranslationMemory) -> bool:
+    """Whether planning may fill units from the translation memory (it holds some under the
+    job's keys): then planning looks its units up there, no translator is placed before it finds
+    a unit the memory does not hold (`work_found`), and a job filled wholly at planning is
+    assembled without starting one. Otherwise no unit is looked up."""
+    if not tasks.fills_from_memory(spec):
+        return False
+    keys = units_memory_keys(spec)
+    return keys is not None and memory.holds(keys.values())
+
+
 class JobCoordinator:
     """One job's coordinator, as a plain class (its actor is `JobCoordinatorActor`, whose process
     Ray names after this class): tests build one on a store with no Ray. Its parts are objects:
@@ -109,7 +120,8 @@ class JobCoordinator:
         pool = PoolLink()
         # the job's translators (`slots`, under `lock`) and where they go
         self.placement = Placement(job_id, self.store, spec, self.work_dir, pool)
-        # set once the unit file and the shards exist: translators lease nothing before
+        # set once shards are stored whose units are on disk (the plan's first steps, or all of
+        # it): translators lease nothing before; the ledger's `rows_planned` says how far
         self.planned = threading.Event()
         self.memory = TranslationMemory(self.store)
         # what completions ask the memory to keep, written off the translators' path
@@ -175,11 +187,15 @@ class JobCoordinator:
                 self.store.jobs.set_state(self.job_id, JobState.RUNNING)
             if job.state is JobState.PLANNING or not UnitReader.exists(self.work_dir):
                 # Planning reads the whole input: here, never in the API's process, while the
-                # fleet loop places translators that load their engines meanwhile.
-                fill = self._planning_may_fill()
+                # fleet loop places translators that load their engines meanwhile, and they
+                # lease its first shards while it reads on. A plan an earlier coordinator stored
+                # part of goes on where it ended.
+                fill = planning_may_fill(self.spec, self.memory)
                 place_while_planning = not fill
+                resume = (shards[-1].row_end if shards else 0, len(shards))
+                self.ledger.rows_planned = 0
                 threading.Thread(
-                    target=self._plan, args=(fill,), name="planner", daemon=True
+                    target=self._plan, args=(fill, resume), name="planner", daemon=True
                 ).start()
             else:
                 place_while_planning = True
@@ -216,42 +232,49 @@ class JobCoordinator:
                 log.exception("restarting job %s failed; again in %.0f s", self.job_id, wait_s)
                 time.sleep(wait_s)
 
-    def _planning_may_fill(self) -> bool:
-        """Whether planning may fill units from the translation memory (it holds some under the
-        job's keys): then planning looks its units up there, no translator is placed before it
-        finds a unit the memory does not hold (`work_found`), and a job filled wholly at planning
-        is assembled without starting one. Otherwise no unit is looked up."""
-        if not tasks.fills_from_memory(self.spec):
-            return False
-        keys = units_memory_keys(self.spec)
-        return keys is not None and self.memory.holds(keys.values())
-
-    def _plan(self, fill: bool) -> None:
-        """Writes the unit file, then the shards (a job planned before keeps its own); with
-        `fill` (`_planning_may_fill`), the units the memory holds are filled from it."""
+    def _plan(self, fill: bool, resume: tuple[int, int]) -> None:
+        """Writes the unit file and stores the shards as planning cuts them (`take_steps`); with
+        `fill` (`planning_may_fill`), the units the memory holds are filled from it. `resume`:
+        the (rows, shards) an earlier coordinator stored of the plan."""
         try:
             translators = self.placement.fleet_size(ray.nodes())
-            shards = tasks.plan(
-                self.spec, self.work_dir, self.store_url, translators, fill, _current_actor()
+            steps = tasks.plan(
+                self.spec,
+                self.work_dir,
+                self.store_url,
+                translators,
+                fill,
+                _current_actor(),
+                resume,
             )
-            if not self.store.jobs.add_plan(self.job_id, shards):
-                return
+            self.take_steps(steps, translators)
         except MtfleetError as error:
             self.fleet.finish_failed(str(error))
-            return
         except Exception as error:
             log.exception("planning job %s failed", self.job_id)
             self.fleet.finish_failed(f"Planning failed: {type(error).__name__}: {error}")
-            return
-        log.info(
-            "job %s planned: %d shards for %d translators", self.job_id, len(shards), translators
-        )
-        self.store.events.add(
-            self.job_id, "planned", f"Planned: {len(shards)} shards for {translators} translators."
-        )
-        self.planned.set()
-        self.fleet.wake()
-        self.ledger_changed()
+
+    def take_steps(self, steps: Iterable[PlanStep], translators: int) -> None:
+        """Stores each step's shards as planning hands them over (a shard stored before keeps its
+        own), and leases those whose rows' units are on disk; the job may end once the last step
+        says the plan is whole."""
+        for step in steps:
+            if (step.shards or step.done) and not self.store.jobs.add_plan(
+                self.job_id, step.shards, step.first_index
+            ):
+                return  # the job ended
+            shards = step.first_index + len(step.shards)
+            if step.done:  # said before the job may end
+                log.info(
+                    "job %s planned: %d shards for %d translators", self.job_id, shards, translators
+                )
+                message = f"Planned: {shards} shards for {translators} translators."
+                self.store.events.add(self.job_id, "planned", message)
+            self.ledger.rows_planned = None if step.done else step.rows
+            if shards or step.done:
+                self.planned.set()
+            self.fleet.wake()
+            self.ledger_changed()
 
     def work_found(self) -> None:
         """Planning's word that the memory does not hold every unit: translators are placed now,
@@ -411,6 +434,8 @@ class JobCoordinator:
             "error": job.error,
             "counters": job.counters,
             "translators": self.placement.translators(),
+            # its shards, rows and rows_total are those planned so far
+            "planning": self.ledger.rows_planned is not None,
             **progress,
             "targets": target_progress(self.spec, progress),
         }

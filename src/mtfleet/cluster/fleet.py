@@ -42,8 +42,8 @@ IDLE_TICK_S = 2.0
 class FleetLoop:
     """Job `job_id`'s fleet loop, from `start` until the job ends, and the job's end. `spec` is
     the job's as the store holds it (`stored_spec`), followed from each tick (`follow_spec`);
-    `planned` is set once the plan is written; `ledger_changed()` wakes the translators waiting
-    for a lease."""
+    `planned` is set once shards may be leased, and the ledger's `rows_planned` is None once the
+    plan is whole; `ledger_changed()` wakes the translators waiting for a lease."""
 
     def __init__(
         self,
@@ -190,6 +190,11 @@ class FleetLoop:
             self.ledger_changed()
         shards = self.store.counters.progress(self.job_id)["shards"]
         left = shards[ShardState.PENDING] + shards[ShardState.LEASED]
+        if self.ledger.rows_planned is not None:
+            # still planned: its first shards are leased while the rest is cut, and the shards
+            # left say nothing yet of the translators it wants
+            self._place(nodes, job.state, None)
+            return False
         if not left and job.state is JobState.PAUSED:
             # Its last shards landed after the pause: it ends once resumed, as a paused job may not.
             return False

@@ -113,15 +113,20 @@ class ShardLedger:
         self.watches: dict[str, Watch] = {}
         self.breaker = FailureBreaker()
         self.faults_in_a_row = 0
+        # while the job is planned, the rows whose units are on disk: shards within them are
+        # leased, no backup is; None once the plan is whole
+        self.rows_planned: int | None = None
 
     # --- leases
 
     def lease(self, worker_id: str) -> Lease | None:
-        """A pending shard leased to `worker_id`, else a backup lease (the speculative tail), else
-        None: every shard is leased or done."""
-        shard = self.store.leases.take(self.job_id, worker_id, self.spec.lease_ttl_s)
+        """A pending shard leased to `worker_id`, else a backup lease (the speculative tail, once
+        the plan is whole), else None: every shard planned is leased or done."""
+        rows_planned = self.rows_planned
+        shard = self.store.leases.take(self.job_id, worker_id, self.spec.lease_ttl_s, rows_planned)
         if shard is None:
-            return self._lease_backup(worker_id) if self.spec.speculative_tail else None
+            tail = self.spec.speculative_tail and rows_planned is None
+            return self._lease_backup(worker_id) if tail else None
         log.info(
             "leased shard %d, rows [%d, %d), to %s (attempt %d)",
             shard.index,

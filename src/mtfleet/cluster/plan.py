@@ -1,9 +1,11 @@
 """The planner: one pass over a dataset, row by row, listing its units and cutting shards.
 
-Memory does not grow with the dataset: units go to `units.jsonl` as rows stream by, each row's
-first byte offset to `units.idx` and its estimated cost to `rows.cost`, and shards are cut from
-that cost file afterwards. The input's bytes are hashed in the same pass (plan.json), so
-assembly can tell that the input changed while the job ran.
+Memory does not grow with the dataset: units go to `units.jsonl` as rows stream by, and each row's
+first byte offset to `units.idx`. Shards are cut as the rows stream by too (`ShardCutter`), and
+handed over a few at a time (`plan_steps`) with the units of their rows already on disk, so
+translators lease the first shards while the rest of the input is still read. The input's bytes
+are hashed in the same pass (plan.json, written last: a unit file without it is a plan cut short),
+so assembly can tell that the input changed while the job ran.
 
 With the translation memory, a unit whose text an earlier job of the same settings translated is
 filled from it as the rows stream by (looked up a batch of rows at a time): its unit line carries
@@ -13,11 +15,14 @@ planning, its part written here, and never leased.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import time
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
@@ -60,8 +65,12 @@ FLEET_SMALLEST_SHARE = 16
 FLEET_SMALLEST_TOKENS = 2000
 # Rows `check_fields` reads before any work: a path matching none of them is most likely a typo.
 HEAD_ROWS = 1000
-# Entries buffered before an index or cost array is appended to its file.
+# Entries buffered before the row index is appended to its file.
 _FLUSH_ENTRIES = 1 << 16
+# How often planning hands over the shards it has cut (`plan_steps`), and how many rows it reads
+# between two looks at the clock.
+STEP_EVERY_S = 0.5
+_STEP_CHECK_ROWS = 256
 # Rows whose units are looked up in the translation memory together (a query per target).
 FILL_ROWS = 2048
 # A shard holds at most this many times its most tokens of units filled from the memory: assembly
@@ -264,23 +273,60 @@ class UnitFiller:
         return filled
 
 
+@dataclass(frozen=True)
+class PlanStep:
+    """What planning has done so far: `shards` cut since its last step, the first of them the
+    job's shard `first_index`; the units of rows [0, `rows`) on disk; `done` once the plan is
+    whole (every row's units, plan.json)."""
+
+    first_index: int
+    shards: list[ShardPlan]
+    rows: int
+    done: bool
+
+
 def plan_job(
     spec: JobSpec, work_dir: Path, filler: UnitFiller | None = None, translators: int = 1
 ) -> list[ShardPlan]:
-    """Writes the job's units and what assembly needs of its input under `work_dir`; returns its
-    shards, sized for `translators` translators unless the spec gives --shard-tokens. Reads the
-    input once, a row at a time. With `filler`, units the translation memory holds are filled from
-    it, and shards of only such units are done (their parts written)."""
+    """Every shard of `plan_steps`, once the plan is whole."""
+    return [
+        shard for step in plan_steps(spec, work_dir, filler, translators) for shard in step.shards
+    ]
+
+
+def plan_steps(
+    spec: JobSpec,
+    work_dir: Path,
+    filler: UnitFiller | None = None,
+    translators: int = 1,
+    *,
+    resume: tuple[int, int] = (0, 0),
+) -> Iterator[PlanStep]:
+    """Writes the job's units and what assembly needs of its input under `work_dir`, reading the
+    input once, a row at a time; hands over its shards, sized for `translators` translators
+    unless the spec gives --shard-tokens, every STEP_EVERY_S as they are cut. With `filler`,
+    units the translation memory holds are filled from it, and shards of only such units are done
+    (their parts written). `resume`: the (rows, shards) of a plan an earlier coordinator stored
+    before it stopped; cutting starts at its end, numbering at its count."""
     paths = parse_field_paths(spec.fields)
     root, files = dataset_files(spec.input)
     work_dir.mkdir(parents=True, exist_ok=True)
+    # a plan.json left by an earlier plan would call this one's unit file whole before it is
+    with contextlib.suppress(FileNotFoundError):
+        (work_dir / "plan.json").unlink()
+    cutter = ShardCutter(ShardRule.of(spec, translators), resume[0])
+    handed = resume[1]
     described = []
-    with UnitFileWriter(work_dir, filler) as unit_file:
+    with UnitFileWriter(work_dir, filler, cutter) as unit_file:
         for file in files:
             first_row = unit_file.rows
             reader = DatasetReader(file)
             for row in reader.rows():
                 unit_file.add_row(_row_units(row, paths, unit_file.rows))
+                if unit_file.step_due():
+                    shards, rows = unit_file.step()
+                    yield PlanStep(handed, _done_if_filled(shards, work_dir, filler), rows, False)
+                    handed += len(shards)
             described.append(
                 {
                     "path": str(file),
@@ -300,25 +346,30 @@ def plan_job(
         "files": described,
     }
     write_plan_facts(work_dir, facts)
-    sizing = ShardSizing.of(spec, unit_file.tokens, translators)
-    shards = cut_shards_from_costs(read_row_costs(work_dir), unit_file.tokens, sizing)
+    shards = _done_if_filled(unit_file.last_shards, work_dir, filler)
+    yield PlanStep(handed, shards, unit_file.rows, True)
+
+
+def _done_if_filled(
+    shards: list[ShardPlan], work_dir: Path, filler: UnitFiller | None
+) -> list[ShardPlan]:
+    """Each shard that has nothing to translate done, its part written from the memory."""
     if filler is None:
         return shards
-    return [_done_if_filled(shard, work_dir) for shard in shards]
-
-
-def _done_if_filled(shard: ShardPlan, work_dir: Path) -> ShardPlan:
-    """The shard done, its part written from the memory, when it has nothing to translate."""
     from mtfleet.cluster.parts import part_path, write_part
 
-    if shard.est_tokens:
-        return shard
-    units = UnitReader(work_dir).read(shard.row_start, shard.row_end)
-    path = part_path(work_dir, shard.row_start, shard.row_end, FILLED_LEASE)
-    write_part(path, (unit.with_filled() for unit in units))
-    rows = shard.row_end - shard.row_start
-    stats = ShardStats(rows=rows, units=len(units), units_from_memory=len(units))
-    return replace(shard, part_path=str(path), stats=stats.to_json())
+    done = []
+    for shard in shards:
+        if shard.est_tokens:
+            done.append(shard)
+            continue
+        units = UnitReader(work_dir).read(shard.row_start, shard.row_end)
+        path = part_path(work_dir, shard.row_start, shard.row_end, FILLED_LEASE)
+        write_part(path, (unit.with_filled() for unit in units))
+        rows = shard.row_end - shard.row_start
+        stats = ShardStats(rows=rows, units=len(units), units_from_memory=len(units))
+        done.append(replace(shard, part_path=str(path), stats=stats.to_json()))
+    return done
 
 
 def _row_units(row: dict[str, Any], paths: Sequence[FieldPath], row_index: int) -> list[Unit]:
@@ -329,12 +380,14 @@ def _row_units(row: dict[str, Any], paths: Sequence[FieldPath], row_index: int) 
 class ShardSizing:
     """How the planner sizes shards: each ends once it holds `wanted(left)` estimated tokens to
     translate, `left` being the tokens still to cut (guided self-scheduling), or `filled_most`
-    tokens filled from the translation memory."""
+    tokens filled from the translation memory; `whole_below`: a shard takes all that is left once
+    it is no more."""
 
     most: int
     tail_share: int
     smallest: int
     filled_most: int
+    whole_below: int = 0
 
     @classmethod
     def fixed(cls, shard_tokens: int) -> ShardSizing:
@@ -346,28 +399,122 @@ class ShardSizing:
     @classmethod
     def for_fleet(cls, total_tokens: int, translators: int) -> ShardSizing:
         """Shards as large as `translators` translators can share evenly, at most
-        FLEET_MOST_TOKENS: one translator has nothing to balance, so it gets equal shards and no
-        tail; N of them get a body and a tail (see FLEET_BODY_SHARE)."""
+        FLEET_MOST_TOKENS: one translator has nothing to balance, so it gets shards of the most
+        and no tail, the last two halves of what is left (equal, as the whole job's are when it
+        holds no more than two); N of them get a body and a tail (see FLEET_BODY_SHARE)."""
         filled_most = FILLED_SHARE * FLEET_MOST_TOKENS
         if translators <= 1:
-            shards = max(1, math.ceil(total_tokens / FLEET_MOST_TOKENS))
-            size = max(1, math.ceil(total_tokens / shards))
-            return cls(size, 1, size, filled_most)
+            return cls(FLEET_MOST_TOKENS, 2, 1, filled_most, whole_below=FLEET_MOST_TOKENS)
         share = total_tokens / translators
         most = min(FLEET_MOST_TOKENS, max(FLEET_LEAST_TOKENS, math.ceil(share / FLEET_BODY_SHARE)))
         smallest = max(FLEET_SMALLEST_TOKENS, math.ceil(share / FLEET_SMALLEST_SHARE))
         return cls(most, translators, min(most, smallest), filled_most)
 
-    @classmethod
-    def of(cls, spec: JobSpec, total_tokens: int, translators: int) -> ShardSizing:
-        """The spec's --shard-tokens when given, else sized to the fleet."""
-        if spec.shard_tokens is not None:
-            return cls.fixed(spec.shard_tokens)
-        return cls.for_fleet(total_tokens, translators)
-
     def wanted(self, left: int) -> int:
         """The estimated tokens the next shard ends at, with `left` tokens still to cut."""
+        if left <= self.whole_below:
+            return max(1, left)
         return min(self.most, max(self.smallest, math.ceil(left / self.tail_share)))
+
+
+@dataclass(frozen=True)
+class ShardRule:
+    """The sizing of a job's shards before its total is known: `sizing(total)` once it is, and
+    `settled(seen)`, the sizing that every total of at least `seen` tokens shares while a shard
+    has `most` x `tail_share` tokens after its start (then it takes `most`), or None while it
+    depends on tokens not seen yet."""
+
+    shard_tokens: int | None
+    translators: int
+    # a sizing given whole (`exactly`): nothing is settled before the end
+    given: ShardSizing | None = None
+
+    @classmethod
+    def of(cls, spec: JobSpec, translators: int) -> ShardRule:
+        """The spec's --shard-tokens when given, else sized to the fleet."""
+        return cls(spec.shard_tokens, translators)
+
+    @classmethod
+    def exactly(cls, sizing: ShardSizing) -> ShardRule:
+        return cls(None, 1, sizing)
+
+    def sizing(self, total_tokens: int) -> ShardSizing:
+        if self.given is not None:
+            return self.given
+        if self.shard_tokens is not None:
+            return ShardSizing.fixed(self.shard_tokens)
+        return ShardSizing.for_fleet(total_tokens, self.translators)
+
+    def settled(self, seen_tokens: int) -> ShardSizing | None:
+        if self.given is not None:
+            return None
+        # a fleet's most is FLEET_MOST_TOKENS for any total of this many tokens or more
+        fleet_settles_at = FLEET_MOST_TOKENS * FLEET_BODY_SHARE * self.translators
+        fleet = self.shard_tokens is None and self.translators > 1
+        if fleet and seen_tokens < fleet_settles_at:
+            return None
+        return self.sizing(seen_tokens)
+
+
+class ShardCutter:
+    """Cuts contiguous row ranges as rows come (`add`: a row's estimated tokens to translate,
+    text units and estimated tokens filled from the memory), smaller toward the end (`finish`).
+
+    The last shards, which the fleet finishes side by side, are small, so no translator waits long
+    on another's last shard (guided self-scheduling). A shard is cut as soon as the tokens after
+    its start say what the whole input would (`ShardRule.settled`): the shards are those of a cut
+    made once the total is known. `start_row`: the rows before it were cut before (a plan
+    resumed); their tokens count in the total. Every row belongs to one shard."""
+
+    def __init__(self, rule: ShardRule, start_row: int = 0) -> None:
+        self.rule = rule
+        self.start_row = start_row
+        self.rows = 0
+        self.seen = 0
+        self.cut = 0
+        # the rows after the last cut: (tokens, units, filled tokens)
+        self.waiting: deque[tuple[int, int, int]] = deque()
+        self.waiting_tokens = 0
+
+    def add(self, tokens: int, units: int, filled: int) -> list[ShardPlan]:
+        """The shards this row lets cut now."""
+        self.rows += 1
+        self.seen += tokens
+        if self.rows <= self.start_row:
+            self.cut += tokens
+            return []
+        self.waiting.append((tokens, units, filled))
+        self.waiting_tokens += tokens
+        sizing = self.rule.settled(self.seen)
+        if sizing is None:
+            return []
+        shards = []
+        while self.waiting_tokens >= sizing.most * sizing.tail_share:
+            shards.append(self._next_shard(sizing.most, sizing.filled_most))
+        return shards
+
+    def finish(self) -> list[ShardPlan]:
+        """The rest of the shards, the total known."""
+        sizing = self.rule.sizing(self.seen)
+        shards = []
+        while self.waiting:
+            shards.append(self._next_shard(sizing.wanted(self.seen - self.cut), sizing.filled_most))
+        return shards
+
+    def _next_shard(self, wanted: int, filled_most: int) -> ShardPlan:
+        """The waiting rows up to the first at which the shard holds `wanted` tokens or
+        `filled_most` filled ones, or all of them."""
+        start = self.rows - len(self.waiting)
+        rows = tokens = units = filled = 0
+        while self.waiting and tokens < wanted and filled < filled_most:
+            row_tokens, row_units, row_filled = self.waiting.popleft()
+            rows += 1
+            tokens += row_tokens
+            units += row_units
+            filled += row_filled
+        self.cut += tokens
+        self.waiting_tokens -= tokens
+        return ShardPlan(start, start + rows, units, tokens)
 
 
 def cut_shards(rows: int, text_units: Sequence[Unit], sizing: ShardSizing) -> list[ShardPlan]:
@@ -378,68 +525,52 @@ def cut_shards(rows: int, text_units: Sequence[Unit], sizing: ShardSizing) -> li
         tokens_per_row[unit.row] += unit_tokens(unit.text or "")
         units_per_row[unit.row] += 1
     return cut_shards_from_costs(
-        zip(tokens_per_row, units_per_row, [0] * rows, strict=True),
-        sum(tokens_per_row),
-        sizing,
+        zip(tokens_per_row, units_per_row, [0] * rows, strict=True), sizing
     )
 
 
 def cut_shards_from_costs(
-    row_costs: Iterable[tuple[int, int, int]], total_tokens: int, sizing: ShardSizing
+    row_costs: Iterable[tuple[int, int, int]], sizing: ShardSizing
 ) -> list[ShardPlan]:
-    """Contiguous row ranges sized by `sizing`, smaller toward the end.
-
-    `row_costs` gives each row's (estimated tokens to translate, text units, estimated tokens of
-    the units filled from the translation memory) in order. The last shards, which the fleet
-    finishes side by side, are small, so no translator waits long on another's last shard
-    (guided self-scheduling). Every row belongs to one shard.
-    """
-    left = total_tokens
-    shards: list[ShardPlan] = []
-    start = tokens = units = filled = rows = 0
-    wanted = sizing.wanted(left)
-    for row_tokens, row_units, row_filled in row_costs:
-        rows += 1
-        tokens += row_tokens
-        units += row_units
-        filled += row_filled
-        if tokens >= wanted or filled >= sizing.filled_most:
-            shards.append(ShardPlan(start, rows, units, tokens))
-            left -= tokens
-            start, tokens, units, filled = rows, 0, 0, 0
-            wanted = sizing.wanted(left)
-    if start < rows:
-        shards.append(ShardPlan(start, rows, units, tokens))
-    return shards
+    """The shards `ShardCutter` cuts of rows of `row_costs` (each row's estimated tokens to
+    translate, text units and estimated tokens filled from the memory, in order) by `sizing`,
+    all at once."""
+    cutter = ShardCutter(ShardRule.exactly(sizing))
+    for costs in row_costs:
+        cutter.add(*costs)
+    return cutter.finish()
 
 
 def unit_tokens(text: str) -> int:
     return 1 + len(text) // CHARS_PER_TOKEN
 
 
-# --- the unit file: one JSON line per text unit, with per-row offsets and costs beside it
+# --- the unit file: one JSON line per text unit, with each row's offset beside it
 
 
 class UnitFileWriter:
-    """Writes units.jsonl, units.idx (each row's first byte, then the end) and rows.cost
-    (each row's estimated tokens to translate, text units and estimated tokens filled from the
-    memory) as rows stream by; renamed into place at the end, so a crash mid-plan leaves no half a
-    unit file. With `filler`, rows wait in batches of FILL_ROWS for their look-up."""
+    """Writes units.jsonl and units.idx (each row's first byte, then the end) as rows stream by,
+    and feeds each row's estimated cost to `cutter`. Put in place at the first `step` (the shards
+    cut so far, their units flushed) and made durable at the end; plan.json, written after it,
+    says it is whole. With `filler`, rows wait in batches of FILL_ROWS for their look-up."""
 
-    def __init__(self, work_dir: Path, filler: UnitFiller | None = None) -> None:
+    def __init__(self, work_dir: Path, filler: UnitFiller | None, cutter: ShardCutter) -> None:
         self.work_dir = work_dir
         self.filler = filler
+        self.cutter = cutter
         self._waiting: list[list[Unit]] = []
         self.rows = 0
         self.units = 0
-        self.tokens = 0
+        self._written = 0
         self._position = 0
+        # shards cut, not handed over yet; all that are left once the writer is closed
+        self._cut: list[ShardPlan] = []
+        self.last_shards: list[ShardPlan] = []
+        self._last_step = time.monotonic()
         self._files: list[AtomicFile] = []
         self._lines = self._open("units.jsonl")
         self._index = self._open("units.idx")
-        self._costs = self._open("rows.cost")
         self._offsets = array("q")
-        self._row_costs = array("q")
 
     def _open(self, name: str) -> BinaryIO:
         # unique temporary names, created exclusively: two planners of one job never share a file
@@ -457,6 +588,25 @@ class UnitFileWriter:
         self._waiting.append(texts)
         if len(self._waiting) >= FILL_ROWS:
             self._fill_waiting()
+
+    def step_due(self) -> bool:
+        """Whether STEP_EVERY_S have passed since the last step (looked at every few rows)."""
+        return self.rows % _STEP_CHECK_ROWS == 0 and (
+            time.monotonic() - self._last_step >= STEP_EVERY_S
+        )
+
+    def step(self) -> tuple[list[ShardPlan], int]:
+        """The shards cut whose units are on disk now, and the rows whose units are: the files
+        flushed, and put in place. A row's units end where the next row's begin, so the last row
+        written waits for the next."""
+        self._last_step = time.monotonic()
+        self._flush()
+        for output in self._files:
+            output.publish()
+        readable = max(0, self._written - 1)
+        ready = [shard for shard in self._cut if shard.row_end <= readable]
+        self._cut = self._cut[len(ready) :]
+        return ready, readable
 
     def _fill_waiting(self) -> None:
         assert self.filler is not None
@@ -483,16 +633,14 @@ class UnitFileWriter:
             self._lines.write(encoded)
             self._position += len(encoded)
             self.units += 1
-        self._row_costs.extend((tokens, len(units), filled_tokens))
-        self.tokens += tokens
+        self._written += 1
+        self._cut.extend(self.cutter.add(tokens, len(units), filled_tokens))
         if len(self._offsets) >= _FLUSH_ENTRIES:
             self._flush()
 
     def _flush(self) -> None:
         self._offsets.tofile(self._index)
-        self._row_costs.tofile(self._costs)
         self._offsets = array("q")
-        self._row_costs = array("q")
 
     def __enter__(self) -> UnitFileWriter:
         return self
@@ -503,22 +651,13 @@ class UnitFileWriter:
         if error_type is None:
             self._offsets.append(self._position)
             self._flush()
-        # each made durable (file and folder) before the plan's shards are stored as running
+            self.last_shards = self._cut + self.cutter.finish()
+        # each made durable (file and folder) before the plan's last shards are stored
         for output in self._files:
             if error_type is None:
                 output.commit()
             else:
                 output.abort()
-
-
-def read_row_costs(work_dir: Path) -> Iterator[tuple[int, int, int]]:
-    """Each row's (estimated tokens to translate, text units, estimated tokens filled from the
-    memory), streamed from rows.cost."""
-    with open(work_dir / "rows.cost", "rb") as stream:
-        while block := stream.read(3 * 8 * _FLUSH_ENTRIES):
-            costs = array("q")
-            costs.frombytes(block)
-            yield from zip(costs[::3], costs[1::3], costs[2::3], strict=True)
 
 
 def write_plan_facts(work_dir: Path, facts: dict[str, Any]) -> None:

@@ -74,6 +74,7 @@ def retire(store: JobStore, job_id: str, work_dir: Path) -> int:
     job = store.jobs.get(job_id)
     if job.state is not JobState.SUCCEEDED or job.spec.get("keep_work"):
         return 0
+    # rows.cost: the row costs an earlier version's planner kept beside the units
     if not any(
         (work_dir / name).exists() for name in ("parts", "units.jsonl", "units.idx", "rows.cost")
     ):

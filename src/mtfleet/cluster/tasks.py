@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.exceptions import RayTaskError
 
 from mtfleet.errors import MtfleetError
 from mtfleet.spec import JobSpec
-from mtfleet.store import JobStore, ShardPlan
+from mtfleet.store import JobStore
+
+if TYPE_CHECKING:
+    from mtfleet.cluster.plan import PlanStep
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +29,7 @@ log = logging.getLogger(__name__)
 WORK_MEMORY_BYTES = 512 * 1024 * 1024
 
 
-@ray.remote(num_cpus=0, max_retries=0)
+@ray.remote(num_cpus=0, max_retries=0, num_returns="streaming")
 def _plan_task(
     spec: dict[str, Any],
     work_dir: str,
@@ -33,20 +37,22 @@ def _plan_task(
     translators: int,
     fill: bool,
     coordinator: Any,
-) -> list[ShardPlan]:
-    from mtfleet.cluster.plan import UnitFiller, plan_job, units_memory_keys
+    resume: tuple[int, int],
+) -> Iterator[PlanStep]:
+    from mtfleet.cluster.plan import UnitFiller, plan_steps, units_memory_keys
 
     job_spec = JobSpec(**spec)
     keys = units_memory_keys(job_spec) if fill else None
     if keys is None:
-        return plan_job(job_spec, Path(work_dir), translators=translators)
+        yield from plan_steps(job_spec, Path(work_dir), translators=translators, resume=resume)
+        return
     several = isinstance(job_spec.tgt_lang, list)
     # the coordinator, which waits to place translators until planning finds work, hears of the
     # first unit the memory does not hold at once
     on_work = None if coordinator is None else coordinator.work_found.remote
     with JobStore(store_url) as store:
         filler = UnitFiller(store, keys, several, on_work)
-        return plan_job(job_spec, Path(work_dir), filler, translators=translators)
+        yield from plan_steps(job_spec, Path(work_dir), filler, translators, resume=resume)
 
 
 def fills_from_memory(spec: JobSpec) -> bool:
@@ -75,22 +81,19 @@ def plan(
     translators: int,
     fill: bool,
     coordinator: Any = None,
-) -> list[ShardPlan]:
-    """The job's unit file written and its shards cut for `translators` translators
-    (`plan.plan_job`), in a task. With `fill` (the translation memory of the store at `store_url`
-    holds entries under the job's keys; without it no unit is looked up: at 1M rows the lookups
-    were a third of planning), the units the memory holds are filled from it, and its
-    `coordinator` actor (if any) is told `work_found` at the first unit the memory does not hold."""
-    return _run(
-        _plan_task,
-        "planning",
-        spec.model_dump(),
-        str(work_dir),
-        store_url,
-        translators,
-        fill,
-        coordinator,
+    resume: tuple[int, int] = (0, 0),
+) -> Iterator[PlanStep]:
+    """The job's unit file written and its shards cut for `translators` translators, in a task,
+    its steps as they come (`plan.plan_steps`, which says what `resume` is). With `fill` (the
+    translation memory of the store at `store_url` holds entries under the job's keys; without
+    it no unit is looked up: at 1M rows the lookups were a third of planning), the units the
+    memory holds are filled from it, and its `coordinator` actor (if any) is told `work_found` at
+    the first unit the memory does not hold."""
+    steps = _plan_task.options(memory=WORK_MEMORY_BYTES).remote(
+        spec.model_dump(), str(work_dir), store_url, translators, fill, coordinator, resume
     )
+    for step in steps:
+        yield _result(step, "planning")
 
 
 def assemble(store_url: str, job_id: str, work_dir: Path) -> dict[str, Any]:
@@ -100,10 +103,14 @@ def assemble(store_url: str, job_id: str, work_dir: Path) -> dict[str, Any]:
 
 
 def _run(task: Any, step: str, *args: Any) -> Any:
+    return _result(task.options(memory=WORK_MEMORY_BYTES).remote(*args), step)
+
+
+def _result(ref: Any, step: str) -> Any:
     """The task's result; an error it raised is raised here as it was (a user's mistake stays
     one sentence), its remote traceback logged when it is not an MtfleetError."""
     try:
-        return ray.get(task.options(memory=WORK_MEMORY_BYTES).remote(*args))
+        return ray.get(ref)
     except RayTaskError as error:
         cause = error.cause
         if not isinstance(cause, Exception):

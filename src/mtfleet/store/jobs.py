@@ -91,20 +91,28 @@ class JobsRepository(Repository):
         return existing, False
 
     @retried
-    def add_plan(self, job_id: str, shards_plan: Sequence[ShardPlan]) -> bool:
-        """Writes the shards of a job being planned and sets it running if it is `planning`, in
-        one transaction. A job that has shards keeps them (its unit file was planned again); a job
-        paused meanwhile stays paused. False, writing nothing, when the job has ended."""
+    def add_plan(self, job_id: str, shards_plan: Sequence[ShardPlan], first_index: int = 0) -> bool:
+        """Writes shards of a job being planned, the first numbered `first_index`, and sets it
+        running if it is `planning`, in one transaction. A shard it has already keeps its own (a
+        plan resumed, or a unit file planned again); a job paused meanwhile stays paused. False,
+        writing nothing, when the job has ended."""
         check_plan(job_id, shards_plan)
         with self.db.transaction(write=True) as conn:
             state = JobState(self._job_row(conn, job_id, lock="update").state)
             if state in TERMINAL:
                 return False
-            has_shards = conn.execute(
-                sa.select(shards.c.shard_index).where(shards.c.job_id == job_id).limit(1)
-            ).first()
-            if has_shards is None:
-                self._insert_plan(conn, job_id, shards_plan)
+            stored, stored_end = conn.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.max(shards.c.row_end), 0))
+                .select_from(shards)
+                .where(shards.c.job_id == job_id)
+            ).one()
+            added = shards_plan[max(0, stored - first_index) :]
+            if added and added[0].row_start != stored_end:
+                raise JobError(
+                    f"The shard plan of job {job_id!r} does not go on where its stored shards end "
+                    f"(row {stored_end})."
+                )
+            self._insert_plan(conn, job_id, added, max(stored, first_index))
             if state is JobState.PLANNING:
                 conn.execute(
                     sa.update(jobs)
@@ -220,12 +228,12 @@ class JobsRepository(Repository):
         return [row.shard_index for row in rows]
 
     def _insert_plan(
-        self, conn: sa.Connection, job_id: str, shards_plan: Sequence[ShardPlan]
+        self, conn: sa.Connection, job_id: str, shards_plan: Sequence[ShardPlan], first: int = 0
     ) -> None:
         if shards_plan:
             conn.execute(
                 sa.insert(shards),
-                [new_shard(job_id, index, plan) for index, plan in enumerate(shards_plan)],
+                [new_shard(job_id, index, plan) for index, plan in enumerate(shards_plan, first)],
             )
 
     def _read_job(self, conn: sa.Connection, job_id: str) -> JobRecord:

@@ -22,13 +22,17 @@ class LeasesRepository(Repository):
     """The leases on the shards of the store's jobs."""
 
     @retried
-    def take(self, job_id: str, owner: str, ttl_s: float) -> ShardRecord | None:
+    def take(
+        self, job_id: str, owner: str, ttl_s: float, rows_planned: int | None = None
+    ) -> ShardRecord | None:
         """Lease the pending shard with the lowest row_start to `owner` for `ttl_s` seconds: of
         those never leased first, so that a shard that went back (failed, expired) is retried
         after them, and an engine that fails every row fails many shards before any is bisected.
+        With `rows_planned` (the job is still planned), only of shards within those rows.
 
         None when the job is not running (queued, paused, finished) or no shard is pending.
         """
+        planned = () if rows_planned is None else (shards.c.row_end <= rows_planned,)
         with self.db.transaction(write=True) as conn:
             # the share lock makes a pause wait for leases being handed out, and the reverse; it
             # comes first, as in every transaction that locks a job and its shards
@@ -39,7 +43,8 @@ class LeasesRepository(Repository):
                 the_shard(
                     job_id,
                     sa.func.coalesce(
-                        _first_pending(job_id, shards.c.attempts == 0), _first_pending(job_id)
+                        _first_pending(job_id, shards.c.attempts == 0, *planned),
+                        _first_pending(job_id, *planned),
                     ),
                 ),
                 ShardState.PENDING,
