@@ -27,6 +27,13 @@ def test_a_plain_line_gives_rows_share_rate_and_eta() -> None:
     assert plain_line(1234, 5000, 12.3) == "rows 1,234/5,000 (24%) · 12.3 rows/s · ETA 0:05:06"
 
 
+def test_a_plain_line_while_the_input_is_planned_says_so_and_gives_no_eta() -> None:
+    # the rows planned so far are not the job's: a share or an ETA of them would mislead
+    assert (
+        plain_line(1234, 5000, 12.3, planning=True) == "rows 1,234/5,000+ · 12.3 rows/s · planning"
+    )
+
+
 def test_a_plain_line_has_no_eta_before_any_rate() -> None:
     assert plain_line(0, 5000, 0.0) == "rows 0/5,000 (0%) · 0.0 rows/s · ETA -"
     assert plain_line(0, 0, 0.0) == "rows 0/0 · 0.0 rows/s · ETA -"

@@ -77,7 +77,8 @@ class JobProgress:
         elapsed = now - started
         if self.plain:
             rows_rate = (rows_done - rows_then) / elapsed if elapsed > 0 else 0.0
-            self._plain_update(plain_line(rows_done, rows_total, rows_rate), now)
+            planning = bool(report.get("planning"))
+            self._plain_update(plain_line(rows_done, rows_total, rows_rate, planning), now)
             return
         rate = (segments - segments_then) / elapsed if elapsed > 0 else 0.0
         fleet = f"{len(report.get('translators', []))} translators"
@@ -91,7 +92,7 @@ class JobProgress:
             total=rows_total,
             rate=rate,
             fleet=fleet,
-            description=f"{report['job_id']} {report['state']}{_languages(report)}",
+            description=f"{report['job_id']} {_state(report)}{_languages(report)}",
         )
 
     def _plain_update(self, line: str, now: float) -> None:
@@ -106,8 +107,12 @@ class JobProgress:
         self.unprinted = None
 
 
-def plain_line(rows_done: int, rows_total: int, rows_per_s: float) -> str:
-    """`rows 1,234/5,000 (24%) · 12.3 rows/s · ETA 0:05:02`; the ETA is `-` while no rate is known."""
+def plain_line(rows_done: int, rows_total: int, rows_per_s: float, planning: bool = False) -> str:
+    """`rows 1,234/5,000 (24%) · 12.3 rows/s · ETA 0:05:02`; the ETA is `-` while no rate is known.
+    While the input is still planned, the rows are those planned so far: `rows 1,234/5,000+
+    · 12.3 rows/s · planning`."""
+    if planning:
+        return f"rows {rows_done:,}/{rows_total:,}+ · {rows_per_s:.1f} rows/s · planning"
     share = f" ({100 * rows_done // rows_total}%)" if rows_total else ""
     left = max(rows_total - rows_done, 0)
     if rows_total and not left:
@@ -117,6 +122,12 @@ def plain_line(rows_done: int, rows_total: int, rows_per_s: float) -> str:
     else:
         eta = "-"  # not planned yet, or no row done since
     return f"rows {rows_done:,}/{rows_total:,}{share} · {rows_per_s:.1f} rows/s · ETA {eta}"
+
+
+def _state(report: dict[str, Any]) -> str:
+    """The job's state, `running, planning` while translators lease its first shards and the
+    rest of its input is read."""
+    return f"{report['state']}, planning" if report.get("planning") else str(report["state"])
 
 
 def _languages(report: dict[str, Any]) -> str:
