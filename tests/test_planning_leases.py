@@ -1,16 +1,22 @@
 """Translators lease a job's first shards while the rest of its input is planned: only shards whose
 rows' units are on disk, and a plan an earlier coordinator stored part of goes on where it ended
-(no speculative backup before the plan is whole: test_tail.py)."""
+(no speculative backup before the plan is whole: test_tail.py); the API says the job is still
+planned, and gives no ETA of the rows cut so far."""
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from mtfleet.api.following import Followed
+from mtfleet.api.jobs import JobService
+from mtfleet.cli.console import render_job
 from mtfleet.cluster import coordinator as coordinator_module
 from mtfleet.cluster.coordinator import JobCoordinator
 from mtfleet.cluster.placement import TranslatorSlot
@@ -128,3 +134,28 @@ def test_a_plan_that_does_not_go_on_where_the_stored_one_ended_is_refused(
 
     with pytest.raises(JobError, match="does not go on where its stored shards end"):
         coordinator.store.jobs.add_plan("job", [ShardPlan(12, 20, 8, 80)], first_index=1)
+
+
+def test_the_api_says_a_job_is_still_planned_and_gives_no_eta_of_its_rows_cut_so_far(
+    tmp_path: Path,
+) -> None:
+    service = JobService(tmp_path, tmp_path / "state")
+    spec = reverse_spec(tmp_path / "in.jsonl", tmp_path / "out.jsonl", ["text"])
+    service.store.jobs.create("job", stored_spec(spec, "key"), [ShardPlan(0, 1000, 1000, 9000)])
+    service.store.jobs.set_state("job", JobState.RUNNING)
+    # what its coordinator said last: 100 rows a second, and its plan not whole
+    samples = deque([(0.0, 0, 0), (1.0, 100, 100)])
+    service.followed["job"] = Followed(None, {"planning": True}, samples)
+
+    planning = service.job("job")
+    assert planning.planning and planning.eta_s is None
+    assert planning.rows_per_s == 100
+    # and the terminal console (`mtfleet status JOB`) says so where the ETA goes
+    console = Console(width=160, record=True)
+    console.print(render_job(planning.model_dump()))
+    shown = console.export_text()
+    assert "0/1000 rows" in shown and "planning" in shown and "ETA" not in shown
+
+    service.followed["job"].report = {"planning": False}
+    planned = service.job("job")
+    assert not planned.planning and planned.eta_s == 10.0

@@ -214,6 +214,7 @@ class JobService(Following):
         translators = [Translator(**t) for t in last.get("translators", [])] if active else []
         segments_per_s, rows_per_s = _rates(samples) if active else _average_rates(record, progress)
         rows_left = progress["rows_total"] - progress["rows_done"]
+        planning = active and bool(last.get("planning"))
         return JobView(
             **self._summary(record, progress).model_dump(),
             spec=_readable(
@@ -224,7 +225,8 @@ class JobService(Following):
             shards=progress["shards"],
             segments_per_s=segments_per_s,
             rows_per_s=rows_per_s,
-            eta_s=_eta(rows_left, rows_per_s, record.state),
+            eta_s=None if planning else _eta(rows_left, rows_per_s, record.state),
+            planning=planning,
             failures=[
                 Failure(row_start=s.row_start, row_end=s.row_end, error=s.error)
                 for s in self.store.shards.failed(job_id, limit=LISTED_FAILURES)

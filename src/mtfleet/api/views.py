@@ -117,7 +117,12 @@ class JobView(JobSummary):
     )
     rows_per_s: float | None
     eta_s: float | None = Field(
-        description="Seconds to the end at the recent rate; null when unknown."
+        description="Seconds to the end at the recent rate; null when unknown, or while planning."
+    )
+    planning: bool = Field(
+        False,
+        description="Its input is still read while translators lease its first shards: its "
+        "shards and rows are those cut so far.",
     )
     failures: list[Failure] = Field(description="The first 100 failed shards, in row order.")
     failures_total: int = Field(0, description="How many shards failed in all.")

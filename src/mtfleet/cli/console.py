@@ -441,6 +441,14 @@ def nodes(api: Api = DEFAULT_API, output: OutputFormat = Format.TABLE) -> None:
     out.print(table)
 
 
+def _eta(eta_s: float | None, planning: bool) -> str:
+    """`ETA 0:05:02`, or `planning` while the job's input is still planned: the rows cut so far
+    are not the job's."""
+    if planning:
+        return "planning"
+    return f"ETA {_duration(eta_s)}" if eta_s is not None else "ETA -"
+
+
 def render_job(view: dict[str, Any]) -> RenderableType:
     """One job as the console shows it, once or live."""
     from mtfleet.cluster.retention import format_bytes
@@ -454,7 +462,7 @@ def render_job(view: dict[str, Any]) -> RenderableType:
         f"{view['rows_done']}/{view['rows_total']} rows",
         f"{view['segments_done']} segments",
         f"{rate:.1f} seg/s" if rate is not None else "- seg/s",
-        f"ETA {_duration(eta)}" if eta is not None else "ETA -",
+        _eta(eta, view.get("planning", False)),
     )
     shards = ", ".join(f"{count} {state}" for state, count in view["shards"].items())
     counters = "".join(f"   {name} {value}" for name, value in sorted(view["counters"].items()))

@@ -627,7 +627,10 @@ function jobView(jobId) {
         h("strong", { id: "rows-done" }, `${number(view.rows_done)} / ${number(view.rows_total)} rows`),
         ` (${(100 * fraction).toFixed(0)}%) · ${number(view.units_done)} / ${number(view.units_total)} units · `,
         `${number(view.segments_done)} segments · ${dash(view.rows_per_s, rate)} rows · `,
-        `${dash(view.segments_per_s, rate)} segments · ETA ${dash(view.eta_s, duration)} · `,
+        `${dash(view.segments_per_s, rate)} segments · `,
+        view.planning
+          ? h("strong", { id: "planning" }, "planning the rest of the input · ")
+          : `ETA ${dash(view.eta_s, duration)} · `,
         h("span", { id: "work-bytes" }, `work files ${size(view.work_bytes)}`),
         view.health && view.health.checks !== "off"
           ? [" · ", h("strong", { id: "units-flagged" }, `${number(view.health.units_flagged)} flagged`)]
