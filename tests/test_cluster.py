@@ -23,6 +23,7 @@ from ray.experimental.internal_kv import _internal_kv_get
 
 from mtfleet.cluster import prepare_job, run_job, start_coordinator
 from mtfleet.cluster.coordinator import NAMESPACE, coordinator_name
+from mtfleet.cluster.plan import HELD_VARIABLE, plan_job
 from mtfleet.spec import JobSpec
 from mtfleet.store import JobStore
 from mtfleet.testing.cluster import JobThread, local_cluster, repeated_jsonl, reverse_spec, wait_for
@@ -166,6 +167,42 @@ def test_a_killed_coordinator_is_restarted_and_the_job_resumes(
         ray.kill(ray.get_actor(coordinator_name(job_id), namespace=NAMESPACE), no_restart=True)
         manifest = driver.finish()
     assert manifest["shards_reused"] > 0
+    assert manifest["coordinator_restarts"] >= 1
+    assert_accounted(manifest)
+    assert (tmp_path / "out.jsonl").read_bytes() == clean_output
+
+
+def test_a_coordinator_killed_mid_plan_is_restarted_and_plans_on_from_its_stored_shards(
+    dataset: Path, tmp_path: Path, clean_output: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # small shards, so the plan is handed over in steps; it waits after each while `held` exists
+    held = tmp_path / "plan-held"
+    held.touch()
+    monkeypatch.setenv(HELD_VARIABLE, str(held))
+    spec = make_spec(dataset, tmp_path / "out.jsonl", shard_tokens=200)
+    store = JobStore.for_state_dir(tmp_path / "state")
+
+    def events() -> list[str]:
+        jobs = store.jobs.all()
+        return [event.kind for event in store.events.page(jobs[0].id)] if jobs else []
+
+    with local_cluster(head_cpus=2):
+        driver = Driver(spec, tmp_path / "state")
+        driver.start()
+        wait_for(lambda: store.jobs.all() and store.shards.exist(store.jobs.all()[0].id))
+        job_id = store.jobs.all()[0].id
+        stored = len(store.shards.in_row_order(job_id))
+        assert "planned" not in events() and store.jobs.get(job_id).state.value == "running"
+        ray.kill(ray.get_actor(coordinator_name(job_id), namespace=NAMESPACE), no_restart=False)
+        wait_for(lambda: "restarted" in events())
+        held.unlink()
+        manifest = driver.finish()
+
+    shards = store.shards.in_row_order(job_id)
+    whole = plan_job(spec, tmp_path / "whole")
+    assert 0 < stored < len(shards)
+    assert [(s.row_start, s.row_end) for s in shards] == [(s.row_start, s.row_end) for s in whole]
+    assert events() == ["submitted", "restarted", "planned", "succeeded", "work_removed"]
     assert manifest["coordinator_restarts"] >= 1
     assert_accounted(manifest)
     assert (tmp_path / "out.jsonl").read_bytes() == clean_output

@@ -71,6 +71,9 @@ _FLUSH_ENTRIES = 1 << 16
 # between two looks at the clock.
 STEP_EVERY_S = 0.5
 _STEP_CHECK_ROWS = 256
+# Tests only: while the file this names exists, planning hands over a step every
+# _STEP_CHECK_ROWS rows and waits after each until the file is gone (a plan caught half done).
+HELD_VARIABLE = "MTFLEET_TEST_PLAN_HELD_WHILE"
 # Rows whose units are looked up in the translation memory together (a query per target).
 FILL_ROWS = 2048
 # A shard holds at most this many times its most tokens of units filled from the memory: assembly
@@ -327,6 +330,7 @@ def plan_steps(
                     shards, rows = unit_file.step()
                     yield PlanStep(handed, _done_if_filled(shards, work_dir, filler), rows, False)
                     handed += len(shards)
+                    _wait_while_held()
             described.append(
                 {
                     "path": str(file),
@@ -348,6 +352,16 @@ def plan_steps(
     write_plan_facts(work_dir, facts)
     shards = _done_if_filled(unit_file.last_shards, work_dir, filler)
     yield PlanStep(handed, shards, unit_file.rows, True)
+
+
+def _held() -> Path | None:
+    held = os.environ.get(HELD_VARIABLE)
+    return Path(held) if held and Path(held).exists() else None
+
+
+def _wait_while_held() -> None:
+    while _held() is not None:
+        time.sleep(0.05)
 
 
 def _done_if_filled(
@@ -592,7 +606,7 @@ class UnitFileWriter:
     def step_due(self) -> bool:
         """Whether STEP_EVERY_S have passed since the last step (looked at every few rows)."""
         return self.rows % _STEP_CHECK_ROWS == 0 and (
-            time.monotonic() - self._last_step >= STEP_EVERY_S
+            time.monotonic() - self._last_step >= STEP_EVERY_S or _held() is not None
         )
 
     def step(self) -> tuple[list[ShardPlan], int]:
