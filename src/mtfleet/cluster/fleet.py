@@ -191,9 +191,10 @@ class FleetLoop:
         shards = self.store.counters.progress(self.job_id)["shards"]
         left = shards[ShardState.PENDING] + shards[ShardState.LEASED]
         if self.ledger.rows_planned is not None:
-            # still planned: its first shards are leased while the rest is cut, and the shards
-            # left say nothing yet of the translators it wants
-            self._place(nodes, job.state, None)
+            # still planned: its first shards are leased while the rest is cut (by translators
+            # placed as above), and the shards left say nothing yet of the translators it wants
+            if self.place_while_planning:
+                self._place(nodes, job.state, None)
             return False
         if not left and job.state is JobState.PAUSED:
             # Its last shards landed after the pause: it ends once resumed, as a paused job may not.

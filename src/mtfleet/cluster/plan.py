@@ -72,7 +72,8 @@ _FLUSH_ENTRIES = 1 << 16
 STEP_EVERY_S = 0.5
 _STEP_CHECK_ROWS = 256
 # Tests only: while the file this names exists, planning hands over a step every
-# _STEP_CHECK_ROWS rows and waits after each until the file is gone (a plan caught half done).
+# _STEP_CHECK_ROWS rows and waits after each that holds shards until the file is gone (a plan
+# caught half done).
 HELD_VARIABLE = "MTFLEET_TEST_PLAN_HELD_WHILE"
 # Rows whose units are looked up in the translation memory together (a query per target).
 FILL_ROWS = 2048
@@ -330,7 +331,8 @@ def plan_steps(
                     shards, rows = unit_file.step()
                     yield PlanStep(handed, _done_if_filled(shards, work_dir, filler), rows, False)
                     handed += len(shards)
-                    _wait_while_held()
+                    if shards:
+                        _wait_while_held()
             described.append(
                 {
                     "path": str(file),
