@@ -491,6 +491,9 @@ class ShardCutter:
         # the rows after the last cut: (tokens, units, filled tokens)
         self.waiting: deque[tuple[int, int, int]] = deque()
         self.waiting_tokens = 0
+        # the rule's settled sizing once the tokens seen fix it: more tokens change only its
+        # smallest, which only the cut at the end uses (from the total)
+        self._settled: ShardSizing | None = None
 
     def add(self, tokens: int, units: int, filled: int) -> list[ShardPlan]:
         """The shards this row lets cut now."""
@@ -501,7 +504,7 @@ class ShardCutter:
             return []
         self.waiting.append((tokens, units, filled))
         self.waiting_tokens += tokens
-        sizing = self.rule.settled(self.seen)
+        sizing = self._settled = self._settled or self.rule.settled(self.seen)
         if sizing is None:
             return []
         shards = []
