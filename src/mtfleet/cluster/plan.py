@@ -580,7 +580,6 @@ class UnitFileWriter:
         self._waiting: list[list[Unit]] = []
         self.rows = 0
         self.units = 0
-        self._written = 0
         self._position = 0
         # shards cut, not handed over yet; all that are left once the writer is closed
         self._cut: list[ShardPlan] = []
@@ -622,7 +621,8 @@ class UnitFileWriter:
         self._flush()
         for output in self._files:
             output.publish()
-        readable = max(0, self._written - 1)
+        # the cutter has had each row written
+        readable = max(0, self.cutter.rows - 1)
         ready = [shard for shard in self._cut if shard.row_end <= readable]
         self._cut = self._cut[len(ready) :]
         return ready, readable
@@ -652,7 +652,6 @@ class UnitFileWriter:
             self._lines.write(encoded)
             self._position += len(encoded)
             self.units += 1
-        self._written += 1
         self._cut.extend(self.cutter.add(tokens, len(units), filled_tokens))
         if len(self._offsets) >= _FLUSH_ENTRIES:
             self._flush()
