@@ -18,6 +18,7 @@ from mtfleet.cluster.plan import (
     ShardCutter,
     ShardRule,
     ShardSizing,
+    SpecRule,
     UnitReader,
     cut_shards,
     cut_shards_from_costs,
@@ -161,9 +162,9 @@ def test_a_job_a_fleet_would_split_too_finely_is_one_shard() -> None:
 
 def test_an_explicit_shard_tokens_wins_over_the_fleet() -> None:
     spec = JobSpec(input="in.jsonl", output="out.jsonl", model="m", fields=["text"])
-    assert ShardRule.of(spec, 1).sizing(1_000_000) == ShardSizing.for_fleet(1_000_000, 1)
+    assert SpecRule.of(spec, 1).sizing(1_000_000) == ShardSizing.for_fleet(1_000_000, 1)
     given = spec.model_copy(update={"shard_tokens": 4000})
-    assert ShardRule.of(given, 1).sizing(1_000_000) == ShardSizing.fixed(4000)
+    assert SpecRule.of(given, 1).sizing(1_000_000) == ShardSizing.fixed(4000)
 
 
 def test_a_job_all_filled_from_the_memory_is_cut_by_the_filled_bound_not_row_by_row() -> None:
@@ -216,13 +217,13 @@ def cut_as_rows_come(rule: ShardRule, costs: list[tuple[int, int, int]], start_r
 @pytest.mark.parametrize(
     ("rule", "total_tokens"),
     [
-        (ShardRule(4000, 1), 300_000),
-        (ShardRule(100_000, 1), 2_000_000),
-        (ShardRule(None, 1), 300_000),
-        (ShardRule(None, 1), 3_000_000),
-        (ShardRule(None, 2), 1_000_000),
-        (ShardRule(None, 2), 4_000_000),
-        (ShardRule(None, 4), 9_000_000),
+        (SpecRule(4000, 1), 300_000),
+        (SpecRule(100_000, 1), 2_000_000),
+        (SpecRule(None, 1), 300_000),
+        (SpecRule(None, 1), 3_000_000),
+        (SpecRule(None, 2), 1_000_000),
+        (SpecRule(None, 2), 4_000_000),
+        (SpecRule(None, 4), 9_000_000),
     ],
 )
 def test_shards_cut_as_the_rows_come_are_those_of_a_cut_that_knew_the_total(
@@ -242,13 +243,13 @@ def test_shards_cut_as_the_rows_come_are_those_of_a_cut_that_knew_the_total(
 def test_a_fleet_s_shards_wait_for_the_tokens_that_settle_their_size() -> None:
     # under FLEET_BODY_SHARE shards a translator, a fleet's shard size depends on the total
     costs = [(100, 1, 0)] * 10_000  # 1,000,000 tokens for 2 translators
-    early, last = cut_as_rows_come(ShardRule(None, 2), costs)
+    early, last = cut_as_rows_come(SpecRule(None, 2), costs)
     assert early == []
     assert last == cut_shards_from_costs(costs, ShardSizing.for_fleet(1_000_000, 2))
 
 
 def test_a_plan_resumed_at_a_stored_shard_s_end_cuts_the_rest_as_the_whole_plan_did() -> None:
-    rule = ShardRule(None, 2)
+    rule = SpecRule(None, 2)
     costs = random_costs(random.Random(7), 4_000_000)
     whole = cut_shards_from_costs(costs, rule.sizing(sum(row[0] for row in costs)))
     stored = len(whole) // 3

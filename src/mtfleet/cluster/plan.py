@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from mtfleet.bulk import collector_paused
 from mtfleet.cluster.protocol import ShardStats
@@ -318,7 +318,7 @@ def plan_steps(
     # a plan.json left by an earlier plan would call this one's unit file whole before it is
     with contextlib.suppress(FileNotFoundError):
         (work_dir / "plan.json").unlink()
-    cutter = ShardCutter(ShardRule.of(spec, translators), resume[0])
+    cutter = ShardCutter(SpecRule.of(spec, translators), resume[0])
     handed = resume[1]
     described = []
     with UnitFileWriter(work_dir, filler, cutter) as unit_file:
@@ -433,43 +433,53 @@ class ShardSizing:
         return min(self.most, max(self.smallest, math.ceil(left / self.tail_share)))
 
 
-@dataclass(frozen=True)
-class ShardRule:
+class ShardRule(Protocol):
     """The sizing of a job's shards before its total is known: `sizing(total)` once it is, and
     `settled(seen)`, the sizing that every total of at least `seen` tokens shares while a shard
     has `most` x `tail_share` tokens after its start (then it takes `most`), or None while it
     depends on tokens not seen yet."""
 
+    def sizing(self, total_tokens: int) -> ShardSizing: ...
+
+    def settled(self, seen_tokens: int) -> ShardSizing | None: ...
+
+
+@dataclass(frozen=True)
+class SpecRule:
+    """A job's rule: its --shard-tokens when given, else shards sized to `translators`."""
+
     shard_tokens: int | None
     translators: int
-    # a sizing given whole (`exactly`): nothing is settled before the end
-    given: ShardSizing | None = None
 
     @classmethod
-    def of(cls, spec: JobSpec, translators: int) -> ShardRule:
-        """The spec's --shard-tokens when given, else sized to the fleet."""
+    def of(cls, spec: JobSpec, translators: int) -> SpecRule:
         return cls(spec.shard_tokens, translators)
 
-    @classmethod
-    def exactly(cls, sizing: ShardSizing) -> ShardRule:
-        return cls(None, 1, sizing)
-
     def sizing(self, total_tokens: int) -> ShardSizing:
-        if self.given is not None:
-            return self.given
         if self.shard_tokens is not None:
             return ShardSizing.fixed(self.shard_tokens)
         return ShardSizing.for_fleet(total_tokens, self.translators)
 
     def settled(self, seen_tokens: int) -> ShardSizing | None:
-        if self.given is not None:
-            return None
         # a fleet's most is FLEET_MOST_TOKENS for any total of this many tokens or more
         fleet_settles_at = FLEET_MOST_TOKENS * FLEET_BODY_SHARE * self.translators
         fleet = self.shard_tokens is None and self.translators > 1
         if fleet and seen_tokens < fleet_settles_at:
             return None
         return self.sizing(seen_tokens)
+
+
+@dataclass(frozen=True)
+class GivenRule:
+    """A sizing given whole: nothing is cut before the end, which knows the total."""
+
+    given: ShardSizing
+
+    def sizing(self, total_tokens: int) -> ShardSizing:
+        return self.given
+
+    def settled(self, seen_tokens: int) -> ShardSizing | None:
+        return None
 
 
 class ShardCutter:
@@ -554,7 +564,7 @@ def cut_shards_from_costs(
     """The shards `ShardCutter` cuts of rows of `row_costs` (each row's estimated tokens to
     translate, text units and estimated tokens filled from the memory, in order) by `sizing`,
     all at once."""
-    cutter = ShardCutter(ShardRule.exactly(sizing))
+    cutter = ShardCutter(GivenRule(sizing))
     for costs in row_costs:
         cutter.add(*costs)
     return cutter.finish()
