@@ -21,6 +21,7 @@ import pytest
 from ray.cluster_utils import Cluster
 
 from mtfleet.api.server import ServerSettings
+from mtfleet.cluster.plan import HELD_VARIABLE
 from mtfleet.testing.api import ConsoleRun, authorized, run_console, serving
 from mtfleet.testing.cluster import local_cluster, wait_for
 
@@ -43,6 +44,10 @@ ROWS = [
     for i in range(40)
 ]
 SMALL_ROWS = ROWS[:6]
+# enough rows that planning hands its shards over in steps (a step is looked at every 256 rows)
+LONG_ROWS = [
+    {"id": i, "text": f"Row {i} of a long input that is planned in steps"} for i in range(800)
+]
 # the reverse engine refuses a segment holding this word, on every attempt: that row fails
 POISON = "POISON"
 WAIT_MS = 90_000
@@ -68,6 +73,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data_root")
     (root / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ROWS))
     (root / "small.jsonl").write_text("".join(json.dumps(row) + "\n" for row in SMALL_ROWS))
+    (root / "long.jsonl").write_text("".join(json.dumps(row) + "\n" for row in LONG_ROWS))
     poisoned = [*SMALL_ROWS[:2], {"id": 2, "text": f"This one carries {POISON}."}]
     (root / "poisoned.jsonl").write_text("".join(json.dumps(row) + "\n" for row in poisoned))
     (root / "out" / "a" / "deep" / "folder").mkdir(parents=True)
@@ -75,10 +81,17 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def plan_held(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """While this file exists, a job's planning stops after each step that handed over shards."""
+    return tmp_path_factory.mktemp("plan") / "held"
+
+
+@pytest.fixture(scope="module")
+def cluster(plan_held: Path) -> Iterator[Cluster]:
     with pytest.MonkeyPatch.context() as env:
         # Ray's workers inherit the environment of the process that starts the cluster.
         env.setenv("MTFLEET_REVERSE_DELAY_S", DELAY_S)
+        env.setenv(HELD_VARIABLE, str(plan_held))
         env.setenv("MTFLEET_REVERSE_FAIL_ON", POISON)
         env.setenv("OMP_NUM_THREADS", "1")
         with local_cluster(head_cpus=2) as started:
@@ -509,6 +522,33 @@ def test_the_sample_viewer_shows_a_done_shards_rows_beside_their_translations(
     expect(sample.locator(".source")).to_have_text(SMALL_ROWS[2]["text"])
     expect(sample.locator(".translation")).to_have_text(SMALL_ROWS[2]["text"][::-1])
     page.screenshot(path=screens / "sample.png", full_page=True)
+
+
+def test_a_job_whose_input_is_still_planned_says_so_instead_of_an_eta(
+    page: Page, errors: Errors, api: str, http: httpx.Client, plan_held: Path, screens: Path
+) -> None:
+    plan_held.touch()
+    try:
+        spec = job_spec("out/long.jsonl", "planned-in-steps", input="long.jsonl", shard_tokens=1000)
+        http.post("/v1/jobs", json=spec)
+        sign_in(page, api, "#/job/planned-in-steps")
+
+        # the first shards are leased and done while the rest of the input waits to be planned
+        expect(page.locator("#planning")).to_have_text(
+            re.compile("planning the rest"), timeout=WAIT_MS
+        )
+        expect(shards(page, "done").first).to_be_visible(timeout=WAIT_MS)
+        view = http.get("/v1/jobs/planned-in-steps").json()
+        assert view["planning"] is True and view["eta_s"] is None
+        assert 0 < view["rows_total"] < len(LONG_ROWS)
+        page.screenshot(path=screens / "job-planning.png", full_page=True)
+    finally:
+        plan_held.unlink()
+
+    expect(page.locator("#job")).to_have_attribute("data-state", "succeeded", timeout=WAIT_MS)
+    expect(page.locator("#planning")).to_have_count(0)
+    expect(page.locator("#rows-done")).to_have_text(f"{len(LONG_ROWS)} / {len(LONG_ROWS)} rows")
+    assert http.get("/v1/jobs/planned-in-steps").json()["planning"] is False
 
 
 def test_a_job_into_several_languages_lists_them_and_samples_each(
