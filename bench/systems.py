@@ -461,4 +461,14 @@ SYSTEMS = (
         ("alpaca", "short"),
         notes={"second job": f"translators kept warm {WARM_KEEP_S:.0f} s by the first"},
     ),
+    # two translators without the start both jobs pay once (a cold translator loads its engine)
+    System(
+        "mtfleet-job-ct2 x2 warm",
+        mtfleet_job("ct2", translators=2, warm=True),
+        ("alpaca",),
+        notes={
+            "translators": 2,
+            "second job": f"translators kept warm {WARM_KEEP_S:.0f} s by the first",
+        },
+    ),
 )
