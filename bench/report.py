@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -68,32 +69,56 @@ class Row:
 
 
 def ratios(rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
-    """Each ratio of rows/s taken side by side, with its target and whether it was met."""
-    speed = {(row.workload, row.system): row.rows_per_s for row in rows}
+    """Each ratio of rows/s (and of seconds) taken side by side, with its target and whether it
+    was met. Two systems run in rounds by turns (`rounds_s`) give the median of their rounds'
+    own ratios, the rounds listed beside it."""
+    by_key = {(row.workload, row.system): row for row in rows}
     found = {}
     for name, (numerator, denominator, workload, target) in RATIOS.items():
         if numerator == "best mtfleet job":
-            jobs = {s: v for (w, s), v in speed.items() if w == workload and "-job-" in s}
+            jobs = {
+                r.system: r.rows_per_s
+                for r in rows
+                if r.workload == workload and "-job-" in r.system
+            }
             numerator = max(jobs, key=jobs.__getitem__, default=numerator)
-        top, bottom = speed.get((workload, numerator)), speed.get((workload, denominator))
-        value = round(top / bottom, 3) if top and bottom else None
-        found[name] = {
-            "value": value,
-            "target": target,
-            "met": None if value is None or target is None else value >= target,
-            "of": f"{numerator} / {denominator} rows/s, {workload} workload",
-        }
-    seconds = {(row.workload, row.system): row.seconds for row in rows}
+        found[name] = _ratio(
+            by_key.get((workload, numerator)),
+            by_key.get((workload, denominator)),
+            target,
+            speed=True,
+        ) | {"of": f"{numerator} / {denominator} rows/s, {workload} workload"}
     for name, (numerator, denominator, workload, target) in TIME_RATIOS.items():
-        top, bottom = seconds.get((workload, numerator)), seconds.get((workload, denominator))
-        value = round(top / bottom, 3) if top and bottom else None
-        found[name] = {
-            "value": value,
-            "target": target,
-            "met": None if value is None or target is None else value <= target,
-            "of": f"{numerator} / {denominator} seconds (at most the target), {workload} workload",
-        }
+        found[name] = _ratio(
+            by_key.get((workload, numerator)),
+            by_key.get((workload, denominator)),
+            target,
+            speed=False,
+        ) | {"of": f"{numerator} / {denominator} seconds (at most the target), {workload} workload"}
     return found
+
+
+def _ratio(
+    top: Row | None, bottom: Row | None, target: float | None, speed: bool
+) -> dict[str, Any]:
+    """`top` against `bottom`: rows/s over rows/s (`speed`, met at least the target) or seconds
+    over seconds (met at most the target)."""
+    if top is None or bottom is None:
+        return {"value": None, "target": target, "met": None}
+
+    def one(top_s: float, bottom_s: float) -> float:
+        return (top.rows / top_s) / (bottom.rows / bottom_s) if speed else top_s / bottom_s
+
+    paired: dict[str, Any] = {}
+    top_rounds, bottom_rounds = top.detail.get("rounds_s"), bottom.detail.get("rounds_s")
+    if top_rounds and bottom_rounds and len(top_rounds) == len(bottom_rounds):
+        each = [one(t, b) for t, b in zip(top_rounds, bottom_rounds, strict=True)]
+        value = round(statistics.median(each), 3)
+        paired = {"rounds": [round(r, 3) for r in each]}
+    else:
+        value = round(one(top.seconds, bottom.seconds), 3)
+    met = None if target is None else (value >= target if speed else value <= target)
+    return {"value": value, "target": target, "met": met, **paired}
 
 
 def table(rows: Sequence[Row]) -> str:
@@ -124,6 +149,9 @@ def ratio_lines(found: dict[str, dict[str, Any]]) -> str:
         value = "-" if ratio["value"] is None else f"{ratio['value']:.2f}"
         met = {True: "yes", False: "NO", None: "-"}[ratio["met"]]
         target = "-" if ratio["target"] is None else ratio["target"]
+        rounds = ratio.get("rounds")
+        if rounds:  # the rounds' own ratios, of which the value is the median
+            value += " (" + ", ".join(f"{each:.2f}" for each in rounds) + ")"
         lines.append(f"| {name} | {value} | {target} | {met} | {ratio['of']} |")
     return "\n".join(lines) + "\n"
 

@@ -4,7 +4,12 @@ Builds a benchmark model with mtfleet.random_models, three workloads, and runs e
 on them one after another in this process; prints the table and the ratios, writes
 bench/results/latest.json (quick: quick.json), a PNG chart, and, for a full run, the README table.
 
-    .venv/bin/python bench/run.py [--quick] [--systems NAME,...] [--workloads NAME,...] [--keep]
+    .venv/bin/python bench/run.py [--quick] [--systems NAME,...] [--workloads NAME,...]
+        [--rounds N] [--out NAME] [--keep]
+
+With `--rounds N` the chosen systems of a workload run N times by turns (A, B, A, B, ...): a
+system's row is its median round, and a ratio is the median of the rounds' own ratios, each of two
+runs taken minutes apart, so a host whose speed drifts moves both sides of it alike.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import gc
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -103,6 +109,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a small run that proves it works")
     parser.add_argument("--systems", help="comma-separated system names (default: all)")
     parser.add_argument("--workloads", help="comma-separated workload names (default: all)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run the systems N times by turns (default 1)"
+    )
+    parser.add_argument(
+        "--out", help="write results/OUT.json and .png (default: latest, partial or quick)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     profile = PROFILES["quick" if args.quick else "full"]
@@ -118,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = bench_settings(profile, work_dir)
         model = model_card(settings.model_dir)
         workloads = build_workloads(profile, work_dir / "data", wanted_workloads)
-        rows, errors = run_all(workloads, settings, profile, wanted_systems)
+        rows, errors = run_all(workloads, settings, profile, wanted_systems, args.rounds)
     finally:
         if not args.keep:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -135,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             # the local Ray cluster the jobs ran on: started before the first job of a workload
             "ray_cluster_start_s": CLUSTER_STARTS,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(library default)"),
+            "rounds": args.rounds,
             "systems": {system.name: system.notes for system in SYSTEMS},
         },
         "workloads": {
@@ -142,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         },
         "errors": errors,
     }
-    stem = "quick" if profile.name == "quick" else "latest" if whole else "partial"
+    stem = args.out or ("quick" if profile.name == "quick" else "latest" if whole else "partial")
     results = write_json(BENCH / "results" / f"{stem}.json", header, rows)
     write_chart(
         BENCH / "results" / f"{stem}.png",
@@ -207,40 +220,67 @@ def run_all(
     settings: Settings,
     profile: Profile,
     wanted: Sequence[str],
+    rounds: int = 1,
 ) -> tuple[list[Row], list[str]]:
+    """Every wanted system on every workload, `rounds` times by turns; a system that fails in a
+    round is left out of that workload (its error recorded), the others go on."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(settings.model_dir)
     rows: list[Row] = []
     errors: list[str] = []
     for name, (whole, head) in workloads.items():
-        for system in SYSTEMS:
-            if not runs_on(system, name, profile, wanted):
+        systems = [system for system in SYSTEMS if runs_on(system, name, profile, wanted)]
+        taken: dict[str, list[tuple[float, float, dict[str, Any]]]] = {}
+        for turn in range(rounds):
+            for system in systems:
+                if turn and system.name not in taken:
+                    continue  # it failed in an earlier round
+                workload = head if system.head_only else whole
+                gc.collect()
+                label = f" (round {turn + 1}/{rounds})" if rounds > 1 else ""
+                print(f"{name:>6} {system.name:<22}{label}", end=" ", flush=True)
+                try:
+                    seconds, peak_mb, detail = measure(system, workload, settings)
+                except Exception as error:  # one system failing must not lose the others
+                    errors.append(f"{name} / {system.name}: {type(error).__name__}: {error}")
+                    print(f"failed: {error}", flush=True)
+                    taken.pop(system.name, None)
+                    continue
+                taken.setdefault(system.name, []).append((seconds, peak_mb, detail))
+                print(f"{seconds:8.1f} s  {len(workload.rows) / seconds:8.2f} rows/s", flush=True)
+        for system in systems:
+            if system.name not in taken:
                 continue
             workload = head if system.head_only else whole
-            gc.collect()
-            print(f"{name:>6} {system.name:<22}", end=" ", flush=True)
-            try:
-                seconds, peak_mb, detail = measure(system, workload, settings)
-            except Exception as error:  # one system failing must not lose the others
-                errors.append(f"{name} / {system.name}: {type(error).__name__}: {error}")
-                print(f"failed: {error}", flush=True)
-                continue
-            rows.append(
-                Row(
-                    workload=name,
-                    system=system.name,
-                    seconds=round(seconds, 3),
-                    rows=len(workload.rows),
-                    source_tokens=source_tokens(workload, tokenizer),
-                    peak_rss_mb=round(peak_mb, 1),
-                    detail=detail,
-                )
-            )
-            print(f"{seconds:8.1f} s  {rows[-1].rows_per_s:8.2f} rows/s", flush=True)
+            rows.append(median_row(name, system.name, taken[system.name], workload, tokenizer))
         # the job rows come last in each workload: the next workload's pipelines run without Ray
         stop_cluster()
     return rows, errors
+
+
+def median_row(
+    workload_name: str,
+    system: str,
+    runs: Sequence[tuple[float, float, dict[str, Any]]],
+    workload: Workload,
+    tokenizer: Any,
+) -> Row:
+    """The row of a system's median run; with more than one run, every run's seconds in order
+    (`rounds_s`), which the ratios pair round by round."""
+    seconds, _, detail = sorted(runs, key=lambda run: run[0])[(len(runs) - 1) // 2]
+    if len(runs) > 1:
+        detail = {**detail, "rounds_s": [round(run[0], 3) for run in runs]}
+        seconds = statistics.median(run[0] for run in runs)
+    return Row(
+        workload=workload_name,
+        system=system,
+        seconds=round(seconds, 3),
+        rows=len(workload.rows),
+        source_tokens=source_tokens(workload, tokenizer),
+        peak_rss_mb=round(max(run[1] for run in runs), 1),
+        detail=detail,
+    )
 
 
 def runs_on(system: System, workload: str, profile: Profile, wanted: Sequence[str]) -> bool:
