@@ -6,7 +6,8 @@ job's wall time (from `run_job` until it returns) into phases read from the logs
 coordinator and translators (the job keeps its work files: `keep_work`) and its store:
 
 - start: until the first lease a translator takes (coordinator, planning, translator processes,
-  engine loads);
+  engine loads), with the time to each of its milestones (the coordinator up, the translators
+  placed, their processes up, their engines loaded, the first lease);
 - translating: first lease to the last shard's completion; in it, each translator's engine
   busy time (`ShardStats.elapsed_s`, summed) and its idle rest;
 - to assembly: the last completion until the fleet loop starts assembling;
@@ -171,8 +172,10 @@ def _cpu_used(
 def _line(run: dict[str, Any]) -> str:
     phases = "  ".join(f"{name} {run['phases_s'][name]:6.2f}" for name in PHASES)
     beside = sum(run["cpu_s_beside_translators"].values())
+    start = ", ".join(f"{name} {seconds:.2f}" for name, seconds in run["start_s"].items())
     return (
         f"{run['translators']} translator(s): {run['wall_s']:6.2f} s = {phases}; "
+        f"start: {start}; "
         f"busy {run['busy_s']}, idle {run['idle_in_translating_s']}; "
         f"CPU beside them {beside:.2f} s {run['cpu_s_beside_translators']}"
     )
@@ -187,6 +190,11 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "phases_s": {
                 name: round(statistics.median(run["phases_s"][name] for run in mine), 3)
                 for name in PHASES
+            },
+            "start_s": {
+                name: round(statistics.median(run["start_s"][name] for run in mine), 3)
+                for name in mine[0]["start_s"]
+                if all(name in run["start_s"] for run in mine)
             },
             "busy_s_total": round(statistics.median(sum(run["busy_s"]) for run in mine), 3),
             "cpu_s_beside_translators": round(
@@ -213,6 +221,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"| {translators} | {row['wall_s']:.2f} | {phases} | {row['busy_s_total']:.2f} | "
             f"{row['cpu_s_beside_translators']:.2f} |"
         )
+    print("\nThe start, seconds from the job's submission to each milestone (medians):\n")
+    milestones = list(summary["2"]["start_s"])
+    print("| translators | " + " | ".join(milestones) + " |")
+    print("|---:|" + "---:|" * len(milestones))
+    for translators in ("1", "2"):
+        start = summary[translators]["start_s"]
+        cells = " | ".join(f"{start[name]:.2f}" if name in start else "-" for name in milestones)
+        print(f"| {translators} | {cells} |")
     print(f"\ntwo_translators_vs_one (medians): {summary['two_translators_vs_one']:.3f}")
 
 

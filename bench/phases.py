@@ -41,9 +41,32 @@ def job_phases(state_dir: Path, job_id: str, started: float, returned: float) ->
     }
     return {
         "phases_s": {name: round(seconds, 3) for name, seconds in phases.items()},
+        "start_s": start_milestones(logs, started),
         "planned_s": round(events["planned"] - started, 3),
         "succeeded_s": round(events["succeeded"] - started, 3),
     }
+
+
+# the start's milestones: the last of a kind's lines (every translator's, for a translator's)
+MILESTONES = {
+    "coordinator up": " up (restarted by Ray",
+    "translators placed": "placed translator ",
+    "translator processes up": " up in process ",
+    "engines loaded": " loaded on ",
+}
+
+
+def start_milestones(logs: list[tuple[float, str, str]], started: float) -> dict[str, float]:
+    """Seconds from `started` to each milestone of the start (MILESTONES) the logs hold, and to
+    the first lease: where the start goes. A warm translator is neither placed nor loaded."""
+    first_lease = min(at for at, name, line in logs if "leased shard" in line)
+    found = {}
+    for milestone, text in MILESTONES.items():
+        times = [at for at, name, line in logs if text in line and at <= first_lease]
+        if times:
+            found[milestone] = round(max(times) - started, 3)
+    found["first lease"] = round(first_lease - started, 3)
+    return found
 
 
 def logged(logs_dir: Path) -> list[tuple[float, str, str]]:

@@ -128,6 +128,7 @@ class Translator:
         # the current lease's id and the event that cancels its translation (`lose_lease`)
         self.cancel: tuple[str, threading.Event] | None = None
         log_to_work_dir(self.work_dir, f"translator-{worker_id}")
+        log.info("translator %s up in process %d", worker_id, os.getpid())
         self.engine: Engine | None = None
         self.engine_key: str | None = None
         self.engine_loads = 0
