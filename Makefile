@@ -146,3 +146,13 @@ bench-engine-vs-ct2: install
 .PHONY: bench-fleet-profile
 bench-fleet-profile: install
 	$(BIN)/python bench/fleet_profile.py
+
+# issue 26's noisy ratios in rounds by turns (3 rounds, about 30 minutes): two translators against
+# one with their ceiling (two bare ct2 processes), and the warm HF job against its engine
+# (bench/results/rounds-two-translators.json, rounds-warm-hf.json, with .png)
+.PHONY: bench-rounds
+bench-rounds: install
+	$(BIN)/python bench/run.py --workloads alpaca --rounds 3 --out rounds-two-translators \
+		--systems "ct2-direct,ct2-direct x2,mtfleet-job-ct2,mtfleet-job-ct2 x2,mtfleet-job-ct2 warm,mtfleet-job-ct2 x2 warm"
+	$(BIN)/python bench/run.py --workloads alpaca --rounds 3 --out rounds-warm-hf \
+		--systems "mtfleet-engine-hf,mtfleet-job-hf warm"
