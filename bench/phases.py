@@ -41,7 +41,7 @@ def job_phases(state_dir: Path, job_id: str, started: float, returned: float) ->
     }
     return {
         "phases_s": {name: round(seconds, 3) for name, seconds in phases.items()},
-        "start_s": start_milestones(logs, started),
+        "start_s": start_milestones(logs, started, first_lease),
         "planned_s": round(events["planned"] - started, 3),
         "succeeded_s": round(events["succeeded"] - started, 3),
     }
@@ -56,10 +56,12 @@ MILESTONES = {
 }
 
 
-def start_milestones(logs: list[tuple[float, str, str]], started: float) -> dict[str, float]:
-    """Seconds from `started` to each milestone of the start (MILESTONES) the logs hold, and to
-    the first lease: where the start goes. A warm translator is neither placed nor loaded."""
-    first_lease = min(at for at, name, line in logs if "leased shard" in line)
+def start_milestones(
+    logs: list[tuple[float, str, str]], started: float, first_lease: float
+) -> dict[str, float]:
+    """Seconds from `started` to each milestone of the start (MILESTONES) the logs hold before
+    `first_lease`, and to it: where the start goes. A warm translator is neither placed nor
+    loaded."""
     found = {}
     for milestone, text in MILESTONES.items():
         times = [at for at, name, line in logs if text in line and at <= first_lease]

@@ -73,28 +73,23 @@ def ratios(rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
     was met. Two systems run in rounds by turns (`rounds_s`) give the median of their rounds'
     own ratios, the rounds listed beside it."""
     by_key = {(row.workload, row.system): row for row in rows}
+    kinds = ((RATIOS, True, "rows/s"), (TIME_RATIOS, False, "seconds (at most the target)"))
     found = {}
-    for name, (numerator, denominator, workload, target) in RATIOS.items():
-        if numerator == "best mtfleet job":
-            jobs = {
-                r.system: r.rows_per_s
-                for r in rows
-                if r.workload == workload and "-job-" in r.system
-            }
-            numerator = max(jobs, key=jobs.__getitem__, default=numerator)
-        found[name] = _ratio(
-            by_key.get((workload, numerator)),
-            by_key.get((workload, denominator)),
-            target,
-            speed=True,
-        ) | {"of": f"{numerator} / {denominator} rows/s, {workload} workload"}
-    for name, (numerator, denominator, workload, target) in TIME_RATIOS.items():
-        found[name] = _ratio(
-            by_key.get((workload, numerator)),
-            by_key.get((workload, denominator)),
-            target,
-            speed=False,
-        ) | {"of": f"{numerator} / {denominator} seconds (at most the target), {workload} workload"}
+    for named, speed, unit in kinds:
+        for name, (numerator, denominator, workload, target) in named.items():
+            if numerator == "best mtfleet job":
+                jobs = {
+                    r.system: r.rows_per_s
+                    for r in rows
+                    if r.workload == workload and "-job-" in r.system
+                }
+                numerator = max(jobs, key=jobs.__getitem__, default=numerator)
+            found[name] = _ratio(
+                by_key.get((workload, numerator)),
+                by_key.get((workload, denominator)),
+                target,
+                speed,
+            ) | {"of": f"{numerator} / {denominator} {unit}, {workload} workload"}
     return found
 
 
