@@ -396,7 +396,9 @@ def test_a_rerun_whose_output_went_missing_after_its_parts_were_removed_runs_aga
     spec = {**SMALL_JOB, "output": "out/again.jsonl", "job_id": "again"}
     http.post("/v1/jobs", json=spec)
     assert poll_until_ended(http, "again")["state"] == "succeeded"
-    wait_for(lambda: not (state_dir / "jobs" / "again" / "parts").exists(), timeout_s=30)
+    # its parts go first, then the event that says so: wait for the event
+    wait_for(lambda: "work_removed" in event_kinds(http, "again"), timeout_s=30)
+    assert not (state_dir / "jobs" / "again" / "parts").exists()
     (data_root / "out" / "again.jsonl").unlink()
 
     rerun = http.post("/v1/jobs", json=spec)
@@ -404,8 +406,12 @@ def test_a_rerun_whose_output_went_missing_after_its_parts_were_removed_runs_aga
     assert rerun.status_code == 201 and rerun.json()["state"] != "succeeded"
     assert poll_until_ended(http, "again")["state"] == "succeeded"
     assert read_jsonl(data_root / "out" / "again.jsonl") == reversed_rows(SMALL_ROWS, ["text"])
-    kinds = [event["kind"] for event in http.get("/v1/jobs/again/events").json()["events"]]
+    kinds = event_kinds(http, "again")
     assert kinds[:2] == ["submitted", "replanned"] and "succeeded" in kinds
+
+
+def event_kinds(http: httpx.Client, job_id: str) -> list[str]:
+    return [event["kind"] for event in http.get(f"/v1/jobs/{job_id}/events").json()["events"]]
 
 
 def test_a_jobs_logs_are_read_by_their_tail_and_never_outside_their_folder(

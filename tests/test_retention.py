@@ -330,8 +330,10 @@ def test_the_server_removes_succeeded_jobs_work_files_when_it_starts_and_prunes_
     service = JobService(tmp_path, state_dir)
     service.start()
     try:
-        wait_for(lambda: not (work_dir / "parts").exists(), timeout_s=30)
+        # the files go first, then the event that says so: wait for the event
+        wait_for(lambda: bool(store.events.page("done-before")), timeout_s=30)
         assert [e.kind for e in store.events.page("done-before")] == ["work_removed"]
+        assert not (work_dir / "parts").exists()
     finally:
         service.stop()
 
